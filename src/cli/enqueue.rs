@@ -1,0 +1,150 @@
+//! Shared by every command that enqueues: write the jobs, publish them at once
+//! (the relay catches up if the broker is down), print their ids, and follow
+//! them with `--wait` or run them in-process with `--sync`.
+
+use std::{process::ExitCode, sync::Arc, time::Duration};
+
+use anyhow::Result;
+use sqlx::PgPool;
+
+use crate::{
+    broker::Broker,
+    cli::{BadInput, JobFailed, RunOpts, wait},
+    config::Settings,
+    runtime::{
+        Registry,
+        relay::relay_once,
+        store::{self, EnqueueError, EnqueueRequest, JobRow, Origin},
+        sync::run_sync,
+    },
+};
+
+fn bad(e: EnqueueError) -> anyhow::Error {
+    match e {
+        EnqueueError::Other(e) => e,
+        other => BadInput(other.to_string()).into(),
+    }
+}
+
+/// Enqueues (or runs with `--sync`) every request, then reports.
+pub async fn submit(
+    pool: &PgPool,
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+    reqs: Vec<EnqueueRequest>,
+    opts: &RunOpts,
+) -> Result<ExitCode> {
+    if opts.sync {
+        let mut rows = Vec::new();
+        for req in &reqs {
+            let row = run_sync(pool, settings.clone(), registry.clone(), req)
+                .await
+                .map_err(bad)?;
+            rows.push(row);
+        }
+        return report(&rows, opts.json);
+    }
+
+    let mut ids = Vec::new();
+    let mut outbox = Vec::new();
+    for req in &reqs {
+        let enq = store::enqueue(pool, &registry, req, Origin::Catalog)
+            .await
+            .map_err(bad)?;
+        let tenant = req.tenant.as_deref().unwrap_or("-");
+        if opts.json {
+            println!(
+                "{}",
+                serde_json::json!({"job_id": enq.id, "kind": req.kind, "tenant": req.tenant, "existing": enq.existing})
+            );
+        } else if enq.existing {
+            println!(
+                "{}\t{}\t{}\texisting (same dedupe key, still live)",
+                enq.id, req.kind, tenant
+            );
+        } else {
+            println!("{}\t{}\t{}\tqueued", enq.id, req.kind, tenant);
+        }
+        ids.push(enq.id);
+        outbox.extend(enq.outbox_id);
+    }
+
+    if !outbox.is_empty() {
+        let broker = Broker::new(&settings.broker, &crate::runtime::worker::owner_id("cli"));
+        let mut warned = false;
+        for id in outbox {
+            let res =
+                tokio::time::timeout(Duration::from_secs(10), relay_once(pool, &broker, Some(id)))
+                    .await;
+            let failed = match res {
+                Ok(Ok(_)) => None,
+                Ok(Err(e)) => Some(format!("{e:#}")),
+                Err(_) => Some("timed out".to_string()),
+            };
+            if let Some(why) = failed
+                && !warned
+            {
+                eprintln!(
+                    "warning: could not publish now ({why}); the job is safe in the catalog and a worker's relay will publish it"
+                );
+                warned = true;
+            }
+        }
+        broker.close().await;
+    }
+
+    if opts.wait {
+        let rows = wait::follow(pool, &ids, opts.json).await?;
+        return report(&rows, opts.json);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Prints final rows; fails when any did not succeed.
+pub fn report(rows: &[JobRow], json: bool) -> Result<ExitCode> {
+    let mut failures = Vec::new();
+    for r in rows {
+        let tenant = r.tenant.as_deref().unwrap_or("-");
+        if json {
+            println!("{}", serde_json::to_string(r).unwrap_or_default());
+        } else {
+            let took = match (r.started_at, r.finished_at) {
+                (Some(s), Some(f)) => {
+                    format!(" in {:.2}s", (f - s).num_milliseconds() as f64 / 1000.0)
+                }
+                _ => String::new(),
+            };
+            println!(
+                "{}\t{}\t{}\t{} after {} attempt(s){}",
+                r.id, r.kind, tenant, r.status, r.attempts, took
+            );
+            if let Some(res) = &r.result {
+                println!("  result: {res}");
+            }
+            if r.status != "succeeded"
+                && let Some(e) = &r.last_error
+            {
+                println!("  error: {e}");
+            }
+        }
+        if r.status != "succeeded" {
+            failures.push(format!(
+                "{} ({}, tenant {tenant}): {}",
+                r.id,
+                r.kind,
+                r.last_error.as_deref().unwrap_or(&r.status)
+            ));
+        }
+    }
+    if failures.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(JobFailed(format!(
+            "{} of {} job(s) did not succeed:\n  {}",
+            failures.len(),
+            rows.len(),
+            failures.join("\n  ")
+        ))
+        .into())
+    }
+}

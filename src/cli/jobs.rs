@@ -1,0 +1,286 @@
+//! `landlord jobs …`: list, show, retry, cancel, enqueue any kind, and ping.
+
+use std::{process::ExitCode, str::FromStr, sync::Arc};
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use uuid::Uuid;
+
+use crate::{
+    cli::{BadInput, RunOpts, actor, catalog, enqueue},
+    config::Settings,
+    runtime::{
+        Registry,
+        store::{self, EnqueueRequest, JobActionError, ListFilter},
+    },
+    workers::ping::{FailMode, Ping},
+};
+
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Recent jobs, newest first.
+    List(ListArgs),
+    /// One job in full.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue again a dead, failed or cancelled job (attempts reset).
+    Retry {
+        id: String,
+        #[command(flatten)]
+        run: WaitOpts,
+    },
+    /// Cancel a queued, retrying or running job.
+    Cancel { id: String },
+    /// Enqueue any job kind with JSON arguments (operators and scripts).
+    Enqueue(EnqueueArgs),
+    /// A no-op job that proves the fleet answers.
+    Ping(PingArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WaitOpts {
+    /// Follow the job to the end; exit non-zero if it did not succeed.
+    #[arg(long)]
+    pub wait: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// queued, running, retrying, succeeded, failed, dead or cancelled.
+    #[arg(long)]
+    pub status: Option<String>,
+    #[arg(long)]
+    pub kind: Option<String>,
+    #[arg(long)]
+    pub tenant: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: i64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EnqueueArgs {
+    /// Job kind, e.g. analyze or ping.
+    pub kind: String,
+    /// Tenant slug, for per-tenant kinds.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Arguments as a JSON object.
+    #[arg(long, default_value = "{}")]
+    pub args: String,
+    /// Job family to publish on instead of the kind's own.
+    #[arg(long)]
+    pub queue: Option<String>,
+    /// Return the live job with this key instead of adding a duplicate.
+    #[arg(long)]
+    pub dedupe_key: Option<String>,
+    /// Attempts before the job is dead (default: the kind's own).
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    #[command(flatten)]
+    pub run: RunOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct PingArgs {
+    /// Keep a worker busy this many seconds before answering.
+    #[arg(long, default_value_t = 0.0)]
+    pub hold: f64,
+    /// Hold this tenant's lock while running.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Job family to send the ping through.
+    #[arg(long, default_value = "maintenance")]
+    pub queue: String,
+    /// Make attempts fail: retryable, fatal or panic.
+    #[arg(long, value_parser = parse_fail)]
+    pub fail: Option<FailMode>,
+    /// Fail only the first N attempts.
+    #[arg(long, requires = "fail")]
+    pub fail_times: Option<u32>,
+    /// Attempts before the job is dead.
+    #[arg(long)]
+    pub max_attempts: Option<u32>,
+    #[arg(long)]
+    pub dedupe_key: Option<String>,
+    #[command(flatten)]
+    pub run: RunOpts,
+}
+
+fn parse_fail(s: &str) -> Result<FailMode, String> {
+    match s {
+        "retryable" => Ok(FailMode::Retryable),
+        "fatal" => Ok(FailMode::Fatal),
+        "panic" => Ok(FailMode::Panic),
+        _ => Err("expected retryable, fatal or panic".into()),
+    }
+}
+
+fn parse_id(s: &str) -> Result<Uuid> {
+    Uuid::from_str(s.trim()).map_err(|_| {
+        BadInput(format!(
+            "{:?} is not a job id (a UUID)",
+            crate::message::truncate(s)
+        ))
+        .into()
+    })
+}
+
+fn action_err(e: JobActionError) -> anyhow::Error {
+    match e {
+        JobActionError::Other(e) => e,
+        other => BadInput(other.to_string()).into(),
+    }
+}
+
+const STATUSES: [&str; 7] = [
+    "queued",
+    "running",
+    "retrying",
+    "succeeded",
+    "failed",
+    "dead",
+    "cancelled",
+];
+
+pub async fn run(
+    cmd: JobsCommand,
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+) -> Result<ExitCode> {
+    let pool = catalog(&settings).await?;
+    match cmd {
+        JobsCommand::List(a) => {
+            if let Some(s) = &a.status
+                && !STATUSES.contains(&s.as_str())
+            {
+                return Err(BadInput(format!(
+                    "unknown status {s:?}; one of {}",
+                    STATUSES.join(", ")
+                ))
+                .into());
+            }
+            let rows = store::list(
+                &pool,
+                &ListFilter {
+                    status: a.status,
+                    kind: a.kind,
+                    tenant: a.tenant,
+                    limit: a.limit,
+                },
+            )
+            .await?;
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<36}  {:<10} {:<12} {:<20} {:<9} {:>8}  created",
+                    "id", "kind", "queue", "tenant", "status", "attempts"
+                );
+                for r in rows {
+                    println!(
+                        "{:<36}  {:<10} {:<12} {:<20} {:<9} {:>4}/{:<3}  {}",
+                        r.id,
+                        r.kind,
+                        r.queue,
+                        r.tenant.as_deref().unwrap_or("-"),
+                        r.status,
+                        r.attempts,
+                        r.max_attempts,
+                        r.created_at.format("%Y-%m-%d %H:%M:%S")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::Show { id, json } => {
+            let id = parse_id(&id)?;
+            let row = store::get(&pool, id)
+                .await?
+                .ok_or_else(|| BadInput(format!("no job {id}")))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&row)?);
+            } else {
+                let v = serde_json::to_value(&row)?;
+                if let Some(obj) = v.as_object() {
+                    for (k, v) in obj {
+                        println!("{k:<17} {v}");
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::Retry { id, run } => {
+            let id = parse_id(&id)?;
+            let outbox = store::retry(&pool, id, &actor())
+                .await
+                .map_err(action_err)?;
+            if let Some(o) = outbox {
+                let broker = crate::broker::Broker::new(
+                    &settings.broker,
+                    &crate::runtime::worker::owner_id("cli"),
+                );
+                if let Err(e) = crate::runtime::relay::relay_once(&pool, &broker, Some(o)).await {
+                    eprintln!(
+                        "warning: could not publish now ({e:#}); a worker's relay will publish it"
+                    );
+                }
+                broker.close().await;
+            }
+            println!("{id}\tqueued again");
+            if run.wait {
+                let rows = crate::cli::wait::follow(&pool, &[id], run.json).await?;
+                return enqueue::report(&rows, run.json);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::Cancel { id } => {
+            let id = parse_id(&id)?;
+            store::cancel(&pool, id, &actor())
+                .await
+                .map_err(action_err)?;
+            println!("{id}\tcancelled");
+            Ok(ExitCode::SUCCESS)
+        }
+        JobsCommand::Enqueue(a) => {
+            let args: serde_json::Value = serde_json::from_str(&a.args)
+                .map_err(|e| BadInput(format!("--args is not valid JSON: {e}")))?;
+            if !args.is_object() {
+                return Err(BadInput("--args must be a JSON object".into()).into());
+            }
+            let req = EnqueueRequest {
+                kind: a.kind,
+                tenant: a.tenant,
+                args,
+                queue: a.queue,
+                dedupe_key: a.dedupe_key,
+                max_attempts: a.max_attempts,
+                run_at: None,
+            };
+            enqueue::submit(&pool, settings, registry, vec![req], &a.run).await
+        }
+        JobsCommand::Ping(a) => {
+            let ping = Ping {
+                hold_seconds: a.hold,
+                fail: a.fail,
+                fail_times: a.fail_times,
+            };
+            let req = EnqueueRequest {
+                kind: "ping".into(),
+                tenant: a.tenant,
+                args: serde_json::to_value(&ping)?,
+                queue: Some(a.queue),
+                dedupe_key: a.dedupe_key,
+                max_attempts: a.max_attempts,
+                run_at: None,
+            };
+            enqueue::submit(&pool, settings, registry, vec![req], &a.run).await
+        }
+    }
+}

@@ -1,0 +1,183 @@
+//! The `landlord` command line: argument definitions and dispatch.
+//! Each subcommand's work lives in its own file; this one only routes.
+
+mod enqueue;
+mod jobs;
+mod maintenance;
+mod tenants;
+mod wait;
+
+use std::{process::ExitCode, sync::Arc};
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{self, Settings};
+
+/// Exit code for bad input (nothing was changed).
+pub const EXIT_BAD_INPUT: u8 = 2;
+/// Exit code for a job that ended in failure, or an operation that failed.
+pub const EXIT_FAILED: u8 = 1;
+
+/// Bad input from the operator: shown as is, exit code 2, nothing changed.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct BadInput(pub String);
+
+/// A followed job that did not succeed: exit code 1.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct JobFailed(pub String);
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "landlord",
+    version,
+    about = "Tenant lifecycle for multi-tenant SaaS on PostgreSQL, run as a queue-driven worker fleet",
+    long_about = "Tenant lifecycle for multi-tenant SaaS on PostgreSQL, run as a queue-driven worker fleet.\n\n\
+Configuration comes from LANDLORD_* environment variables and an optional landlord.toml \
+(LANDLORD_CONFIG names another file); the environment wins. `landlord config show` prints \
+the effective settings with secrets masked."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the catalog database if needed and apply its migrations.
+    Migrate,
+    /// Inspect configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Run a worker: take jobs from RabbitMQ and run them until SIGTERM.
+    Worker(WorkerArgs),
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
+    /// Per-tenant maintenance (the seed's tenants:maintenance). This release: --analyze.
+    Maintenance(maintenance::MaintenanceArgs),
+    /// Inspect and steer jobs.
+    #[command(subcommand)]
+    Jobs(jobs::JobsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the effective configuration, secrets masked.
+    Show,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    /// Job families to take work from, comma-separated (provision, backup, maintenance, mail).
+    #[arg(long, value_delimiter = ',')]
+    pub queues: Option<Vec<String>>,
+    /// Jobs run at once by this process.
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Address of /metrics, /healthz and /readyz ("off" to disable).
+    #[arg(long)]
+    pub listen: Option<String>,
+}
+
+/// Options every enqueuing command shares.
+#[derive(Debug, Args, Clone, Default)]
+pub struct RunOpts {
+    /// Follow the job(s) to the end; exit non-zero if any did not succeed.
+    #[arg(long, conflicts_with = "sync")]
+    pub wait: bool,
+    /// Run in this process, without a broker (same handler, same records).
+    #[arg(long)]
+    pub sync: bool,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<BadInput>().is_some() {
+                ExitCode::from(EXIT_BAD_INPUT)
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode> {
+    let mut settings = Settings::load().map_err(|e| BadInput(format!("{e:#}")))?;
+    let is_worker = matches!(cli.command, Command::Worker(_));
+    let filter = if is_worker || std::env::var("LANDLORD_LOG").is_ok() {
+        settings.observability.log_filter.clone()
+    } else {
+        "warn".to_string()
+    };
+    crate::telemetry::init(settings.observability.log_format, &filter);
+    let registry = Arc::new(crate::workers::registry());
+    match cli.command {
+        Command::Migrate => {
+            crate::db::ensure_database(&settings).await?;
+            let pool = crate::db::connect(&settings).await?;
+            crate::db::migrate(&pool).await?;
+            println!("catalog is up to date");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", settings.show());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Worker(a) => {
+            if let Some(q) = a.queues {
+                settings.worker.queues =
+                    config::parse_queues(&q.join(",")).map_err(|e| BadInput(e.to_string()))?;
+            }
+            if let Some(c) = a.concurrency {
+                if c == 0 || c > 256 {
+                    return Err(BadInput("--concurrency must be between 1 and 256".into()).into());
+                }
+                settings.worker.concurrency = c;
+                settings.catalog.max_connections = (c as u32) * 2 + 6;
+            }
+            if let Some(l) = a.listen {
+                settings.observability.listen = (l != "off").then_some(l);
+            }
+            crate::runtime::worker::run(Arc::new(settings), registry, crate::shutdown::signal())
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Tenants(c) => tenants::run(c, &settings).await,
+        Command::Maintenance(a) => maintenance::run(a, Arc::new(settings), registry).await,
+        Command::Jobs(c) => jobs::run(c, Arc::new(settings), registry).await,
+    }
+}
+
+/// Connects to the catalog and makes sure it is migrated.
+pub(crate) async fn catalog(settings: &Settings) -> Result<sqlx::PgPool> {
+    let pool = crate::db::connect(settings).await?;
+    crate::db::migrate(&pool).await?;
+    Ok(pool)
+}
+
+/// The actor recorded in the audit log for CLI actions.
+pub(crate) fn actor() -> String {
+    let user = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}

@@ -1,0 +1,434 @@
+//! Typed settings, one struct per concern, read from an optional
+//! `landlord.toml` and then from `LANDLORD_*` environment variables (env wins).
+//!
+//! Secrets (passwords inside URLs) are wrapped in [`SecretUrl`]; they never
+//! appear in `Debug`, `Display` or `landlord config show` output.
+
+use std::{collections::BTreeMap, fmt, path::PathBuf, time::Duration};
+
+use anyhow::{Context, Result, bail};
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// A connection URL that may carry a password. Printing it masks the password.
+#[derive(Clone)]
+pub struct SecretUrl(SecretString);
+
+impl SecretUrl {
+    pub fn new(raw: impl Into<String>) -> Self {
+        Self(SecretString::from(raw.into()))
+    }
+
+    /// The real URL, for handing to a client library. Never log this.
+    pub fn expose(&self) -> &str {
+        self.0.expose_secret()
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn masked(&self) -> String {
+        match url::Url::parse(self.expose()) {
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("***"));
+                }
+                u.to_string()
+            }
+            Err(_) => "<unparseable url>".to_string(),
+        }
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretUrl({})", self.masked())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+/// The landlord catalog database.
+#[derive(Debug, Clone)]
+pub struct CatalogSettings {
+    pub url: SecretUrl,
+    pub max_connections: u32,
+}
+
+/// RabbitMQ and the names landlord declares on it.
+#[derive(Debug, Clone)]
+pub struct BrokerSettings {
+    pub url: SecretUrl,
+    /// Prefix of every exchange and queue name; isolates installations and test runs.
+    pub prefix: String,
+    /// `x-delivery-limit` of the work queues: deliveries before a message is dead-lettered.
+    pub delivery_limit: u32,
+}
+
+/// How workers run jobs.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    pub concurrency: usize,
+    pub queues: Vec<String>,
+    /// How long a claim lasts without a heartbeat.
+    pub lease: Duration,
+    /// How long in-flight jobs may run after SIGTERM before they are handed back.
+    pub shutdown_grace: Duration,
+    /// Default per-job timeout (a job kind may choose its own).
+    pub job_timeout: Duration,
+    /// How often the relay looks for unpublished outbox rows.
+    pub relay_interval: Duration,
+    /// How often the reaper looks for expired leases and stale queued jobs.
+    pub reap_interval: Duration,
+    /// A queued job whose message has not been seen for this long is published again.
+    pub stale_after: Duration,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub retry_base: Duration,
+    /// Upper bound of a retry delay.
+    pub retry_max: Duration,
+    /// Delay before trying again a job whose tenant is busy.
+    pub busy_delay: Duration,
+}
+
+/// Logs and metrics.
+#[derive(Debug, Clone)]
+pub struct ObservabilitySettings {
+    /// Address of the `/metrics`, `/healthz`, `/readyz` listener; `None` disables it.
+    pub listen: Option<String>,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// All settings.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub catalog: CatalogSettings,
+    pub broker: BrokerSettings,
+    pub worker: WorkerSettings,
+    pub observability: ObservabilitySettings,
+    /// Tenant database servers by name. `default` is always present.
+    pub servers: BTreeMap<String, SecretUrl>,
+    /// Where the settings file came from, if one was read.
+    pub file: Option<PathBuf>,
+}
+
+/// The shape of `landlord.toml`. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSettings {
+    database_url: Option<String>,
+    amqp_url: Option<String>,
+    prefix: Option<String>,
+    delivery_limit: Option<u32>,
+    #[serde(default)]
+    worker: FileWorker,
+    #[serde(default)]
+    observability: FileObservability,
+    #[serde(default)]
+    servers: BTreeMap<String, FileServer>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWorker {
+    concurrency: Option<usize>,
+    queues: Option<Vec<String>>,
+    lease_seconds: Option<u64>,
+    shutdown_grace_seconds: Option<u64>,
+    job_timeout_seconds: Option<u64>,
+    retry_base_ms: Option<u64>,
+    retry_max_ms: Option<u64>,
+    busy_delay_ms: Option<u64>,
+    stale_after_seconds: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileObservability {
+    listen: Option<String>,
+    log_format: Option<LogFormat>,
+    log: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileServer {
+    url: String,
+}
+
+/// The job families; each has one durable quorum queue.
+pub const QUEUES: [&str; 4] = ["provision", "backup", "maintenance", "mail"];
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn env_parse<T: std::str::FromStr>(name: &str) -> Result<Option<T>>
+where
+    T::Err: fmt::Display,
+{
+    match env(name) {
+        None => Ok(None),
+        Some(v) => v
+            .trim()
+            .parse::<T>()
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("{name}={v:?} is not valid: {e}")),
+    }
+}
+
+impl Settings {
+    /// Reads `LANDLORD_CONFIG` (or `./landlord.toml` if it exists), then the environment.
+    pub fn load() -> Result<Self> {
+        let explicit = env("LANDLORD_CONFIG").map(PathBuf::from);
+        let path = explicit.clone().or_else(|| {
+            let p = PathBuf::from("landlord.toml");
+            p.exists().then_some(p)
+        });
+        let file = match &path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading settings file {}", p.display()))?;
+                toml::from_str::<FileSettings>(&text)
+                    .with_context(|| format!("parsing settings file {}", p.display()))?
+            }
+            None => FileSettings::default(),
+        };
+        Self::from_parts(file, path)
+    }
+
+    fn from_parts(file: FileSettings, path: Option<PathBuf>) -> Result<Self> {
+        let database_url = env("LANDLORD_DATABASE_URL")
+            .or(file.database_url)
+            .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/landlord".to_string());
+        let amqp_url = env("LANDLORD_AMQP_URL")
+            .or(file.amqp_url)
+            .unwrap_or_else(|| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string());
+        let prefix = env("LANDLORD_PREFIX")
+            .or(file.prefix)
+            .unwrap_or_else(|| "landlord".to_string());
+        if !prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+            || prefix.is_empty()
+            || prefix.len() > 64
+        {
+            bail!("LANDLORD_PREFIX must be 1-64 characters of [A-Za-z0-9_.-], got {prefix:?}");
+        }
+        let delivery_limit = env_parse("LANDLORD_DELIVERY_LIMIT")?
+            .or(file.delivery_limit)
+            .unwrap_or(20);
+
+        let w = file.worker;
+        let concurrency = env_parse("LANDLORD_WORKER_CONCURRENCY")?
+            .or(w.concurrency)
+            .unwrap_or(4);
+        if concurrency == 0 || concurrency > 256 {
+            bail!("worker concurrency must be between 1 and 256, got {concurrency}");
+        }
+        let queues = match env("LANDLORD_WORKER_QUEUES") {
+            Some(v) => parse_queues(&v)?,
+            None => match w.queues {
+                Some(q) => parse_queues(&q.join(","))?,
+                None => QUEUES.iter().map(|s| s.to_string()).collect(),
+            },
+        };
+        let secs = |env_name: &str, file_v: Option<u64>, default: u64| -> Result<Duration> {
+            Ok(Duration::from_secs(
+                env_parse(env_name)?.or(file_v).unwrap_or(default),
+            ))
+        };
+        let millis = |env_name: &str, file_v: Option<u64>, default: u64| -> Result<Duration> {
+            Ok(Duration::from_millis(
+                env_parse(env_name)?.or(file_v).unwrap_or(default),
+            ))
+        };
+        let lease = secs("LANDLORD_LEASE_SECONDS", w.lease_seconds, 30)?;
+        if lease < Duration::from_secs(2) {
+            bail!("LANDLORD_LEASE_SECONDS must be at least 2");
+        }
+        let worker = WorkerSettings {
+            concurrency,
+            queues,
+            lease,
+            shutdown_grace: secs(
+                "LANDLORD_SHUTDOWN_GRACE_SECONDS",
+                w.shutdown_grace_seconds,
+                30,
+            )?,
+            job_timeout: secs("LANDLORD_JOB_TIMEOUT_SECONDS", w.job_timeout_seconds, 3600)?,
+            relay_interval: Duration::from_millis(500),
+            reap_interval: Duration::from_secs(1).min(lease / 2),
+            stale_after: secs("LANDLORD_STALE_AFTER_SECONDS", w.stale_after_seconds, 300)?,
+            retry_base: millis("LANDLORD_RETRY_BASE_MS", w.retry_base_ms, 2_000)?,
+            retry_max: millis("LANDLORD_RETRY_MAX_MS", w.retry_max_ms, 600_000)?,
+            busy_delay: millis("LANDLORD_BUSY_DELAY_MS", w.busy_delay_ms, 1_000)?,
+        };
+
+        let o = file.observability;
+        let listen = match env("LANDLORD_LISTEN").or(o.listen) {
+            Some(v) if v == "off" => None,
+            Some(v) => Some(v),
+            None => Some("127.0.0.1:9464".to_string()),
+        };
+        let log_format = match env("LANDLORD_LOG_FORMAT") {
+            Some(v) if v == "json" => LogFormat::Json,
+            Some(v) if v == "text" => LogFormat::Text,
+            Some(v) => bail!("LANDLORD_LOG_FORMAT must be text or json, got {v:?}"),
+            None => o.log_format.unwrap_or(LogFormat::Text),
+        };
+        let log_filter = env("LANDLORD_LOG")
+            .or(o.log)
+            .unwrap_or_else(|| "info".to_string());
+
+        let mut servers = BTreeMap::new();
+        for (name, s) in file.servers {
+            servers.insert(name, SecretUrl::new(s.url));
+        }
+        for (key, value) in std::env::vars() {
+            if let Some(name) = key.strip_prefix("LANDLORD_SERVER__") {
+                servers.insert(name.to_ascii_lowercase(), SecretUrl::new(value));
+            }
+        }
+        let catalog = SecretUrl::new(database_url);
+        servers
+            .entry("default".to_string())
+            .or_insert_with(|| catalog.clone());
+        for name in servers.keys() {
+            crate::ident::validate_server_name(name)
+                .map_err(|e| anyhow::anyhow!("database server name {name:?}: {e}"))?;
+        }
+
+        Ok(Self {
+            catalog: CatalogSettings {
+                url: catalog,
+                max_connections: (concurrency as u32) * 2 + 6,
+            },
+            broker: BrokerSettings {
+                url: SecretUrl::new(amqp_url),
+                prefix,
+                delivery_limit,
+            },
+            worker,
+            observability: ObservabilitySettings {
+                listen,
+                log_format,
+                log_filter,
+            },
+            servers,
+            file: path,
+        })
+    }
+
+    /// The effective configuration as TOML-ish text, secrets masked.
+    pub fn show(&self) -> String {
+        let mut out = String::new();
+        let mut line = |k: &str, v: String| out.push_str(&format!("{k} = {v}\n"));
+        line(
+            "settings_file",
+            format!(
+                "{:?}",
+                self.file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "(none)".into())
+            ),
+        );
+        line("database_url", format!("{:?}", self.catalog.url.masked()));
+        line("amqp_url", format!("{:?}", self.broker.url.masked()));
+        line("prefix", format!("{:?}", self.broker.prefix));
+        line("delivery_limit", self.broker.delivery_limit.to_string());
+        let w = &self.worker;
+        line("worker.concurrency", w.concurrency.to_string());
+        line("worker.queues", format!("{:?}", w.queues));
+        line("worker.lease_seconds", w.lease.as_secs().to_string());
+        line(
+            "worker.shutdown_grace_seconds",
+            w.shutdown_grace.as_secs().to_string(),
+        );
+        line(
+            "worker.job_timeout_seconds",
+            w.job_timeout.as_secs().to_string(),
+        );
+        line("worker.retry_base_ms", w.retry_base.as_millis().to_string());
+        line("worker.retry_max_ms", w.retry_max.as_millis().to_string());
+        line("worker.busy_delay_ms", w.busy_delay.as_millis().to_string());
+        line(
+            "worker.stale_after_seconds",
+            w.stale_after.as_secs().to_string(),
+        );
+        line(
+            "observability.listen",
+            format!(
+                "{:?}",
+                self.observability.listen.as_deref().unwrap_or("off")
+            ),
+        );
+        line(
+            "observability.log_format",
+            format!("{:?}", self.observability.log_format).to_lowercase(),
+        );
+        line(
+            "observability.log",
+            format!("{:?}", self.observability.log_filter),
+        );
+        for (name, url) in &self.servers {
+            line(
+                &format!("servers.{name}.url"),
+                format!("{:?}", url.masked()),
+            );
+        }
+        out
+    }
+}
+
+/// Parses a comma-separated list of job families.
+pub fn parse_queues(raw: &str) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for q in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !QUEUES.contains(&q) {
+            bail!(
+                "unknown queue {q:?}; the job families are {}",
+                QUEUES.join(", ")
+            );
+        }
+        if !out.iter().any(|x| x == q) {
+            out.push(q.to_string());
+        }
+    }
+    if out.is_empty() {
+        bail!("no queue given; the job families are {}", QUEUES.join(", "));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_passwords() {
+        let u = SecretUrl::new("postgres://app:hunter2@db:5432/landlord");
+        assert_eq!(u.masked(), "postgres://app:***@db:5432/landlord");
+        assert!(!format!("{u:?}").contains("hunter2"));
+        assert!(!format!("{u}").contains("hunter2"));
+    }
+
+    #[test]
+    fn rejects_unknown_queue() {
+        assert!(parse_queues("backup,nope").is_err());
+        assert_eq!(
+            parse_queues("backup, mail,backup").expect("valid"),
+            vec!["backup", "mail"]
+        );
+    }
+}

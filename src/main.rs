@@ -1,0 +1,5 @@
+//! The `landlord` binary: parse the command line and hand over to the library.
+
+fn main() -> std::process::ExitCode {
+    landlord::cli::main()
+}

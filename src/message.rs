@@ -1,0 +1,149 @@
+//! The versioned job message contract (`schemas/job-message.v1.json`).
+//!
+//! This module parses and checks the bytes of a message; it never touches the
+//! catalog. A message that fails here is dead-lettered with the returned reason.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Largest message body accepted, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+
+/// Version 1 of the message every job travels in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobMessage {
+    /// Contract version; always 1.
+    pub v: u32,
+    pub job_id: Uuid,
+    pub kind: String,
+    /// Tenant slug, for per-tenant jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    #[serde(default = "empty_object")]
+    pub args: serde_json::Value,
+    /// Optional dedupe key, honoured when a message is adopted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dedupe_key: Option<String>,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+impl JobMessage {
+    pub fn new(job_id: Uuid, kind: &str, tenant: Option<&str>, args: serde_json::Value) -> Self {
+        Self {
+            v: 1,
+            job_id,
+            kind: kind.to_string(),
+            tenant: tenant.map(str::to_string),
+            args,
+            dedupe_key: None,
+        }
+    }
+
+    /// Parses and checks a message body. The error is a reason fit for the
+    /// dead-letter queue.
+    pub fn parse(body: &[u8]) -> Result<Self, String> {
+        if body.len() > MAX_MESSAGE_BYTES {
+            return Err(format!(
+                "message is {} bytes; at most {MAX_MESSAGE_BYTES} are accepted",
+                body.len()
+            ));
+        }
+        let msg: JobMessage =
+            serde_json::from_slice(body).map_err(|e| format!("not a v1 job message: {e}"))?;
+        if msg.v != 1 {
+            return Err(format!("unsupported message version {}", msg.v));
+        }
+        if msg.kind.is_empty()
+            || msg.kind.len() > 63
+            || !msg
+                .kind
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            return Err(format!("invalid job kind {:?}", truncate(&msg.kind)));
+        }
+        if !msg.args.is_object() {
+            return Err("args must be a JSON object".to_string());
+        }
+        if let Some(t) = &msg.tenant {
+            crate::ident::validate_slug(t)
+                .map_err(|e| format!("invalid tenant slug {:?}: {e}", truncate(t)))?;
+        }
+        if let Some(k) = &msg.dedupe_key
+            && (k.is_empty() || k.len() > 500)
+        {
+            return Err("dedupe_key must be 1-500 characters".to_string());
+        }
+        Ok(msg)
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Shortens a hostile value before it is echoed in an error.
+pub fn truncate(s: &str) -> String {
+    if s.chars().count() <= 64 {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(64).collect();
+        format!("{head}… ({} chars)", s.chars().count())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip() {
+        let m = JobMessage::new(Uuid::new_v4(), "ping", Some("acme"), serde_json::json!({}));
+        assert_eq!(JobMessage::parse(&m.to_bytes()).expect("parses"), m);
+    }
+
+    #[test]
+    fn rejects_bad_messages() {
+        let id = Uuid::new_v4();
+        for (body, why) in [
+            ("not json".to_string(), "not a v1"),
+            (
+                format!(r#"{{"v":2,"job_id":"{id}","kind":"ping"}}"#),
+                "version",
+            ),
+            (
+                format!(r#"{{"v":1,"job_id":"{id}","kind":"Ping!"}}"#),
+                "kind",
+            ),
+            (
+                format!(r#"{{"v":1,"job_id":"{id}","kind":"ping","args":[]}}"#),
+                "object",
+            ),
+            (
+                format!(r#"{{"v":1,"job_id":"{id}","kind":"ping","tenant":"a\"; DROP"}}"#),
+                "slug",
+            ),
+            (
+                format!(r#"{{"v":1,"job_id":"{id}","kind":"ping","extra":1}}"#),
+                "unknown field",
+            ),
+            (
+                r#"{"v":1,"job_id":42,"kind":"ping"}"#.to_string(),
+                "not a v1",
+            ),
+        ] {
+            let err = JobMessage::parse(body.as_bytes()).expect_err(&body);
+            assert!(err.contains(why), "{err} should mention {why}");
+        }
+        let huge = vec![b' '; MAX_MESSAGE_BYTES + 1];
+        assert!(
+            JobMessage::parse(&huge)
+                .expect_err("too big")
+                .contains("bytes")
+        );
+    }
+}

@@ -1,0 +1,108 @@
+//! What a job is: a serde struct plus the [`Job`] trait naming its kind,
+//! queue and handler. One file per job under `workers/`.
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use serde::{Serialize, de::DeserializeOwned};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::{config::Settings, runtime::JobError, tenants::Tenant};
+
+/// A kind of job.
+pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
+    /// The name in messages and the catalog, e.g. `analyze`.
+    const KIND: &'static str;
+    /// The job family, i.e. the queue it travels on by default.
+    const QUEUE: &'static str;
+    /// Whether the job must name a tenant.
+    const NEEDS_TENANT: bool;
+    /// Whether it changes its tenant's database, and so must never run at the
+    /// same time as another such job for the same tenant.
+    const TENANT_EXCLUSIVE: bool;
+    /// Attempts before the job is dead.
+    const MAX_ATTEMPTS: u32 = 5;
+
+    /// Checks arguments beyond their types. Errors are shown to whoever enqueued.
+    fn validate(&self) -> Result<(), String> {
+        Ok(())
+    }
+
+    /// How long one attempt may take.
+    fn timeout(&self, default: Duration) -> Duration {
+        default
+    }
+
+    /// Does the work and returns the result recorded on the job.
+    fn run(
+        &self,
+        ctx: &JobContext,
+    ) -> impl Future<Output = Result<serde_json::Value, JobError>> + Send;
+}
+
+/// An event a handler asks to be published when its job succeeds.
+#[derive(Debug, Clone)]
+pub struct PendingEvent {
+    pub name: String,
+    pub data: serde_json::Value,
+}
+
+/// What a handler gets: its job, its tenant, the catalog and a way to report.
+#[derive(Clone)]
+pub struct JobContext {
+    pub job_id: Uuid,
+    pub kind: String,
+    pub attempt: u32,
+    pub tenant: Option<Tenant>,
+    pub catalog: PgPool,
+    pub settings: Arc<Settings>,
+    /// Cancelled when the job must stop (lease lost, cancelled, timed out).
+    pub cancel: CancellationToken,
+    pub(crate) lease_owner: String,
+    pub(crate) events: Arc<std::sync::Mutex<Vec<PendingEvent>>>,
+}
+
+impl JobContext {
+    /// Records progress on the job row, for `--wait` and `jobs show`.
+    pub async fn progress(&self, done: u64, total: u64, message: &str) {
+        let progress = serde_json::json!({"done": done, "total": total, "message": message});
+        let res = sqlx::query(
+            "UPDATE jobs SET progress = $1, updated_at = now() \
+             WHERE id = $2 AND lease_owner = $3 AND status = 'running'",
+        )
+        .bind(progress)
+        .bind(self.job_id)
+        .bind(&self.lease_owner)
+        .execute(&self.catalog)
+        .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "could not record progress");
+        }
+    }
+
+    /// Queues an event to go out (through the outbox) if the job succeeds.
+    pub fn emit(&self, name: &str, data: serde_json::Value) {
+        if let Ok(mut ev) = self.events.lock() {
+            ev.push(PendingEvent {
+                name: name.to_string(),
+                data,
+            });
+        }
+    }
+
+    /// The tenant, for jobs that need one.
+    pub fn tenant(&self) -> Result<&Tenant, JobError> {
+        self.tenant
+            .as_ref()
+            .ok_or_else(|| JobError::fatal(format!("job kind {} needs a tenant", self.kind)))
+    }
+
+    /// A one-connection pool on the tenant's database; close it when done.
+    pub async fn tenant_db(&self) -> Result<PgPool, JobError> {
+        let t = self.tenant()?;
+        crate::tenants::connect_tenant_db(&self.settings, t)
+            .await
+            .map_err(JobError::from)
+    }
+}

@@ -1,0 +1,98 @@
+//! The table of job kinds a worker can run, built from `workers::register`.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use futures::future::BoxFuture;
+
+use crate::runtime::{Job, JobContext, JobError};
+
+type RunFn =
+    fn(serde_json::Value, JobContext) -> BoxFuture<'static, Result<serde_json::Value, JobError>>;
+
+/// Everything the runtime needs to know about one kind, with the types erased.
+#[derive(Clone, Copy)]
+pub struct KindSpec {
+    pub kind: &'static str,
+    pub queue: &'static str,
+    pub needs_tenant: bool,
+    pub tenant_exclusive: bool,
+    pub max_attempts: u32,
+    validate: fn(&serde_json::Value) -> Result<(), String>,
+    timeout: fn(&serde_json::Value, Duration) -> Duration,
+    run: RunFn,
+}
+
+impl KindSpec {
+    /// Parses and validates arguments; the error names the problem.
+    pub fn validate(&self, args: &serde_json::Value) -> Result<(), String> {
+        (self.validate)(args)
+    }
+
+    pub fn timeout(&self, args: &serde_json::Value, default: Duration) -> Duration {
+        (self.timeout)(args, default)
+    }
+
+    pub fn run(
+        &self,
+        args: serde_json::Value,
+        ctx: JobContext,
+    ) -> BoxFuture<'static, Result<serde_json::Value, JobError>> {
+        (self.run)(args, ctx)
+    }
+}
+
+fn validate_erased<J: Job>(args: &serde_json::Value) -> Result<(), String> {
+    let job: J = serde_json::from_value(args.clone())
+        .map_err(|e| format!("invalid arguments for {}: {e}", J::KIND))?;
+    job.validate()
+}
+
+fn timeout_erased<J: Job>(args: &serde_json::Value, default: Duration) -> Duration {
+    serde_json::from_value::<J>(args.clone())
+        .map(|j| j.timeout(default))
+        .unwrap_or(default)
+}
+
+fn run_erased<J: Job>(
+    args: serde_json::Value,
+    ctx: JobContext,
+) -> BoxFuture<'static, Result<serde_json::Value, JobError>> {
+    Box::pin(async move {
+        let job: J = serde_json::from_value(args)
+            .map_err(|e| JobError::fatal(format!("invalid arguments for {}: {e}", J::KIND)))?;
+        job.run(&ctx).await
+    })
+}
+
+/// The registered kinds.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: BTreeMap<&'static str, KindSpec>,
+}
+
+impl Registry {
+    pub fn register<J: Job>(&mut self) -> &mut Self {
+        self.kinds.insert(
+            J::KIND,
+            KindSpec {
+                kind: J::KIND,
+                queue: J::QUEUE,
+                needs_tenant: J::NEEDS_TENANT,
+                tenant_exclusive: J::TENANT_EXCLUSIVE,
+                max_attempts: J::MAX_ATTEMPTS,
+                validate: validate_erased::<J>,
+                timeout: timeout_erased::<J>,
+                run: run_erased::<J>,
+            },
+        );
+        self
+    }
+
+    pub fn get(&self, kind: &str) -> Option<&KindSpec> {
+        self.kinds.get(kind)
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.kinds.keys().copied()
+    }
+}

@@ -1,0 +1,95 @@
+//! The outbox relay: publishes what the catalog recorded but RabbitMQ has not
+//! confirmed yet. Runs in every worker; `FOR UPDATE SKIP LOCKED` lets several
+//! relays share the work without publishing a row twice at the same moment.
+//!
+//! A crash between commit and publish, or between publish and stamping
+//! `published_at`, only means a row is published again; consumers are
+//! idempotent (the catalog claim decides who runs a job).
+
+use anyhow::{Context, Result};
+use sqlx::PgPool;
+
+use crate::{broker::Broker, broker::topology, metrics};
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    exchange: String,
+    routing_key: String,
+    payload: serde_json::Value,
+    message_id: String,
+    job_id: Option<uuid::Uuid>,
+}
+
+/// Publishes due outbox rows: all of them, or only `only` when given.
+/// Returns how many were confirmed.
+pub async fn relay_once(pool: &PgPool, broker: &Broker, only: Option<i64>) -> Result<usize> {
+    let mut tx = pool.begin().await.context("starting transaction")?;
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, exchange, routing_key, payload, message_id, job_id FROM outbox \
+         WHERE published_at IS NULL AND available_at <= now() AND ($1::bigint IS NULL OR id = $1) \
+         ORDER BY available_at, id LIMIT 200 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(only)
+    .fetch_all(&mut *tx)
+    .await
+    .context("reading outbox")?;
+    let mut sent = 0;
+    for row in &rows {
+        let body = serde_json::to_vec(&row.payload).context("encoding outbox payload")?;
+        match broker
+            .publish(
+                &row.exchange,
+                &row.routing_key,
+                &body,
+                &row.message_id,
+                None,
+            )
+            .await
+        {
+            Ok(()) => {
+                sqlx::query("UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1 WHERE id = $1")
+                    .bind(row.id)
+                    .execute(&mut *tx)
+                    .await
+                    .context("stamping outbox row")?;
+                if row.exchange == topology::WORK
+                    && let Some(job) = row.job_id
+                {
+                    sqlx::query("UPDATE jobs SET last_published_at = now() WHERE id = $1")
+                        .bind(job)
+                        .execute(&mut *tx)
+                        .await
+                        .context("stamping job")?;
+                }
+                metrics::get()
+                    .outbox_published
+                    .with_label_values(&[row.exchange.as_str()])
+                    .inc();
+                sent += 1;
+            }
+            Err(e) => {
+                sqlx::query("UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2 WHERE id = $1")
+                    .bind(row.id)
+                    .bind(format!("{e:#}"))
+                    .execute(&mut *tx)
+                    .await
+                    .context("recording publish error")?;
+                tx.commit().await.context("committing outbox")?;
+                return Err(e.context(format!("publishing outbox row {}", row.id)));
+            }
+        }
+    }
+    tx.commit().await.context("committing outbox")?;
+    Ok(sent)
+}
+
+/// Unpublished outbox rows that are due.
+pub async fn backlog(pool: &PgPool) -> Result<i64> {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL AND available_at <= now()",
+    )
+    .fetch_one(pool)
+    .await
+    .context("counting outbox backlog")
+}

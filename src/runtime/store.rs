@@ -1,0 +1,890 @@
+//! Jobs in the catalog: every state change of a job happens here, in one
+//! transaction with the outbox rows that announce it.
+//!
+//! Changes made on behalf of a running attempt are fenced: they apply only
+//! while the row still names that worker as lease owner and that attempt
+//! number. A worker that lost its lease can never record a result.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+use thiserror::Error;
+use uuid::Uuid;
+
+use crate::{
+    broker::topology,
+    message::{JobMessage, truncate},
+    runtime::{JobError, PendingEvent, Registry, RetryPolicy},
+    tenants::{self, Tenant},
+};
+
+/// A job as `jobs list/show` report it.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub tenant_id: Option<i64>,
+    pub tenant: Option<String>,
+    pub args: serde_json::Value,
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub dedupe_key: Option<String>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub run_at: DateTime<Utc>,
+    pub last_error: Option<String>,
+    pub result: Option<serde_json::Value>,
+    pub progress: Option<serde_json::Value>,
+    pub origin: String,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl JobRow {
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self.status.as_str(),
+            "succeeded" | "failed" | "dead" | "cancelled"
+        )
+    }
+}
+
+const JOB_SELECT: &str = "SELECT j.id, j.kind, j.queue, j.tenant_id, t.slug AS tenant, j.args, j.status, \
+     j.attempts, j.max_attempts, j.dedupe_key, j.lease_owner, j.lease_expires_at, j.run_at, \
+     j.last_error, j.result, j.progress, j.origin, j.created_at, j.updated_at, j.started_at, \
+     j.finished_at FROM jobs j LEFT JOIN tenants t ON t.id = j.tenant_id";
+
+/// A job an attempt has claimed.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub kind: String,
+    pub queue: String,
+    pub tenant_id: Option<i64>,
+    pub args: serde_json::Value,
+    pub attempts: i32,
+    pub max_attempts: i32,
+}
+
+/// What to enqueue.
+#[derive(Debug, Clone, Default)]
+pub struct EnqueueRequest {
+    pub kind: String,
+    pub tenant: Option<String>,
+    pub args: serde_json::Value,
+    /// Family override; defaults to the kind's own.
+    pub queue: Option<String>,
+    pub dedupe_key: Option<String>,
+    pub max_attempts: Option<u32>,
+    pub run_at: Option<DateTime<Utc>>,
+}
+
+/// Why a job could not be enqueued; nothing was written.
+#[derive(Debug, Error)]
+pub enum EnqueueError {
+    #[error("unknown job kind {0:?}; known kinds: {1}")]
+    UnknownKind(String, String),
+    #[error("{0}")]
+    InvalidArgs(String),
+    #[error("job kind {0} needs a tenant (--tenant)")]
+    TenantRequired(String),
+    #[error("job kind {0} does not take a tenant")]
+    TenantNotAllowed(String),
+    #[error(transparent)]
+    Tenant(#[from] tenants::TenantError),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// The job written (or the live duplicate found) and the outbox row to publish.
+#[derive(Debug, Clone)]
+pub struct Enqueued {
+    pub id: Uuid,
+    /// True when a live job with the same dedupe key was returned instead.
+    pub existing: bool,
+    pub outbox_id: Option<i64>,
+}
+
+/// Where a new job row comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Enqueued through landlord; published through the outbox.
+    Catalog,
+    /// Run in-process by `--sync`; never published.
+    Sync,
+}
+
+/// Checks a request and writes the job row plus its outbox row, in one transaction.
+pub async fn enqueue(
+    pool: &PgPool,
+    registry: &Registry,
+    req: &EnqueueRequest,
+    origin: Origin,
+) -> Result<Enqueued, EnqueueError> {
+    let spec = registry.get(&req.kind).ok_or_else(|| {
+        EnqueueError::UnknownKind(
+            truncate(&req.kind),
+            registry.kinds().collect::<Vec<_>>().join(", "),
+        )
+    })?;
+    let args = if req.args.is_null() {
+        serde_json::json!({})
+    } else {
+        req.args.clone()
+    };
+    spec.validate(&args).map_err(EnqueueError::InvalidArgs)?;
+    let queue = req.queue.clone().unwrap_or_else(|| spec.queue.to_string());
+    crate::config::parse_queues(&queue).map_err(|e| EnqueueError::Invalid(e.to_string()))?;
+    let tenant = match (&req.tenant, spec.needs_tenant) {
+        (Some(slug), _) => Some(tenants::get(pool, slug).await?),
+        (None, true) => return Err(EnqueueError::TenantRequired(spec.kind.to_string())),
+        (None, false) => None,
+    };
+    if let Some(k) = &req.dedupe_key
+        && (k.is_empty() || k.len() > 500)
+    {
+        return Err(EnqueueError::Invalid(
+            "dedupe key must be 1-500 characters".into(),
+        ));
+    }
+    let max_attempts = req.max_attempts.unwrap_or(spec.max_attempts).clamp(1, 100) as i32;
+    let id = Uuid::now_v7();
+
+    let mut tx = pool.begin().await.context("starting transaction")?;
+    if let Some(key) = &req.dedupe_key
+        && let Some(existing) = live_by_dedupe(&mut tx, key).await?
+    {
+        return Ok(Enqueued {
+            id: existing,
+            existing: true,
+            outbox_id: None,
+        });
+    }
+    let status = "queued";
+    let inserted = sqlx::query(
+        "INSERT INTO jobs (id, kind, queue, tenant_id, args, status, max_attempts, dedupe_key, run_at, origin) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, now()), $10)",
+    )
+    .bind(id)
+    .bind(spec.kind)
+    .bind(&queue)
+    .bind(tenant.as_ref().map(|t| t.id))
+    .bind(&args)
+    .bind(status)
+    .bind(max_attempts)
+    .bind(&req.dedupe_key)
+    .bind(req.run_at)
+    .bind(match origin {
+        Origin::Catalog => "catalog",
+        Origin::Sync => "sync",
+    })
+    .execute(&mut *tx)
+    .await;
+    if let Err(e) = inserted {
+        if let (sqlx::Error::Database(d), Some(key)) = (&e, &req.dedupe_key)
+            && d.is_unique_violation()
+        {
+            drop(tx);
+            let mut tx = pool.begin().await.context("starting transaction")?;
+            if let Some(existing) = live_by_dedupe(&mut tx, key).await? {
+                return Ok(Enqueued {
+                    id: existing,
+                    existing: true,
+                    outbox_id: None,
+                });
+            }
+        }
+        return Err(anyhow::Error::new(e).context("inserting job").into());
+    }
+    let outbox_id = match origin {
+        Origin::Catalog => Some(
+            insert_job_message(
+                &mut tx,
+                id,
+                spec.kind,
+                &queue,
+                tenant.as_ref().map(|t| t.slug.as_str()),
+                &args,
+                req.run_at,
+            )
+            .await?,
+        ),
+        Origin::Sync => None,
+    };
+    tx.commit().await.context("committing job")?;
+    Ok(Enqueued {
+        id,
+        existing: false,
+        outbox_id,
+    })
+}
+
+async fn live_by_dedupe(tx: &mut Transaction<'_, Postgres>, key: &str) -> Result<Option<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT id FROM jobs WHERE dedupe_key = $1 AND status IN ('queued', 'running', 'retrying')",
+    )
+    .bind(key)
+    .fetch_optional(&mut **tx)
+    .await
+    .context("looking for a duplicate job")
+}
+
+/// Writes the outbox row that (re)publishes a job's message.
+pub async fn insert_job_message(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    kind: &str,
+    queue: &str,
+    tenant: Option<&str>,
+    args: &serde_json::Value,
+    available_at: Option<DateTime<Utc>>,
+) -> Result<i64> {
+    let msg = JobMessage::new(id, kind, tenant, args.clone());
+    sqlx::query_scalar(
+        "INSERT INTO outbox (exchange, routing_key, payload, message_id, job_id, available_at) \
+         VALUES ($1, $2, $3, $4, $5, coalesce($6, now())) RETURNING id",
+    )
+    .bind(topology::WORK)
+    .bind(queue)
+    .bind(serde_json::to_value(&msg).context("encoding message")?)
+    .bind(id.to_string())
+    .bind(id)
+    .bind(available_at)
+    .fetch_one(&mut **tx)
+    .await
+    .context("writing outbox")
+}
+
+/// Writes the outbox row of one event on `landlord.events`.
+pub async fn insert_event(
+    tx: &mut Transaction<'_, Postgres>,
+    name: &str,
+    tenant: Option<&str>,
+    job_id: Option<Uuid>,
+    data: serde_json::Value,
+) -> Result<i64> {
+    let event_id = Uuid::now_v7();
+    let payload = serde_json::json!({
+        "v": 1,
+        "event": name,
+        "event_id": event_id,
+        "at": Utc::now(),
+        "tenant": tenant,
+        "job_id": job_id,
+        "data": data,
+    });
+    sqlx::query_scalar(
+        "INSERT INTO outbox (exchange, routing_key, payload, message_id, job_id) \
+         VALUES ($1, $2, $3, $4, $5) RETURNING id",
+    )
+    .bind(topology::EVENTS)
+    .bind(name)
+    .bind(payload)
+    .bind(event_id.to_string())
+    .bind(job_id)
+    .fetch_one(&mut **tx)
+    .await
+    .context("writing event to outbox")
+}
+
+async fn slug_of(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant_id: Option<i64>,
+) -> Result<Option<String>> {
+    match tenant_id {
+        None => Ok(None),
+        Some(id) => sqlx::query_scalar("SELECT slug FROM tenants WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut **tx)
+            .await
+            .context("looking up tenant slug"),
+    }
+}
+
+/// What became of a message whose job is not in the catalog.
+#[derive(Debug)]
+pub enum Adoption {
+    /// The row now exists (written by us or by a concurrent adopter).
+    Adopted,
+    /// A live job with the same dedupe key exists; this message is a duplicate.
+    Duplicate(Uuid),
+}
+
+/// Writes the catalog row for a message another program published.
+/// The error is a reason fit for the dead-letter queue.
+pub async fn adopt(
+    pool: &PgPool,
+    registry: &Registry,
+    msg: &JobMessage,
+    family: &str,
+) -> Result<Adoption, String> {
+    let spec = registry
+        .get(&msg.kind)
+        .ok_or_else(|| format!("unknown job kind {:?}", msg.kind))?;
+    spec.validate(&msg.args)?;
+    let tenant_id = match (&msg.tenant, spec.needs_tenant) {
+        (Some(slug), _) => Some(
+            tenants::find(pool, slug)
+                .await
+                .map_err(|e| format!("catalog unavailable: {e:#}"))?
+                .ok_or_else(|| format!("unknown tenant {slug:?}"))?
+                .id,
+        ),
+        (None, true) => return Err(format!("job kind {} needs a tenant", msg.kind)),
+        (None, false) => None,
+    };
+    if let Some(key) = &msg.dedupe_key {
+        let existing: Option<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE dedupe_key = $1 AND status IN ('queued','running','retrying') AND id <> $2",
+        )
+        .bind(key)
+        .bind(msg.job_id)
+        .fetch_optional(pool)
+        .await
+        .map_err(|e| format!("catalog unavailable: {e}"))?;
+        if let Some(id) = existing {
+            return Ok(Adoption::Duplicate(id));
+        }
+    }
+    let res = sqlx::query(
+        "INSERT INTO jobs (id, kind, queue, tenant_id, args, status, max_attempts, dedupe_key, origin, last_published_at) \
+         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, 'adopted', now()) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(msg.job_id)
+    .bind(spec.kind)
+    .bind(family)
+    .bind(tenant_id)
+    .bind(&msg.args)
+    .bind(spec.max_attempts as i32)
+    .bind(&msg.dedupe_key)
+    .execute(pool)
+    .await;
+    match res {
+        Ok(_) => Ok(Adoption::Adopted),
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+            Err("a live job with the same dedupe key exists".to_string())
+        }
+        Err(e) => Err(format!("catalog unavailable: {e}")),
+    }
+}
+
+/// Loads one job.
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<JobRow>> {
+    sqlx::query_as(&format!("{JOB_SELECT} WHERE j.id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+        .context("loading job")
+}
+
+/// Filters for `jobs list`.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub status: Option<String>,
+    pub kind: Option<String>,
+    pub tenant: Option<String>,
+    pub limit: i64,
+}
+
+/// Recent jobs, newest first.
+pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<JobRow>> {
+    sqlx::query_as(&format!(
+        "{JOB_SELECT} WHERE ($1::text IS NULL OR j.status = $1) AND ($2::text IS NULL OR j.kind = $2) \
+         AND ($3::text IS NULL OR t.slug = $3) ORDER BY j.created_at DESC, j.id DESC LIMIT $4"
+    ))
+    .bind(&f.status)
+    .bind(&f.kind)
+    .bind(&f.tenant)
+    .bind(f.limit.clamp(1, 10_000))
+    .fetch_all(pool)
+    .await
+    .context("listing jobs")
+}
+
+/// Claims a runnable job for one attempt: `running`, leased to `owner`.
+pub async fn claim(
+    pool: &PgPool,
+    id: Uuid,
+    owner: &str,
+    lease: Duration,
+) -> Result<Option<Claimed>> {
+    sqlx::query_as(
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $2, \
+         lease_expires_at = now() + make_interval(secs => $3), started_at = now(), \
+         updated_at = now(), progress = NULL \
+         WHERE id = $1 AND status IN ('queued', 'retrying') AND run_at <= now() \
+         RETURNING id, kind, queue, tenant_id, args, attempts, max_attempts",
+    )
+    .bind(id)
+    .bind(owner)
+    .bind(lease.as_secs_f64())
+    .fetch_optional(pool)
+    .await
+    .context("claiming job")
+}
+
+/// Extends the lease. `false` means the attempt no longer owns the job.
+pub async fn heartbeat(pool: &PgPool, job: &Claimed, owner: &str, lease: Duration) -> Result<bool> {
+    let n = sqlx::query(
+        "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $4) \
+         WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running'",
+    )
+    .bind(job.id)
+    .bind(owner)
+    .bind(job.attempts)
+    .bind(lease.as_secs_f64())
+    .execute(pool)
+    .await
+    .context("extending lease")?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// Records success (fenced) and its events. `false`: the attempt lost the job.
+pub async fn complete(
+    pool: &PgPool,
+    job: &Claimed,
+    owner: &str,
+    result: &serde_json::Value,
+    events: &[PendingEvent],
+) -> Result<bool> {
+    let mut tx = pool.begin().await.context("starting transaction")?;
+    let n = sqlx::query(
+        "UPDATE jobs SET status = 'succeeded', result = $4, finished_at = now(), updated_at = now(), \
+         lease_owner = NULL, lease_expires_at = NULL, last_error = NULL \
+         WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running'",
+    )
+    .bind(job.id)
+    .bind(owner)
+    .bind(job.attempts)
+    .bind(result)
+    .execute(&mut *tx)
+    .await
+    .context("recording success")?
+    .rows_affected();
+    if n != 1 {
+        return Ok(false);
+    }
+    let slug = slug_of(&mut tx, job.tenant_id).await?;
+    for ev in events {
+        insert_event(
+            &mut tx,
+            &ev.name,
+            slug.as_deref(),
+            Some(job.id),
+            ev.data.clone(),
+        )
+        .await?;
+    }
+    insert_event(
+        &mut tx,
+        "job.succeeded",
+        slug.as_deref(),
+        Some(job.id),
+        serde_json::json!({"kind": job.kind, "attempts": job.attempts, "result": result}),
+    )
+    .await?;
+    tx.commit().await.context("committing success")?;
+    Ok(true)
+}
+
+/// What became of a failed attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FailOutcome {
+    Retrying {
+        delay: Duration,
+    },
+    Dead,
+    /// `--sync` runs end here instead of retrying.
+    Failed,
+    /// The attempt had lost the job; nothing recorded.
+    Lost,
+}
+
+/// Records a failed attempt (fenced when `owner` is given): retry later, or
+/// dead when the error is fatal or the attempts are spent.
+pub async fn fail(
+    pool: &PgPool,
+    job: &Claimed,
+    owner: &str,
+    error: &JobError,
+    policy: &RetryPolicy,
+    sync: bool,
+) -> Result<FailOutcome> {
+    let mut tx = pool.begin().await.context("starting transaction")?;
+    let out = fail_in_tx(&mut tx, job, Some(owner), error, policy, sync).await?;
+    tx.commit().await.context("committing failure")?;
+    Ok(out)
+}
+
+async fn fail_in_tx(
+    tx: &mut Transaction<'_, Postgres>,
+    job: &Claimed,
+    owner: Option<&str>,
+    error: &JobError,
+    policy: &RetryPolicy,
+    sync: bool,
+) -> Result<FailOutcome> {
+    let msg = error.to_string();
+    let exhausted = job.attempts >= job.max_attempts;
+    let outcome = if sync {
+        FailOutcome::Failed
+    } else if error.is_fatal() || exhausted {
+        FailOutcome::Dead
+    } else {
+        FailOutcome::Retrying {
+            delay: policy.delay_after(job.attempts.max(1) as u32),
+        }
+    };
+    let (status, delay_secs) = match &outcome {
+        FailOutcome::Retrying { delay } => ("retrying", delay.as_secs_f64()),
+        FailOutcome::Dead => ("dead", 0.0),
+        _ => ("failed", 0.0),
+    };
+    let run_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+        "UPDATE jobs SET status = $4, last_error = $5, updated_at = now(), \
+         lease_owner = NULL, lease_expires_at = NULL, \
+         run_at = CASE WHEN $4 = 'retrying' THEN now() + make_interval(secs => $6) ELSE run_at END, \
+         finished_at = CASE WHEN $4 = 'retrying' THEN NULL ELSE now() END \
+         WHERE id = $1 AND ($2::text IS NULL OR lease_owner = $2) AND attempts = $3 AND status = 'running' \
+         RETURNING run_at",
+    )
+    .bind(job.id)
+    .bind(owner)
+    .bind(job.attempts)
+    .bind(status)
+    .bind(&msg)
+    .bind(delay_secs)
+    .fetch_optional(&mut **tx)
+    .await
+    .context("recording failure")?;
+    let Some(run_at) = run_at else {
+        return Ok(FailOutcome::Lost);
+    };
+    let slug = slug_of(tx, job.tenant_id).await?;
+    match &outcome {
+        FailOutcome::Retrying { .. } => {
+            insert_job_message(
+                tx,
+                job.id,
+                &job.kind,
+                &job.queue,
+                slug.as_deref(),
+                &job.args,
+                Some(run_at),
+            )
+            .await?;
+        }
+        FailOutcome::Dead | FailOutcome::Failed => {
+            let name = if outcome == FailOutcome::Dead {
+                "job.dead"
+            } else {
+                "job.failed"
+            };
+            insert_event(
+                tx,
+                name,
+                slug.as_deref(),
+                Some(job.id),
+                serde_json::json!({
+                    "kind": job.kind,
+                    "attempts": job.attempts,
+                    "fatal": error.is_fatal(),
+                    "error": msg,
+                }),
+            )
+            .await?;
+        }
+        FailOutcome::Lost => {}
+    }
+    Ok(outcome)
+}
+
+/// Puts back a job whose tenant was busy: later, without spending an attempt.
+pub async fn postpone(pool: &PgPool, id: Uuid, delay: Duration) -> Result<bool> {
+    let mut tx = pool.begin().await.context("starting transaction")?;
+    let row: Option<(
+        String,
+        String,
+        Option<i64>,
+        serde_json::Value,
+        DateTime<Utc>,
+    )> = sqlx::query_as(
+        "UPDATE jobs SET run_at = now() + make_interval(secs => $2), updated_at = now() \
+         WHERE id = $1 AND status IN ('queued', 'retrying') \
+         RETURNING kind, queue, tenant_id, args, run_at",
+    )
+    .bind(id)
+    .bind(delay.as_secs_f64())
+    .fetch_optional(&mut *tx)
+    .await
+    .context("postponing job")?;
+    let Some((kind, queue, tenant_id, args, run_at)) = row else {
+        return Ok(false);
+    };
+    let slug = slug_of(&mut tx, tenant_id).await?;
+    insert_job_message(
+        &mut tx,
+        id,
+        &kind,
+        &queue,
+        slug.as_deref(),
+        &args,
+        Some(run_at),
+    )
+    .await?;
+    tx.commit().await.context("committing postponement")?;
+    Ok(true)
+}
+
+/// Hands a claimed job back at shutdown: queued again, the attempt not spent.
+pub async fn hand_back(pool: &PgPool, job: &Claimed, owner: &str) -> Result<bool> {
+    let mut tx = pool.begin().await.context("starting transaction")?;
+    let n = sqlx::query(
+        "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_owner = NULL, \
+         lease_expires_at = NULL, run_at = now(), updated_at = now(), \
+         last_error = 'handed back by a worker shutting down' \
+         WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running'",
+    )
+    .bind(job.id)
+    .bind(owner)
+    .bind(job.attempts)
+    .execute(&mut *tx)
+    .await
+    .context("handing job back")?
+    .rows_affected();
+    if n != 1 {
+        return Ok(false);
+    }
+    let slug = slug_of(&mut tx, job.tenant_id).await?;
+    insert_job_message(
+        &mut tx,
+        job.id,
+        &job.kind,
+        &job.queue,
+        slug.as_deref(),
+        &job.args,
+        None,
+    )
+    .await?;
+    tx.commit().await.context("committing hand-back")?;
+    Ok(true)
+}
+
+/// Re-drives jobs whose lease expired (their worker died or hung): the lost
+/// attempt counts as a retryable failure. Returns how many were reaped.
+pub async fn reap_expired(pool: &PgPool, policy: &RetryPolicy) -> Result<u64> {
+    let mut tx = pool.begin().await.context("starting transaction")?;
+    let expired: Vec<Claimed> = sqlx::query_as(
+        "SELECT id, kind, queue, tenant_id, args, attempts, max_attempts FROM jobs \
+         WHERE status = 'running' AND lease_expires_at < now() \
+         ORDER BY lease_expires_at LIMIT 100 FOR UPDATE SKIP LOCKED",
+    )
+    .fetch_all(&mut *tx)
+    .await
+    .context("finding expired leases")?;
+    let err = JobError::retryable("lease expired: the worker running it stopped heartbeating");
+    for job in &expired {
+        fail_in_tx(&mut tx, job, None, &err, policy, false).await?;
+    }
+    tx.commit().await.context("committing reaped jobs")?;
+    Ok(expired.len() as u64)
+}
+
+/// Publishes again runnable jobs whose message has not been seen for
+/// `stale_after` and that have no unpublished outbox row (a purged queue,
+/// a message dead-lettered while the catalog was down).
+pub async fn republish_stale(pool: &PgPool, stale_after: Duration) -> Result<u64> {
+    let mut tx = pool.begin().await.context("starting transaction")?;
+    let stale: Vec<(Uuid, String, String, Option<i64>, serde_json::Value)> = sqlx::query_as(
+        "SELECT j.id, j.kind, j.queue, j.tenant_id, j.args FROM jobs j \
+         WHERE j.status IN ('queued', 'retrying') AND j.origin <> 'sync' \
+         AND j.run_at < now() - make_interval(secs => $1) \
+         AND (j.last_published_at IS NULL OR j.last_published_at < now() - make_interval(secs => $1)) \
+         AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.id AND o.published_at IS NULL \
+                         AND o.exchange = 'work') \
+         LIMIT 100 FOR UPDATE OF j SKIP LOCKED",
+    )
+    .bind(stale_after.as_secs_f64())
+    .fetch_all(&mut *tx)
+    .await
+    .context("finding stale jobs")?;
+    for (id, kind, queue, tenant_id, args) in &stale {
+        let slug = slug_of(&mut tx, *tenant_id).await?;
+        insert_job_message(&mut tx, *id, kind, queue, slug.as_deref(), args, None).await?;
+    }
+    tx.commit().await.context("committing republish")?;
+    Ok(stale.len() as u64)
+}
+
+/// Why an operator action on a job was refused.
+#[derive(Debug, Error)]
+pub enum JobActionError {
+    #[error("no job {0}")]
+    NotFound(Uuid),
+    #[error("job {id} is {status}; {action} applies only to {allowed} jobs")]
+    WrongStatus {
+        id: Uuid,
+        status: String,
+        action: &'static str,
+        allowed: &'static str,
+    },
+    #[error("another live job ({0}) has the same dedupe key")]
+    Duplicate(Uuid),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+/// Cancels a queued, retrying or running job. A running attempt notices at its
+/// next heartbeat and stops; its result is never recorded.
+pub async fn cancel(pool: &PgPool, id: Uuid, actor: &str) -> Result<(), JobActionError> {
+    let mut tx = pool.begin().await.context("starting transaction")?;
+    let row: Option<Option<i64>> = sqlx::query_scalar(
+        "UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), \
+         lease_owner = NULL, lease_expires_at = NULL \
+         WHERE id = $1 AND status IN ('queued', 'retrying', 'running') RETURNING tenant_id",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await
+    .context("cancelling job")?;
+    let Some(tenant_id) = row else {
+        return Err(refusal(pool, id, "cancel", "queued, retrying or running").await);
+    };
+    let slug = slug_of(&mut tx, tenant_id).await?;
+    insert_event(
+        &mut tx,
+        "job.cancelled",
+        slug.as_deref(),
+        Some(id),
+        serde_json::json!({"by": actor}),
+    )
+    .await?;
+    audit(
+        &mut tx,
+        actor,
+        "job.cancelled",
+        tenant_id,
+        Some(id),
+        serde_json::json!({}),
+    )
+    .await?;
+    tx.commit().await.context("committing cancel")?;
+    Ok(())
+}
+
+/// Queues again a dead, failed or cancelled job, with its attempts reset.
+pub async fn retry(pool: &PgPool, id: Uuid, actor: &str) -> Result<Option<i64>, JobActionError> {
+    let mut tx = pool.begin().await.context("starting transaction")?;
+    let row: Result<Option<Claimed>, sqlx::Error> = sqlx::query_as(
+        "UPDATE jobs SET status = 'queued', attempts = 0, run_at = now(), updated_at = now(), \
+         finished_at = NULL, result = NULL, progress = NULL, origin = CASE WHEN origin = 'sync' THEN 'catalog' ELSE origin END \
+         WHERE id = $1 AND status IN ('dead', 'failed', 'cancelled') \
+         RETURNING id, kind, queue, tenant_id, args, attempts, max_attempts",
+    )
+    .bind(id)
+    .fetch_optional(&mut *tx)
+    .await;
+    let row = match row {
+        Ok(r) => r,
+        Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
+            drop(tx);
+            let key: Option<String> =
+                sqlx::query_scalar("SELECT dedupe_key FROM jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(pool)
+                    .await
+                    .context("loading job")?;
+            let other: Uuid = sqlx::query_scalar(
+                "SELECT id FROM jobs WHERE dedupe_key = $1 AND status IN ('queued','running','retrying')",
+            )
+            .bind(key)
+            .fetch_one(pool)
+            .await
+            .context("finding duplicate")?;
+            return Err(JobActionError::Duplicate(other));
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context("retrying job").into()),
+    };
+    let Some(job) = row else {
+        return Err(refusal(pool, id, "retry", "dead, failed or cancelled").await);
+    };
+    let slug = slug_of(&mut tx, job.tenant_id).await?;
+    let outbox = insert_job_message(
+        &mut tx,
+        id,
+        &job.kind,
+        &job.queue,
+        slug.as_deref(),
+        &job.args,
+        None,
+    )
+    .await?;
+    audit(
+        &mut tx,
+        actor,
+        "job.retried",
+        job.tenant_id,
+        Some(id),
+        serde_json::json!({}),
+    )
+    .await?;
+    tx.commit().await.context("committing retry")?;
+    Ok(Some(outbox))
+}
+
+async fn refusal(
+    pool: &PgPool,
+    id: Uuid,
+    action: &'static str,
+    allowed: &'static str,
+) -> JobActionError {
+    match get(pool, id).await {
+        Ok(Some(j)) => JobActionError::WrongStatus {
+            id,
+            status: j.status,
+            action,
+            allowed,
+        },
+        Ok(None) => JobActionError::NotFound(id),
+        Err(e) => JobActionError::Other(e),
+    }
+}
+
+/// Appends to the audit log.
+pub async fn audit(
+    tx: &mut Transaction<'_, Postgres>,
+    actor: &str,
+    action: &str,
+    tenant_id: Option<i64>,
+    job_id: Option<Uuid>,
+    details: serde_json::Value,
+) -> Result<()> {
+    sqlx::query("INSERT INTO audit_log (actor, action, tenant_id, job_id, details) VALUES ($1, $2, $3, $4, $5)")
+        .bind(actor)
+        .bind(action)
+        .bind(tenant_id)
+        .bind(job_id)
+        .bind(details)
+        .execute(&mut **tx)
+        .await
+        .context("writing audit log")?;
+    Ok(())
+}
+
+/// The tenant of a claimed job, if it has one.
+pub async fn tenant_of(pool: &PgPool, job: &Claimed) -> Result<Option<Tenant>> {
+    match job.tenant_id {
+        None => Ok(None),
+        Some(id) => tenants::by_id(pool, id).await,
+    }
+}

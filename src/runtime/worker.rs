@@ -1,0 +1,428 @@
+//! The fleet worker: takes messages from the work queues, claims their jobs in
+//! the catalog, runs them, and keeps the relay and reaper going.
+//!
+//! Messages are taken with `basic.get`, one per free slot, and acknowledged
+//! right after the catalog claim commits. A worker therefore never holds an
+//! unacknowledged delivery it is not about to run, so RabbitMQ's node-wide
+//! `consumer_timeout` cannot fire however long a job takes; the catalog lease
+//! (heartbeated) is what protects a running job.
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::Result;
+use lapin::{
+    options::{BasicAckOptions, BasicNackOptions},
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+use rand::Rng;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::{
+    broker::{Broker, Delivery, topology},
+    config::Settings,
+    db,
+    message::JobMessage,
+    metrics,
+    runtime::{
+        Executor, Registry,
+        relay::{backlog, relay_once},
+        store::{self, Adoption},
+        tenant_lock::TenantLock,
+    },
+};
+
+/// A running worker's shared parts.
+#[derive(Clone)]
+struct Worker {
+    exec: Executor,
+    broker: Broker,
+    queues: Arc<Vec<String>>,
+}
+
+/// A lease owner id unique to this process.
+pub fn owner_id(role: &str) -> String {
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| "unknown".into());
+    let nonce: u32 = rand::rng().random();
+    format!("{role}:{host}:{}:{nonce:08x}", std::process::id())
+}
+
+/// Runs a worker until `shutdown` resolves, then drains: no new work, in-flight
+/// jobs get `shutdown_grace` to finish, the rest are handed back.
+pub async fn run(
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let catalog = db::connect(&settings).await?;
+    db::migrate(&catalog).await?;
+    let broker = Broker::new(&settings.broker, &owner_id("worker"));
+    let exec = Executor {
+        catalog: catalog.clone(),
+        settings: settings.clone(),
+        registry,
+        owner: owner_id("worker"),
+    };
+    let w = Worker {
+        exec,
+        broker: broker.clone(),
+        queues: Arc::new(settings.worker.queues.clone()),
+    };
+
+    let stop_taking = CancellationToken::new();
+    let hard_stop = CancellationToken::new();
+    let background = CancellationToken::new();
+
+    if let Some(addr) = &settings.observability.listen {
+        crate::http::serve(
+            addr,
+            catalog.clone(),
+            Some(broker.clone()),
+            background.clone(),
+        )
+        .await?;
+    }
+    if let Err(e) = broker.connect().await {
+        tracing::warn!(error = %format!("{e:#}"), "RabbitMQ not reachable yet; will keep trying");
+    }
+
+    let mut bg = JoinSet::new();
+    bg.spawn(relay_loop(w.clone(), background.clone()));
+    bg.spawn(reaper_loop(w.clone(), background.clone()));
+    bg.spawn(depth_loop(w.clone(), background.clone()));
+
+    let mut slots = JoinSet::new();
+    for i in 0..settings.worker.concurrency {
+        let (w, stop, hard) = (w.clone(), stop_taking.clone(), hard_stop.clone());
+        slots.spawn(async move { w.slot(i, stop, hard).await });
+    }
+    tracing::info!(
+        concurrency = settings.worker.concurrency,
+        queues = ?settings.worker.queues,
+        owner = %w.exec.owner,
+        "worker started"
+    );
+
+    shutdown.await;
+    tracing::info!(
+        grace_s = settings.worker.shutdown_grace.as_secs(),
+        "shutting down: no new work; draining"
+    );
+    stop_taking.cancel();
+    let drained = tokio::time::timeout(settings.worker.shutdown_grace, async {
+        while slots.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!("grace period over; handing back unfinished jobs");
+        hard_stop.cancel();
+        while slots.join_next().await.is_some() {}
+    }
+    // Publish what the drain wrote (hand-backs, final events) before leaving.
+    if let Err(e) = relay_once(&catalog, &broker, None).await {
+        tracing::warn!(error = %format!("{e:#}"), "final relay pass failed; the next worker's relay will publish");
+    }
+    background.cancel();
+    while bg.join_next().await.is_some() {}
+    broker.close().await;
+    catalog.close().await;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+impl Worker {
+    async fn slot(&self, index: usize, stop: CancellationToken, hard: CancellationToken) {
+        let mut channel: Option<lapin::Channel> = None;
+        let mut idle = Duration::from_millis(50);
+        let mut turn = index;
+        let mut failures: u32 = 0;
+        while !stop.is_cancelled() {
+            let ch = match &channel {
+                Some(c) if c.status().connected() => c.clone(),
+                _ => match self.broker.channel().await {
+                    Ok(c) => {
+                        failures = 0;
+                        channel = Some(c.clone());
+                        c
+                    }
+                    Err(e) => {
+                        failures += 1;
+                        if failures == 1 || failures % 30 == 0 {
+                            tracing::warn!(slot = index, error = %format!("{e:#}"), "cannot reach RabbitMQ; retrying");
+                        }
+                        let wait = Duration::from_millis(250 * u64::from(failures.min(8)));
+                        tokio::select! { _ = tokio::time::sleep(wait) => {}, _ = stop.cancelled() => {} }
+                        continue;
+                    }
+                },
+            };
+            let mut got = None;
+            for k in 0..self.queues.len() {
+                let family = &self.queues[(turn + k) % self.queues.len()];
+                match self.broker.get(&ch, family).await {
+                    Ok(Some(d)) => {
+                        got = Some(d);
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(slot = index, error = %format!("{e:#}"), "basic.get failed; reopening channel");
+                        channel = None;
+                        break;
+                    }
+                }
+            }
+            turn = turn.wrapping_add(1);
+            match got {
+                Some(d) => {
+                    idle = Duration::from_millis(50);
+                    self.handle(d, &hard).await;
+                }
+                None => {
+                    tokio::select! { _ = tokio::time::sleep(idle) => {}, _ = stop.cancelled() => {} }
+                    idle = (idle * 2).min(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, d: Delivery, hard: &CancellationToken) {
+        let msg = match JobMessage::parse(&d.delivery.data) {
+            Ok(m) => m,
+            Err(reason) => {
+                self.dead_letter(d, &reason).await;
+                return;
+            }
+        };
+        let span = tracing::info_span!(
+            "delivery",
+            job_id = %msg.job_id,
+            kind = %msg.kind,
+            tenant = msg.tenant.as_deref().unwrap_or("-"),
+            queue = %d.family,
+        );
+        self.handle_message(d, msg, hard).instrument(span).await
+    }
+
+    async fn handle_message(&self, d: Delivery, msg: JobMessage, hard: &CancellationToken) {
+        let pool = &self.exec.catalog;
+        let row = match store::get(pool, msg.job_id).await {
+            Ok(Some(r)) => r,
+            Ok(None) => match store::adopt(pool, &self.exec.registry, &msg, &d.family).await {
+                Ok(Adoption::Adopted) => match store::get(pool, msg.job_id).await {
+                    Ok(Some(r)) => {
+                        tracing::info!("adopted a job published without a catalog row");
+                        r
+                    }
+                    _ => return requeue(d, "catalog unavailable after adoption").await,
+                },
+                Ok(Adoption::Duplicate(other)) => {
+                    tracing::info!(%other, "dropping message: a live job has the same dedupe key");
+                    return ack(d).await;
+                }
+                Err(reason) if reason.starts_with("catalog unavailable") => {
+                    return requeue(d, &reason).await;
+                }
+                Err(reason) => return self.dead_letter(d, &reason).await,
+            },
+            Err(e) => return requeue(d, &format!("{e:#}")).await,
+        };
+        if row.status != "queued" && row.status != "retrying" {
+            tracing::debug!(status = %row.status, "dropping duplicate delivery");
+            return ack(d).await;
+        }
+        let exclusive = self
+            .exec
+            .registry
+            .get(&row.kind)
+            .map(|s| s.tenant_exclusive)
+            .unwrap_or(false);
+        let lock = match (exclusive, row.tenant_id) {
+            (true, Some(tid)) => match TenantLock::try_acquire(pool, tid).await {
+                Ok(Some(l)) => Some(l),
+                Ok(None) => {
+                    let base = self.exec.settings.worker.busy_delay;
+                    let jitter = rand::rng().random_range(0..=base.as_millis() as u64 / 2 + 1);
+                    let delay = base + Duration::from_millis(jitter);
+                    match store::postpone(pool, row.id, delay).await {
+                        Ok(_) => {
+                            metrics::get()
+                                .tenant_busy
+                                .with_label_values(&[row.kind.as_str()])
+                                .inc();
+                            tracing::info!(
+                                delay_ms = delay.as_millis() as u64,
+                                "tenant busy; postponed without spending an attempt"
+                            );
+                            return ack(d).await;
+                        }
+                        Err(e) => return requeue(d, &format!("{e:#}")).await,
+                    }
+                }
+                Err(e) => return requeue(d, &format!("{e:#}")).await,
+            },
+            _ => None,
+        };
+        let claimed = match store::claim(
+            pool,
+            row.id,
+            &self.exec.owner,
+            self.exec.settings.worker.lease,
+        )
+        .await
+        {
+            Ok(Some(c)) => c,
+            Ok(None) => {
+                if let Some(l) = lock {
+                    l.release().await;
+                }
+                // Claimed elsewhere first, or not due yet (its scheduled copy will run it).
+                tracing::debug!("job not claimable now; dropping this copy");
+                return ack(d).await;
+            }
+            Err(e) => {
+                if let Some(l) = lock {
+                    l.release().await;
+                }
+                return requeue(d, &format!("{e:#}")).await;
+            }
+        };
+        // The claim is committed: the catalog now protects the job, not the delivery.
+        ack(d).await;
+        let tenant = match store::tenant_of(pool, &claimed).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %format!("{e:#}"), "could not load tenant; the lease will expire and the job re-run");
+                if let Some(l) = lock {
+                    l.release().await;
+                }
+                return;
+            }
+        };
+        if let Err(e) = self
+            .exec
+            .execute(claimed, tenant, lock, hard.clone(), false)
+            .await
+        {
+            tracing::error!(error = %format!("{e:#}"), "could not record the job outcome; the lease will expire and the reaper will re-drive it");
+        }
+    }
+
+    /// Sends an unusable message to the dead-letter queue with the reason, then acks it.
+    async fn dead_letter(&self, d: Delivery, reason: &str) {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            ShortString::from("x-landlord-reason"),
+            AMQPValue::LongString(LongString::from(reason.to_string())),
+        );
+        headers.insert(
+            ShortString::from("x-landlord-queue"),
+            AMQPValue::LongString(LongString::from(d.family.clone())),
+        );
+        let id = uuid::Uuid::now_v7().to_string();
+        match self
+            .broker
+            .publish(topology::DEAD, "", &d.delivery.data, &id, Some(headers))
+            .await
+        {
+            Ok(()) => {
+                metrics::get()
+                    .dead_lettered
+                    .with_label_values(&[d.family.as_str()])
+                    .inc();
+                tracing::warn!(queue = %d.family, %reason, "message dead-lettered");
+                ack(d).await;
+            }
+            Err(e) => requeue(d, &format!("dead-lettering failed: {e:#}")).await,
+        }
+    }
+}
+
+async fn ack(d: Delivery) {
+    if let Err(e) = d.delivery.ack(BasicAckOptions::default()).await {
+        tracing::warn!(error = %e, "ack failed; the broker will redeliver and the catalog will drop the duplicate");
+    }
+}
+
+async fn requeue(d: Delivery, why: &str) {
+    tracing::warn!(reason = %why, "cannot take the message now; returning it to the queue");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    if let Err(e) = d
+        .delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+    {
+        tracing::warn!(error = %e, "nack failed; the broker will redeliver when the channel closes");
+    }
+}
+
+async fn relay_loop(w: Worker, stop: CancellationToken) {
+    let mut failures = 0u32;
+    while !stop.is_cancelled() {
+        let wait = match relay_once(&w.exec.catalog, &w.broker, None).await {
+            Ok(n) if n >= 200 => Duration::ZERO,
+            Ok(_) => {
+                failures = 0;
+                w.exec.settings.worker.relay_interval
+            }
+            Err(e) => {
+                failures += 1;
+                if failures == 1 || failures % 20 == 0 {
+                    tracing::warn!(error = %format!("{e:#}"), "outbox relay failed; retrying");
+                }
+                Duration::from_millis(500 * u64::from(failures.min(10)))
+            }
+        };
+        if let Ok(n) = backlog(&w.exec.catalog).await {
+            metrics::get().outbox_backlog.set(n);
+        }
+        tokio::select! { _ = tokio::time::sleep(wait) => {}, _ = stop.cancelled() => {} }
+    }
+}
+
+async fn reaper_loop(w: Worker, stop: CancellationToken) {
+    let policy = w.exec.policy();
+    let s = &w.exec.settings.worker;
+    while !stop.is_cancelled() {
+        match store::reap_expired(&w.exec.catalog, &policy).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::get().leases_reaped.inc_by(n);
+                tracing::warn!(count = n, "re-drove jobs whose lease expired");
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "reaper failed"),
+        }
+        match store::republish_stale(&w.exec.catalog, s.stale_after).await {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics::get().republished.inc_by(n);
+                tracing::warn!(
+                    count = n,
+                    "published again queued jobs whose message went missing"
+                );
+            }
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "republish of stale jobs failed"),
+        }
+        tokio::select! { _ = tokio::time::sleep(s.reap_interval) => {}, _ = stop.cancelled() => {} }
+    }
+}
+
+async fn depth_loop(w: Worker, stop: CancellationToken) {
+    while !stop.is_cancelled() {
+        for family in w.queues.iter() {
+            if let Ok(n) = w.broker.queue_depth(family).await {
+                metrics::get()
+                    .queue_depth
+                    .with_label_values(&[family.as_str()])
+                    .set(i64::from(n));
+            }
+        }
+        tokio::select! { _ = tokio::time::sleep(Duration::from_secs(5)) => {}, _ = stop.cancelled() => {} }
+    }
+}
