@@ -1,0 +1,474 @@
+//! The fleet against the real services: enqueue → worker → recorded result,
+//! events, metrics; retries, dead jobs, tenant exclusion, crashes, shutdown,
+//! the outbox relay, `--sync`, cancellation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{TestEnv, secs};
+use serde_json::Value;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn analyze_runs_end_to_end_with_events_and_metrics() {
+    let mut env = TestEnv::new().await;
+    env.tenant("acme").await;
+    let mut tap = env.events().await;
+    let w = env.spawn_worker(&["--concurrency", "2"], &[]);
+
+    let out = env.run(&[
+        "maintenance",
+        "--tenant",
+        "acme",
+        "--analyze",
+        "--wait",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    let id = uuid::Uuid::parse_str(lines[0]["job_id"].as_str().unwrap()).unwrap();
+    assert_eq!(lines.last().unwrap()["status"], "succeeded");
+
+    let job = env.job(id).await;
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["attempts"], 1);
+    assert_eq!(job["tenant"], "acme");
+    assert_eq!(
+        job["result"]["tables"], 3,
+        "sample schema has three tables: {job:#}"
+    );
+    assert!(job["result"]["duration_ms"].is_u64());
+
+    let done = tap
+        .wait_for("job.succeeded", secs(20), |e| {
+            e["event"] == "job.succeeded" && e["job_id"] == id.to_string()
+        })
+        .await;
+    assert_eq!(done["tenant"], "acme");
+    assert_eq!(done["data"]["kind"], "analyze");
+    let maint = tap
+        .wait_for("maintenance.completed", secs(20), |e| {
+            e["event"] == "maintenance.completed"
+        })
+        .await;
+    assert_eq!(maint["data"]["steps"]["analyze"]["tables"], 3);
+
+    // The statistics really were refreshed on the tenant database.
+    let analyzed = env
+        .count(&format!(
+            "SELECT count(*) FROM jobs WHERE id = '{id}' AND status = 'succeeded'"
+        ))
+        .await;
+    assert_eq!(analyzed, 1);
+
+    let series = r#"landlord_jobs_total{kind="analyze",outcome="succeeded"}"#;
+    let deadline = Instant::now() + secs(10);
+    while env.metric(&w, series).await < 1.0 {
+        assert!(Instant::now() < deadline, "metric {series} never counted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(env.metric(&w, series).await, 1.0);
+    let body = reqwest::get(format!("{}/metrics", w.metrics))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        body.contains("landlord_job_duration_seconds_count{kind=\"analyze\"} 1"),
+        "{body}"
+    );
+    let ready = reqwest::get(format!("{}/readyz", w.metrics)).await.unwrap();
+    assert_eq!(ready.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn analyze_really_updates_tenant_statistics() {
+    let mut env = TestEnv::new().await;
+    let db = env.tenant("stats").await;
+    let conn = sqlx::PgPool::connect(&format!("{}/{db}", common::PG_SERVER))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO users (email) SELECT 'u' || g || '@x.test' FROM generate_series(1, 500) g",
+    )
+    .execute(&conn)
+    .await
+    .unwrap();
+    env.spawn_worker(&[], &[]);
+    env.ok(&["maintenance", "--tenant", "stats", "--analyze", "--wait"]);
+    let last: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'users'")
+            .fetch_one(&conn)
+            .await
+            .unwrap();
+    assert!(last.is_some(), "ANALYZE did not run on the tenant database");
+    conn.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sync_runs_in_process_without_a_broker() {
+    let mut env = TestEnv::new().await;
+    env.tenant("solo").await;
+    // A broker address where nothing listens: --sync must not need it.
+    let dead = format!("amqp://guest:guest@127.0.0.1:{}/%2f", common::free_port());
+    let out = env.run_with(
+        &[
+            "maintenance",
+            "--tenant",
+            "solo",
+            "--analyze",
+            "--sync",
+            "--json",
+        ],
+        &[("LANDLORD_AMQP_URL", &dead)],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(row["status"], "succeeded");
+    assert_eq!(row["origin"], "sync");
+    assert_eq!(row["result"]["tables"], 3);
+
+    // A failing sync job ends as failed, exits 1 and keeps the error.
+    let out = env.run_with(
+        &["jobs", "ping", "--fail", "fatal", "--sync", "--json"],
+        &[("LANDLORD_AMQP_URL", &dead)],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let row: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(row["status"], "failed");
+    assert_eq!(row["last_error"], "ping asked to fail fatally");
+    // Its events wait in the outbox for a relay.
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM outbox WHERE routing_key = 'job.failed' AND published_at IS NULL"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn job_enqueued_while_broker_unreachable_is_published_by_the_relay() {
+    let mut env = TestEnv::new().await;
+    let dead = format!("amqp://guest:guest@127.0.0.1:{}/%2f", common::free_port());
+    let out = env.run_with(&["jobs", "ping", "--json"], &[("LANDLORD_AMQP_URL", &dead)]);
+    assert!(
+        out.status.success(),
+        "enqueue must succeed without a broker: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("safe in the catalog"));
+    let v: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let id = uuid::Uuid::parse_str(v["job_id"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        env.count(&format!(
+            "SELECT count(*) FROM outbox WHERE job_id = '{id}' AND published_at IS NULL"
+        ))
+        .await,
+        1,
+        "the message waits in the outbox"
+    );
+    env.spawn_worker(&[], &[]);
+    let job = env.wait_job(id, secs(30)).await;
+    assert_eq!(job["status"], "succeeded");
+    assert_eq!(job["attempts"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dedupe_key_returns_the_live_job() {
+    let env = TestEnv::new().await;
+    let a = env.ok(&["jobs", "ping", "--dedupe-key", "nightly-1", "--json"]);
+    let b = env.ok(&["jobs", "ping", "--dedupe-key", "nightly-1", "--json"]);
+    let a: Value = serde_json::from_str(a.trim()).unwrap();
+    let b: Value = serde_json::from_str(b.trim()).unwrap();
+    assert_eq!(a["job_id"], b["job_id"]);
+    assert_eq!(a["existing"], false);
+    assert_eq!(b["existing"], true);
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_for_one_tenant_never_overlap_and_busy_costs_no_attempt() {
+    let mut env = TestEnv::new().await;
+    env.tenant("busy").await;
+    env.tenant("other").await;
+    let w = env.spawn_worker(&["--concurrency", "4"], &[]);
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(env.enqueue(&["jobs", "ping", "--tenant", "busy", "--hold", "1.5"]));
+    }
+    let other = env.enqueue(&["jobs", "ping", "--tenant", "other", "--hold", "1.5"]);
+    let mut spans = Vec::new();
+    for id in &ids {
+        let j = env.wait_job(*id, secs(60)).await;
+        assert_eq!(j["status"], "succeeded", "{j:#}");
+        assert_eq!(
+            j["attempts"], 1,
+            "waiting for a busy tenant must not spend attempts: {j:#}"
+        );
+        let s: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(j["result"]["started_at"].clone()).unwrap();
+        let f: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(j["result"]["finished_at"].clone()).unwrap();
+        spans.push((s, f));
+    }
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "jobs of one tenant overlapped: {spans:?}"
+        );
+    }
+    // Another tenant is not held up by the busy one.
+    let o = env.wait_job(other, secs(30)).await;
+    let os: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(o["result"]["started_at"].clone()).unwrap();
+    assert!(
+        os < spans[2].0,
+        "a different tenant's job should run alongside"
+    );
+    assert!(
+        env.metric(&w, r#"landlord_jobs_postponed_total{kind="ping"}"#)
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retryable_failure_backs_off_then_succeeds() {
+    let mut env = TestEnv::new().await;
+    let mut tap = env.events().await;
+    let w = env.spawn_worker(&[], &[]);
+    let started = Instant::now();
+    let id = env.enqueue(&["jobs", "ping", "--fail", "retryable", "--fail-times", "2"]);
+    let j = env.wait_job(id, secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j:#}");
+    assert_eq!(j["attempts"], 3);
+    assert_eq!(j["result"]["attempt"], 3);
+    // Backoff base 200 ms doubling: at least 200 + 400 ms were waited between attempts.
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert_eq!(
+        env.metric(&w, r#"landlord_job_retries_total{kind="ping"}"#)
+            .await,
+        2.0
+    );
+    tap.wait_for("job.succeeded", secs(10), |e| {
+        e["event"] == "job.succeeded" && e["job_id"] == id.to_string()
+    })
+    .await;
+    assert_eq!(tap.count("job.dead", id), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exhausted_retries_and_fatal_errors_go_dead_with_an_event() {
+    let mut env = TestEnv::new().await;
+    let mut tap = env.events().await;
+    env.spawn_worker(&[], &[]);
+    let exhausted = env.enqueue(&["jobs", "ping", "--fail", "retryable", "--max-attempts", "2"]);
+    let fatal = env.enqueue(&["jobs", "ping", "--fail", "fatal", "--max-attempts", "5"]);
+
+    let j = env.wait_job(exhausted, secs(60)).await;
+    assert_eq!(j["status"], "dead");
+    assert_eq!(j["attempts"], 2);
+    assert_eq!(j["last_error"], "ping asked to fail (attempt 2)");
+
+    let j = env.wait_job(fatal, secs(60)).await;
+    assert_eq!(j["status"], "dead");
+    assert_eq!(j["attempts"], 1, "a fatal error must not be retried");
+    assert_eq!(j["last_error"], "ping asked to fail fatally");
+
+    let ev = tap
+        .wait_for("job.dead", secs(10), |e| {
+            e["event"] == "job.dead" && e["job_id"] == fatal.to_string()
+        })
+        .await;
+    assert_eq!(ev["data"]["fatal"], true);
+    tap.wait_for("job.dead", secs(10), |e| {
+        e["event"] == "job.dead" && e["job_id"] == exhausted.to_string()
+    })
+    .await;
+
+    // An operator can queue a dead job again; it runs (and dies) again.
+    env.ok(&["jobs", "retry", &fatal.to_string()]);
+    let j = env.wait_job(fatal, secs(30)).await;
+    assert_eq!(j["status"], "dead");
+    assert_eq!(j["attempts"], 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'job.retried'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_handler_counts_as_a_failed_attempt() {
+    let mut env = TestEnv::new().await;
+    let w = env.spawn_worker(&[], &[]);
+    let id = env.enqueue(&["jobs", "ping", "--fail", "panic", "--fail-times", "1"]);
+    let j = env.wait_job(id, secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j:#}");
+    assert_eq!(j["attempts"], 2);
+    assert_eq!(
+        env.metric(&w, r#"landlord_jobs_total{kind="ping",outcome="retrying"}"#)
+            .await,
+        1.0
+    );
+    assert!(w.log_text().contains("handler panicked"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_workers_job_runs_again_and_succeeds_once() {
+    let mut env = TestEnv::new().await;
+    env.tenant("crashy").await;
+    let mut tap = env.events().await;
+    let first = env.spawn_worker(&[], &[("LANDLORD_LEASE_SECONDS", "3")]);
+    let id = env.enqueue(&["jobs", "ping", "--tenant", "crashy", "--hold", "4"]);
+    env.wait_status(id, "running", secs(30)).await;
+    env.signal(&first, "KILL");
+    env.wait_exit(&first, secs(10));
+
+    let second = env.spawn_worker(&[], &[("LANDLORD_LEASE_SECONDS", "3")]);
+    let j = env.wait_job(id, secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j:#}");
+    assert_eq!(
+        j["attempts"], 2,
+        "the killed attempt counts, the second one succeeds: {j:#}"
+    );
+    tap.wait_for("job.succeeded", secs(10), |e| {
+        e["event"] == "job.succeeded" && e["job_id"] == id.to_string()
+    })
+    .await;
+    tokio::time::sleep(secs(2)).await;
+    tap.drain().await;
+    assert_eq!(tap.count("job.succeeded", id), 1, "succeeded exactly once");
+    assert!(
+        env.metric(&second, "landlord_leases_reaped_total").await >= 1.0
+            || second.log_text().contains("lease expired")
+            || j["last_error"].is_null()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_lets_in_flight_work_finish() {
+    let mut env = TestEnv::new().await;
+    let w = env.spawn_worker(&[], &[("LANDLORD_SHUTDOWN_GRACE_SECONDS", "20")]);
+    let id = env.enqueue(&["jobs", "ping", "--hold", "2"]);
+    env.wait_status(id, "running", secs(30)).await;
+    env.signal(&w, "TERM");
+    let code = env.wait_exit(&w, secs(30));
+    assert_eq!(code, Some(0), "{}", w.log_text());
+    let j = env.job(id).await;
+    assert_eq!(
+        j["status"], "succeeded",
+        "in-flight job must finish during the drain: {j:#}"
+    );
+    assert_eq!(j["attempts"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_hands_back_what_cannot_finish_in_time() {
+    let mut env = TestEnv::new().await;
+    let w = env.spawn_worker(&[], &[("LANDLORD_SHUTDOWN_GRACE_SECONDS", "1")]);
+    let id = env.enqueue(&["jobs", "ping", "--hold", "5"]);
+    env.wait_status(id, "running", secs(30)).await;
+    env.signal(&w, "TERM");
+    assert_eq!(env.wait_exit(&w, secs(30)), Some(0), "{}", w.log_text());
+    let j = env.job(id).await;
+    assert_eq!(
+        j["status"], "queued",
+        "unfinished job is handed back: {j:#}"
+    );
+    assert_eq!(j["attempts"], 0, "a handed-back attempt is not spent");
+    env.spawn_worker(&[], &[]);
+    let j = env.wait_job(id, secs(60)).await;
+    assert_eq!(j["status"], "succeeded");
+    assert_eq!(j["attempts"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_a_running_job_stops_it_and_records_nothing() {
+    let mut env = TestEnv::new().await;
+    let mut tap = env.events().await;
+    env.spawn_worker(&["--concurrency", "1"], &[("LANDLORD_LEASE_SECONDS", "3")]);
+    let id = env.enqueue(&["jobs", "ping", "--hold", "30"]);
+    env.wait_status(id, "running", secs(30)).await;
+    env.ok(&["jobs", "cancel", &id.to_string()]);
+    // The worker notices at its next heartbeat and is free again.
+    let next = env.enqueue(&["jobs", "ping"]);
+    let j = env.wait_job(next, secs(20)).await;
+    assert_eq!(j["status"], "succeeded");
+    let c = env.job(id).await;
+    assert_eq!(c["status"], "cancelled");
+    assert!(c["result"].is_null());
+    tap.wait_for("job.cancelled", secs(10), |e| {
+        e["event"] == "job.cancelled" && e["job_id"] == id.to_string()
+    })
+    .await;
+    assert_eq!(tap.count("job.succeeded", id), 0);
+    // Cancelling a finished job is refused clearly.
+    let out = env.run(&["jobs", "cancel", &next.to_string()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is succeeded"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_list_and_show_report_what_happened() {
+    let mut env = TestEnv::new().await;
+    env.spawn_worker(&[], &[]);
+    let id = env.enqueue(&["jobs", "ping"]);
+    env.wait_job(id, secs(30)).await;
+    let list: Value =
+        serde_json::from_str(&env.ok(&["jobs", "list", "--status", "succeeded", "--json"]))
+            .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], id.to_string());
+    let show: Value =
+        serde_json::from_str(&env.ok(&["jobs", "show", &id.to_string(), "--json"])).unwrap();
+    assert_eq!(show["result"]["pong"], true);
+    let text = env.ok(&["jobs", "list"]);
+    assert!(text.contains(&id.to_string()) && text.contains("succeeded"));
+    let out = env.run(&["jobs", "show", "not-a-uuid"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = env.run(&["jobs", "list", "--status", "bogus"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn config_show_masks_secrets() {
+    let env = TestEnv::new().await;
+    let out = env.run_with(
+        &["config", "show"],
+        &[
+            (
+                "LANDLORD_AMQP_URL",
+                "amqp://app:s3cr3t-amqp@127.0.0.1:5672/%2f",
+            ),
+            (
+                "LANDLORD_SERVER__EU",
+                "postgres://tenant:s3cr3t-pg@10.1.1.1/postgres",
+            ),
+        ],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(!text.contains("s3cr3t"), "{text}");
+    assert!(text.contains("amqp://app:***@127.0.0.1:5672"), "{text}");
+    assert!(text.contains("servers.eu.url"), "{text}");
+}
