@@ -472,3 +472,26 @@ async fn config_show_masks_secrets() {
     assert!(text.contains("amqp://app:***@127.0.0.1:5672"), "{text}");
     assert!(text.contains("servers.eu.url"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_reconnect_to_the_catalog_by_themselves() {
+    let mut env = TestEnv::new().await;
+    env.spawn_worker(&[], &[]);
+    let first = env.enqueue(&["jobs", "ping"]);
+    assert_eq!(env.wait_job(first, secs(30)).await["status"], "succeeded");
+    // Cut every session of this test's catalog, the worker's included.
+    let admin = sqlx::PgPool::connect(&format!("{}/postgres", common::PG_SERVER)).await.unwrap();
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = $1 AND pid <> pg_backend_pid()) t",
+    )
+    .bind(&env.catalog_db)
+    .fetch_one(&admin)
+    .await
+    .unwrap();
+    assert!(killed >= 1, "the worker held catalog sessions");
+    admin.close().await;
+    let second = env.enqueue(&["jobs", "ping", "--hold", "0.5"]);
+    let j = env.wait_job(second, secs(30)).await;
+    assert_eq!(j["status"], "succeeded", "{j:#}");
+}

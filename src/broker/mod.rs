@@ -198,10 +198,10 @@ impl Broker {
         .await
         .map_err(|_| anyhow!("timed out publishing to RabbitMQ"))
         .and_then(|r| r);
-        if let Err(e) = &res {
-            if !is_routing_error(e) {
-                self.reset().await;
-            }
+        if let Err(e) = &res
+            && !is_routing_error(e)
+        {
+            self.reset().await;
         }
         res
     }

@@ -609,16 +609,13 @@ async fn fail_in_tx(
     Ok(outcome)
 }
 
+/// Kind, queue, tenant id, args and run_at of a postponed job.
+type Postponed = (String, String, Option<i64>, serde_json::Value, DateTime<Utc>);
+
 /// Puts back a job whose tenant was busy: later, without spending an attempt.
 pub async fn postpone(pool: &PgPool, id: Uuid, delay: Duration) -> Result<bool> {
     let mut tx = pool.begin().await.context("starting transaction")?;
-    let row: Option<(
-        String,
-        String,
-        Option<i64>,
-        serde_json::Value,
-        DateTime<Utc>,
-    )> = sqlx::query_as(
+    let row: Option<Postponed> = sqlx::query_as(
         "UPDATE jobs SET run_at = now() + make_interval(secs => $2), updated_at = now() \
          WHERE id = $1 AND status IN ('queued', 'retrying') \
          RETURNING kind, queue, tenant_id, args, run_at",

@@ -150,7 +150,7 @@ impl Worker {
                     }
                     Err(e) => {
                         failures += 1;
-                        if failures == 1 || failures % 30 == 0 {
+                        if failures == 1 || failures.is_multiple_of(30) {
                             tracing::warn!(slot = index, error = %format!("{e:#}"), "cannot reach RabbitMQ; retrying");
                         }
                         let wait = Duration::from_millis(250 * u64::from(failures.min(8)));
@@ -373,7 +373,7 @@ async fn relay_loop(w: Worker, stop: CancellationToken) {
             }
             Err(e) => {
                 failures += 1;
-                if failures == 1 || failures % 20 == 0 {
+                if failures == 1 || failures.is_multiple_of(20) {
                     tracing::warn!(error = %format!("{e:#}"), "outbox relay failed; retrying");
                 }
                 Duration::from_millis(500 * u64::from(failures.min(10)))
