@@ -480,7 +480,9 @@ async fn workers_reconnect_to_the_catalog_by_themselves() {
     let first = env.enqueue(&["jobs", "ping"]);
     assert_eq!(env.wait_job(first, secs(30)).await["status"], "succeeded");
     // Cut every session of this test's catalog, the worker's included.
-    let admin = sqlx::PgPool::connect(&format!("{}/postgres", common::PG_SERVER)).await.unwrap();
+    let admin = sqlx::PgPool::connect(&format!("{}/postgres", common::PG_SERVER))
+        .await
+        .unwrap();
     let killed: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = $1 AND pid <> pg_backend_pid()) t",

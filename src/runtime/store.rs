@@ -610,7 +610,13 @@ async fn fail_in_tx(
 }
 
 /// Kind, queue, tenant id, args and run_at of a postponed job.
-type Postponed = (String, String, Option<i64>, serde_json::Value, DateTime<Utc>);
+type Postponed = (
+    String,
+    String,
+    Option<i64>,
+    serde_json::Value,
+    DateTime<Utc>,
+);
 
 /// Puts back a job whose tenant was busy: later, without spending an attempt.
 pub async fn postpone(pool: &PgPool, id: Uuid, delay: Duration) -> Result<bool> {
