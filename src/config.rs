@@ -227,6 +227,9 @@ impl Settings {
         let delivery_limit = env_parse("LANDLORD_DELIVERY_LIMIT")?
             .or(file.delivery_limit)
             .unwrap_or(20);
+        if !(1..=1000).contains(&delivery_limit) {
+            bail!("LANDLORD_DELIVERY_LIMIT must be between 1 and 1000, got {delivery_limit}");
+        }
 
         let w = file.worker;
         let concurrency = env_parse("LANDLORD_WORKER_CONCURRENCY")?
@@ -294,9 +297,12 @@ impl Settings {
         for (name, s) in file.servers {
             servers.insert(name, SecretUrl::new(s.url));
         }
-        for (key, value) in std::env::vars() {
+        for (key, value) in std::env::vars_os() {
+            let (Some(key), Some(value)) = (key.to_str(), value.to_str()) else {
+                continue;
+            };
             if let Some(name) = key.strip_prefix("LANDLORD_SERVER__") {
-                servers.insert(name.to_ascii_lowercase(), SecretUrl::new(value));
+                servers.insert(name.to_ascii_lowercase(), SecretUrl::new(value.to_string()));
             }
         }
         let catalog = SecretUrl::new(database_url);

@@ -207,6 +207,24 @@ pub async fn get(pool: &PgPool, slug: &str) -> Result<Tenant, TenantError> {
         .ok_or_else(|| TenantError::NotFound(slug.to_string()))
 }
 
+/// [`get`] inside a transaction (sees tenants the transaction wrote).
+pub async fn get_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    slug: &str,
+) -> Result<Tenant, TenantError> {
+    if ident::validate_slug(slug).is_err() {
+        return Err(TenantError::NotFound(short(slug)));
+    }
+    sqlx::query_as(&format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = $1"
+    ))
+    .bind(slug)
+    .fetch_optional(&mut **tx)
+    .await
+    .context("looking up tenant")?
+    .ok_or_else(|| TenantError::NotFound(slug.to_string()))
+}
+
 /// All tenants, optionally only those with one status.
 pub async fn list(pool: &PgPool, status: Option<&str>) -> Result<Vec<Tenant>> {
     sqlx::query_as(&format!(

@@ -62,14 +62,6 @@ async fn analyze_runs_end_to_end_with_events_and_metrics() {
         .await;
     assert_eq!(maint["data"]["steps"]["analyze"]["tables"], 3);
 
-    // The statistics really were refreshed on the tenant database.
-    let analyzed = env
-        .count(&format!(
-            "SELECT count(*) FROM jobs WHERE id = '{id}' AND status = 'succeeded'"
-        ))
-        .await;
-    assert_eq!(analyzed, 1);
-
     let series = r#"landlord_jobs_total{kind="analyze",outcome="succeeded"}"#;
     let deadline = Instant::now() + secs(10);
     while env.metric(&w, series).await < 1.0 {

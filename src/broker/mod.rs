@@ -198,9 +198,8 @@ impl Broker {
         .await
         .map_err(|_| anyhow!("timed out publishing to RabbitMQ"))
         .and_then(|r| r);
-        if let Err(e) = &res
-            && !is_routing_error(e)
-        {
+        if res.is_err() {
+            // Reconnecting re-declares the topology, which also heals a deleted queue.
             self.reset().await;
         }
         res
@@ -257,9 +256,4 @@ impl Broker {
     pub async fn close(&self) {
         self.reset().await;
     }
-}
-
-fn is_routing_error(e: &anyhow::Error) -> bool {
-    let s = e.to_string();
-    s.contains("unroutable") || s.contains("nack")
 }

@@ -60,10 +60,11 @@ impl Executor {
         &self,
         job: Claimed,
         tenant: Option<Tenant>,
-        mut lock: Option<TenantLock>,
+        lock: Option<TenantLock>,
         hard_stop: CancellationToken,
         sync: bool,
     ) -> Result<Ending> {
+        let lock = Arc::new(tokio::sync::Mutex::new(lock));
         let span = tracing::info_span!(
             "job",
             job_id = %job.id,
@@ -75,14 +76,14 @@ impl Executor {
         m.in_flight.inc();
         let started = Instant::now();
         let ending = self
-            .attempt(&job, tenant, &mut lock, hard_stop, sync)
+            .attempt(&job, tenant, lock.clone(), hard_stop, sync)
             .instrument(span.clone())
             .await;
         m.in_flight.dec();
         m.job_duration
             .with_label_values(&[job.kind.as_str()])
             .observe(started.elapsed().as_secs_f64());
-        if let Some(l) = lock {
+        if let Some(l) = lock.lock().await.take() {
             l.release().await;
         }
         let ending = ending?;
@@ -121,7 +122,7 @@ impl Executor {
         &self,
         job: &Claimed,
         tenant: Option<Tenant>,
-        lock: &mut Option<TenantLock>,
+        lock: Arc<tokio::sync::Mutex<Option<TenantLock>>>,
         hard_stop: CancellationToken,
         sync: bool,
     ) -> Result<Ending> {
@@ -145,7 +146,9 @@ impl Executor {
             events: events.clone(),
         };
 
-        // Heartbeat: keep the lease; if the row is no longer ours, stop the handler.
+        // Heartbeat: keep the lease and check the tenant lock; if either is
+        // gone (or the catalog stayed unreachable for a whole lease), stop the
+        // handler: another worker may now own the job.
         let lost = Arc::new(AtomicBool::new(false));
         let hb_stop = CancellationToken::new();
         let heartbeat = {
@@ -155,26 +158,42 @@ impl Executor {
                 self.owner.clone(),
                 self.settings.worker.lease,
             );
-            let (lost, cancel, hb_stop) = (lost.clone(), cancel.clone(), hb_stop.clone());
+            let (lost, cancel, hb_stop, lock) =
+                (lost.clone(), cancel.clone(), hb_stop.clone(), lock.clone());
             tokio::spawn(
                 async move {
                     let mut tick = tokio::time::interval(lease / 3);
                     tick.tick().await;
+                    let mut last_ok = Instant::now();
                     loop {
                         tokio::select! {
                             _ = hb_stop.cancelled() => break,
                             _ = tick.tick() => {}
                         }
-                        match store::heartbeat(&pool, &job, &owner, lease).await {
-                            Ok(true) => {}
-                            Ok(false) => {
-                                lost.store(true, Ordering::SeqCst);
-                                cancel.cancel();
-                                break;
+                        let owned = match store::heartbeat(&pool, &job, &owner, lease).await {
+                            Ok(true) => {
+                                last_ok = Instant::now();
+                                true
                             }
-                            // The catalog is unreachable: keep trying until the lease
-                            // runs out; the reaper decides after that.
-                            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                            Ok(false) => false,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "heartbeat failed");
+                                last_ok.elapsed() < lease
+                            }
+                        };
+                        let locked = match lock.lock().await.as_mut() {
+                            Some(l) => l.still_held().await,
+                            None => true,
+                        };
+                        if !owned || !locked {
+                            tracing::warn!(
+                                lease_owned = owned,
+                                tenant_lock_held = locked,
+                                "attempt lost the job; stopping it"
+                            );
+                            lost.store(true, Ordering::SeqCst);
+                            cancel.cancel();
+                            break;
                         }
                     }
                 }
@@ -234,9 +253,11 @@ impl Executor {
             return Ok(Ending::Lost);
         }
         // Fencing: the tenant lock must still be ours before anything is recorded.
-        if let Some(l) = lock.as_mut()
-            && !l.still_held().await
-        {
+        let held = match lock.lock().await.as_mut() {
+            Some(l) => l.still_held().await,
+            None => true,
+        };
+        if !held {
             let err = JobError::retryable("tenant lock lost during the attempt");
             let out =
                 store::fail(&self.catalog, job, &self.owner, &err, &self.policy(), sync).await?;

@@ -57,7 +57,8 @@ pub struct JobContext {
     pub tenant: Option<Tenant>,
     pub catalog: PgPool,
     pub settings: Arc<Settings>,
-    /// Cancelled when the job must stop (lease lost, cancelled, timed out).
+    /// Cancelled when the attempt no longer owns the job (lease or tenant lock
+    /// lost, job cancelled). Timeouts and shutdown abort the handler instead.
     pub cancel: CancellationToken,
     pub(crate) lease_owner: String,
     pub(crate) events: Arc<std::sync::Mutex<Vec<PendingEvent>>>,

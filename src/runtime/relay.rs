@@ -69,12 +69,18 @@ pub async fn relay_once(pool: &PgPool, broker: &Broker, only: Option<i64>) -> Re
                 sent += 1;
             }
             Err(e) => {
-                sqlx::query("UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2 WHERE id = $1")
-                    .bind(row.id)
-                    .bind(format!("{e:#}"))
-                    .execute(&mut *tx)
-                    .await
-                    .context("recording publish error")?;
+                // Back this row off (1 s doubling to 5 min) so one bad row never
+                // holds up the rows behind it; the next relay pass tries the rest.
+                sqlx::query(
+                    "UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2, \
+                     available_at = now() + make_interval(secs => least(300, power(2, least(publish_attempts, 9)))) \
+                     WHERE id = $1",
+                )
+                .bind(row.id)
+                .bind(format!("{e:#}"))
+                .execute(&mut *tx)
+                .await
+                .context("recording publish error")?;
                 tx.commit().await.context("committing outbox")?;
                 return Err(e.context(format!("publishing outbox row {}", row.id)));
             }

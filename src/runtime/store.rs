@@ -95,12 +95,12 @@ pub enum EnqueueError {
     InvalidArgs(String),
     #[error("job kind {0} needs a tenant (--tenant)")]
     TenantRequired(String),
-    #[error("job kind {0} does not take a tenant")]
-    TenantNotAllowed(String),
     #[error(transparent)]
     Tenant(#[from] tenants::TenantError),
     #[error("{0}")]
     Invalid(String),
+    #[error("a live job with dedupe key {0:?} was written concurrently")]
+    DedupeRace(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -130,6 +130,41 @@ pub async fn enqueue(
     req: &EnqueueRequest,
     origin: Origin,
 ) -> Result<Enqueued, EnqueueError> {
+    let mut tx = pool.begin().await.context("starting transaction")?;
+    match enqueue_in(&mut tx, registry, req, origin).await {
+        Ok(enq) => {
+            tx.commit().await.context("committing job")?;
+            Ok(enq)
+        }
+        Err(EnqueueError::DedupeRace(key)) => {
+            // Another producer inserted the same live key between our check and insert.
+            drop(tx);
+            let mut tx = pool.begin().await.context("starting transaction")?;
+            match live_by_dedupe(&mut tx, &key).await? {
+                Some(existing) => Ok(Enqueued {
+                    id: existing,
+                    existing: true,
+                    outbox_id: None,
+                }),
+                None => Err(EnqueueError::Invalid(
+                    "a concurrent job with the same dedupe key ended meanwhile; enqueue again"
+                        .into(),
+                )),
+            }
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// [`enqueue`] inside a caller's transaction, so a job can be written
+/// atomically with the state that asks for it. On [`EnqueueError::DedupeRace`]
+/// the transaction is aborted and must be rolled back.
+pub async fn enqueue_in(
+    tx: &mut Transaction<'_, Postgres>,
+    registry: &Registry,
+    req: &EnqueueRequest,
+    origin: Origin,
+) -> Result<Enqueued, EnqueueError> {
     let spec = registry.get(&req.kind).ok_or_else(|| {
         EnqueueError::UnknownKind(
             truncate(&req.kind),
@@ -145,7 +180,7 @@ pub async fn enqueue(
     let queue = req.queue.clone().unwrap_or_else(|| spec.queue.to_string());
     crate::config::parse_queues(&queue).map_err(|e| EnqueueError::Invalid(e.to_string()))?;
     let tenant = match (&req.tenant, spec.needs_tenant) {
-        (Some(slug), _) => Some(tenants::get(pool, slug).await?),
+        (Some(slug), _) => Some(tenants::get_in(tx, slug).await?),
         (None, true) => return Err(EnqueueError::TenantRequired(spec.kind.to_string())),
         (None, false) => None,
     };
@@ -159,9 +194,8 @@ pub async fn enqueue(
     let max_attempts = req.max_attempts.unwrap_or(spec.max_attempts).clamp(1, 100) as i32;
     let id = Uuid::now_v7();
 
-    let mut tx = pool.begin().await.context("starting transaction")?;
     if let Some(key) = &req.dedupe_key
-        && let Some(existing) = live_by_dedupe(&mut tx, key).await?
+        && let Some(existing) = live_by_dedupe(tx, key).await?
     {
         return Ok(Enqueued {
             id: existing,
@@ -169,17 +203,15 @@ pub async fn enqueue(
             outbox_id: None,
         });
     }
-    let status = "queued";
     let inserted = sqlx::query(
         "INSERT INTO jobs (id, kind, queue, tenant_id, args, status, max_attempts, dedupe_key, run_at, origin) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce($9, now()), $10)",
+         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, coalesce($8, now()), $9)",
     )
     .bind(id)
     .bind(spec.kind)
     .bind(&queue)
     .bind(tenant.as_ref().map(|t| t.id))
     .bind(&args)
-    .bind(status)
     .bind(max_attempts)
     .bind(&req.dedupe_key)
     .bind(req.run_at)
@@ -187,28 +219,20 @@ pub async fn enqueue(
         Origin::Catalog => "catalog",
         Origin::Sync => "sync",
     })
-    .execute(&mut *tx)
+    .execute(&mut **tx)
     .await;
     if let Err(e) = inserted {
         if let (sqlx::Error::Database(d), Some(key)) = (&e, &req.dedupe_key)
             && d.is_unique_violation()
         {
-            drop(tx);
-            let mut tx = pool.begin().await.context("starting transaction")?;
-            if let Some(existing) = live_by_dedupe(&mut tx, key).await? {
-                return Ok(Enqueued {
-                    id: existing,
-                    existing: true,
-                    outbox_id: None,
-                });
-            }
+            return Err(EnqueueError::DedupeRace(key.clone()));
         }
         return Err(anyhow::Error::new(e).context("inserting job").into());
     }
     let outbox_id = match origin {
         Origin::Catalog => Some(
             insert_job_message(
-                &mut tx,
+                tx,
                 id,
                 spec.kind,
                 &queue,
@@ -220,7 +244,6 @@ pub async fn enqueue(
         ),
         Origin::Sync => None,
     };
-    tx.commit().await.context("committing job")?;
     Ok(Enqueued {
         id,
         existing: false,
@@ -622,7 +645,7 @@ type Postponed = (
 pub async fn postpone(pool: &PgPool, id: Uuid, delay: Duration) -> Result<bool> {
     let mut tx = pool.begin().await.context("starting transaction")?;
     let row: Option<Postponed> = sqlx::query_as(
-        "UPDATE jobs SET run_at = now() + make_interval(secs => $2), updated_at = now() \
+        "UPDATE jobs SET run_at = greatest(run_at, now() + make_interval(secs => $2)), updated_at = now() \
          WHERE id = $1 AND status IN ('queued', 'retrying') \
          RETURNING kind, queue, tenant_id, args, run_at",
     )
@@ -725,8 +748,19 @@ pub async fn republish_stale(pool: &PgPool, stale_after: Duration) -> Result<u64
         let slug = slug_of(&mut tx, *tenant_id).await?;
         insert_job_message(&mut tx, *id, kind, queue, slug.as_deref(), args, None).await?;
     }
+    // A `--sync` run that died between writing its row and claiming it.
+    let abandoned = sqlx::query(
+        "UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), \
+         last_error = 'abandoned: the --sync run that wrote this job never started it' \
+         WHERE origin = 'sync' AND status = 'queued' AND created_at < now() - make_interval(secs => $1)",
+    )
+    .bind(stale_after.as_secs_f64())
+    .execute(&mut *tx)
+    .await
+    .context("closing abandoned sync jobs")?
+    .rows_affected();
     tx.commit().await.context("committing republish")?;
-    Ok(stale.len() as u64)
+    Ok(stale.len() as u64 + abandoned)
 }
 
 /// Why an operator action on a job was refused.

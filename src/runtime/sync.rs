@@ -24,6 +24,31 @@ pub async fn run_sync(
     registry: Arc<Registry>,
     req: &EnqueueRequest,
 ) -> Result<JobRow, EnqueueError> {
+    // Take the tenant lock first, so the job row is written only when it can
+    // be claimed at once (a row left queued by an interrupted wait would
+    // otherwise hold its dedupe key).
+    let exclusive = registry
+        .get(&req.kind)
+        .map(|s| s.tenant_exclusive)
+        .unwrap_or(false);
+    let tenant_id = match &req.tenant {
+        Some(slug) => Some(crate::tenants::get(catalog, slug).await?.id),
+        None => None,
+    };
+    let mut waited = false;
+    let lock = match (exclusive, tenant_id) {
+        (true, Some(tid)) => loop {
+            if let Some(l) = TenantLock::try_acquire(catalog, tid).await? {
+                break Some(l);
+            }
+            if !waited {
+                eprintln!("tenant is busy with another job; waiting for it to finish…");
+                waited = true;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        },
+        _ => None,
+    };
     let enq = store::enqueue(catalog, &registry, req, Origin::Sync).await?;
     if enq.existing {
         return Err(EnqueueError::Invalid(format!(
@@ -36,25 +61,6 @@ pub async fn run_sync(
         settings: settings.clone(),
         registry: registry.clone(),
         owner: owner_id("sync"),
-    };
-    let row = store::get(catalog, enq.id).await?.context("job vanished")?;
-    let exclusive = registry
-        .get(&row.kind)
-        .map(|s| s.tenant_exclusive)
-        .unwrap_or(false);
-    let mut waited = false;
-    let lock = match (exclusive, row.tenant_id) {
-        (true, Some(tid)) => loop {
-            if let Some(l) = TenantLock::try_acquire(catalog, tid).await? {
-                break Some(l);
-            }
-            if !waited {
-                eprintln!("tenant is busy with another job; waiting for it to finish…");
-                waited = true;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        },
-        _ => None,
     };
     let claimed = store::claim(catalog, enq.id, &exec.owner, settings.worker.lease)
         .await?

@@ -59,12 +59,13 @@ pub async fn run(
 ) -> Result<()> {
     let catalog = db::connect(&settings).await?;
     db::migrate(&catalog).await?;
-    let broker = Broker::new(&settings.broker, &owner_id("worker"));
+    let owner = owner_id("worker");
+    let broker = Broker::new(&settings.broker, &owner);
     let exec = Executor {
         catalog: catalog.clone(),
         settings: settings.clone(),
         registry,
-        owner: owner_id("worker"),
+        owner,
     };
     let w = Worker {
         exec,
