@@ -52,8 +52,8 @@ impl JobMessage {
                 body.len()
             ));
         }
-        let msg: JobMessage =
-            serde_json::from_slice(body).map_err(|e| format!("not a v1 job message: {e}"))?;
+        let msg: JobMessage = serde_json::from_slice(body)
+            .map_err(|e| limit(&format!("not a v1 job message: {e}")))?;
         if msg.v != 1 {
             return Err(format!("unsupported message version {}", msg.v));
         }
@@ -83,6 +83,16 @@ impl JobMessage {
 
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+/// Caps an error text (which may quote input) at 1000 characters.
+pub fn limit(s: &str) -> String {
+    if s.chars().count() <= 1000 {
+        s.to_string()
+    } else {
+        let head: String = s.chars().take(1000).collect();
+        format!("{head}… (truncated)")
     }
 }
 

@@ -489,3 +489,27 @@ async fn workers_reconnect_to_the_catalog_by_themselves() {
     let j = env.wait_job(second, secs(30)).await;
     assert_eq!(j["status"], "succeeded", "{j:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cancelled_attempt_cannot_record_over_its_retry() {
+    let mut env = TestEnv::new().await;
+    let mut tap = env.events().await;
+    env.spawn_worker(&["--concurrency", "2"], &[("LANDLORD_LEASE_SECONDS", "3")]);
+    let id = env.enqueue(&["jobs", "ping", "--hold", "4"]);
+    env.wait_status(id, "running", secs(30)).await;
+    env.ok(&["jobs", "cancel", &id.to_string()]);
+    let retried_at = chrono::Utc::now();
+    env.ok(&["jobs", "retry", &id.to_string()]);
+    let j = env.wait_job(id, secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j:#}");
+    // The result is the retried attempt's, not the cancelled one's.
+    let started: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(j["result"]["started_at"].clone()).unwrap();
+    assert!(
+        started >= retried_at,
+        "result of the cancelled attempt was recorded: {j:#}"
+    );
+    tokio::time::sleep(secs(2)).await;
+    tap.drain().await;
+    assert_eq!(tap.count("job.succeeded", id), 1);
+}

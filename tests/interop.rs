@@ -471,3 +471,49 @@ async fn hostile_input_is_rejected_clearly_and_changes_nothing() {
     );
     assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_huge_bad_value_is_dead_lettered_with_a_short_reason() {
+    let mut env = TestEnv::new().await;
+    let (_conn, ch) = env.channel().await;
+    env.spawn_worker(&[], &[]);
+    let id = Uuid::new_v4();
+    publish_with_pika(
+        &env,
+        "maintenance",
+        &json!([{"valid": true, "body": {"v": 1, "job_id": id, "kind": "ping", "args": {"hold_seconds": "A".repeat(200_000)}}}]),
+    );
+    let deadline = Instant::now() + secs(30);
+    let reason = loop {
+        if let Some(m) = ch
+            .basic_get(
+                env.topology.dead_queue().into(),
+                BasicGetOptions { no_ack: true },
+            )
+            .await
+            .unwrap()
+        {
+            let h = m.delivery.properties.headers().clone().unwrap();
+            match h.inner().get("x-landlord-reason") {
+                Some(AMQPValue::LongString(s)) => break s.to_string(),
+                other => panic!("no reason header: {other:?}"),
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never dead-lettered\n{}",
+            env.worker_logs()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert!(reason.starts_with("invalid arguments for ping"), "{reason}");
+    assert!(
+        reason.chars().count() < 1100,
+        "reason is {} chars",
+        reason.chars().count()
+    );
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 0);
+    // The worker is still healthy and takes work.
+    let after = env.enqueue(&["jobs", "ping"]);
+    assert_eq!(env.wait_job(after, secs(20)).await["status"], "succeeded");
+}

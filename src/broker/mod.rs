@@ -208,11 +208,15 @@ impl Broker {
     /// A new channel on the current connection, for a consumer slot.
     pub async fn channel(&self) -> Result<Channel> {
         let s = self.session().await?;
-        match s.conn.create_channel().await {
-            Ok(c) => Ok(c),
-            Err(e) => {
+        match tokio::time::timeout(OP_TIMEOUT, s.conn.create_channel()).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => {
                 self.reset().await;
                 Err(anyhow::Error::new(e).context("opening a consumer channel"))
+            }
+            Err(_) => {
+                self.reset().await;
+                Err(anyhow!("timed out opening a channel"))
             }
         }
     }
@@ -236,8 +240,9 @@ impl Broker {
     /// Messages ready in a family's queue.
     pub async fn queue_depth(&self, family: &str) -> Result<u32> {
         let ch = self.channel().await?;
-        let q = ch
-            .queue_declare(
+        let q = tokio::time::timeout(
+            OP_TIMEOUT,
+            ch.queue_declare(
                 ShortString::from(self.inner.topology.queue(family)),
                 QueueDeclareOptions {
                     passive: true,
@@ -245,10 +250,12 @@ impl Broker {
                     ..Default::default()
                 },
                 FieldTable::default(),
-            )
-            .await
-            .context("inspecting queue")?;
-        let _ = ch.close(200, ShortString::from("done")).await;
+            ),
+        )
+        .await
+        .map_err(|_| anyhow!("timed out inspecting queue"))?
+        .context("inspecting queue")?;
+        let _ = tokio::time::timeout(OP_TIMEOUT, ch.close(200, ShortString::from("done"))).await;
         Ok(q.message_count())
     }
 

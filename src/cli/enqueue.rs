@@ -42,6 +42,10 @@ pub async fn submit(
                 .map_err(bad)?;
             rows.push(row);
         }
+        // Publish the runs' events now if a broker answers; otherwise a worker's relay will.
+        let broker = Broker::new(&settings.broker, &crate::runtime::worker::owner_id("cli"));
+        let _ = tokio::time::timeout(Duration::from_secs(5), relay_once(pool, &broker, None)).await;
+        broker.close().await;
         return report(&rows, opts.json);
     }
 

@@ -161,7 +161,8 @@ pub async fn run(
                 && !STATUSES.contains(&s.as_str())
             {
                 return Err(BadInput(format!(
-                    "unknown status {s:?}; one of {}",
+                    "unknown status {:?}; one of {}",
+                    crate::message::truncate(s),
                     STATUSES.join(", ")
                 ))
                 .into());

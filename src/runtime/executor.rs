@@ -5,9 +5,9 @@
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicU8, Ordering},
     },
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use anyhow::Result;
@@ -19,12 +19,17 @@ use crate::{
     config::Settings,
     metrics,
     runtime::{
-        JobContext, JobError, Registry, RetryPolicy,
+        JobContext, JobError, KindSpec, Registry, RetryPolicy,
         store::{self, Claimed, FailOutcome},
         tenant_lock::TenantLock,
     },
     tenants::Tenant,
 };
+
+/// Why the heartbeat stopped an attempt.
+const HELD: u8 = 0;
+const LEASE_LOST: u8 = 1;
+const LOCK_LOST: u8 = 2;
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -128,8 +133,10 @@ impl Executor {
     ) -> Result<Ending> {
         let Some(spec) = self.registry.get(&job.kind).copied() else {
             let err = JobError::fatal(format!("this worker does not know job kind {:?}", job.kind));
-            let out =
-                store::fail(&self.catalog, job, &self.owner, &err, &self.policy(), sync).await?;
+            let policy = self.policy();
+            let out = self
+                .persist(|| store::fail(&self.catalog, job, &self.owner, &err, &policy, sync))
+                .await?;
             return Ok(Ending::Failed(out, err.to_string()));
         };
         let cancel = CancellationToken::new();
@@ -143,13 +150,15 @@ impl Executor {
             settings: self.settings.clone(),
             cancel: cancel.clone(),
             lease_owner: self.owner.clone(),
+            claim_token: job.claim_token,
             events: events.clone(),
         };
 
-        // Heartbeat: keep the lease and check the tenant lock; if either is
-        // gone (or the catalog stayed unreachable for a whole lease), stop the
-        // handler: another worker may now own the job.
-        let lost = Arc::new(AtomicBool::new(false));
+        // Heartbeat: keep the lease (every lease/3) and check the tenant lock
+        // (every second). If the row is no longer ours, the lock is gone, or
+        // the catalog has been unreachable for two thirds of a lease (the
+        // reaper may re-drive at expiry), stop the handler.
+        let lost = Arc::new(AtomicU8::new(HELD));
         let hb_stop = CancellationToken::new();
         let heartbeat = {
             let (pool, job, owner, lease) = (
@@ -162,36 +171,41 @@ impl Executor {
                 (lost.clone(), cancel.clone(), hb_stop.clone(), lock.clone());
             tokio::spawn(
                 async move {
-                    let mut tick = tokio::time::interval(lease / 3);
+                    let beat = lease / 3;
+                    let mut tick = tokio::time::interval(beat.min(Duration::from_secs(1)));
                     tick.tick().await;
                     let mut last_ok = Instant::now();
+                    let mut last_beat = Instant::now();
                     loop {
                         tokio::select! {
                             _ = hb_stop.cancelled() => break,
                             _ = tick.tick() => {}
                         }
-                        let owned = match store::heartbeat(&pool, &job, &owner, lease).await {
-                            Ok(true) => {
-                                last_ok = Instant::now();
-                                true
+                        let mut why = HELD;
+                        if last_beat.elapsed() >= beat {
+                            last_beat = Instant::now();
+                            match store::heartbeat(&pool, &job, &owner, lease).await {
+                                Ok(true) => last_ok = Instant::now(),
+                                Ok(false) => why = LEASE_LOST,
+                                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
                             }
-                            Ok(false) => false,
-                            Err(e) => {
-                                tracing::warn!(error = %e, "heartbeat failed");
-                                last_ok.elapsed() < lease
-                            }
-                        };
-                        let locked = match lock.lock().await.as_mut() {
-                            Some(l) => l.still_held().await,
-                            None => true,
-                        };
-                        if !owned || !locked {
+                        }
+                        if why == HELD && last_ok.elapsed() >= lease - beat {
+                            why = LEASE_LOST;
+                        }
+                        if why == HELD
+                            && let Some(l) = lock.lock().await.as_mut()
+                            && !l.still_held().await
+                        {
+                            why = LOCK_LOST;
+                        }
+                        if why != HELD {
                             tracing::warn!(
-                                lease_owned = owned,
-                                tenant_lock_held = locked,
+                                lease_lost = why == LEASE_LOST,
+                                tenant_lock_lost = why == LOCK_LOST,
                                 "attempt lost the job; stopping it"
                             );
-                            lost.store(true, Ordering::SeqCst);
+                            lost.store(why, Ordering::SeqCst);
                             cancel.cancel();
                             break;
                         }
@@ -202,7 +216,7 @@ impl Executor {
         };
 
         let timeout = spec.timeout(&job.args, self.settings.worker.job_timeout);
-        let mut handle = tokio::spawn(spec.run(job.args.clone(), ctx).in_current_span());
+        let mut handle = tokio::spawn(spec.run(job.args.clone(), ctx.clone()).in_current_span());
         enum Stop {
             Done(Result<Result<serde_json::Value, JobError>, tokio::task::JoinError>),
             Lost,
@@ -223,6 +237,9 @@ impl Executor {
         let _ = heartbeat.await;
 
         let result: Result<serde_json::Value, JobError> = match stop {
+            Stop::Lost if lost.load(Ordering::SeqCst) == LOCK_LOST => {
+                Err(JobError::retryable("tenant lock lost during the attempt"))
+            }
             Stop::Lost => return Ok(Ending::Lost),
             Stop::Shutdown => {
                 return Ok(
@@ -249,33 +266,77 @@ impl Executor {
             Stop::Done(Err(join)) => Err(JobError::retryable(format!("handler aborted: {join}"))),
             Stop::Done(Ok(r)) => r,
         };
-        if lost.load(Ordering::SeqCst) {
+        if lost.load(Ordering::SeqCst) == LEASE_LOST {
             return Ok(Ending::Lost);
         }
-        // Fencing: the tenant lock must still be ours before anything is recorded.
+        // Fencing: the tenant lock must still be ours before anything is recorded
+        // (the writes themselves are fenced by the claim token).
         let held = match lock.lock().await.as_mut() {
             Some(l) => l.still_held().await,
             None => true,
         };
-        if !held {
-            let err = JobError::retryable("tenant lock lost during the attempt");
-            let out =
-                store::fail(&self.catalog, job, &self.owner, &err, &self.policy(), sync).await?;
-            return Ok(Ending::Failed(out, err.to_string()));
-        }
+        let result = if held {
+            result
+        } else {
+            Err(JobError::retryable("tenant lock lost during the attempt"))
+        };
         match result {
             Ok(value) => {
                 let evs = events.lock().map(|e| e.clone()).unwrap_or_default();
-                if store::complete(&self.catalog, job, &self.owner, &value, &evs).await? {
-                    Ok(Ending::Succeeded(value))
-                } else {
-                    Ok(Ending::Lost)
-                }
-            }
-            Err(err) => {
-                let out = store::fail(&self.catalog, job, &self.owner, &err, &self.policy(), sync)
+                let done = self
+                    .persist(|| store::complete(&self.catalog, job, &self.owner, &value, &evs))
                     .await?;
-                Ok(Ending::Failed(out, err.to_string()))
+                Ok(if done {
+                    Ending::Succeeded(value)
+                } else {
+                    Ending::Lost
+                })
+            }
+            Err(err) => self.record_failure(job, &spec, ctx, err, sync).await,
+        }
+    }
+
+    /// Records a failed attempt and, when the job is now dead (or failed
+    /// under `--sync`), runs the kind's compensation.
+    async fn record_failure(
+        &self,
+        job: &Claimed,
+        spec: &KindSpec,
+        ctx: JobContext,
+        err: JobError,
+        sync: bool,
+    ) -> Result<Ending> {
+        let policy = self.policy();
+        let out = self
+            .persist(|| store::fail(&self.catalog, job, &self.owner, &err, &policy, sync))
+            .await?;
+        if matches!(out, FailOutcome::Dead | FailOutcome::Failed) {
+            tracing::warn!(error = %err, "job ended; running its compensation");
+            if let Err(e) = spec.on_dead(job.args.clone(), ctx, err.to_string()).await {
+                tracing::error!(error = %e, "compensation failed; the job's leftovers need an operator");
+            }
+        }
+        Ok(Ending::Failed(out, err.to_string()))
+    }
+
+    /// Retries an outcome write through short catalog outages, so a finished
+    /// attempt is not re-run just because its result could not be written.
+    async fn persist<T, F, Fut>(&self, write: F) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        let deadline = Instant::now() + self.settings.worker.lease / 2;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match write().await {
+                Ok(v) => return Ok(v),
+                Err(e) if Instant::now() + wait < deadline => {
+                    tracing::warn!(error = %format!("{e:#}"), "recording the outcome failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
             }
         }
     }

@@ -39,6 +39,18 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
         &self,
         ctx: &JobContext,
     ) -> impl Future<Output = Result<serde_json::Value, JobError>> + Send;
+
+    /// Compensation, run once when the job has ended `dead` (or `failed`
+    /// under `--sync`): undo what earlier attempts left behind. The default
+    /// does nothing.
+    fn on_dead(
+        &self,
+        ctx: &JobContext,
+        error: &str,
+    ) -> impl Future<Output = Result<(), JobError>> + Send {
+        let _ = (ctx, error);
+        async { Ok(()) }
+    }
 }
 
 /// An event a handler asks to be published when its job succeeds.
@@ -61,6 +73,7 @@ pub struct JobContext {
     /// lost, job cancelled). Timeouts and shutdown abort the handler instead.
     pub cancel: CancellationToken,
     pub(crate) lease_owner: String,
+    pub(crate) claim_token: Option<uuid::Uuid>,
     pub(crate) events: Arc<std::sync::Mutex<Vec<PendingEvent>>>,
 }
 
@@ -70,11 +83,12 @@ impl JobContext {
         let progress = serde_json::json!({"done": done, "total": total, "message": message});
         let res = sqlx::query(
             "UPDATE jobs SET progress = $1, updated_at = now() \
-             WHERE id = $2 AND lease_owner = $3 AND status = 'running'",
+             WHERE id = $2 AND lease_owner = $3 AND claim_token = $4 AND status = 'running'",
         )
         .bind(progress)
         .bind(self.job_id)
         .bind(&self.lease_owner)
+        .bind(self.claim_token)
         .execute(&self.catalog)
         .await;
         if let Err(e) = res {

@@ -8,6 +8,7 @@ use crate::runtime::{Job, JobContext, JobError};
 
 type RunFn =
     fn(serde_json::Value, JobContext) -> BoxFuture<'static, Result<serde_json::Value, JobError>>;
+type DeadFn = fn(serde_json::Value, JobContext, String) -> BoxFuture<'static, Result<(), JobError>>;
 
 /// Everything the runtime needs to know about one kind, with the types erased.
 #[derive(Clone, Copy)]
@@ -20,6 +21,7 @@ pub struct KindSpec {
     validate: fn(&serde_json::Value) -> Result<(), String>,
     timeout: fn(&serde_json::Value, Duration) -> Duration,
     run: RunFn,
+    on_dead: DeadFn,
 }
 
 impl KindSpec {
@@ -39,11 +41,21 @@ impl KindSpec {
     ) -> BoxFuture<'static, Result<serde_json::Value, JobError>> {
         (self.run)(args, ctx)
     }
+
+    /// The kind's compensation after the job died.
+    pub fn on_dead(
+        &self,
+        args: serde_json::Value,
+        ctx: JobContext,
+        error: String,
+    ) -> BoxFuture<'static, Result<(), JobError>> {
+        (self.on_dead)(args, ctx, error)
+    }
 }
 
 fn validate_erased<J: Job>(args: &serde_json::Value) -> Result<(), String> {
     let job: J = serde_json::from_value(args.clone())
-        .map_err(|e| format!("invalid arguments for {}: {e}", J::KIND))?;
+        .map_err(|e| crate::message::limit(&format!("invalid arguments for {}: {e}", J::KIND)))?;
     job.validate()
 }
 
@@ -58,9 +70,25 @@ fn run_erased<J: Job>(
     ctx: JobContext,
 ) -> BoxFuture<'static, Result<serde_json::Value, JobError>> {
     Box::pin(async move {
+        let job: J = serde_json::from_value(args).map_err(|e| {
+            JobError::fatal(crate::message::limit(&format!(
+                "invalid arguments for {}: {e}",
+                J::KIND
+            )))
+        })?;
+        job.run(&ctx).await
+    })
+}
+
+fn on_dead_erased<J: Job>(
+    args: serde_json::Value,
+    ctx: JobContext,
+    error: String,
+) -> BoxFuture<'static, Result<(), JobError>> {
+    Box::pin(async move {
         let job: J = serde_json::from_value(args)
             .map_err(|e| JobError::fatal(format!("invalid arguments for {}: {e}", J::KIND)))?;
-        job.run(&ctx).await
+        job.on_dead(&ctx, &error).await
     })
 }
 
@@ -83,6 +111,7 @@ impl Registry {
                 validate: validate_erased::<J>,
                 timeout: timeout_erased::<J>,
                 run: run_erased::<J>,
+                on_dead: on_dead_erased::<J>,
             },
         );
         self

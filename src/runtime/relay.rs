@@ -35,6 +35,9 @@ pub async fn relay_once(pool: &PgPool, broker: &Broker, only: Option<i64>) -> Re
     .await
     .context("reading outbox")?;
     let mut sent = 0;
+    // Job rows are stamped after the commit, so a relay never holds a job's
+    // row lock while it waits for the broker (a worker may be claiming it).
+    let mut published_jobs = Vec::new();
     for row in &rows {
         let body = serde_json::to_vec(&row.payload).context("encoding outbox payload")?;
         match broker
@@ -56,11 +59,7 @@ pub async fn relay_once(pool: &PgPool, broker: &Broker, only: Option<i64>) -> Re
                 if row.exchange == topology::WORK
                     && let Some(job) = row.job_id
                 {
-                    sqlx::query("UPDATE jobs SET last_published_at = now() WHERE id = $1")
-                        .bind(job)
-                        .execute(&mut *tx)
-                        .await
-                        .context("stamping job")?;
+                    published_jobs.push(job);
                 }
                 metrics::get()
                     .outbox_published
@@ -82,12 +81,28 @@ pub async fn relay_once(pool: &PgPool, broker: &Broker, only: Option<i64>) -> Re
                 .await
                 .context("recording publish error")?;
                 tx.commit().await.context("committing outbox")?;
+                stamp_jobs(pool, &published_jobs).await;
                 return Err(e.context(format!("publishing outbox row {}", row.id)));
             }
         }
     }
     tx.commit().await.context("committing outbox")?;
+    stamp_jobs(pool, &published_jobs).await;
     Ok(sent)
+}
+
+/// Records when each job's message was last published (used to spot missing messages).
+async fn stamp_jobs(pool: &PgPool, jobs: &[uuid::Uuid]) {
+    if jobs.is_empty() {
+        return;
+    }
+    if let Err(e) = sqlx::query("UPDATE jobs SET last_published_at = now() WHERE id = ANY($1)")
+        .bind(jobs)
+        .execute(pool)
+        .await
+    {
+        tracing::warn!(error = %e, "could not stamp published jobs");
+    }
 }
 
 /// Unpublished outbox rows that are due.

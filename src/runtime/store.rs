@@ -71,6 +71,8 @@ pub struct Claimed {
     pub args: serde_json::Value,
     pub attempts: i32,
     pub max_attempts: i32,
+    /// Fencing token of this claim; every write of the attempt presents it.
+    pub claim_token: Option<Uuid>,
 }
 
 /// What to enqueue.
@@ -394,7 +396,16 @@ pub async fn adopt(
     match res {
         Ok(_) => Ok(Adoption::Adopted),
         Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
-            Err("a live job with the same dedupe key exists".to_string())
+            // A concurrent adopter wrote a live job with the same dedupe key.
+            let key = msg.dedupe_key.clone().unwrap_or_default();
+            let other: Option<Uuid> = sqlx::query_scalar(
+                "SELECT id FROM jobs WHERE dedupe_key = $1 AND status IN ('queued','running','retrying')",
+            )
+            .bind(&key)
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| format!("catalog unavailable: {e}"))?;
+            Ok(Adoption::Duplicate(other.unwrap_or(msg.job_id)))
         }
         Err(e) => Err(format!("catalog unavailable: {e}")),
     }
@@ -441,11 +452,11 @@ pub async fn claim(
     lease: Duration,
 ) -> Result<Option<Claimed>> {
     sqlx::query_as(
-        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $2, \
+        "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $2, claim_token = gen_random_uuid(), \
          lease_expires_at = now() + make_interval(secs => $3), started_at = now(), \
          updated_at = now(), progress = NULL \
          WHERE id = $1 AND status IN ('queued', 'retrying') AND run_at <= now() \
-         RETURNING id, kind, queue, tenant_id, args, attempts, max_attempts",
+         RETURNING id, kind, queue, tenant_id, args, attempts, max_attempts, claim_token",
     )
     .bind(id)
     .bind(owner)
@@ -459,11 +470,11 @@ pub async fn claim(
 pub async fn heartbeat(pool: &PgPool, job: &Claimed, owner: &str, lease: Duration) -> Result<bool> {
     let n = sqlx::query(
         "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $4) \
-         WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running'",
+         WHERE id = $1 AND lease_owner = $2 AND claim_token = $3 AND status = 'running'",
     )
     .bind(job.id)
     .bind(owner)
-    .bind(job.attempts)
+    .bind(job.claim_token)
     .bind(lease.as_secs_f64())
     .execute(pool)
     .await
@@ -484,11 +495,11 @@ pub async fn complete(
     let n = sqlx::query(
         "UPDATE jobs SET status = 'succeeded', result = $4, finished_at = now(), updated_at = now(), \
          lease_owner = NULL, lease_expires_at = NULL, last_error = NULL \
-         WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running'",
+         WHERE id = $1 AND lease_owner = $2 AND claim_token = $3 AND status = 'running'",
     )
     .bind(job.id)
     .bind(owner)
-    .bind(job.attempts)
+    .bind(job.claim_token)
     .bind(result)
     .execute(&mut *tx)
     .await
@@ -578,12 +589,12 @@ async fn fail_in_tx(
          lease_owner = NULL, lease_expires_at = NULL, \
          run_at = CASE WHEN $4 = 'retrying' THEN now() + make_interval(secs => $6) ELSE run_at END, \
          finished_at = CASE WHEN $4 = 'retrying' THEN NULL ELSE now() END \
-         WHERE id = $1 AND ($2::text IS NULL OR lease_owner = $2) AND attempts = $3 AND status = 'running' \
+         WHERE id = $1 AND ($2::text IS NULL OR lease_owner = $2) AND claim_token = $3 AND status = 'running' \
          RETURNING run_at",
     )
     .bind(job.id)
     .bind(owner)
-    .bind(job.attempts)
+    .bind(job.claim_token)
     .bind(status)
     .bind(&msg)
     .bind(delay_secs)
@@ -679,11 +690,11 @@ pub async fn hand_back(pool: &PgPool, job: &Claimed, owner: &str) -> Result<bool
         "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_owner = NULL, \
          lease_expires_at = NULL, run_at = now(), updated_at = now(), \
          last_error = 'handed back by a worker shutting down' \
-         WHERE id = $1 AND lease_owner = $2 AND attempts = $3 AND status = 'running'",
+         WHERE id = $1 AND lease_owner = $2 AND claim_token = $3 AND status = 'running'",
     )
     .bind(job.id)
     .bind(owner)
-    .bind(job.attempts)
+    .bind(job.claim_token)
     .execute(&mut *tx)
     .await
     .context("handing job back")?
@@ -711,7 +722,7 @@ pub async fn hand_back(pool: &PgPool, job: &Claimed, owner: &str) -> Result<bool
 pub async fn reap_expired(pool: &PgPool, policy: &RetryPolicy) -> Result<u64> {
     let mut tx = pool.begin().await.context("starting transaction")?;
     let expired: Vec<Claimed> = sqlx::query_as(
-        "SELECT id, kind, queue, tenant_id, args, attempts, max_attempts FROM jobs \
+        "SELECT id, kind, queue, tenant_id, args, attempts, max_attempts, claim_token FROM jobs \
          WHERE status = 'running' AND lease_expires_at < now() \
          ORDER BY lease_expires_at LIMIT 100 FOR UPDATE SKIP LOCKED",
     )
@@ -728,12 +739,18 @@ pub async fn reap_expired(pool: &PgPool, policy: &RetryPolicy) -> Result<u64> {
 
 /// Publishes again runnable jobs whose message has not been seen for
 /// `stale_after` and that have no unpublished outbox row (a purged queue,
-/// a message dead-lettered while the catalog was down).
-pub async fn republish_stale(pool: &PgPool, stale_after: Duration) -> Result<u64> {
+/// a message dead-lettered while the catalog was down). Only jobs of
+/// families whose queue is empty qualify (`empty_queues`): a job waiting
+/// behind a backlog still has its message and must not get another.
+pub async fn republish_stale(
+    pool: &PgPool,
+    stale_after: Duration,
+    empty_queues: &[String],
+) -> Result<u64> {
     let mut tx = pool.begin().await.context("starting transaction")?;
     let stale: Vec<(Uuid, String, String, Option<i64>, serde_json::Value)> = sqlx::query_as(
         "SELECT j.id, j.kind, j.queue, j.tenant_id, j.args FROM jobs j \
-         WHERE j.status IN ('queued', 'retrying') AND j.origin <> 'sync' \
+         WHERE j.status IN ('queued', 'retrying') AND j.origin <> 'sync' AND j.queue = ANY($2) \
          AND j.run_at < now() - make_interval(secs => $1) \
          AND (j.last_published_at IS NULL OR j.last_published_at < now() - make_interval(secs => $1)) \
          AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.id AND o.published_at IS NULL \
@@ -741,6 +758,7 @@ pub async fn republish_stale(pool: &PgPool, stale_after: Duration) -> Result<u64
          LIMIT 100 FOR UPDATE OF j SKIP LOCKED",
     )
     .bind(stale_after.as_secs_f64())
+    .bind(empty_queues)
     .fetch_all(&mut *tx)
     .await
     .context("finding stale jobs")?;
@@ -826,7 +844,7 @@ pub async fn retry(pool: &PgPool, id: Uuid, actor: &str) -> Result<Option<i64>, 
         "UPDATE jobs SET status = 'queued', attempts = 0, run_at = now(), updated_at = now(), \
          finished_at = NULL, result = NULL, progress = NULL, origin = CASE WHEN origin = 'sync' THEN 'catalog' ELSE origin END \
          WHERE id = $1 AND status IN ('dead', 'failed', 'cancelled') \
-         RETURNING id, kind, queue, tenant_id, args, attempts, max_attempts",
+         RETURNING id, kind, queue, tenant_id, args, attempts, max_attempts, claim_token",
     )
     .bind(id)
     .fetch_optional(&mut *tx)

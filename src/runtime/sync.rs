@@ -74,3 +74,56 @@ pub async fn run_sync(
     }
     Ok(store::get(catalog, enq.id).await?.context("job vanished")?)
 }
+
+/// Runs a job that is already in the catalog (written with its outbox row by
+/// a caller such as `tenants create`) in this process. If a worker claims it
+/// first, this follows that run instead. Should this process die, the fleet
+/// still has the job.
+pub async fn run_existing(
+    catalog: &sqlx::PgPool,
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+    id: uuid::Uuid,
+) -> Result<JobRow> {
+    let row = store::get(catalog, id).await?.context("no such job")?;
+    let exclusive = registry
+        .get(&row.kind)
+        .map(|s| s.tenant_exclusive)
+        .unwrap_or(false);
+    let lock = match (exclusive, row.tenant_id) {
+        (true, Some(tid)) => loop {
+            if let Some(l) = TenantLock::try_acquire(catalog, tid).await? {
+                break Some(l);
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        },
+        _ => None,
+    };
+    let exec = Executor {
+        catalog: catalog.clone(),
+        settings: settings.clone(),
+        registry,
+        owner: owner_id("sync"),
+    };
+    match store::claim(catalog, id, &exec.owner, settings.worker.lease).await? {
+        Some(claimed) => {
+            let tenant = store::tenant_of(catalog, &claimed).await?;
+            exec.execute(claimed, tenant, lock, CancellationToken::new(), true)
+                .await?;
+        }
+        None => {
+            if let Some(l) = lock {
+                l.release().await;
+            }
+            // A worker got there first: wait for its outcome.
+            loop {
+                let r = store::get(catalog, id).await?.context("job vanished")?;
+                if r.is_terminal() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    store::get(catalog, id).await?.context("job vanished")
+}

@@ -39,6 +39,9 @@ struct Worker {
     exec: Executor,
     broker: Broker,
     queues: Arc<Vec<String>>,
+    /// Cleared when the catalog fails mid-delivery; slots take no message
+    /// until a probe succeeds, so an outage does not burn deliveries.
+    catalog_ok: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// A lease owner id unique to this process.
@@ -71,6 +74,7 @@ pub async fn run(
         exec,
         broker: broker.clone(),
         queues: Arc::new(settings.worker.queues.clone()),
+        catalog_ok: Arc::new(std::sync::atomic::AtomicBool::new(true)),
     };
 
     let stop_taking = CancellationToken::new();
@@ -141,6 +145,7 @@ impl Worker {
         let mut turn = index;
         let mut failures: u32 = 0;
         while !stop.is_cancelled() {
+            self.wait_for_catalog(&stop).await;
             let ch = match &channel {
                 Some(c) if c.status().connected() => c.clone(),
                 _ => match self.broker.channel().await {
@@ -218,18 +223,22 @@ impl Worker {
                         tracing::info!("adopted a job published without a catalog row");
                         r
                     }
-                    _ => return requeue(d, "catalog unavailable after adoption").await,
+                    _ => {
+                        return self
+                            .catalog_down(d, "catalog unavailable after adoption")
+                            .await;
+                    }
                 },
                 Ok(Adoption::Duplicate(other)) => {
                     tracing::info!(%other, "dropping message: a live job has the same dedupe key");
                     return ack(d).await;
                 }
                 Err(reason) if reason.starts_with("catalog unavailable") => {
-                    return requeue(d, &reason).await;
+                    return self.catalog_down(d, &reason).await;
                 }
                 Err(reason) => return self.dead_letter(d, &reason).await,
             },
-            Err(e) => return requeue(d, &format!("{e:#}")).await,
+            Err(e) => return self.catalog_down(d, &format!("{e:#}")).await,
         };
         if row.status != "queued" && row.status != "retrying" {
             tracing::debug!(status = %row.status, "dropping duplicate delivery");
@@ -260,10 +269,10 @@ impl Worker {
                             );
                             return ack(d).await;
                         }
-                        Err(e) => return requeue(d, &format!("{e:#}")).await,
+                        Err(e) => return self.catalog_down(d, &format!("{e:#}")).await,
                     }
                 }
-                Err(e) => return requeue(d, &format!("{e:#}")).await,
+                Err(e) => return self.catalog_down(d, &format!("{e:#}")).await,
             },
             _ => None,
         };
@@ -288,7 +297,7 @@ impl Worker {
                 if let Some(l) = lock {
                     l.release().await;
                 }
-                return requeue(d, &format!("{e:#}")).await;
+                return self.catalog_down(d, &format!("{e:#}")).await;
             }
         };
         // The claim is committed: the catalog now protects the job, not the delivery.
@@ -312,12 +321,38 @@ impl Worker {
         }
     }
 
+    /// Returns a message after a catalog failure and pauses taking new ones.
+    async fn catalog_down(&self, d: Delivery, why: &str) {
+        self.catalog_ok
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        requeue(d, why).await;
+    }
+
+    /// Waits until the catalog answers again (after a failure was seen).
+    async fn wait_for_catalog(&self, stop: &CancellationToken) {
+        let mut wait = Duration::from_millis(250);
+        while !self.catalog_ok.load(std::sync::atomic::Ordering::SeqCst) && !stop.is_cancelled() {
+            if sqlx::query("SELECT 1")
+                .execute(&self.exec.catalog)
+                .await
+                .is_ok()
+            {
+                self.catalog_ok
+                    .store(true, std::sync::atomic::Ordering::SeqCst);
+                tracing::info!("catalog reachable again; taking work");
+                break;
+            }
+            tokio::select! { _ = tokio::time::sleep(wait) => {}, _ = stop.cancelled() => {} }
+            wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+
     /// Sends an unusable message to the dead-letter queue with the reason, then acks it.
     async fn dead_letter(&self, d: Delivery, reason: &str) {
         let mut headers = FieldTable::default();
         headers.insert(
             ShortString::from("x-landlord-reason"),
-            AMQPValue::LongString(LongString::from(reason.to_string())),
+            AMQPValue::LongString(LongString::from(crate::message::limit(reason))),
         );
         headers.insert(
             ShortString::from("x-landlord-queue"),
@@ -399,7 +434,13 @@ async fn reaper_loop(w: Worker, stop: CancellationToken) {
             }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "reaper failed"),
         }
-        match store::republish_stale(&w.exec.catalog, s.stale_after).await {
+        let mut empty = Vec::new();
+        for family in w.queues.iter() {
+            if let Ok(0) = w.broker.queue_depth(family).await {
+                empty.push(family.clone());
+            }
+        }
+        match store::republish_stale(&w.exec.catalog, s.stale_after, &empty).await {
             Ok(0) => {}
             Ok(n) => {
                 metrics::get().republished.inc_by(n);
