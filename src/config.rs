@@ -108,6 +108,46 @@ pub enum LogFormat {
     Json,
 }
 
+/// How new tenant databases are made.
+#[derive(Debug, Clone)]
+pub struct ProvisioningSettings {
+    /// Directory of tenant migrations; `None` uses the built-in `migrations/tenant/`.
+    pub tenant_migrations: Option<String>,
+    /// `CREATE DATABASE … TEMPLATE … STRATEGY`, or no template at all.
+    pub template: TemplateStrategy,
+    /// Days between `tenants delete` and the database being dropped.
+    pub delete_grace_days: u64,
+}
+
+/// How a tenant database is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TemplateStrategy {
+    /// Clone the template, WAL-logged block by block (PostgreSQL 15 default; fast for small databases).
+    WalLog,
+    /// Clone the template with a checkpoint and file copy (fast for large templates).
+    FileCopy,
+    /// No template: create an empty database and run every migration.
+    None,
+}
+
+impl TemplateStrategy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::WalLog => "wal_log",
+            Self::FileCopy => "file_copy",
+            Self::None => "none",
+        }
+    }
+}
+
+/// Outgoing mail.
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    /// `smtp://host:port`; `None` means mail jobs fail with a clear error.
+    pub smtp_url: Option<SecretUrl>,
+    pub from: String,
+}
+
 /// All settings.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -115,6 +155,8 @@ pub struct Settings {
     pub broker: BrokerSettings,
     pub worker: WorkerSettings,
     pub observability: ObservabilitySettings,
+    pub provisioning: ProvisioningSettings,
+    pub mail: MailSettings,
     /// Tenant database servers by name. `default` is always present.
     pub servers: BTreeMap<String, SecretUrl>,
     /// Where the settings file came from, if one was read.
@@ -135,6 +177,11 @@ struct FileSettings {
     observability: FileObservability,
     #[serde(default)]
     servers: BTreeMap<String, FileServer>,
+    tenant_migrations: Option<String>,
+    template_strategy: Option<String>,
+    delete_grace_days: Option<u64>,
+    smtp_url: Option<String>,
+    mail_from: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -314,7 +361,36 @@ impl Settings {
                 .map_err(|e| anyhow::anyhow!("database server name {name:?}: {e}"))?;
         }
 
+        let template = match env("LANDLORD_TEMPLATE_STRATEGY")
+            .or(file.template_strategy)
+            .as_deref()
+        {
+            None | Some("wal_log") => TemplateStrategy::WalLog,
+            Some("file_copy") => TemplateStrategy::FileCopy,
+            Some("none") => TemplateStrategy::None,
+            Some(other) => bail!(
+                "LANDLORD_TEMPLATE_STRATEGY must be wal_log, file_copy or none, got {other:?}"
+            ),
+        };
+        let provisioning = ProvisioningSettings {
+            tenant_migrations: env("LANDLORD_TENANT_MIGRATIONS").or(file.tenant_migrations),
+            template,
+            delete_grace_days: env_parse("LANDLORD_DELETE_GRACE_DAYS")?
+                .or(file.delete_grace_days)
+                .unwrap_or(7),
+        };
+        let mail = MailSettings {
+            smtp_url: env("LANDLORD_SMTP_URL")
+                .or(file.smtp_url)
+                .map(SecretUrl::new),
+            from: env("LANDLORD_MAIL_FROM")
+                .or(file.mail_from)
+                .unwrap_or_else(|| "landlord <landlord@localhost>".to_string()),
+        };
+
         Ok(Self {
+            provisioning,
+            mail,
             catalog: CatalogSettings {
                 url: catalog,
                 max_connections: (concurrency as u32) * 2 + 6,
@@ -386,6 +462,36 @@ impl Settings {
         line(
             "observability.log",
             format!("{:?}", self.observability.log_filter),
+        );
+        line(
+            "tenant_migrations",
+            format!(
+                "{:?}",
+                self.provisioning
+                    .tenant_migrations
+                    .as_deref()
+                    .unwrap_or("(built in)")
+            ),
+        );
+        line(
+            "template_strategy",
+            format!("{:?}", self.provisioning.template.as_str()),
+        );
+        line(
+            "smtp_url",
+            format!(
+                "{:?}",
+                self.mail
+                    .smtp_url
+                    .as_ref()
+                    .map(|u| u.masked())
+                    .unwrap_or_else(|| "(none)".into())
+            ),
+        );
+        line("mail_from", format!("{:?}", self.mail.from));
+        line(
+            "delete_grace_days",
+            self.provisioning.delete_grace_days.to_string(),
         );
         for (name, url) in &self.servers {
             line(

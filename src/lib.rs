@@ -1,17 +1,21 @@
 //! landlord: tenant lifecycle for multi-tenant SaaS on PostgreSQL, run as a
 //! queue-driven worker fleet. See `ARCHITECTURE.md` for the map.
 
+pub mod api;
 pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod db;
+pub mod failpoint;
 pub mod http;
 pub mod ident;
+pub mod lifecycle;
 pub mod message;
 pub mod metrics;
 pub mod runtime;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tenant_schema;
 pub mod tenants;
 #[path = "../workers/mod.rs"]
 pub mod workers;

@@ -28,12 +28,16 @@ pub struct Tenant {
     pub db_name: String,
     pub settings: serde_json::Value,
     pub schema_version: i64,
+    pub owner_id: Option<i64>,
+    pub provision_step: String,
+    pub db_role: Option<String>,
+    pub provisioned_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 const TENANT_COLUMNS: &str = "id, slug, name, plan, status, status_reason, isolation, db_server, \
-     db_name, settings, schema_version, created_at, updated_at";
+     db_name, settings, schema_version, owner_id, provision_step, db_role, provisioned_at, created_at, updated_at";
 
 /// Why a tenant could not be registered or found. Shown to the operator as is.
 #[derive(Debug, Error)]

@@ -1,13 +1,22 @@
 //! Job handlers, one module per job kind, and the one list that registers them.
 
 pub mod analyze;
+pub mod drop_tenant;
+pub mod migrate;
 pub mod ping;
+pub mod provision;
+pub mod welcome_mail;
 
 use crate::runtime::Registry;
 
 /// Every job kind this build can run.
 pub fn registry() -> Registry {
     let mut r = Registry::default();
-    r.register::<ping::Ping>().register::<analyze::Analyze>();
+    r.register::<ping::Ping>()
+        .register::<analyze::Analyze>()
+        .register::<provision::Provision>()
+        .register::<welcome_mail::WelcomeMail>()
+        .register::<drop_tenant::DropTenant>()
+        .register::<migrate::Migrate>();
     r
 }

@@ -104,6 +104,24 @@ pub async fn submit(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Publishes one just-written outbox row, or says the relay will.
+pub async fn publish_now(pool: &PgPool, settings: &Settings, outbox_id: Option<i64>) {
+    let Some(id) = outbox_id else { return };
+    let broker = Broker::new(&settings.broker, &crate::runtime::worker::owner_id("cli"));
+    let res =
+        tokio::time::timeout(Duration::from_secs(10), relay_once(pool, &broker, Some(id))).await;
+    match res {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => eprintln!(
+            "warning: could not publish now ({e:#}); the job is safe in the catalog and a worker's relay will publish it"
+        ),
+        Err(_) => eprintln!(
+            "warning: could not publish now (timed out); the job is safe in the catalog and a worker's relay will publish it"
+        ),
+    }
+    broker.close().await;
+}
+
 /// Prints final rows; fails when any did not succeed.
 pub fn report(rows: &[JobRow], json: bool) -> Result<ExitCode> {
     let mut failures = Vec::new();

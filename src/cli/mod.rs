@@ -61,6 +61,15 @@ pub enum Command {
     /// Inspect and steer jobs.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
+    /// Serve the HTTP API for producers that are not Rust (see openapi.json).
+    Api(ApiArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ApiArgs {
+    /// Address to listen on (default LANDLORD_API_LISTEN or 127.0.0.1:8080).
+    #[arg(long)]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -124,7 +133,7 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     let mut settings = Settings::load().map_err(|e| BadInput(format!("{e:#}")))?;
-    let is_worker = matches!(cli.command, Command::Worker(_));
+    let is_worker = matches!(cli.command, Command::Worker(_) | Command::Api(_));
     let filter = if is_worker || std::env::var("LANDLORD_LOG").is_ok() {
         settings.observability.log_filter.clone()
     } else {
@@ -163,9 +172,19 @@ async fn run(cli: Cli) -> Result<ExitCode> {
                 .await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Tenants(c) => tenants::run(c, &settings).await,
+        Command::Tenants(c) => tenants::run(c, Arc::new(settings), registry).await,
         Command::Maintenance(a) => maintenance::run(a, Arc::new(settings), registry).await,
         Command::Jobs(c) => jobs::run(c, Arc::new(settings), registry).await,
+        Command::Api(a) => {
+            crate::api::run(
+                Arc::new(settings),
+                registry,
+                a.listen,
+                crate::shutdown::signal(),
+            )
+            .await?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

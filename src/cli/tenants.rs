@@ -1,18 +1,116 @@
 //! `landlord tenants …`: adopt an existing database as a tenant, list, show.
 
-use std::process::ExitCode;
+use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Result;
 use clap::Subcommand;
 
 use crate::{
-    cli::{BadInput, actor, catalog},
+    cli::{BadInput, JobFailed, RunOpts, actor, catalog, enqueue, wait},
     config::Settings,
+    lifecycle::{self, LifecycleError, NewTenant, TargetStatus},
+    runtime::Registry,
     tenants::{self, Registration, TenantError},
 };
 
 #[derive(Debug, Subcommand)]
 pub enum TenantsCommand {
+    /// Create a tenant: checks the plan limit, then provisions its database
+    /// (from the server's template), migrations, role; welcome mail follows.
+    Create {
+        /// Tenant slug: 3-40 of a-z, 0-9 and inner hyphens, starting with a letter.
+        slug: String,
+        /// Display name.
+        #[arg(long)]
+        name: String,
+        /// Plan: free, pro, business or enterprise.
+        #[arg(long)]
+        plan: String,
+        /// Owner's email address (created if new).
+        #[arg(long)]
+        owner: String,
+        /// Setting as key=value (timezone, language, display_name); repeatable.
+        #[arg(long = "setting")]
+        settings: Vec<String>,
+        /// Database server (default: the configured server with the fewest tenants).
+        #[arg(long)]
+        server: Option<String>,
+        #[command(flatten)]
+        run: RunOpts,
+    },
+    /// Whether OWNER may create another tenant on PLAN (exit 1 if not).
+    CanProvision {
+        owner: String,
+        plan: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Reactivate a tenant: its role may log in again.
+    Activate { slug: String },
+    /// Deactivate a tenant: its role may not log in; its sessions end.
+    Deactivate {
+        slug: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Suspend a tenant (a reason is required): its role may not log in.
+    Suspend {
+        slug: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// Show or change a tenant's settings.
+    Settings {
+        slug: String,
+        /// key=value to set; repeatable.
+        #[arg(long = "set")]
+        set: Vec<String>,
+        /// Key to remove; repeatable.
+        #[arg(long = "unset")]
+        unset: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the tenant role's connection credentials (secret).
+    Credentials {
+        slug: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give the tenant role a new password.
+    RotateCredentials { slug: String },
+    /// Delete a tenant: it stops at once; its database is dropped after the
+    /// grace period (LANDLORD_DELETE_GRACE_DAYS, default 7) or with --now.
+    Delete {
+        slug: String,
+        /// Required until backups exist: delete without a final backup.
+        #[arg(long)]
+        no_final_backup: bool,
+        /// Drop the database now instead of after the grace period.
+        #[arg(long)]
+        now: bool,
+        #[command(flatten)]
+        run: RunOpts,
+    },
+    /// Bring tenant databases (and every server's template) up to the current tenant schema.
+    Migrate {
+        /// Tenant slug(s); repeat or separate with commas.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
+        tenant: Vec<String>,
+        /// Every provisioned tenant.
+        #[arg(long)]
+        all: bool,
+        /// At most this many tenant migrations at once across the fleet.
+        #[arg(long, default_value_t = 4)]
+        concurrency: u32,
+        #[command(flatten)]
+        run: RunOpts,
+    },
     /// Adopt an existing database as an active tenant (migrating in from the seed's system).
     Register {
         /// Tenant slug: 3-40 of a-z, 0-9 and inner hyphens, starting with a letter.
@@ -48,6 +146,27 @@ pub enum TenantsCommand {
     },
 }
 
+fn life_err(e: LifecycleError) -> anyhow::Error {
+    match e {
+        LifecycleError::Other(e) => e,
+        other => BadInput(format!("{} ({})", other, other.code())).into(),
+    }
+}
+
+fn print_tenant(t: &tenants::Tenant, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(t)?);
+    } else {
+        let v = serde_json::to_value(t)?;
+        if let Some(obj) = v.as_object() {
+            for (k, v) in obj {
+                println!("{k:<15} {v}");
+            }
+        }
+    }
+    Ok(())
+}
+
 fn tenant_err(e: TenantError) -> anyhow::Error {
     match e {
         TenantError::Other(e) => e,
@@ -55,9 +174,288 @@ fn tenant_err(e: TenantError) -> anyhow::Error {
     }
 }
 
-pub async fn run(cmd: TenantsCommand, settings: &Settings) -> Result<ExitCode> {
-    let pool = catalog(settings).await?;
+pub async fn run(
+    cmd: TenantsCommand,
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+) -> Result<ExitCode> {
+    let pool = catalog(&settings).await?;
+    let settings = &settings;
     match cmd {
+        TenantsCommand::Create {
+            slug,
+            name,
+            plan,
+            owner,
+            settings: pairs,
+            server,
+            run,
+        } => {
+            let parsed = lifecycle::settings::parse_pairs(&pairs).map_err(BadInput)?;
+            let created = lifecycle::create(
+                &pool,
+                settings,
+                &registry,
+                &NewTenant {
+                    slug,
+                    name,
+                    plan,
+                    owner_email: owner,
+                    settings: parsed,
+                    server,
+                },
+                &actor(),
+            )
+            .await
+            .map_err(life_err)?;
+            let job = created.job.id;
+            if run.sync {
+                let row = crate::runtime::sync::run_existing(
+                    &pool,
+                    settings.clone(),
+                    registry.clone(),
+                    job,
+                )
+                .await?;
+                enqueue::report(&[row], run.json)?;
+            } else {
+                enqueue::publish_now(&pool, settings, created.job.outbox_id).await;
+                if run.json {
+                    println!(
+                        "{}",
+                        serde_json::json!({"tenant": created.tenant.slug, "job_id": job, "status": created.tenant.status})
+                    );
+                } else {
+                    println!("{job}\tprovision\t{}\tqueued", created.tenant.slug);
+                }
+                if !run.wait {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let rows = wait::follow(&pool, &[job], run.json).await?;
+                enqueue::report(&rows, run.json)?;
+            }
+            let t = tenants::get(&pool, &created.tenant.slug)
+                .await
+                .map_err(tenant_err)?;
+            if !run.json {
+                println!(
+                    "tenant {} is {} (database {} on {})",
+                    t.slug, t.status, t.db_name, t.db_server
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantsCommand::CanProvision { owner, plan, json } => {
+            let a = lifecycle::can_provision(&pool, &owner, &plan)
+                .await
+                .map_err(life_err)?;
+            if json {
+                println!("{}", serde_json::to_string(&a)?);
+            } else {
+                let limit = a
+                    .limit
+                    .map(|l| l.to_string())
+                    .unwrap_or_else(|| "unlimited".into());
+                println!(
+                    "{}: {} has {} of {} tenant(s) on plan {}",
+                    if a.allowed { "yes" } else { "no" },
+                    a.owner,
+                    a.used,
+                    limit,
+                    a.plan
+                );
+            }
+            if a.allowed {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                Err(JobFailed(format!(
+                    "{} may not create another tenant on plan {}",
+                    a.owner, a.plan
+                ))
+                .into())
+            }
+        }
+        TenantsCommand::Activate { slug } => {
+            let t = lifecycle::change_status(
+                &pool,
+                settings,
+                &slug,
+                TargetStatus::Active,
+                None,
+                &actor(),
+            )
+            .await
+            .map_err(life_err)?;
+            println!("tenant {} is {}", t.slug, t.status);
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantsCommand::Deactivate { slug, reason } => {
+            let t = lifecycle::change_status(
+                &pool,
+                settings,
+                &slug,
+                TargetStatus::Inactive,
+                reason.as_deref(),
+                &actor(),
+            )
+            .await
+            .map_err(life_err)?;
+            println!("tenant {} is {}", t.slug, t.status);
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantsCommand::Suspend { slug, reason } => {
+            let t = lifecycle::change_status(
+                &pool,
+                settings,
+                &slug,
+                TargetStatus::Suspended,
+                Some(&reason),
+                &actor(),
+            )
+            .await
+            .map_err(life_err)?;
+            println!("tenant {} is {}", t.slug, t.status);
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantsCommand::Settings {
+            slug,
+            set,
+            unset,
+            json,
+        } => {
+            let changes = lifecycle::settings::parse_pairs(&set).map_err(BadInput)?;
+            let t = if changes.is_empty() && unset.is_empty() {
+                tenants::get(&pool, &slug).await.map_err(tenant_err)?
+            } else {
+                lifecycle::update_settings(&pool, &slug, &changes, &unset, &actor())
+                    .await
+                    .map_err(life_err)?
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&t.settings)?);
+            } else if let Some(obj) = t.settings.as_object() {
+                for (k, v) in obj {
+                    println!("{k} = {v}");
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantsCommand::Credentials { slug, json } => {
+            let c = lifecycle::credentials::fetch(&pool, &slug)
+                .await
+                .map_err(life_err)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                println!(
+                    "server   {}\ndatabase {}\nrole     {}\npassword {}",
+                    c.server, c.database, c.role, c.password
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantsCommand::Delete {
+            slug,
+            no_final_backup,
+            now,
+            run,
+        } => {
+            let grace = if now {
+                std::time::Duration::ZERO
+            } else {
+                std::time::Duration::from_secs(settings.provisioning.delete_grace_days * 86_400)
+            };
+            let job = lifecycle::delete(
+                &pool,
+                settings,
+                &registry,
+                &slug,
+                &lifecycle::DeleteOptions {
+                    no_final_backup,
+                    grace,
+                },
+                &actor(),
+            )
+            .await
+            .map_err(life_err)?;
+            enqueue::publish_now(&pool, settings, job.outbox_id).await;
+            println!("{}\tdrop_tenant\t{slug}\tscheduled", job.id);
+            if run.sync && now {
+                let row = crate::runtime::sync::run_existing(
+                    &pool,
+                    settings.clone(),
+                    registry.clone(),
+                    job.id,
+                )
+                .await?;
+                return enqueue::report(&[row], run.json);
+            }
+            if run.wait {
+                let rows = wait::follow(&pool, &[job.id], run.json).await?;
+                return enqueue::report(&rows, run.json);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TenantsCommand::Migrate {
+            tenant,
+            all,
+            concurrency,
+            run,
+        } => {
+            if !(1..=256).contains(&concurrency) {
+                return Err(BadInput("--concurrency must be between 1 and 256".into()).into());
+            }
+            let m = crate::tenant_schema::migrator(settings).await?;
+            let version = crate::tenant_schema::version(&m);
+            if settings.provisioning.template != crate::config::TemplateStrategy::None {
+                for server in settings.servers.keys() {
+                    let name =
+                        crate::tenant_schema::ensure_template(&pool, settings, server, &m).await?;
+                    eprintln!("template on {server}: {name}");
+                }
+            }
+            let slugs: Vec<String> = if all {
+                tenants::list(&pool, None)
+                    .await?
+                    .into_iter()
+                    .filter(|t| {
+                        matches!(t.status.as_str(), "active" | "inactive" | "suspended")
+                            && t.provision_step == "done"
+                    })
+                    .map(|t| t.slug)
+                    .collect()
+            } else {
+                for s in &tenant {
+                    tenants::get(&pool, s).await.map_err(tenant_err)?;
+                }
+                tenant
+            };
+            let reqs = slugs
+                .into_iter()
+                .map(|slug| crate::runtime::store::EnqueueRequest {
+                    kind: "migrate".into(),
+                    dedupe_key: Some(format!("migrate:{slug}:{version}")),
+                    tenant: Some(slug),
+                    args: serde_json::json!({"concurrency": concurrency}),
+                    ..Default::default()
+                })
+                .collect::<Vec<_>>();
+            if reqs.is_empty() {
+                eprintln!("no provisioned tenants to migrate");
+                return Ok(ExitCode::SUCCESS);
+            }
+            enqueue::submit(&pool, settings.clone(), registry, reqs, &run).await
+        }
+        TenantsCommand::RotateCredentials { slug } => {
+            let c = lifecycle::credentials::rotate(&pool, settings, &slug, &actor())
+                .await
+                .map_err(life_err)?;
+            println!(
+                "rotated the password of role {} (tenant {})",
+                c.role, c.tenant
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         TenantsCommand::Register {
             slug,
             database,
@@ -110,16 +508,7 @@ pub async fn run(cmd: TenantsCommand, settings: &Settings) -> Result<ExitCode> {
         }
         TenantsCommand::Show { slug, json } => {
             let t = tenants::get(&pool, &slug).await.map_err(tenant_err)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&t)?);
-            } else {
-                let v = serde_json::to_value(&t)?;
-                if let Some(obj) = v.as_object() {
-                    for (k, v) in obj {
-                        println!("{k:<15} {v}");
-                    }
-                }
-            }
+            print_tenant(&t, json)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -13,6 +13,13 @@ pub enum JobError {
     /// Will fail the same way every time (bad arguments, missing tenant).
     #[error("{0}")]
     Fatal(String),
+    /// Not a failure: a shared resource is busy; run again after the delay
+    /// without spending an attempt.
+    #[error("postponed: {reason}")]
+    Postpone {
+        delay: std::time::Duration,
+        reason: String,
+    },
 }
 
 impl JobError {

@@ -40,6 +40,9 @@ pub enum Ending {
     Lost,
     /// Shutdown deadline passed; the job went back to the queue.
     HandedBack,
+    /// The handler found a shared resource busy; the job runs again later
+    /// without spending an attempt.
+    Postponed,
 }
 
 /// Everything needed to run attempts.
@@ -99,6 +102,7 @@ impl Executor {
             Ending::Failed(FailOutcome::Failed, _) => "failed",
             Ending::Failed(FailOutcome::Lost, _) | Ending::Lost => "lost",
             Ending::HandedBack => "handed_back",
+            Ending::Postponed => "postponed",
         };
         m.jobs
             .with_label_values(&[job.kind.as_str(), outcome])
@@ -119,6 +123,7 @@ impl Executor {
                 tracing::warn!("attempt lost its lease or tenant lock; result discarded")
             }
             Ending::HandedBack => tracing::warn!("job handed back at shutdown"),
+            Ending::Postponed => tracing::info!("job postponed: a shared resource is busy"),
         }
         Ok(ending)
     }
@@ -288,6 +293,16 @@ impl Executor {
                     .await?;
                 Ok(if done {
                     Ending::Succeeded(value)
+                } else {
+                    Ending::Lost
+                })
+            }
+            Err(JobError::Postpone { delay, reason }) => {
+                let back = self
+                    .persist(|| store::give_back(&self.catalog, job, &self.owner, delay, &reason))
+                    .await?;
+                Ok(if back {
+                    Ending::Postponed
                 } else {
                     Ending::Lost
                 })

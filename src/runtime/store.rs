@@ -685,23 +685,43 @@ pub async fn postpone(pool: &PgPool, id: Uuid, delay: Duration) -> Result<bool> 
 
 /// Hands a claimed job back at shutdown: queued again, the attempt not spent.
 pub async fn hand_back(pool: &PgPool, job: &Claimed, owner: &str) -> Result<bool> {
+    give_back(
+        pool,
+        job,
+        owner,
+        Duration::ZERO,
+        "handed back by a worker shutting down",
+    )
+    .await
+}
+
+/// Queues a claimed job again after `delay` without spending its attempt
+/// (the handler found a shared resource busy).
+pub async fn give_back(
+    pool: &PgPool,
+    job: &Claimed,
+    owner: &str,
+    delay: Duration,
+    why: &str,
+) -> Result<bool> {
     let mut tx = pool.begin().await.context("starting transaction")?;
-    let n = sqlx::query(
+    let run_at: Option<DateTime<Utc>> = sqlx::query_scalar(
         "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_owner = NULL, \
-         lease_expires_at = NULL, run_at = now(), updated_at = now(), \
-         last_error = 'handed back by a worker shutting down' \
-         WHERE id = $1 AND lease_owner = $2 AND claim_token = $3 AND status = 'running'",
+         lease_expires_at = NULL, run_at = now() + make_interval(secs => $4), updated_at = now(), \
+         last_error = $5 \
+         WHERE id = $1 AND lease_owner = $2 AND claim_token = $3 AND status = 'running' RETURNING run_at",
     )
     .bind(job.id)
     .bind(owner)
     .bind(job.claim_token)
-    .execute(&mut *tx)
+    .bind(delay.as_secs_f64())
+    .bind(why)
+    .fetch_optional(&mut *tx)
     .await
-    .context("handing job back")?
-    .rows_affected();
-    if n != 1 {
+    .context("handing job back")?;
+    let Some(run_at) = run_at else {
         return Ok(false);
-    }
+    };
     let slug = slug_of(&mut tx, job.tenant_id).await?;
     insert_job_message(
         &mut tx,
@@ -710,7 +730,7 @@ pub async fn hand_back(pool: &PgPool, job: &Claimed, owner: &str) -> Result<bool
         &job.queue,
         slug.as_deref(),
         &job.args,
-        None,
+        Some(run_at),
     )
     .await?;
     tx.commit().await.context("committing hand-back")?;

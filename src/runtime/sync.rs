@@ -1,11 +1,14 @@
 //! `--sync`: run a job in this process, through the same executor the fleet
 //! uses, without a broker. The job is recorded in the catalog like any other;
-//! its events wait in the outbox for the next relay.
+//! its events are published by the caller if a broker answers, else by the
+//! next relay.
 
 use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
+use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::{
     config::Settings,
@@ -17,9 +20,77 @@ use crate::{
     },
 };
 
+/// Waits for a tenant's lock, saying once that it waits.
+async fn lock_tenant(catalog: &PgPool, tenant_id: i64) -> Result<TenantLock> {
+    let mut said = false;
+    loop {
+        if let Some(l) = TenantLock::try_acquire(catalog, tenant_id).await? {
+            return Ok(l);
+        }
+        if !said {
+            eprintln!("tenant is busy with another job; waiting for it to finish…");
+            said = true;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Claims and runs `id` until it ends; a postponed run is retried here after
+/// its delay. If another process claims the job first, follows that run.
+async fn drive(
+    catalog: &PgPool,
+    exec: &Executor,
+    id: Uuid,
+    tenant_id: Option<i64>,
+    exclusive: bool,
+    mut lock: Option<TenantLock>,
+) -> Result<()> {
+    loop {
+        if exclusive
+            && lock.is_none()
+            && let Some(tid) = tenant_id
+        {
+            lock = Some(lock_tenant(catalog, tid).await?);
+        }
+        match store::claim(catalog, id, &exec.owner, exec.settings.worker.lease).await? {
+            Some(claimed) => {
+                let tenant = store::tenant_of(catalog, &claimed).await?;
+                let ending = exec
+                    .execute(claimed, tenant, lock.take(), CancellationToken::new(), true)
+                    .await?;
+                match ending {
+                    Ending::Postponed => {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        continue;
+                    }
+                    Ending::Lost => eprintln!("the job was cancelled or taken over while running"),
+                    _ => {}
+                }
+                return Ok(());
+            }
+            None => {
+                if let Some(l) = lock.take() {
+                    l.release().await;
+                }
+                let row = store::get(catalog, id).await?.context("job vanished")?;
+                if row.is_terminal() {
+                    return Ok(());
+                }
+                if row.status == "queued" || row.status == "retrying" {
+                    // Not due yet (postponed): wait for its time, then claim.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    continue;
+                }
+                // Running elsewhere: wait for that run to end.
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
 /// Runs one job to its end in-process and returns its final row.
 pub async fn run_sync(
-    catalog: &sqlx::PgPool,
+    catalog: &PgPool,
     settings: Arc<Settings>,
     registry: Arc<Registry>,
     req: &EnqueueRequest,
@@ -35,18 +106,8 @@ pub async fn run_sync(
         Some(slug) => Some(crate::tenants::get(catalog, slug).await?.id),
         None => None,
     };
-    let mut waited = false;
     let lock = match (exclusive, tenant_id) {
-        (true, Some(tid)) => loop {
-            if let Some(l) = TenantLock::try_acquire(catalog, tid).await? {
-                break Some(l);
-            }
-            if !waited {
-                eprintln!("tenant is busy with another job; waiting for it to finish…");
-                waited = true;
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        },
+        (true, Some(tid)) => Some(lock_tenant(catalog, tid).await?),
         _ => None,
     };
     let enq = store::enqueue(catalog, &registry, req, Origin::Sync).await?;
@@ -58,20 +119,11 @@ pub async fn run_sync(
     }
     let exec = Executor {
         catalog: catalog.clone(),
-        settings: settings.clone(),
-        registry: registry.clone(),
+        settings,
+        registry,
         owner: owner_id("sync"),
     };
-    let claimed = store::claim(catalog, enq.id, &exec.owner, settings.worker.lease)
-        .await?
-        .context("could not claim the job just written")?;
-    let tenant = store::tenant_of(catalog, &claimed).await?;
-    let ending = exec
-        .execute(claimed, tenant, lock, CancellationToken::new(), true)
-        .await?;
-    if let Ending::Lost = ending {
-        eprintln!("the job was cancelled or taken over while running");
-    }
+    drive(catalog, &exec, enq.id, tenant_id, exclusive, lock).await?;
     Ok(store::get(catalog, enq.id).await?.context("job vanished")?)
 }
 
@@ -80,50 +132,22 @@ pub async fn run_sync(
 /// first, this follows that run instead. Should this process die, the fleet
 /// still has the job.
 pub async fn run_existing(
-    catalog: &sqlx::PgPool,
+    catalog: &PgPool,
     settings: Arc<Settings>,
     registry: Arc<Registry>,
-    id: uuid::Uuid,
+    id: Uuid,
 ) -> Result<JobRow> {
     let row = store::get(catalog, id).await?.context("no such job")?;
     let exclusive = registry
         .get(&row.kind)
         .map(|s| s.tenant_exclusive)
         .unwrap_or(false);
-    let lock = match (exclusive, row.tenant_id) {
-        (true, Some(tid)) => loop {
-            if let Some(l) = TenantLock::try_acquire(catalog, tid).await? {
-                break Some(l);
-            }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        },
-        _ => None,
-    };
     let exec = Executor {
         catalog: catalog.clone(),
-        settings: settings.clone(),
+        settings,
         registry,
         owner: owner_id("sync"),
     };
-    match store::claim(catalog, id, &exec.owner, settings.worker.lease).await? {
-        Some(claimed) => {
-            let tenant = store::tenant_of(catalog, &claimed).await?;
-            exec.execute(claimed, tenant, lock, CancellationToken::new(), true)
-                .await?;
-        }
-        None => {
-            if let Some(l) = lock {
-                l.release().await;
-            }
-            // A worker got there first: wait for its outcome.
-            loop {
-                let r = store::get(catalog, id).await?.context("job vanished")?;
-                if r.is_terminal() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    }
+    drive(catalog, &exec, id, row.tenant_id, exclusive, None).await?;
     store::get(catalog, id).await?.context("job vanished")
 }

@@ -1,0 +1,101 @@
+//! Jobs: `POST /v1/tenants/{slug}/jobs` enqueues any registered kind for a
+//! tenant (validated by the runtime exactly like the CLI), and
+//! `GET /v1/jobs/{id}` shows one job row.
+
+use axum::{extract::State, http::StatusCode, response::Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{
+    AppState,
+    auth::Caller,
+    error::ApiError,
+    extract::{ApiJson, ApiPath},
+    json as respond,
+};
+use crate::runtime::store::{self, EnqueueRequest, Origin};
+
+/// Job families whose kinds only an admin token may enqueue: they belong to
+/// the tenant's lifecycle (provisioning saga, deletion, migrations, mail).
+pub const ADMIN_ONLY_FAMILIES: [&str; 2] = ["provision", "mail"];
+
+/// Body of `POST /v1/tenants/{slug}/jobs`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnqueueJob {
+    pub kind: String,
+    #[serde(default)]
+    pub args: Option<Value>,
+    #[serde(default)]
+    pub dedupe_key: Option<String>,
+}
+
+/// `POST /v1/tenants/{slug}/jobs` (admin or that tenant): 202 with the job id;
+/// `existing` is true when a live job with the same dedupe key was returned.
+pub async fn enqueue(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiPath(slug): ApiPath<String>,
+    ApiJson(body): ApiJson<EnqueueJob>,
+) -> Result<Response, ApiError> {
+    caller.require_tenant(&slug)?;
+    if !caller.is_admin()
+        && let Some(spec) = state.registry.get(&body.kind)
+        && ADMIN_ONLY_FAMILIES.contains(&spec.queue)
+    {
+        return Err(ApiError::forbidden(format!(
+            "job kind {} (family {}) needs an admin token",
+            spec.kind, spec.queue
+        )));
+    }
+    let args = body.args.unwrap_or_else(|| json!({}));
+    if !args.is_object() {
+        return Err(ApiError::invalid("args must be a JSON object"));
+    }
+    let req = EnqueueRequest {
+        kind: body.kind,
+        tenant: Some(slug),
+        args,
+        dedupe_key: body.dedupe_key,
+        ..Default::default()
+    };
+    let enq = store::enqueue(&state.pool, &state.registry, &req, Origin::Catalog).await?;
+    state.publish_soon(enq.outbox_id);
+    tracing::info!(job_id = %enq.id, kind = %req.kind, tenant = ?req.tenant, existing = enq.existing, "job enqueued");
+    Ok(respond(
+        StatusCode::ACCEPTED,
+        &json!({"job_id": enq.id, "existing": enq.existing}),
+    ))
+}
+
+/// `GET /v1/jobs/{id}` (admin, or the token of the job's tenant).
+pub async fn show(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| {
+        ApiError::bad_request(format!(
+            "job id {:?} is not a UUID",
+            crate::message::truncate(&id)
+        ))
+    })?;
+    let job = store::get(&state.pool, id).await?;
+    if !caller.is_admin() {
+        // A tenant token sees only its tenant's jobs; whether another job exists is not its business.
+        match job.as_ref().and_then(|j| j.tenant.as_deref()) {
+            Some(t) => caller.require_tenant(t)?,
+            None if job.is_some() => {
+                return Err(ApiError::forbidden(
+                    "this job belongs to no tenant; only an admin token may read it",
+                ));
+            }
+            None => {}
+        }
+    }
+    match job {
+        Some(j) => Ok(respond(StatusCode::OK, &j)),
+        None => Err(ApiError::not_found(format!("no job {id}"))),
+    }
+}

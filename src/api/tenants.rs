@@ -1,0 +1,200 @@
+//! `/v1/tenants…`: create (enqueues the provisioning saga), list, show,
+//! change status, update settings, fetch credentials. Each handler checks
+//! the caller's scope, then calls the lifecycle library; it never writes SQL.
+
+use axum::{
+    extract::State,
+    http::{HeaderValue, StatusCode, Uri, header},
+    response::Response,
+};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+
+use super::{
+    AppState,
+    auth::Caller,
+    error::ApiError,
+    extract::{ApiJson, ApiPath, query_pairs},
+    json as respond,
+};
+use crate::{
+    lifecycle::{self, NewTenant, TargetStatus},
+    tenants,
+};
+
+/// Tenant statuses a list may filter on.
+pub const STATUSES: [&str; 7] = [
+    "provisioning",
+    "active",
+    "inactive",
+    "suspended",
+    "failed",
+    "deleting",
+    "deleted",
+];
+
+/// Body of `POST /v1/tenants`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTenant {
+    pub slug: String,
+    pub name: String,
+    pub plan: String,
+    /// The owner's email address (plan limits count per owner).
+    pub owner: String,
+    #[serde(default)]
+    pub settings: Option<Map<String, Value>>,
+    /// Database server name; placement chooses when absent.
+    #[serde(default)]
+    pub server: Option<String>,
+}
+
+/// `POST /v1/tenants` (admin): validate, write the tenant (`provisioning`)
+/// and its provision job, publish the job at once (best effort), 202.
+pub async fn create(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateTenant>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let new = NewTenant {
+        slug: body.slug,
+        name: body.name,
+        plan: body.plan,
+        owner_email: body.owner,
+        settings: body.settings.unwrap_or_default(),
+        server: body.server,
+    };
+    let created = lifecycle::create(
+        &state.pool,
+        &state.settings,
+        &state.registry,
+        &new,
+        &caller.actor(),
+    )
+    .await?;
+    state.publish_soon(created.job.outbox_id);
+    tracing::info!(tenant = %created.tenant.slug, job_id = %created.job.id, "tenant created");
+    Ok(respond(
+        StatusCode::ACCEPTED,
+        &json!({"tenant": created.tenant, "job_id": created.job.id}),
+    ))
+}
+
+/// `GET /v1/tenants[?status=S]` (admin).
+pub async fn list(
+    caller: Caller,
+    State(state): State<AppState>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let mut status = None;
+    for (_, v) in query_pairs(uri.query(), &["status"])? {
+        if !STATUSES.contains(&v.as_str()) {
+            return Err(ApiError::invalid(format!(
+                "unknown status {:?}; statuses: {}",
+                crate::message::truncate(&v),
+                STATUSES.join(", ")
+            )));
+        }
+        status = Some(v);
+    }
+    let all = tenants::list(&state.pool, status.as_deref()).await?;
+    Ok(respond(StatusCode::OK, &json!({"tenants": all})))
+}
+
+/// `GET /v1/tenants/{slug}` (admin or that tenant).
+pub async fn show(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiPath(slug): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    caller.require_tenant(&slug)?;
+    let t = tenants::get(&state.pool, &slug).await?;
+    Ok(respond(StatusCode::OK, &t))
+}
+
+/// Body of `POST /v1/tenants/{slug}/status`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeStatus {
+    pub status: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// `POST /v1/tenants/{slug}/status` (admin): activate, deactivate, suspend.
+pub async fn change_status(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiPath(slug): ApiPath<String>,
+    ApiJson(body): ApiJson<ChangeStatus>,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let to = match body.status.as_str() {
+        "active" => TargetStatus::Active,
+        "inactive" => TargetStatus::Inactive,
+        "suspended" => TargetStatus::Suspended,
+        other => {
+            return Err(ApiError::invalid(format!(
+                "status {:?} cannot be set; use active, inactive or suspended",
+                crate::message::truncate(other)
+            )));
+        }
+    };
+    let t = lifecycle::change_status(
+        &state.pool,
+        &state.settings,
+        &slug,
+        to,
+        body.reason.as_deref(),
+        &caller.actor(),
+    )
+    .await?;
+    Ok(respond(StatusCode::OK, &t))
+}
+
+/// Body of `PATCH /v1/tenants/{slug}/settings`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSettings {
+    #[serde(default)]
+    pub set: Option<Map<String, Value>>,
+    #[serde(default)]
+    pub unset: Option<Vec<String>>,
+}
+
+/// `PATCH /v1/tenants/{slug}/settings` (admin or that tenant).
+pub async fn update_settings(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiPath(slug): ApiPath<String>,
+    ApiJson(body): ApiJson<UpdateSettings>,
+) -> Result<Response, ApiError> {
+    caller.require_tenant(&slug)?;
+    let set = body.set.unwrap_or_default();
+    let unset = body.unset.unwrap_or_default();
+    if let Some(k) = unset.iter().find(|k| set.contains_key(k.as_str())) {
+        return Err(ApiError::invalid(format!(
+            "setting {:?} is both set and unset",
+            crate::message::truncate(k)
+        )));
+    }
+    let t = lifecycle::update_settings(&state.pool, &slug, &set, &unset, &caller.actor()).await?;
+    Ok(respond(StatusCode::OK, &t))
+}
+
+/// `GET /v1/tenants/{slug}/credentials` (admin or that tenant). Never cached.
+pub async fn credentials(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiPath(slug): ApiPath<String>,
+) -> Result<Response, ApiError> {
+    caller.require_tenant(&slug)?;
+    let c = lifecycle::credentials::fetch(&state.pool, &slug).await?;
+    tracing::info!(tenant = %slug, "credentials fetched");
+    let mut res = respond(StatusCode::OK, &c);
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(res)
+}

@@ -1,0 +1,259 @@
+//! Creating a tenant: validate everything, check the plan limit under a lock
+//! on the owner, write the tenant (`provisioning`) and its `provision` job in
+//! one transaction. The database work is the job's (`workers/provision.rs`).
+
+use anyhow::Context;
+use serde_json::{Map, Value};
+use sqlx::PgPool;
+
+use crate::{
+    config::Settings,
+    ident,
+    lifecycle::{LifecycleError, plans, settings as tenant_settings},
+    message::truncate,
+    runtime::{
+        Registry,
+        store::{self, EnqueueError, EnqueueRequest, Enqueued, Origin},
+    },
+    tenant_schema,
+    tenants::{self, Tenant},
+};
+
+/// What `tenants create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewTenant {
+    pub slug: String,
+    pub name: String,
+    pub plan: String,
+    pub owner_email: String,
+    pub settings: Map<String, Value>,
+    /// Database server; `None` lets placement choose.
+    pub server: Option<String>,
+}
+
+/// The tenant row written and its provisioning job.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub tenant: Tenant,
+    pub job: Enqueued,
+}
+
+/// The database name a tenant slug gets.
+pub fn database_name(slug: &str) -> String {
+    format!("t_{}", slug.replace('-', "_"))
+}
+
+fn validate_email(email: &str) -> Result<(), LifecycleError> {
+    let ok = email.len() <= 320
+        && email.chars().all(|c| !c.is_whitespace() && !c.is_control())
+        && matches!(email.split_once('@'), Some((local, domain)) if !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.') && !domain.contains('@'));
+    if ok {
+        Ok(())
+    } else {
+        Err(LifecycleError::Invalid(format!(
+            "owner {:?} is not an email address",
+            truncate(email)
+        )))
+    }
+}
+
+/// Answers `can-provision OWNER PLAN` without changing anything.
+pub async fn can_provision(
+    pool: &PgPool,
+    owner_email: &str,
+    plan: &str,
+) -> Result<plans::Allowance, LifecycleError> {
+    validate_email(owner_email)?;
+    let mut tx = pool.begin().await?;
+    let allowance = plans::allowance(&mut tx, owner_email, plan).await?;
+    match allowance {
+        Some(a) => Ok(a),
+        None => Err(LifecycleError::Invalid(format!(
+            "unknown plan {:?}; plans: {}",
+            truncate(plan),
+            plans::names(&mut tx).await?.join(", ")
+        ))),
+    }
+}
+
+/// Picks the configured server with the fewest live tenants.
+async fn place(pool: &PgPool, settings: &Settings) -> Result<String, LifecycleError> {
+    let counts: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT db_server, count(*) FROM tenants WHERE status NOT IN ('failed', 'deleted') GROUP BY db_server",
+    )
+    .fetch_all(pool)
+    .await?;
+    let load = |s: &str| {
+        counts
+            .iter()
+            .find(|(n, _)| n == s)
+            .map(|(_, c)| *c)
+            .unwrap_or(0)
+    };
+    settings
+        .servers
+        .keys()
+        .min_by_key(|s| (load(s), (*s).clone()))
+        .cloned()
+        .ok_or_else(|| LifecycleError::Other(anyhow::anyhow!("no database server configured")))
+}
+
+/// Validates a new tenant and writes it with its provisioning job.
+pub async fn create(
+    pool: &PgPool,
+    settings: &Settings,
+    registry: &Registry,
+    new: &NewTenant,
+    actor: &str,
+) -> Result<Created, LifecycleError> {
+    ident::validate_slug(&new.slug).map_err(|e| {
+        LifecycleError::Invalid(format!("invalid slug {:?}: {e}", truncate(&new.slug)))
+    })?;
+    ident::validate_display_name(&new.name)
+        .map_err(|e| LifecycleError::Invalid(format!("invalid tenant name: {e}")))?;
+    validate_email(&new.owner_email)?;
+    tenant_settings::validate(pool, &new.settings)
+        .await
+        .map_err(LifecycleError::Invalid)?;
+    let server = match &new.server {
+        Some(s) if settings.servers.contains_key(s) => s.clone(),
+        Some(s) => {
+            return Err(LifecycleError::Invalid(format!(
+                "unknown database server {:?}; configured servers: {}",
+                truncate(s),
+                settings
+                    .servers
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        None => place(pool, settings).await?,
+    };
+    let db_name = database_name(&new.slug);
+    ident::validate_db_name(&db_name)
+        .map_err(|e| LifecycleError::Invalid(format!("database name {db_name}: {e}")))?;
+
+    let mut tx = pool.begin().await?;
+    let owner_id: i64 = sqlx::query_scalar(
+        "INSERT INTO owners (email) VALUES ($1) ON CONFLICT (email) DO UPDATE SET email = excluded.email RETURNING id",
+    )
+    .bind(&new.owner_email)
+    .fetch_one(&mut *tx)
+    .await?;
+    // Serializes creations per owner so two concurrent requests cannot both pass the limit.
+    sqlx::query("SELECT id FROM owners WHERE id = $1 FOR UPDATE")
+        .bind(owner_id)
+        .execute(&mut *tx)
+        .await?;
+    let allowance = match plans::allowance(&mut tx, &new.owner_email, &new.plan).await? {
+        Some(a) => a,
+        None => {
+            return Err(LifecycleError::Invalid(format!(
+                "unknown plan {:?}; plans: {}",
+                truncate(&new.plan),
+                plans::names(&mut tx).await?.join(", ")
+            )));
+        }
+    };
+    if !allowance.allowed {
+        return Err(LifecycleError::PlanLimit {
+            owner: new.owner_email.clone(),
+            plan: new.plan.clone(),
+            used: allowance.used,
+        });
+    }
+    let existing: Option<(i64, String)> =
+        sqlx::query_as("SELECT id, status FROM tenants WHERE slug = $1 FOR UPDATE")
+            .bind(&new.slug)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some((_, status)) = &existing
+        && status != "failed"
+    {
+        return Err(LifecycleError::Exists(format!(
+            "tenant {:?} already exists ({status})",
+            new.slug
+        )));
+    }
+    // A database of that name that landlord does not know about is never touched.
+    let admin = tenant_schema::admin(settings, &server).await?;
+    let taken = tenant_schema::database_exists(&admin, &db_name).await?;
+    drop(admin);
+    if taken {
+        return Err(LifecycleError::Exists(format!(
+            "database {db_name} already exists on server {server}; landlord will not take it over (use tenants register to adopt it)"
+        )));
+    }
+    let settings_json = Value::Object(new.settings.clone());
+    let tenant_id: i64 = match existing {
+        Some((id, _)) => {
+            sqlx::query(
+                "UPDATE tenants SET name = $2, owner_id = $3, plan = $4, status = 'provisioning', status_reason = NULL, \
+                 db_server = $5, db_name = $6, settings = $7, provision_step = 'pending', db_role = NULL, \
+                 provisioned_at = NULL, schema_version = 0, updated_at = now() WHERE id = $1",
+            )
+            .bind(id)
+            .bind(&new.name)
+            .bind(owner_id)
+            .bind(&new.plan)
+            .bind(&server)
+            .bind(&db_name)
+            .bind(&settings_json)
+            .execute(&mut *tx)
+            .await?;
+            id
+        }
+        None => sqlx::query_scalar(
+            "INSERT INTO tenants (slug, name, owner_id, plan, status, isolation, db_server, db_name, settings, provision_step) \
+             VALUES ($1, $2, $3, $4, 'provisioning', 'database', $5, $6, $7, 'pending') RETURNING id",
+        )
+        .bind(&new.slug)
+        .bind(&new.name)
+        .bind(owner_id)
+        .bind(&new.plan)
+        .bind(&server)
+        .bind(&db_name)
+        .bind(&settings_json)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(|e| match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                LifecycleError::Exists(format!("tenant {:?} or its database already exists", new.slug))
+            }
+            _ => LifecycleError::Other(anyhow::Error::new(e).context("inserting tenant")),
+        })?,
+    };
+    let job = store::enqueue_in(
+        &mut tx,
+        registry,
+        &EnqueueRequest {
+            kind: "provision".into(),
+            tenant: Some(new.slug.clone()),
+            args: serde_json::json!({}),
+            dedupe_key: Some(format!("provision:{}", new.slug)),
+            ..Default::default()
+        },
+        Origin::Catalog,
+    )
+    .await
+    .map_err(|e| match e {
+        EnqueueError::Other(e) => LifecycleError::Other(e),
+        other => LifecycleError::Other(anyhow::anyhow!("enqueueing provision job: {other}")),
+    })?;
+    store::audit(
+        &mut tx,
+        actor,
+        "tenant.created",
+        Some(tenant_id),
+        Some(job.id),
+        serde_json::json!({"plan": new.plan, "owner": new.owner_email, "server": server}),
+    )
+    .await?;
+    tx.commit().await.context("committing tenant")?;
+    let tenant = tenants::by_id(pool, tenant_id)
+        .await?
+        .ok_or_else(|| LifecycleError::Other(anyhow::anyhow!("tenant vanished")))?;
+    Ok(Created { tenant, job })
+}

@@ -1,0 +1,185 @@
+//! Each provisioned tenant's own login role: created with a generated
+//! password, limited to its database, stored for the application to fetch,
+//! rotatable. Passwords never reach logs; role and database names are
+//! validated and quoted, and passwords are alphanumeric by construction.
+
+use anyhow::{Context, Result};
+use rand::{Rng, distr::Alphanumeric};
+use serde::Serialize;
+use sqlx::{PgPool, Postgres, Transaction};
+
+use crate::{
+    config::Settings, ident::quote_ident, lifecycle::LifecycleError, tenant_schema, tenants,
+};
+
+/// The role name of a tenant database.
+pub fn role_name(db_name: &str) -> String {
+    format!("{db_name}_app")
+}
+
+fn new_password() -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect()
+}
+
+/// Creates (or resets) the tenant's role, limits it to its database and
+/// grants it the tables; returns (role, password). Idempotent.
+pub async fn ensure_role(settings: &Settings, server: &str, db: &str) -> Result<(String, String)> {
+    crate::ident::validate_db_name(db).map_err(|e| anyhow::anyhow!("database name {db:?}: {e}"))?;
+    let role = role_name(db);
+    let password = new_password();
+    let admin = tenant_schema::admin(settings, server).await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+            .bind(&role)
+            .fetch_one(&admin)
+            .await
+            .context("looking up role")?;
+    let verb = if exists { "ALTER" } else { "CREATE" };
+    sqlx::raw_sql(&format!(
+        "{verb} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{password}'",
+        quote_ident(&role)
+    ))
+    .execute(&admin)
+    .await
+    .context("creating tenant role")?;
+    sqlx::raw_sql(&format!(
+        "REVOKE ALL ON DATABASE {db_q} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {db_q} TO {role_q}",
+        db_q = quote_ident(db),
+        role_q = quote_ident(&role)
+    ))
+    .execute(&admin)
+    .await
+    .context("limiting the role to its database")?;
+    let pool = tenant_schema::pool_on(settings, server, db).await?;
+    let role_q = quote_ident(&role);
+    sqlx::raw_sql(&format!(
+        "GRANT USAGE ON SCHEMA public TO {role_q}; \
+         GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role_q}; \
+         GRANT USAGE, SELECT, UPDATE ON ALL SEQUENCES IN SCHEMA public TO {role_q}; \
+         ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO {role_q}; \
+         ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT, UPDATE ON SEQUENCES TO {role_q}"
+    ))
+    .execute(&pool)
+    .await
+    .context("granting table privileges")?;
+    pool.close().await;
+    Ok((role, password))
+}
+
+/// Drops the tenant's role if it exists (after its database is gone).
+pub async fn drop_role(settings: &Settings, server: &str, db: &str) -> Result<()> {
+    let role = role_name(db);
+    let admin = tenant_schema::admin(settings, server).await?;
+    sqlx::raw_sql(&format!("DROP ROLE IF EXISTS {}", quote_ident(&role)))
+        .execute(&admin)
+        .await
+        .context("dropping tenant role")?;
+    Ok(())
+}
+
+/// Stores a role's credentials in the catalog.
+pub async fn store(
+    tx: &mut Transaction<'_, Postgres>,
+    tenant_id: i64,
+    role: &str,
+    password: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO tenant_credentials (tenant_id, role_name, password) VALUES ($1, $2, $3) \
+         ON CONFLICT (tenant_id) DO UPDATE SET role_name = excluded.role_name, password = excluded.password, rotated_at = now()",
+    )
+    .bind(tenant_id)
+    .bind(role)
+    .bind(password)
+    .execute(&mut **tx)
+    .await
+    .context("storing credentials")?;
+    sqlx::query("UPDATE tenants SET db_role = $2, updated_at = now() WHERE id = $1")
+        .bind(tenant_id)
+        .bind(role)
+        .execute(&mut **tx)
+        .await
+        .context("recording the role")?;
+    Ok(())
+}
+
+/// What the application needs to connect as the tenant.
+#[derive(Debug, Clone, Serialize)]
+pub struct Credentials {
+    pub tenant: String,
+    pub server: String,
+    pub database: String,
+    pub role: String,
+    pub password: String,
+    pub rotated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// A tenant's stored credentials.
+pub async fn fetch(pool: &PgPool, slug: &str) -> Result<Credentials, LifecycleError> {
+    let t = tenants::get(pool, slug).await?;
+    let row: Option<(String, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "SELECT role_name, password, rotated_at FROM tenant_credentials WHERE tenant_id = $1",
+    )
+    .bind(t.id)
+    .fetch_optional(pool)
+    .await?;
+    let (role, password, rotated_at) = row.ok_or_else(|| {
+        LifecycleError::Conflict(format!(
+            "tenant {slug} has no landlord-managed role (it is {} or was adopted with tenants register)",
+            t.status
+        ))
+    })?;
+    Ok(Credentials {
+        tenant: t.slug,
+        server: t.db_server,
+        database: t.db_name,
+        role,
+        password,
+        rotated_at,
+    })
+}
+
+/// Gives the tenant's role a new password and stores it.
+pub async fn rotate(
+    pool: &PgPool,
+    settings: &Settings,
+    slug: &str,
+    actor: &str,
+) -> Result<Credentials, LifecycleError> {
+    let current = fetch(pool, slug).await?;
+    let password = new_password();
+    let mut tx = pool.begin().await?;
+    let t = tenants::get_in(&mut tx, slug).await?;
+    let admin = tenant_schema::admin(settings, &t.db_server).await?;
+    sqlx::raw_sql(&format!(
+        "ALTER ROLE {} PASSWORD '{password}'",
+        quote_ident(&current.role)
+    ))
+    .execute(&admin)
+    .await
+    .context("setting the new password")?;
+    store(&mut tx, t.id, &current.role, &password).await?;
+    crate::runtime::store::audit(
+        &mut tx,
+        actor,
+        "tenant.credentials_rotated",
+        Some(t.id),
+        None,
+        serde_json::json!({"role": current.role}),
+    )
+    .await?;
+    crate::runtime::store::insert_event(
+        &mut tx,
+        "tenant.credentials_rotated",
+        Some(&t.slug),
+        None,
+        serde_json::json!({"role": current.role, "actor": actor}),
+    )
+    .await?;
+    tx.commit().await.context("committing rotation")?;
+    fetch(pool, slug).await
+}

@@ -1,0 +1,121 @@
+//! Deleting a tenant: it stops at once (status `deleting`, its role may no
+//! longer log in) and its database is dropped by a `drop_tenant` job that
+//! runs after the grace period (`--now` for immediately).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::PgPool;
+
+use crate::{
+    config::Settings,
+    ident::quote_ident,
+    lifecycle::LifecycleError,
+    runtime::{
+        Registry,
+        store::{self, EnqueueError, EnqueueRequest, Enqueued, Origin},
+    },
+    tenant_schema, tenants,
+};
+
+/// How a deletion goes.
+#[derive(Debug, Clone)]
+pub struct DeleteOptions {
+    /// Skip the final backup (required until backups exist).
+    pub no_final_backup: bool,
+    /// How long before the database is dropped.
+    pub grace: Duration,
+}
+
+/// Schedules a tenant's deletion; returns the `drop_tenant` job.
+pub async fn delete(
+    pool: &PgPool,
+    settings: &Settings,
+    registry: &Registry,
+    slug: &str,
+    opts: &DeleteOptions,
+    actor: &str,
+) -> Result<Enqueued, LifecycleError> {
+    if !opts.no_final_backup {
+        return Err(LifecycleError::Conflict(
+            "a final backup is required before deletion, and backups are not available in this release; \
+             pass --no-final-backup to delete without one"
+                .into(),
+        ));
+    }
+    let mut tx = pool.begin().await?;
+    let t = tenants::get_in(&mut tx, slug).await?;
+    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
+        .bind(t.id)
+        .execute(&mut *tx)
+        .await?;
+    if !matches!(
+        t.status.as_str(),
+        "active" | "inactive" | "suspended" | "failed"
+    ) {
+        return Err(LifecycleError::Conflict(format!(
+            "tenant {slug} is {}; only active, inactive, suspended or failed tenants can be deleted",
+            t.status
+        )));
+    }
+    if let Some(role) = &t.db_role {
+        let admin = tenant_schema::admin(settings, &t.db_server).await?;
+        sqlx::raw_sql(&format!("ALTER ROLE {} NOLOGIN", quote_ident(role)))
+            .execute(&admin)
+            .await
+            .context("stopping the tenant role")?;
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+            .bind(role)
+            .execute(&admin)
+            .await
+            .context("ending the tenant role's sessions")?;
+        admin.close().await;
+    }
+    let drop_at = chrono::Utc::now()
+        + chrono::Duration::from_std(opts.grace)
+            .map_err(|e| LifecycleError::Invalid(format!("grace period: {e}")))?;
+    sqlx::query(
+        "UPDATE tenants SET status = 'deleting', status_reason = $2, updated_at = now() WHERE id = $1",
+    )
+    .bind(t.id)
+    .bind(format!("database drops at {}", drop_at.to_rfc3339()))
+    .execute(&mut *tx)
+    .await?;
+    let job = store::enqueue_in(
+        &mut tx,
+        registry,
+        &EnqueueRequest {
+            kind: "drop_tenant".into(),
+            tenant: Some(t.slug.clone()),
+            dedupe_key: Some(format!("drop:{}", t.slug)),
+            run_at: Some(drop_at),
+            ..Default::default()
+        },
+        Origin::Catalog,
+    )
+    .await
+    .map_err(|e| match e {
+        EnqueueError::Other(e) => LifecycleError::Other(e),
+        other => LifecycleError::Other(anyhow::anyhow!("enqueueing drop_tenant: {other}")),
+    })?;
+    let data = serde_json::json!({"from": t.status, "drop_at": drop_at, "final_backup": false, "actor": actor});
+    store::insert_event(
+        &mut tx,
+        "tenant.deletion_scheduled",
+        Some(&t.slug),
+        Some(job.id),
+        data.clone(),
+    )
+    .await?;
+    store::audit(
+        &mut tx,
+        actor,
+        "tenant.deletion_scheduled",
+        Some(t.id),
+        Some(job.id),
+        data,
+    )
+    .await?;
+    tx.commit().await.context("committing deletion")?;
+    Ok(job)
+}

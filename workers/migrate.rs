@@ -1,0 +1,107 @@
+//! `migrate`: brings one tenant database up to the current tenant schema
+//! (`landlord tenants migrate`). At most `concurrency` of these run at once
+//! across the fleet: each takes one of that many slots (advisory locks); with
+//! none free the job is postponed without spending an attempt.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sqlx::migrate::MigrateError;
+
+use crate::{
+    runtime::{Job, JobContext, JobError},
+    tenant_schema,
+};
+
+/// First key of the fleet-wide migration slots ("LM").
+const SLOT_CLASS: i32 = 0x4c4d;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Migrate {
+    /// How many tenant migrations may run at once across the fleet.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+}
+
+fn default_concurrency() -> u32 {
+    4
+}
+
+impl Job for Migrate {
+    const KIND: &'static str = "migrate";
+    const QUEUE: &'static str = "maintenance";
+    const NEEDS_TENANT: bool = true;
+    const TENANT_EXCLUSIVE: bool = true;
+    const MAX_ATTEMPTS: u32 = 3;
+
+    fn validate(&self) -> Result<(), String> {
+        if !(1..=256).contains(&self.concurrency) {
+            return Err("concurrency must be between 1 and 256".into());
+        }
+        Ok(())
+    }
+
+    async fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
+        let t = ctx.tenant()?.clone();
+        if !matches!(t.status.as_str(), "active" | "inactive" | "suspended")
+            || t.provision_step != "done"
+        {
+            return Err(JobError::fatal(format!(
+                "tenant {} is {}; only provisioned tenants are migrated",
+                t.slug, t.status
+            )));
+        }
+        // Take a fleet-wide slot, held on this connection until the job ends.
+        let mut slot_conn = ctx.catalog.acquire().await?;
+        slot_conn.close_on_drop();
+        let mut slot = None;
+        for i in 0..self.concurrency as i32 {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+                .bind(SLOT_CLASS)
+                .bind(i)
+                .fetch_one(&mut *slot_conn)
+                .await?;
+            if got {
+                slot = Some(i);
+                break;
+            }
+        }
+        let Some(slot) = slot else {
+            return Err(JobError::Postpone {
+                delay: Duration::from_millis(500),
+                reason: format!("all {} migration slots are busy", self.concurrency),
+            });
+        };
+        let m = tenant_schema::migrator(&ctx.settings)
+            .await
+            .map_err(|e| JobError::fatal(format!("{e:#}")))?;
+        let target = tenant_schema::version(&m);
+        let pool = tenant_schema::pool_on(&ctx.settings, &t.db_server, &t.db_name)
+            .await
+            .map_err(|e| JobError::retryable(format!("{e:#}")))?;
+        let res = m.run(&pool).await;
+        pool.close().await;
+        drop(slot_conn);
+        res.map_err(|e| match e {
+            MigrateError::ExecuteMigration(sqlx::Error::Database(d), v) => {
+                JobError::fatal(format!("tenant migration {v} failed: {d}"))
+            }
+            e @ (MigrateError::VersionMissing(_)
+            | MigrateError::VersionMismatch(_)
+            | MigrateError::Dirty(_)) => JobError::fatal(format!("tenant migrations: {e}")),
+            e => JobError::retryable(format!("tenant migrations: {e}")),
+        })?;
+        sqlx::query("UPDATE tenants SET schema_version = $2, updated_at = now() WHERE id = $1")
+            .bind(t.id)
+            .bind(target)
+            .execute(&ctx.catalog)
+            .await?;
+        ctx.emit(
+            "tenant.migrated",
+            json!({"from": t.schema_version, "to": target}),
+        );
+        Ok(json!({"tenant": t.slug, "from": t.schema_version, "to": target, "slot": slot}))
+    }
+}
