@@ -132,14 +132,31 @@ pub async fn ensure_template(
         drop_database(&admin, &building).await?;
         return Err(anyhow::Error::new(e).context("applying tenant migrations to the template"));
     }
-    sqlx::raw_sql(&format!(
-        "ALTER DATABASE {} RENAME TO {}",
-        quote_ident(&building),
-        quote_ident(&name)
-    ))
-    .execute(&admin)
-    .await
-    .context("renaming template")?;
+    // Sessions of the build (the migrator's) may linger a moment after close.
+    let mut tries = 0;
+    loop {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()")
+            .bind(&building)
+            .execute(&admin)
+            .await
+            .context("ending sessions on the template build")?;
+        let renamed = sqlx::raw_sql(&format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(&building),
+            quote_ident(&name)
+        ))
+        .execute(&admin)
+        .await;
+        match renamed {
+            Ok(_) => break,
+            Err(e) if tries < 20 => {
+                tries += 1;
+                tracing::debug!(error = %e, "template rename refused; retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(anyhow::Error::new(e).context("renaming template")),
+        }
+    }
     sqlx::raw_sql(&format!(
         "ALTER DATABASE {} WITH IS_TEMPLATE true ALLOW_CONNECTIONS false",
         quote_ident(&name)

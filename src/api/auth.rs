@@ -7,8 +7,8 @@
 //!
 //! Rules: an `admin` token may do everything. A `tenant:SLUG` token may read
 //! its own tenant, update its settings, read its credentials, enqueue its
-//! jobs (except the internal provision and mail families) and read its jobs;
-//! creating, listing and changing the status of tenants need `admin`.
+//! jobs and read its jobs; creating, listing and changing the status of
+//! tenants need `admin`.
 
 use axum::{
     extract::FromRequestParts,

@@ -1,6 +1,6 @@
 //! Request extractors whose every rejection is an [`ApiError`]: a JSON body
-//! (content type checked, size capped by `DefaultBodyLimit`, serde errors
-//! answered as `bad_request`), path parameters, and the query string.
+//! object (content type checked, size capped by `DefaultBodyLimit`, serde
+//! errors answered as `bad_request`), path parameters, and the query string.
 
 use axum::{
     body::Bytes,
@@ -59,7 +59,15 @@ where
                 ))
             }
         })?;
-        serde_json::from_slice(&bytes)
+        let value: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
+        // serde would take an array for a struct (fields by position); only objects are bodies here.
+        if !value.is_object() {
+            return Err(ApiError::bad_request(
+                "invalid JSON body: invalid type, expected a JSON object",
+            ));
+        }
+        T::deserialize(value)
             .map(ApiJson)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
     }

@@ -16,9 +16,23 @@ use super::{
 };
 use crate::runtime::store::{self, EnqueueRequest, Origin};
 
-/// Job families whose kinds only an admin token may enqueue: they belong to
-/// the tenant's lifecycle (provisioning saga, deletion, migrations, mail).
-pub const ADMIN_ONLY_FAMILIES: [&str; 2] = ["provision", "mail"];
+/// Job families driven by the tenant lifecycle itself (provisioning, deletion,
+/// welcome mail). Their kinds are enqueued by the lifecycle operations, never
+/// by hand through this route: a hand-made `drop_tenant`, say, would skip the
+/// deletion's grace period.
+pub const LIFECYCLE_FAMILIES: [&str; 2] = ["provision", "mail"];
+
+/// The kinds this route accepts, for error messages and the documentation.
+pub fn enqueueable(registry: &crate::runtime::Registry) -> Vec<&'static str> {
+    registry
+        .kinds()
+        .filter(|k| {
+            registry
+                .get(k)
+                .is_some_and(|s| !LIFECYCLE_FAMILIES.contains(&s.queue))
+        })
+        .collect()
+}
 
 /// Body of `POST /v1/tenants/{slug}/jobs`.
 #[derive(Debug, Deserialize)]
@@ -40,14 +54,23 @@ pub async fn enqueue(
     ApiJson(body): ApiJson<EnqueueJob>,
 ) -> Result<Response, ApiError> {
     caller.require_tenant(&slug)?;
-    if !caller.is_admin()
-        && let Some(spec) = state.registry.get(&body.kind)
-        && ADMIN_ONLY_FAMILIES.contains(&spec.queue)
-    {
-        return Err(ApiError::forbidden(format!(
-            "job kind {} (family {}) needs an admin token",
-            spec.kind, spec.queue
-        )));
+    match state.registry.get(&body.kind) {
+        None => {
+            return Err(ApiError::invalid(format!(
+                "unknown job kind {:?}; kinds: {}",
+                crate::message::truncate(&body.kind),
+                enqueueable(&state.registry).join(", ")
+            )));
+        }
+        Some(spec) if LIFECYCLE_FAMILIES.contains(&spec.queue) => {
+            return Err(ApiError::invalid(format!(
+                "job kind {} belongs to the tenant lifecycle (family {}) and is enqueued by it, not by hand; kinds: {}",
+                spec.kind,
+                spec.queue,
+                enqueueable(&state.registry).join(", ")
+            )));
+        }
+        Some(_) => {}
     }
     let args = body.args.unwrap_or_else(|| json!({}));
     if !args.is_object() {

@@ -228,7 +228,7 @@ pub async fn run(
         api: Arc::new(api),
         broker: broker.clone(),
     };
-    tracing::info!(%local, "api listening on {local}");
+    tracing::info!("api listening on {local}");
 
     let stop = CancellationToken::new();
     let graceful = stop.clone();

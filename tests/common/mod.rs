@@ -400,8 +400,29 @@ impl TestEnv {
             let _ = w.kill();
             let _ = w.wait();
         }
+        // Databases and roles the test's tenants were given by provisioning.
+        let mut provisioned: Vec<(String, Option<String>)> = Vec::new();
+        if let Ok(mut c) = PgConnection::connect(&format!("{PG_SERVER}/{}", self.catalog_db)).await
+        {
+            provisioned =
+                sqlx::query_as("SELECT db_name, db_role FROM tenants WHERE db_name NOT LIKE $1")
+                    .bind(format!("{}%", self.catalog_db))
+                    .fetch_all(&mut c)
+                    .await
+                    .unwrap_or_default();
+            c.close().await.ok();
+        }
         // The pool belongs to the test's runtime; DROP … WITH (FORCE) ends its sessions.
         if let Ok(mut admin) = PgConnection::connect(&format!("{PG_SERVER}/postgres")).await {
+            for (db, role) in &provisioned {
+                let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
+                    .execute(&mut admin)
+                    .await;
+                let role = role.clone().unwrap_or_else(|| format!("{db}_app"));
+                let _ = sqlx::raw_sql(&format!("DROP ROLE IF EXISTS \"{role}\""))
+                    .execute(&mut admin)
+                    .await;
+            }
             for db in self
                 .tenant_dbs
                 .iter()

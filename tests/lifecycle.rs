@@ -1,0 +1,746 @@
+//! The tenant lifecycle against the real services: provisioning from a
+//! template, the welcome mail in maildev, plan limits and bad input, crashes
+//! at every step of the saga, compensation of a permanent failure, status and
+//! role login, credentials, deletion, fleet-wide migrations, and 200 tenants
+//! provisioned at once by two workers.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{PG_SERVER, TestEnv, secs};
+use serde_json::Value;
+use sqlx::Connection as _;
+
+/// A slug unique to this test run.
+fn slug(env: &TestEnv, base: &str) -> String {
+    format!("{base}-{}", &env.id[..8])
+}
+
+fn owner(env: &TestEnv, who: &str) -> String {
+    format!("{who}-{}@example.test", env.id)
+}
+
+async fn tenant(env: &TestEnv, slug: &str) -> Value {
+    serde_json::to_value(landlord::tenants::get(&env.catalog, slug).await.unwrap()).unwrap()
+}
+
+async fn wait_tenant(env: &TestEnv, slug: &str, status: &str, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let t = tenant(env, slug).await;
+        if t["status"] == status {
+            return t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "tenant {slug} never became {status}: {t:#}\n{}",
+            env.worker_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn database_exists(db: &str) -> bool {
+    let mut c = sqlx::PgConnection::connect(&format!("{PG_SERVER}/postgres"))
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(db)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    n == 1
+}
+
+async fn role_exists(role: &str) -> bool {
+    let mut c = sqlx::PgConnection::connect(&format!("{PG_SERVER}/postgres"))
+        .await
+        .unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
+        .bind(role)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    n == 1
+}
+
+/// Mail maildev received for one address.
+async fn mails_to(address: &str) -> Vec<Value> {
+    let url =
+        std::env::var("LANDLORD_MAILDEV_URL").unwrap_or_else(|_| "http://127.0.0.1:1080".into());
+    let all: Vec<Value> = reqwest::get(format!("{url}/api/email"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap_or_default();
+    all.into_iter()
+        .filter(|m| {
+            m["to"]
+                .as_array()
+                .is_some_and(|to| to.iter().any(|t| t["address"] == address))
+        })
+        .collect()
+}
+
+async fn wait_mail(address: &str, timeout: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let m = mails_to(address).await;
+        if !m.is_empty() {
+            return m;
+        }
+        assert!(Instant::now() < deadline, "no mail for {address}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn create_args<'a>(slug: &'a str, plan: &'a str, owner: &'a str) -> Vec<&'a str> {
+    vec![
+        "tenants",
+        "create",
+        slug,
+        "--name",
+        "Acme Corp",
+        "--plan",
+        plan,
+        "--owner",
+        owner,
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_provisions_from_the_template_and_welcomes_in_the_tenants_language() {
+    let mut env = TestEnv::new().await;
+    let mut tap = env.events().await;
+    env.spawn_worker(&[], &[]);
+    let s = slug(&env, "acme");
+    let o = owner(&env, "ana");
+    let mut args = create_args(&s, "pro", &o);
+    args.extend([
+        "--setting",
+        "language=es",
+        "--setting",
+        "timezone=Europe/Madrid",
+        "--wait",
+    ]);
+    let out = env.ok(&args);
+    assert!(out.contains(&format!("tenant {s} is active")), "{out}");
+
+    let t = tenant(&env, &s).await;
+    assert_eq!(t["status"], "active");
+    assert_eq!(t["provision_step"], "done");
+    assert_eq!(t["schema_version"], 1);
+    let db = t["db_name"].as_str().unwrap().to_string();
+    assert!(database_exists(&db).await);
+    // The tenant schema is there, and the database came from the template.
+    let pool = sqlx::PgPool::connect(&format!("{PG_SERVER}/{db}"))
+        .await
+        .unwrap();
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('users','projects','activity_log')")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(tables, 3);
+    pool.close().await;
+
+    let ev = tap
+        .wait_for("tenant.provisioned", secs(20), |e| {
+            e["event"] == "tenant.provisioned" && e["tenant"] == s.as_str()
+        })
+        .await;
+    assert_eq!(ev["data"]["plan"], "pro");
+    assert_eq!(ev["data"]["settings"]["language"], "es");
+    assert!(
+        ev["data"]["template"]
+            .as_str()
+            .unwrap()
+            .starts_with("landlord_tpl_v1_"),
+        "{ev:#}"
+    );
+    assert!(
+        ev["data"]["timings_ms"]["create_database_ms"].is_u64(),
+        "{ev:#}"
+    );
+
+    let mails = wait_mail(&o, secs(30)).await;
+    assert_eq!(mails.len(), 1, "exactly one welcome mail");
+    assert_eq!(mails[0]["subject"], "Bienvenido a Acme Corp");
+    assert!(mails[0]["text"].as_str().unwrap().contains("ya está listo"));
+
+    // Running the welcome job again (a retry after a successful send) sends nothing more.
+    let again = env.enqueue(&["jobs", "enqueue", "welcome_mail", "--tenant", &s]);
+    let j = env.wait_job(again, secs(30)).await;
+    assert_eq!(j["status"], "succeeded");
+    assert!(j["result"]["already_sent_at"].is_string(), "{j:#}");
+    tokio::time::sleep(secs(1)).await;
+    assert_eq!(mails_to(&o).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_requests_are_refused_and_create_nothing() {
+    let env = TestEnv::new().await;
+    let o = owner(&env, "lim");
+    let first = slug(&env, "first");
+    env.ok(&create_args(&first, "free", &o));
+    let second = slug(&env, "second");
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (
+            create_args(&second, "free", &o)
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            "plan_limit_reached",
+        ),
+        (
+            create_args(&first, "pro", &owner(&env, "other"))
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            "already exists",
+        ),
+        (
+            create_args("a\"; DROP DATABASE x; --", "pro", &o)
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            "invalid slug",
+        ),
+        (
+            create_args(&second, "platinum", &o)
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            "unknown plan",
+        ),
+        (
+            create_args(&second, "pro", "not-an-email")
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            "not an email address",
+        ),
+        (
+            [
+                create_args(&second, "pro", &o),
+                vec!["--setting", "timezone=Mars/Olympus"],
+            ]
+            .concat()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            "unknown timezone",
+        ),
+        (
+            [
+                create_args(&second, "pro", &o),
+                vec!["--setting", "language=tlh"],
+            ]
+            .concat()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            "not supported",
+        ),
+        (
+            [
+                create_args(&second, "pro", &o),
+                vec!["--setting", "colour=red"],
+            ]
+            .concat()
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            "unknown setting",
+        ),
+        (
+            [create_args(&second, "pro", &o), vec!["--server", "nowhere"]]
+                .concat()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            "unknown database server",
+        ),
+    ];
+    for (args, expect) in &cases {
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = env.run(&argv);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{argv:?}: {err}");
+        assert!(
+            err.contains(expect),
+            "{argv:?}: expected {expect:?} in {err}"
+        );
+    }
+    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs").await,
+        1,
+        "only the first tenant's provision job"
+    );
+    assert!(!database_exists(&format!("t_{}", second.replace('-', "_"))).await);
+
+    let out = env.run(&["tenants", "can-provision", &o, "free"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("no:"));
+    let out = env.ok(&["tenants", "can-provision", &o, "enterprise", "--json"]);
+    let a: Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(a["allowed"], true);
+    assert!(a["limit"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_at_each_step_leaves_one_active_tenant_and_no_debris() {
+    for point in [
+        "provision.after_database",
+        "provision.after_migrate",
+        "provision.after_role",
+    ] {
+        let mut env = TestEnv::new().await;
+        let mut tap = env.events().await;
+        let s = slug(&env, "crash");
+        let crashing = env.spawn_worker(
+            &[],
+            &[
+                ("LANDLORD_FAILPOINTS", point),
+                ("LANDLORD_LEASE_SECONDS", "2"),
+            ],
+        );
+        let out = env.run(&create_args(&s, "pro", &owner(&env, "c")));
+        assert!(out.status.success());
+        env.wait_exit(&crashing, secs(30));
+        let t = tenant(&env, &s).await;
+        assert_eq!(t["status"], "provisioning", "{point}: {t:#}");
+        env.spawn_worker(&[], &[("LANDLORD_LEASE_SECONDS", "2")]);
+        let t = wait_tenant(&env, &s, "active", secs(60)).await;
+        let job: Value =
+            serde_json::from_str(&env.ok(&["jobs", "list", "--kind", "provision", "--json"]))
+                .unwrap();
+        assert_eq!(job.as_array().unwrap().len(), 1);
+        let j = &job[0];
+        assert_eq!(j["status"], "succeeded", "{point}: {j:#}");
+        assert_eq!(
+            j["attempts"], 2,
+            "{point}: the crashed attempt and the one that finished"
+        );
+        let resumed = j["result"]["resumed_from"].as_str().unwrap();
+        let expected = match point {
+            "provision.after_database" => "database",
+            "provision.after_migrate" => "migrated",
+            _ => "role",
+        };
+        assert_eq!(
+            resumed, expected,
+            "{point}: the retry resumed where the crash left off"
+        );
+        let db = t["db_name"].as_str().unwrap();
+        assert!(database_exists(db).await);
+        let mut c = sqlx::PgConnection::connect(&format!("{PG_SERVER}/postgres"))
+            .await
+            .unwrap();
+        let orphans: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_database WHERE datname LIKE $1 AND datname <> $2",
+        )
+        .bind(format!("{db}%"))
+        .bind(db)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        assert_eq!(orphans, 0, "{point}: no orphan database");
+        tap.wait_for("tenant.provisioned", secs(20), |e| {
+            e["event"] == "tenant.provisioned" && e["tenant"] == s.as_str()
+        })
+        .await;
+        tokio::time::sleep(secs(1)).await;
+        tap.drain().await;
+        let n = tap
+            .seen
+            .iter()
+            .filter(|e| e["event"] == "tenant.provisioned" && e["tenant"] == s.as_str())
+            .count();
+        assert_eq!(n, 1, "{point}: active exactly once");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_tenant_migration_fails_the_tenant_and_drops_its_database() {
+    let mut env = TestEnv::new().await;
+    let mut tap = env.events().await;
+    let dir = env.log_dir.join("broken-migrations");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("0001_ok.sql"),
+        "CREATE TABLE things (id bigserial PRIMARY KEY);",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("0002_broken.sql"),
+        "ALTER TABLE no_such_table ADD COLUMN x int;",
+    )
+    .unwrap();
+    let dir = dir.to_string_lossy().to_string();
+    env.spawn_worker(&[], &[("LANDLORD_TENANT_MIGRATIONS", &dir)]);
+    let s = slug(&env, "broken");
+    env.ok(&create_args(&s, "pro", &owner(&env, "b")));
+    let t = wait_tenant(&env, &s, "failed", secs(60)).await;
+    assert!(
+        t["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("no_such_table"),
+        "{t:#}"
+    );
+    let db = t["db_name"].as_str().unwrap();
+    assert!(
+        !database_exists(db).await,
+        "the half-made database was dropped"
+    );
+    assert!(!role_exists(&format!("{db}_app")).await);
+    let ev = tap
+        .wait_for("tenant.provisioning_failed", secs(20), |e| {
+            e["event"] == "tenant.provisioning_failed" && e["tenant"] == s.as_str()
+        })
+        .await;
+    assert!(ev["data"]["reason"].as_str().unwrap().contains("migration"));
+    let jobs: Value =
+        serde_json::from_str(&env.ok(&["jobs", "list", "--kind", "provision", "--json"])).unwrap();
+    assert_eq!(jobs[0]["status"], "dead");
+    assert_eq!(jobs[0]["attempts"], 1, "a broken migration is not retried");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_controls_the_tenant_roles_login_and_credentials_rotate() {
+    let mut env = TestEnv::new().await;
+    let mut tap = env.events().await;
+    env.spawn_worker(&[], &[]);
+    let a = slug(&env, "alpha");
+    let b = slug(&env, "bravo");
+    env.ok(&[create_args(&a, "pro", &owner(&env, "a")), vec!["--wait"]].concat());
+    env.ok(&[create_args(&b, "pro", &owner(&env, "b")), vec!["--wait"]].concat());
+    let creds: Value =
+        serde_json::from_str(&env.ok(&["tenants", "credentials", &a, "--json"])).unwrap();
+    let role = creds["role"].as_str().unwrap().to_string();
+    let pw = creds["password"].as_str().unwrap().to_string();
+    let own_db = creds["database"].as_str().unwrap().to_string();
+    let other_db = tenant(&env, &b).await["db_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let url = |db: &str, pw: &str| format!("postgres://{role}:{pw}@127.0.0.1:5432/{db}");
+
+    let mut c = sqlx::PgConnection::connect(&url(&own_db, &pw))
+        .await
+        .expect("the tenant role reaches its database");
+    sqlx::query("INSERT INTO users (email) VALUES ('x@y.test')")
+        .execute(&mut c)
+        .await
+        .expect("and may write its tables");
+    c.close().await.unwrap();
+    let err = sqlx::PgConnection::connect(&url(&other_db, &pw))
+        .await
+        .expect_err("no access to another tenant");
+    assert!(
+        err.to_string().contains("permission denied for database"),
+        "{err}"
+    );
+
+    env.ok(&["tenants", "suspend", &a, "--reason", "unpaid invoice"]);
+    let err = sqlx::PgConnection::connect(&url(&own_db, &pw))
+        .await
+        .expect_err("suspended tenants cannot log in");
+    assert!(err.to_string().contains("not permitted to log in"), "{err}");
+    let ev = tap
+        .wait_for("tenant.status_changed", secs(20), |e| {
+            e["event"] == "tenant.status_changed" && e["tenant"] == a.as_str()
+        })
+        .await;
+    assert_eq!(ev["data"]["from"], "active");
+    assert_eq!(ev["data"]["to"], "suspended");
+    assert_eq!(ev["data"]["reason"], "unpaid invoice");
+    assert!(ev["data"]["actor"].as_str().unwrap().starts_with("cli:"));
+    let out = env.run(&["tenants", "suspend", &a, "--reason", ""]);
+    assert_eq!(out.status.code(), Some(2));
+
+    env.ok(&["tenants", "activate", &a]);
+    sqlx::PgConnection::connect(&url(&own_db, &pw))
+        .await
+        .expect("reactivated tenants log in again")
+        .close()
+        .await
+        .unwrap();
+
+    // The local server trusts loopback connections, so a password is never
+    // checked at login here; check the role's stored verifier instead.
+    let verifier = || async {
+        let mut c = sqlx::PgConnection::connect(&format!("{PG_SERVER}/postgres"))
+            .await
+            .unwrap();
+        let v: Option<String> =
+            sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+                .bind(&role)
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+        v.unwrap()
+    };
+    let before = verifier().await;
+    assert!(
+        before.starts_with("SCRAM-SHA-256$"),
+        "the password is stored hashed"
+    );
+    env.ok(&["tenants", "rotate-credentials", &a]);
+    let creds: Value =
+        serde_json::from_str(&env.ok(&["tenants", "credentials", &a, "--json"])).unwrap();
+    assert_ne!(
+        creds["password"].as_str().unwrap(),
+        pw,
+        "a new password was stored"
+    );
+    assert_ne!(verifier().await, before, "and set on the role");
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE action = 'tenant.credentials_rotated'")
+            .await,
+        1
+    );
+
+    // Settings: validated, evented.
+    env.ok(&[
+        "tenants",
+        "settings",
+        &a,
+        "--set",
+        "timezone=America/Bogota",
+        "--set",
+        "language=es",
+    ]);
+    let t = tenant(&env, &a).await;
+    assert_eq!(t["settings"]["timezone"], "America/Bogota");
+    let out = env.run(&["tenants", "settings", &a, "--set", "timezone=Nowhere/City"]);
+    assert_eq!(out.status.code(), Some(2));
+    tap.wait_for("tenant.settings_changed", secs(20), |e| {
+        e["event"] == "tenant.settings_changed" && e["tenant"] == a.as_str()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delete_drops_the_database_and_role_after_the_grace_period() {
+    let mut env = TestEnv::new().await;
+    let mut tap = env.events().await;
+    env.spawn_worker(&[], &[]);
+    let s = slug(&env, "gone");
+    env.ok(&[create_args(&s, "pro", &owner(&env, "g")), vec!["--wait"]].concat());
+    let db = tenant(&env, &s).await["db_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let out = env.run(&["tenants", "delete", &s]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "without backups, deletion needs --no-final-backup"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-final-backup"));
+
+    // With the default grace period the tenant stops now, the database stays for later.
+    env.ok(&["tenants", "delete", &s, "--no-final-backup"]);
+    let t = tenant(&env, &s).await;
+    assert_eq!(t["status"], "deleting");
+    assert!(database_exists(&db).await);
+    let job: Value =
+        serde_json::from_str(&env.ok(&["jobs", "list", "--kind", "drop_tenant", "--json"]))
+            .unwrap();
+    let run_at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(job[0]["run_at"].clone()).unwrap();
+    assert!(
+        run_at > chrono::Utc::now() + chrono::Duration::days(6),
+        "dropped after the grace period"
+    );
+
+    // A second tenant deleted --now goes at once.
+    let now = slug(&env, "now");
+    env.ok(&[create_args(&now, "pro", &owner(&env, "n")), vec!["--wait"]].concat());
+    let now_db = tenant(&env, &now).await["db_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&[
+        "tenants",
+        "delete",
+        &now,
+        "--no-final-backup",
+        "--now",
+        "--wait",
+    ]);
+    assert_eq!(tenant(&env, &now).await["status"], "deleted");
+    assert!(!database_exists(&now_db).await);
+    assert!(!role_exists(&format!("{now_db}_app")).await);
+    tap.wait_for("tenant.deleted", secs(20), |e| {
+        e["event"] == "tenant.deleted" && e["tenant"] == now.as_str()
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_migrate_brings_every_tenant_and_the_template_up_to_date() {
+    let mut env = TestEnv::new().await;
+    let dir = env.log_dir.join("migrations");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("0001_base.sql"),
+        "CREATE TABLE notes (id bigserial PRIMARY KEY, body text);",
+    )
+    .unwrap();
+    let dir_s = dir.to_string_lossy().to_string();
+    env.extra_env
+        .insert("LANDLORD_TENANT_MIGRATIONS".into(), dir_s.clone());
+    env.spawn_worker(&["--concurrency", "3"], &[]);
+    let mut slugs = Vec::new();
+    for i in 0..3 {
+        let s = slug(&env, &format!("mig{i}"));
+        env.ok(&[
+            create_args(&s, "enterprise", &owner(&env, "m")),
+            vec!["--wait"],
+        ]
+        .concat());
+        slugs.push(s);
+    }
+    std::fs::write(
+        dir.join("0002_tags.sql"),
+        "CREATE TABLE tags (id bigserial PRIMARY KEY, name text NOT NULL);",
+    )
+    .unwrap();
+    // Workers read the migrations per job, so the running worker sees the new one.
+    let out = env.run(&[
+        "tenants",
+        "migrate",
+        "--all",
+        "--concurrency",
+        "1",
+        "--wait",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for s in &slugs {
+        let t = tenant(&env, s).await;
+        assert_eq!(t["schema_version"], 2, "{t:#}");
+        let pool =
+            sqlx::PgPool::connect(&format!("{PG_SERVER}/{}", t["db_name"].as_str().unwrap()))
+                .await
+                .unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'tags'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 1);
+        pool.close().await;
+    }
+    // The template was rebuilt for the new schema: a new tenant gets version 2 from it.
+    let fresh = slug(&env, "fresh");
+    env.ok(&[
+        create_args(&fresh, "enterprise", &owner(&env, "m")),
+        vec!["--wait"],
+    ]
+    .concat());
+    let t = tenant(&env, &fresh).await;
+    assert_eq!(t["schema_version"], 2);
+    let job: Value = serde_json::from_str(&env.ok(&[
+        "jobs",
+        "list",
+        "--kind",
+        "provision",
+        "--limit",
+        "1",
+        "--json",
+    ]))
+    .unwrap();
+    assert!(
+        job[0]["result"]["template"]
+            .as_str()
+            .unwrap()
+            .starts_with("landlord_tpl_v2_"),
+        "{job:#}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_hundred_tenants_provisioned_at_once_by_two_workers() {
+    let mut env = TestEnv::new().await;
+    env.spawn_worker(&["--concurrency", "2"], &[]);
+    env.spawn_worker(&["--concurrency", "2"], &[]);
+    let settings = {
+        let mut s = landlord::config::Settings::load().unwrap();
+        s.servers.insert(
+            "default".into(),
+            landlord::config::SecretUrl::new(format!("{PG_SERVER}/postgres")),
+        );
+        s
+    };
+    let registry = landlord::workers::registry();
+    let mut slugs = Vec::new();
+    for i in 0..200 {
+        let s = slug(&env, &format!("bulk{i}"));
+        landlord::lifecycle::create(
+            &env.catalog,
+            &settings,
+            &registry,
+            &landlord::lifecycle::NewTenant {
+                slug: s.clone(),
+                name: format!("Bulk {i}"),
+                plan: "enterprise".into(),
+                owner_email: owner(&env, "bulk"),
+                ..Default::default()
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+        slugs.push(s);
+    }
+    let deadline = Instant::now() + secs(240);
+    loop {
+        let active = env
+            .count("SELECT count(*) FROM tenants WHERE status = 'active'")
+            .await;
+        if active == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {active}/200 active\n{}",
+            env.worker_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(
+        env.count("SELECT count(DISTINCT db_name) FROM tenants")
+            .await,
+        200
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE kind = 'provision' AND status = 'succeeded'")
+            .await,
+        200
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM jobs WHERE kind = 'provision' AND result->>'template' IS NULL AND result->>'resumed_from' = 'pending'").await,
+        0,
+        "every database came from the template"
+    );
+    let mut c = sqlx::PgConnection::connect(&format!("{PG_SERVER}/postgres"))
+        .await
+        .unwrap();
+    let dbs: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE $1")
+        .bind(format!("t_bulk%_{}", &env.id[..8]))
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(dbs, 200, "one database per tenant, no duplicates");
+}
