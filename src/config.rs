@@ -159,6 +159,8 @@ pub struct Settings {
     pub mail: MailSettings,
     /// Tenant database servers by name. `default` is always present.
     pub servers: BTreeMap<String, SecretUrl>,
+    /// Placement weight per server (default 1; 0 = never place new tenants there).
+    pub server_weights: BTreeMap<String, u32>,
     /// Where the settings file came from, if one was read.
     pub file: Option<PathBuf>,
 }
@@ -210,6 +212,7 @@ struct FileObservability {
 #[serde(deny_unknown_fields)]
 struct FileServer {
     url: String,
+    weight: Option<u32>,
 }
 
 /// The job families; each has one durable quorum queue.
@@ -341,7 +344,11 @@ impl Settings {
             .unwrap_or_else(|| "info".to_string());
 
         let mut servers = BTreeMap::new();
+        let mut server_weights = BTreeMap::new();
         for (name, s) in file.servers {
+            if let Some(w) = s.weight {
+                server_weights.insert(name.clone(), w);
+            }
             servers.insert(name, SecretUrl::new(s.url));
         }
         for (key, value) in std::env::vars_os() {
@@ -350,6 +357,17 @@ impl Settings {
             };
             if let Some(name) = key.strip_prefix("LANDLORD_SERVER__") {
                 servers.insert(name.to_ascii_lowercase(), SecretUrl::new(value.to_string()));
+            } else if let Some(name) = key.strip_prefix("LANDLORD_SERVER_WEIGHT__") {
+                let w: u32 = value
+                    .trim()
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("{key}={value:?} is not a weight: {e}"))?;
+                server_weights.insert(name.to_ascii_lowercase(), w);
+            }
+        }
+        for name in server_weights.keys() {
+            if !servers.contains_key(name) && name != "default" {
+                bail!("a weight is set for database server {name:?}, which is not configured");
             }
         }
         let catalog = SecretUrl::new(database_url);
@@ -407,6 +425,7 @@ impl Settings {
                 log_filter,
             },
             servers,
+            server_weights,
             file: path,
         })
     }
@@ -494,6 +513,14 @@ impl Settings {
             self.provisioning.delete_grace_days.to_string(),
         );
         for (name, url) in &self.servers {
+            line(
+                &format!("servers.{name}.weight"),
+                self.server_weights
+                    .get(name)
+                    .copied()
+                    .unwrap_or(1)
+                    .to_string(),
+            );
             line(
                 &format!("servers.{name}.url"),
                 format!("{:?}", url.masked()),

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod broker;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod db;
 pub mod failpoint;
@@ -19,3 +20,5 @@ pub mod tenant_schema;
 pub mod tenants;
 #[path = "../workers/mod.rs"]
 pub mod workers;
+
+pub use client::Landlord;

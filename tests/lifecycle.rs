@@ -744,3 +744,70 @@ async fn two_hundred_tenants_provisioned_at_once_by_two_workers() {
         .unwrap();
     assert_eq!(dbs, 200, "one database per tenant, no duplicates");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_library_client_places_tenants_by_server_weight() {
+    let mut env = TestEnv::new().await;
+    let eu = format!("{PG_SERVER}/postgres");
+    env.extra_env
+        .insert("LANDLORD_SERVER__EU".into(), eu.clone());
+    env.extra_env
+        .insert("LANDLORD_SERVER_WEIGHT__EU".into(), "2".into());
+    env.spawn_worker(&[], &[]);
+    let mut settings = landlord::config::Settings::load().unwrap();
+    settings.catalog.url =
+        landlord::config::SecretUrl::new(format!("{PG_SERVER}/{}", env.catalog_db));
+    settings.broker.prefix = env.prefix.clone();
+    settings.servers.insert(
+        "default".into(),
+        landlord::config::SecretUrl::new(eu.clone()),
+    );
+    settings
+        .servers
+        .insert("eu".into(), landlord::config::SecretUrl::new(eu));
+    settings.server_weights.insert("eu".into(), 2);
+    let client = landlord::Landlord::connect(settings, "test:client")
+        .await
+        .unwrap();
+
+    let mut placed = Vec::new();
+    for i in 0..3 {
+        let created = client
+            .create_tenant(&landlord::lifecycle::NewTenant {
+                slug: slug(&env, &format!("lib{i}")),
+                name: format!("Lib {i}"),
+                plan: "enterprise".into(),
+                owner_email: owner(&env, "lib"),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let job = client.wait(created.job.id, secs(60)).await.unwrap();
+        assert_eq!(job.status, "succeeded", "{job:?}");
+        placed.push(created.tenant.db_server);
+    }
+    // Loads per unit of weight: default 0/1 = eu 0/2 (name order) → default;
+    // then eu (0 < 1/1·2), then eu again (1/2 < 1/1).
+    assert_eq!(placed, vec!["default", "eu", "eu"]);
+    let t = client
+        .set_status(
+            &slug(&env, "lib1"),
+            landlord::lifecycle::TargetStatus::Inactive,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(t.status, "inactive");
+    assert!(
+        client
+            .credentials(&slug(&env, "lib1"))
+            .await
+            .unwrap()
+            .role
+            .ends_with("_app")
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE actor = 'test:client' AND action = 'tenant.status_changed'").await,
+        1
+    );
+}

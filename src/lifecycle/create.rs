@@ -76,26 +76,60 @@ pub async fn can_provision(
     }
 }
 
-/// Picks the configured server with the fewest live tenants.
+/// Picks the configured server with the fewest live tenants per unit of
+/// weight (`LANDLORD_SERVER_WEIGHT__<NAME>`, default 1; weight 0 is skipped).
 async fn place(pool: &PgPool, settings: &Settings) -> Result<String, LifecycleError> {
     let counts: Vec<(String, i64)> = sqlx::query_as(
         "SELECT db_server, count(*) FROM tenants WHERE status NOT IN ('failed', 'deleted') GROUP BY db_server",
     )
     .fetch_all(pool)
     .await?;
-    let load = |s: &str| {
-        counts
-            .iter()
-            .find(|(n, _)| n == s)
-            .map(|(_, c)| *c)
-            .unwrap_or(0)
-    };
-    settings
+    let servers: Vec<(String, u32, i64)> = settings
         .servers
         .keys()
-        .min_by_key(|s| (load(s), (*s).clone()))
-        .cloned()
-        .ok_or_else(|| LifecycleError::Other(anyhow::anyhow!("no database server configured")))
+        .map(|name| {
+            let weight = settings.server_weights.get(name).copied().unwrap_or(1);
+            let load = counts
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, c)| *c)
+                .unwrap_or(0);
+            (name.clone(), weight, load)
+        })
+        .collect();
+    pick_server(&servers).ok_or_else(|| {
+        LifecycleError::Invalid("no database server accepts new tenants (every weight is 0)".into())
+    })
+}
+
+/// The least loaded server per unit of weight among `(name, weight, load)`;
+/// ties go to the first name.
+pub fn pick_server(servers: &[(String, u32, i64)]) -> Option<String> {
+    servers
+        .iter()
+        .filter(|(_, w, _)| *w > 0)
+        // load_a / w_a < load_b / w_b  <=>  load_a * w_b < load_b * w_a (no floats).
+        .min_by(|(na, wa, la), (nb, wb, lb)| {
+            (la * i64::from(*wb))
+                .cmp(&(lb * i64::from(*wa)))
+                .then_with(|| na.cmp(nb))
+        })
+        .map(|(n, _, _)| n.clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_server;
+
+    #[test]
+    fn placement_follows_weights() {
+        let s = |d: i64, e: i64| vec![("default".to_string(), 1, d), ("eu".to_string(), 2, e)];
+        assert_eq!(pick_server(&s(0, 0)).as_deref(), Some("default"));
+        assert_eq!(pick_server(&s(1, 0)).as_deref(), Some("eu"));
+        assert_eq!(pick_server(&s(1, 1)).as_deref(), Some("eu"));
+        assert_eq!(pick_server(&s(1, 2)).as_deref(), Some("default"));
+        assert_eq!(pick_server(&[("x".to_string(), 0, 0)]), None);
+    }
 }
 
 /// Validates a new tenant and writes it with its provisioning job.
