@@ -117,21 +117,6 @@ pub fn pick_server(servers: &[(String, u32, i64)]) -> Option<String> {
         .map(|(n, _, _)| n.clone())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::pick_server;
-
-    #[test]
-    fn placement_follows_weights() {
-        let s = |d: i64, e: i64| vec![("default".to_string(), 1, d), ("eu".to_string(), 2, e)];
-        assert_eq!(pick_server(&s(0, 0)).as_deref(), Some("default"));
-        assert_eq!(pick_server(&s(1, 0)).as_deref(), Some("eu"));
-        assert_eq!(pick_server(&s(1, 1)).as_deref(), Some("eu"));
-        assert_eq!(pick_server(&s(1, 2)).as_deref(), Some("default"));
-        assert_eq!(pick_server(&[("x".to_string(), 0, 0)]), None);
-    }
-}
-
 /// Validates a new tenant and writes it with its provisioning job.
 pub async fn create(
     pool: &PgPool,
@@ -290,4 +275,19 @@ pub async fn create(
         .await?
         .ok_or_else(|| LifecycleError::Other(anyhow::anyhow!("tenant vanished")))?;
     Ok(Created { tenant, job })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pick_server;
+
+    #[test]
+    fn placement_follows_weights() {
+        let s = |d: i64, e: i64| vec![("default".to_string(), 1, d), ("eu".to_string(), 2, e)];
+        assert_eq!(pick_server(&s(0, 0)).as_deref(), Some("default"));
+        assert_eq!(pick_server(&s(1, 0)).as_deref(), Some("eu"));
+        assert_eq!(pick_server(&s(1, 1)).as_deref(), Some("eu"));
+        assert_eq!(pick_server(&s(1, 2)).as_deref(), Some("default"));
+        assert_eq!(pick_server(&[("x".to_string(), 0, 0)]), None);
+    }
 }
