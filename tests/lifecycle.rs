@@ -811,3 +811,49 @@ async fn the_library_client_places_tenants_by_server_weight() {
         1
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_saga_whose_last_attempt_vanished_is_still_compensated() {
+    let mut env = TestEnv::new().await;
+    let mut tap = env.events().await;
+    let s = slug(&env, "vanish");
+    let crashing = env.spawn_worker(
+        &[],
+        &[
+            ("LANDLORD_FAILPOINTS", "provision.after_database"),
+            ("LANDLORD_LEASE_SECONDS", "2"),
+        ],
+    );
+    env.ok(&create_args(&s, "pro", &owner(&env, "v")));
+    env.wait_exit(&crashing, secs(30));
+    let db = tenant(&env, &s).await["db_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        database_exists(&db).await,
+        "the crashed attempt left its database"
+    );
+    // That was the job's last attempt: the reaper finds it dead.
+    sqlx::query("UPDATE jobs SET max_attempts = 1 WHERE kind = 'provision'")
+        .execute(&env.catalog)
+        .await
+        .unwrap();
+    env.spawn_worker(&[], &[("LANDLORD_LEASE_SECONDS", "2")]);
+    let t = wait_tenant(&env, &s, "failed", secs(60)).await;
+    assert!(
+        t["status_reason"]
+            .as_str()
+            .unwrap()
+            .contains("lease expired"),
+        "{t:#}"
+    );
+    assert!(
+        !database_exists(&db).await,
+        "compensation dropped the database"
+    );
+    tap.wait_for("tenant.provisioning_failed", secs(20), |e| {
+        e["event"] == "tenant.provisioning_failed" && e["tenant"] == s.as_str()
+    })
+    .await;
+}

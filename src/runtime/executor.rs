@@ -334,6 +334,36 @@ impl Executor {
         Ok(Ending::Failed(out, err.to_string()))
     }
 
+    /// Runs a dead job's compensation outside any attempt (the reaper found
+    /// it dead after its last worker vanished).
+    pub async fn compensate(&self, job: &Claimed, error: &str) {
+        let Some(spec) = self.registry.get(&job.kind).copied() else {
+            return;
+        };
+        let tenant = match store::tenant_of(&self.catalog, job).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::error!(job_id = %job.id, error = %format!("{e:#}"), "compensation skipped: tenant unavailable");
+                return;
+            }
+        };
+        let ctx = JobContext {
+            job_id: job.id,
+            kind: job.kind.clone(),
+            attempt: job.attempts as u32,
+            tenant,
+            catalog: self.catalog.clone(),
+            settings: self.settings.clone(),
+            cancel: CancellationToken::new(),
+            lease_owner: self.owner.clone(),
+            claim_token: None,
+            events: Arc::new(std::sync::Mutex::new(Vec::new())),
+        };
+        if let Err(e) = spec.on_dead(job.args.clone(), ctx, error.to_string()).await {
+            tracing::error!(job_id = %job.id, error = %e, "compensation failed; the job's leftovers need an operator");
+        }
+    }
+
     /// Retries an outcome write through short catalog outages, so a finished
     /// attempt is not re-run just because its result could not be written.
     async fn persist<T, F, Fut>(&self, write: F) -> Result<T>

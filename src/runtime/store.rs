@@ -739,7 +739,10 @@ pub async fn give_back(
 
 /// Re-drives jobs whose lease expired (their worker died or hung): the lost
 /// attempt counts as a retryable failure. Returns how many were reaped.
-pub async fn reap_expired(pool: &PgPool, policy: &RetryPolicy) -> Result<u64> {
+pub async fn reap_expired(
+    pool: &PgPool,
+    policy: &RetryPolicy,
+) -> Result<Vec<(Claimed, FailOutcome)>> {
     let mut tx = pool.begin().await.context("starting transaction")?;
     let expired: Vec<Claimed> = sqlx::query_as(
         "SELECT id, kind, queue, tenant_id, args, attempts, max_attempts, claim_token FROM jobs \
@@ -749,13 +752,18 @@ pub async fn reap_expired(pool: &PgPool, policy: &RetryPolicy) -> Result<u64> {
     .fetch_all(&mut *tx)
     .await
     .context("finding expired leases")?;
-    let err = JobError::retryable("lease expired: the worker running it stopped heartbeating");
-    for job in &expired {
-        fail_in_tx(&mut tx, job, None, &err, policy, false).await?;
+    let err = JobError::retryable(LEASE_EXPIRED);
+    let mut out = Vec::with_capacity(expired.len());
+    for job in expired {
+        let outcome = fail_in_tx(&mut tx, &job, None, &err, policy, false).await?;
+        out.push((job, outcome));
     }
     tx.commit().await.context("committing reaped jobs")?;
-    Ok(expired.len() as u64)
+    Ok(out)
 }
+
+/// The error recorded on a job whose worker stopped heartbeating.
+pub const LEASE_EXPIRED: &str = "lease expired: the worker running it stopped heartbeating";
 
 /// Publishes again runnable jobs whose message has not been seen for
 /// `stale_after` and that have no unpublished outbox row (a purged queue,

@@ -427,10 +427,16 @@ async fn reaper_loop(w: Worker, stop: CancellationToken) {
     let s = &w.exec.settings.worker;
     while !stop.is_cancelled() {
         match store::reap_expired(&w.exec.catalog, &policy).await {
-            Ok(0) => {}
-            Ok(n) => {
-                metrics::get().leases_reaped.inc_by(n);
-                tracing::warn!(count = n, "re-drove jobs whose lease expired");
+            Ok(reaped) if reaped.is_empty() => {}
+            Ok(reaped) => {
+                metrics::get().leases_reaped.inc_by(reaped.len() as u64);
+                tracing::warn!(count = reaped.len(), "re-drove jobs whose lease expired");
+                // A job that died this way (its last attempt lost) still gets its compensation.
+                for (job, outcome) in reaped {
+                    if outcome == store::FailOutcome::Dead {
+                        w.exec.compensate(&job, store::LEASE_EXPIRED).await;
+                    }
+                }
             }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "reaper failed"),
         }
