@@ -57,7 +57,7 @@ fn build() -> Result<Metrics, prometheus::Error> {
     let tenant_busy = IntCounterVec::new(
         Opts::new(
             "landlord_jobs_postponed_total",
-            "Jobs postponed because their tenant or server was busy",
+            "Jobs postponed because their tenant was busy or a shared slot was taken",
         ),
         &["kind"],
     )?;

@@ -42,9 +42,12 @@ impl Job for DropTenant {
             .await
             .map_err(|e| JobError::retryable(format!("{e:#}")))?;
         admin.close().await;
-        credentials::drop_role(&ctx.settings, &t.db_server, &t.db_name)
-            .await
-            .map_err(|e| JobError::retryable(format!("{e:#}")))?;
+        // Only a role landlord made (adopted tenants bring their own access).
+        if t.db_role.is_some() {
+            credentials::drop_role(&ctx.settings, &t.db_server, &t.db_name)
+                .await
+                .map_err(|e| JobError::retryable(format!("{e:#}")))?;
+        }
         let mut tx = ctx.catalog.begin().await?;
         sqlx::query("DELETE FROM tenant_credentials WHERE tenant_id = $1")
             .bind(t.id)

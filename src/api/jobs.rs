@@ -70,6 +70,12 @@ pub async fn enqueue(
                 enqueueable(&state.registry).join(", ")
             )));
         }
+        // Its argument sets the fleet-wide slot count, an operator's decision.
+        Some(spec) if spec.kind == "migrate" && !caller.is_admin() => {
+            return Err(ApiError::forbidden(
+                "migrate jobs are enqueued by an admin token",
+            ));
+        }
         Some(_) => {}
     }
     let args = body.args.unwrap_or_else(|| json!({}));

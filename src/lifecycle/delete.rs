@@ -44,11 +44,12 @@ pub async fn delete(
         ));
     }
     let mut tx = pool.begin().await?;
-    let t = tenants::get_in(&mut tx, slug).await?;
-    sqlx::query("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE")
-        .bind(t.id)
+    // Lock first, then read: a concurrent change cannot slip in between.
+    sqlx::query("SELECT 1 FROM tenants WHERE slug = $1 FOR UPDATE")
+        .bind(slug)
         .execute(&mut *tx)
         .await?;
+    let t = tenants::get_in(&mut tx, slug).await?;
     if !matches!(
         t.status.as_str(),
         "active" | "inactive" | "suspended" | "failed"
@@ -75,10 +76,11 @@ pub async fn delete(
         + chrono::Duration::from_std(opts.grace)
             .map_err(|e| LifecycleError::Invalid(format!("grace period: {e}")))?;
     sqlx::query(
-        "UPDATE tenants SET status = 'deleting', status_reason = $2, updated_at = now() WHERE id = $1",
+        "UPDATE tenants SET status = 'deleting', status_reason = $2, delete_after = $3, updated_at = now() WHERE id = $1",
     )
     .bind(t.id)
     .bind(format!("database drops at {}", drop_at.to_rfc3339()))
+    .bind(drop_at)
     .execute(&mut *tx)
     .await?;
     let job = store::enqueue_in(

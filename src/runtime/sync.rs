@@ -44,6 +44,7 @@ async fn drive(
     tenant_id: Option<i64>,
     exclusive: bool,
     mut lock: Option<TenantLock>,
+    sync: bool,
 ) -> Result<()> {
     loop {
         if exclusive
@@ -56,10 +57,10 @@ async fn drive(
             Some(claimed) => {
                 let tenant = store::tenant_of(catalog, &claimed).await?;
                 let ending = exec
-                    .execute(claimed, tenant, lock.take(), CancellationToken::new(), true)
+                    .execute(claimed, tenant, lock.take(), CancellationToken::new(), sync)
                     .await?;
                 match ending {
-                    Ending::Postponed => {
+                    Ending::Postponed | Ending::Failed(store::FailOutcome::Retrying { .. }, _) => {
                         tokio::time::sleep(Duration::from_millis(500)).await;
                         continue;
                     }
@@ -123,12 +124,12 @@ pub async fn run_sync(
         registry,
         owner: owner_id("sync"),
     };
-    drive(catalog, &exec, enq.id, tenant_id, exclusive, lock).await?;
+    drive(catalog, &exec, enq.id, tenant_id, exclusive, lock, true).await?;
     Ok(store::get(catalog, enq.id).await?.context("job vanished")?)
 }
 
 /// Runs a job that is already in the catalog (written with its outbox row by
-/// a caller such as `tenants create`) in this process. If a worker claims it
+/// a caller such as `tenants create`) in this process, retries included. If a worker claims it
 /// first, this follows that run instead. Should this process die, the fleet
 /// still has the job.
 pub async fn run_existing(
@@ -148,6 +149,8 @@ pub async fn run_existing(
         registry,
         owner: owner_id("sync"),
     };
-    drive(catalog, &exec, id, row.tenant_id, exclusive, None).await?;
+    // The job belongs to the fleet too (it has its outbox row), so it keeps
+    // the fleet's retries: a transient error must not fail a tenant.
+    drive(catalog, &exec, id, row.tenant_id, exclusive, None, false).await?;
     store::get(catalog, id).await?.context("job vanished")
 }
