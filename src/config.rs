@@ -90,6 +90,8 @@ pub struct WorkerSettings {
     pub retry_max: Duration,
     /// Delay before trying again a job whose tenant is busy.
     pub busy_delay: Duration,
+    /// Longest pause between polls of an idle queue (the pickup latency bound).
+    pub poll_max: Duration,
 }
 
 /// Logs and metrics.
@@ -197,6 +199,7 @@ struct FileWorker {
     retry_base_ms: Option<u64>,
     retry_max_ms: Option<u64>,
     busy_delay_ms: Option<u64>,
+    poll_max_ms: Option<u64>,
     stale_after_seconds: Option<u64>,
 }
 
@@ -325,6 +328,8 @@ impl Settings {
             retry_base: millis("LANDLORD_RETRY_BASE_MS", w.retry_base_ms, 2_000)?,
             retry_max: millis("LANDLORD_RETRY_MAX_MS", w.retry_max_ms, 600_000)?,
             busy_delay: millis("LANDLORD_BUSY_DELAY_MS", w.busy_delay_ms, 1_000)?,
+            poll_max: millis("LANDLORD_POLL_MAX_MS", w.poll_max_ms, 200)?
+                .max(Duration::from_millis(10)),
         };
 
         let o = file.observability;
@@ -463,6 +468,7 @@ impl Settings {
         line("worker.retry_base_ms", w.retry_base.as_millis().to_string());
         line("worker.retry_max_ms", w.retry_max.as_millis().to_string());
         line("worker.busy_delay_ms", w.busy_delay.as_millis().to_string());
+        line("worker.poll_max_ms", w.poll_max.as_millis().to_string());
         line(
             "worker.stale_after_seconds",
             w.stale_after.as_secs().to_string(),

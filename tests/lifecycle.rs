@@ -445,6 +445,13 @@ async fn status_controls_the_tenant_roles_login_and_credentials_rotate() {
         err.to_string().contains("permission denied for database"),
         "{err}"
     );
+    let err = sqlx::PgConnection::connect(&url(&env.catalog_db, &pw))
+        .await
+        .expect_err("no access to the catalog, which holds every tenant's credentials");
+    assert!(
+        err.to_string().contains("permission denied for database"),
+        "{err}"
+    );
 
     env.ok(&["tenants", "suspend", &a, "--reason", "unpaid invoice"]);
     let err = sqlx::PgConnection::connect(&url(&own_db, &pw))

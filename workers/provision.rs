@@ -231,7 +231,13 @@ impl Job for Provision {
                     ("database", "create_database_ms")
                 }
                 "database" => {
-                    let version = migrate(ctx, &t, &m).await?;
+                    // A database cloned just now from the template of these very
+                    // migrations is already migrated and analyzed.
+                    let version = if template.is_some() {
+                        tenant_schema::version(&m)
+                    } else {
+                        migrate(ctx, &t, &m).await?
+                    };
                     set_step(ctx, t.id, "migrated", Some(version)).await?;
                     failpoint::hit("provision.after_migrate");
                     ("migrated", "migrate_ms")

@@ -189,7 +189,7 @@ impl Worker {
                 }
                 None => {
                     tokio::select! { _ = tokio::time::sleep(idle) => {}, _ = stop.cancelled() => {} }
-                    idle = (idle * 2).min(Duration::from_millis(500));
+                    idle = (idle * 2).min(self.exec.settings.worker.poll_max);
                 }
             }
         }
