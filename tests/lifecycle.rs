@@ -408,6 +408,10 @@ async fn a_broken_tenant_migration_fails_the_tenant_and_drops_its_database() {
         serde_json::from_str(&env.ok(&["jobs", "list", "--kind", "provision", "--json"])).unwrap();
     assert_eq!(jobs[0]["status"], "dead");
     assert_eq!(jobs[0]["attempts"], 1, "a broken migration is not retried");
+    // A failed tenant's slug can be created again (the row is taken over).
+    env.ok(&create_args(&s, "pro", &owner(&env, "b")));
+    assert_eq!(tenant(&env, &s).await["status"], "provisioning");
+    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread")]

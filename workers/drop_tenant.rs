@@ -5,9 +5,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
-    lifecycle::credentials,
-    runtime::{Job, JobContext, JobError, store},
-    tenant_schema, tenants,
+    lifecycle::teardown::{self, Retirement},
+    runtime::{Job, JobContext, JobError},
+    tenants,
 };
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -35,48 +35,23 @@ impl Job for DropTenant {
                 t.status
             )));
         }
-        let admin = tenant_schema::admin(&ctx.settings, &t.db_server)
-            .await
-            .map_err(|e| JobError::retryable(format!("{e:#}")))?;
-        tenant_schema::drop_database(&admin, &t.db_name)
-            .await
-            .map_err(|e| JobError::retryable(format!("{e:#}")))?;
-        admin.close().await;
-        // Only a role landlord made (adopted tenants bring their own access).
-        if t.db_role.is_some() {
-            credentials::drop_role(&ctx.settings, &t.db_server, &t.db_name)
-                .await
-                .map_err(|e| JobError::retryable(format!("{e:#}")))?;
-        }
-        let mut tx = ctx.catalog.begin().await?;
-        sqlx::query("DELETE FROM tenant_credentials WHERE tenant_id = $1")
-            .bind(t.id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE tenants SET status = 'deleted', status_reason = NULL, db_role = NULL, updated_at = now() WHERE id = $1",
+        teardown::retire(
+            &ctx.catalog,
+            &ctx.settings,
+            &t,
+            Retirement {
+                status: "deleted",
+                reason: None,
+                // Only a role landlord made (adopted tenants bring their own access).
+                drop_role: t.db_role.is_some(),
+                event: "tenant.deleted",
+                data: json!({"database": t.db_name, "server": t.db_server}),
+                actor: "landlord:drop_tenant",
+                job_id: Some(ctx.job_id),
+            },
         )
-        .bind(t.id)
-        .execute(&mut *tx)
-        .await?;
-        store::insert_event(
-            &mut tx,
-            "tenant.deleted",
-            Some(&t.slug),
-            Some(ctx.job_id),
-            json!({"database": t.db_name, "server": t.db_server}),
-        )
-        .await?;
-        store::audit(
-            &mut tx,
-            "landlord:drop_tenant",
-            "tenant.deleted",
-            Some(t.id),
-            Some(ctx.job_id),
-            json!({}),
-        )
-        .await?;
-        tx.commit().await?;
+        .await
+        .map_err(|e| JobError::retryable(format!("{e:#}")))?;
         Ok(json!({"tenant": slug, "dropped": t.db_name}))
     }
 }

@@ -16,7 +16,10 @@ use crate::{
     config::TemplateStrategy,
     failpoint,
     ident::quote_ident,
-    lifecycle::credentials,
+    lifecycle::{
+        credentials,
+        teardown::{self, Retirement},
+    },
     runtime::{
         Job, JobContext, JobError,
         store::{self, EnqueueRequest, Origin},
@@ -158,10 +161,11 @@ async fn finalize(
         "timings_ms": timings,
         "since_created_ms": total_ms,
     });
-    store::insert_event(
+    store::record(
         &mut tx,
+        "landlord:provision",
         "tenant.provisioned",
-        Some(&t.slug),
+        (t.id, &t.slug),
         Some(ctx.job_id),
         data,
     )
@@ -180,15 +184,6 @@ async fn finalize(
     )
     .await
     .map_err(|e| JobError::retryable(format!("enqueueing the welcome mail: {e}")))?;
-    store::audit(
-        &mut tx,
-        "landlord:provision",
-        "tenant.provisioned",
-        Some(t.id),
-        Some(ctx.job_id),
-        json!({}),
-    )
-    .await?;
     tx.commit().await?;
     Ok(())
 }
@@ -292,48 +287,23 @@ impl Job for Provision {
         if t.status != "provisioning" {
             return Ok(());
         }
-        let admin = tenant_schema::admin(&ctx.settings, &t.db_server)
-            .await
-            .map_err(retry)?;
-        tenant_schema::drop_database(&admin, &t.db_name)
-            .await
-            .map_err(retry)?;
-        drop(admin);
-        credentials::drop_role(&ctx.settings, &t.db_server, &t.db_name)
-            .await
-            .map_err(retry)?;
         let reason = crate::message::limit(error);
-        let mut tx = ctx.catalog.begin().await?;
-        sqlx::query("DELETE FROM tenant_credentials WHERE tenant_id = $1")
-            .bind(t.id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "UPDATE tenants SET status = 'failed', status_reason = $2, db_role = NULL, updated_at = now() WHERE id = $1",
+        teardown::retire(
+            &ctx.catalog,
+            &ctx.settings,
+            &t,
+            Retirement {
+                status: "failed",
+                reason: Some(&reason),
+                drop_role: true,
+                event: "tenant.provisioning_failed",
+                data: json!({"reason": reason, "step": t.provision_step, "dropped": {"database": t.db_name}}),
+                actor: "landlord:provision",
+                job_id: Some(ctx.job_id),
+            },
         )
-        .bind(t.id)
-        .bind(&reason)
-        .execute(&mut *tx)
-        .await?;
-        store::insert_event(
-            &mut tx,
-            "tenant.provisioning_failed",
-            Some(&t.slug),
-            Some(ctx.job_id),
-            json!({"reason": reason, "step": t.provision_step, "dropped": {"database": t.db_name}}),
-        )
-        .await?;
-        store::audit(
-            &mut tx,
-            "landlord:provision",
-            "tenant.provisioning_failed",
-            Some(t.id),
-            Some(ctx.job_id),
-            json!({"reason": reason}),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .await
+        .map_err(retry)
     }
 }
 

@@ -206,44 +206,33 @@ pub async fn create(
         )));
     }
     let settings_json = Value::Object(new.settings.clone());
-    let tenant_id: i64 = match existing {
-        Some((id, _)) => {
-            sqlx::query(
-                "UPDATE tenants SET name = $2, owner_id = $3, plan = $4, status = 'provisioning', status_reason = NULL, \
-                 db_server = $5, db_name = $6, settings = $7, provision_step = 'pending', db_role = NULL, \
-                 provisioned_at = NULL, schema_version = 0, updated_at = now() WHERE id = $1",
-            )
-            .bind(id)
-            .bind(&new.name)
-            .bind(owner_id)
-            .bind(&new.plan)
-            .bind(&server)
-            .bind(&db_name)
-            .bind(&settings_json)
-            .execute(&mut *tx)
-            .await?;
-            id
+    // A new row, or a failed tenant's row taken over (checked above, under lock).
+    let tenant_id: i64 = sqlx::query_scalar(
+        "INSERT INTO tenants (slug, name, owner_id, plan, status, isolation, db_server, db_name, settings, provision_step) \
+         VALUES ($1, $2, $3, $4, 'provisioning', 'database', $5, $6, $7, 'pending') \
+         ON CONFLICT (slug) DO UPDATE SET name = excluded.name, owner_id = excluded.owner_id, plan = excluded.plan, \
+             status = 'provisioning', status_reason = NULL, db_server = excluded.db_server, db_name = excluded.db_name, \
+             settings = excluded.settings, provision_step = 'pending', db_role = NULL, provisioned_at = NULL, \
+             schema_version = 0, delete_after = NULL, updated_at = now() \
+         WHERE tenants.status = 'failed' \
+         RETURNING id",
+    )
+    .bind(&new.slug)
+    .bind(&new.name)
+    .bind(owner_id)
+    .bind(&new.plan)
+    .bind(&server)
+    .bind(&db_name)
+    .bind(&settings_json)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(|e| match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            LifecycleError::Exists(format!("tenant {:?} or its database already exists", new.slug))
         }
-        None => sqlx::query_scalar(
-            "INSERT INTO tenants (slug, name, owner_id, plan, status, isolation, db_server, db_name, settings, provision_step) \
-             VALUES ($1, $2, $3, $4, 'provisioning', 'database', $5, $6, $7, 'pending') RETURNING id",
-        )
-        .bind(&new.slug)
-        .bind(&new.name)
-        .bind(owner_id)
-        .bind(&new.plan)
-        .bind(&server)
-        .bind(&db_name)
-        .bind(&settings_json)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(|e| match &e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                LifecycleError::Exists(format!("tenant {:?} or its database already exists", new.slug))
-            }
-            _ => LifecycleError::Other(anyhow::Error::new(e).context("inserting tenant")),
-        })?,
-    };
+        _ => LifecycleError::Other(anyhow::Error::new(e).context("inserting tenant")),
+    })?
+    .ok_or_else(|| LifecycleError::Exists(format!("tenant {:?} already exists", new.slug)))?;
     let job = store::enqueue_in(
         &mut tx,
         registry,

@@ -70,6 +70,25 @@ pub async fn ensure_role(settings: &Settings, server: &str, db: &str) -> Result<
     Ok((role, password))
 }
 
+/// Gives a role LOGIN back, or takes it away and ends the role's sessions.
+pub async fn set_login(settings: &Settings, server: &str, role: &str, login: bool) -> Result<()> {
+    let admin = tenant_schema::admin(settings, server).await?;
+    let flag = if login { "LOGIN" } else { "NOLOGIN" };
+    sqlx::raw_sql(&format!("ALTER ROLE {} {flag}", quote_ident(role)))
+        .execute(&admin)
+        .await
+        .context("changing the tenant role's LOGIN")?;
+    if !login {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
+            .bind(role)
+            .execute(&admin)
+            .await
+            .context("ending the tenant role's sessions")?;
+    }
+    admin.close().await;
+    Ok(())
+}
+
 /// Drops the tenant's role if it exists (after its database is gone).
 pub async fn drop_role(settings: &Settings, server: &str, db: &str) -> Result<()> {
     let role = role_name(db);
@@ -163,19 +182,11 @@ pub async fn rotate(
     .await
     .context("setting the new password")?;
     store(&mut tx, t.id, &current.role, &password).await?;
-    crate::runtime::store::audit(
+    crate::runtime::store::record(
         &mut tx,
         actor,
         "tenant.credentials_rotated",
-        Some(t.id),
-        None,
-        serde_json::json!({"role": current.role}),
-    )
-    .await?;
-    crate::runtime::store::insert_event(
-        &mut tx,
-        "tenant.credentials_rotated",
-        Some(&t.slug),
+        (t.id, &t.slug),
         None,
         serde_json::json!({"role": current.role, "actor": actor}),
     )

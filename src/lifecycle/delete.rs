@@ -9,13 +9,12 @@ use sqlx::PgPool;
 
 use crate::{
     config::Settings,
-    ident::quote_ident,
     lifecycle::LifecycleError,
     runtime::{
         Registry,
         store::{self, EnqueueError, EnqueueRequest, Enqueued, Origin},
     },
-    tenant_schema, tenants,
+    tenants,
 };
 
 /// How a deletion goes.
@@ -60,17 +59,7 @@ pub async fn delete(
         )));
     }
     if let Some(role) = &t.db_role {
-        let admin = tenant_schema::admin(settings, &t.db_server).await?;
-        sqlx::raw_sql(&format!("ALTER ROLE {} NOLOGIN", quote_ident(role)))
-            .execute(&admin)
-            .await
-            .context("stopping the tenant role")?;
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1")
-            .bind(role)
-            .execute(&admin)
-            .await
-            .context("ending the tenant role's sessions")?;
-        admin.close().await;
+        crate::lifecycle::credentials::set_login(settings, &t.db_server, role, false).await?;
     }
     let drop_at = chrono::Utc::now()
         + chrono::Duration::from_std(opts.grace)
@@ -101,19 +90,11 @@ pub async fn delete(
         other => LifecycleError::Other(anyhow::anyhow!("enqueueing drop_tenant: {other}")),
     })?;
     let data = serde_json::json!({"from": t.status, "drop_at": drop_at, "final_backup": false, "actor": actor});
-    store::insert_event(
-        &mut tx,
-        "tenant.deletion_scheduled",
-        Some(&t.slug),
-        Some(job.id),
-        data.clone(),
-    )
-    .await?;
-    store::audit(
+    store::record(
         &mut tx,
         actor,
         "tenant.deletion_scheduled",
-        Some(t.id),
+        (t.id, &t.slug),
         Some(job.id),
         data,
     )

@@ -13,6 +13,7 @@ mod error;
 pub mod plans;
 pub mod settings;
 mod status;
+pub mod teardown;
 
 pub use create::{Created, NewTenant, can_provision, create, database_name};
 pub use delete::{DeleteOptions, delete};

@@ -8,10 +8,8 @@ use sqlx::PgPool;
 
 use crate::{
     config::Settings,
-    ident::quote_ident,
     lifecycle::{LifecycleError, settings as tenant_settings},
     runtime::store,
-    tenant_schema,
     tenants::{self, Tenant},
 };
 
@@ -72,25 +70,13 @@ pub async fn change_status(
         return Ok(t);
     }
     if let Some(role) = &t.db_role {
-        let admin = tenant_schema::admin(settings, &t.db_server).await?;
-        let login = if to == TargetStatus::Active {
-            "LOGIN"
-        } else {
-            "NOLOGIN"
-        };
-        sqlx::raw_sql(&format!("ALTER ROLE {} {login}", quote_ident(role)))
-            .execute(&admin)
-            .await
-            .context("changing the tenant role's LOGIN")?;
-        if to != TargetStatus::Active {
-            sqlx::query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1",
-            )
-            .bind(role)
-            .execute(&admin)
-            .await
-            .context("ending the tenant role's sessions")?;
-        }
+        crate::lifecycle::credentials::set_login(
+            settings,
+            &t.db_server,
+            role,
+            to == TargetStatus::Active,
+        )
+        .await?;
     }
     let reason = if to == TargetStatus::Active {
         None
@@ -107,19 +93,11 @@ pub async fn change_status(
     .await?;
     let data =
         serde_json::json!({"from": t.status, "to": to.as_str(), "reason": reason, "actor": actor});
-    store::insert_event(
-        &mut tx,
-        "tenant.status_changed",
-        Some(&t.slug),
-        None,
-        data.clone(),
-    )
-    .await?;
-    store::audit(
+    store::record(
         &mut tx,
         actor,
         "tenant.status_changed",
-        Some(t.id),
+        (t.id, &t.slug),
         None,
         data,
     )
@@ -168,19 +146,11 @@ pub async fn update_settings(
         .execute(&mut *tx)
         .await?;
     let data = serde_json::json!({"before": before, "after": after, "actor": actor});
-    store::insert_event(
-        &mut tx,
-        "tenant.settings_changed",
-        Some(&t.slug),
-        None,
-        data.clone(),
-    )
-    .await?;
-    store::audit(
+    store::record(
         &mut tx,
         actor,
         "tenant.settings_changed",
-        Some(t.id),
+        (t.id, &t.slug),
         None,
         data,
     )

@@ -144,20 +144,8 @@ impl Executor {
                 .await?;
             return Ok(Ending::Failed(out, err.to_string()));
         };
-        let cancel = CancellationToken::new();
-        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let ctx = JobContext {
-            job_id: job.id,
-            kind: job.kind.clone(),
-            attempt: job.attempts as u32,
-            tenant,
-            catalog: self.catalog.clone(),
-            settings: self.settings.clone(),
-            cancel: cancel.clone(),
-            lease_owner: self.owner.clone(),
-            claim_token: job.claim_token,
-            events: events.clone(),
-        };
+        let ctx = self.context(job, tenant);
+        let (cancel, events) = (ctx.cancel.clone(), ctx.events.clone());
 
         // Heartbeat: keep the lease (every lease/3) and check the tenant lock
         // (every second). If the row is no longer ours, the lock is gone, or
@@ -334,6 +322,22 @@ impl Executor {
         Ok(Ending::Failed(out, err.to_string()))
     }
 
+    /// The context a handler (or its compensation) gets for `job`.
+    fn context(&self, job: &Claimed, tenant: Option<Tenant>) -> JobContext {
+        JobContext {
+            job_id: job.id,
+            kind: job.kind.clone(),
+            attempt: job.attempts as u32,
+            tenant,
+            catalog: self.catalog.clone(),
+            settings: self.settings.clone(),
+            cancel: CancellationToken::new(),
+            lease_owner: self.owner.clone(),
+            claim_token: job.claim_token,
+            events: Arc::new(std::sync::Mutex::new(Vec::new())),
+        }
+    }
+
     /// Runs a dead job's compensation outside any attempt (the reaper found
     /// it dead after its last worker vanished).
     pub async fn compensate(&self, job: &Claimed, error: &str) {
@@ -347,18 +351,7 @@ impl Executor {
                 return;
             }
         };
-        let ctx = JobContext {
-            job_id: job.id,
-            kind: job.kind.clone(),
-            attempt: job.attempts as u32,
-            tenant,
-            catalog: self.catalog.clone(),
-            settings: self.settings.clone(),
-            cancel: CancellationToken::new(),
-            lease_owner: self.owner.clone(),
-            claim_token: None,
-            events: Arc::new(std::sync::Mutex::new(Vec::new())),
-        };
+        let ctx = self.context(job, tenant);
         if let Err(e) = spec.on_dead(job.args.clone(), ctx, error.to_string()).await {
             tracing::error!(job_id = %job.id, error = %e, "compensation failed; the job's leftovers need an operator");
         }

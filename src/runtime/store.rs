@@ -943,6 +943,20 @@ async fn refusal(
     }
 }
 
+/// A tenant change as both an event (through the outbox) and an audit entry,
+/// in the caller's transaction.
+pub async fn record(
+    tx: &mut Transaction<'_, Postgres>,
+    actor: &str,
+    name: &str,
+    tenant: (i64, &str),
+    job_id: Option<Uuid>,
+    data: serde_json::Value,
+) -> Result<()> {
+    insert_event(tx, name, Some(tenant.1), job_id, data.clone()).await?;
+    audit(tx, actor, name, Some(tenant.0), job_id, data).await
+}
+
 /// Appends to the audit log.
 pub async fn audit(
     tx: &mut Transaction<'_, Postgres>,
