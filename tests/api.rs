@@ -726,6 +726,7 @@ async fn bad_input_changes_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn create_limits_duplicates_and_provisioning() {
     let mut env = TestEnv::new().await;
+    let mut tap = env.events().await;
     let api = Api::start(&env, &tokens()).await;
     // Slugs unique to this test: tenant databases are named after them, outside its catalog.
     let slug = format!("api-{}", env.id);
@@ -858,6 +859,38 @@ async fn create_limits_duplicates_and_provisioning() {
         env.worker_logs()
     );
     assert_eq!(tenant["provision_step"], "done");
+    // Announced, and the owner welcomed in the tenant's language.
+    let ev = tap
+        .wait_for("tenant.provisioned", secs(20), |e| {
+            e["event"] == "tenant.provisioned" && e["tenant"] == slug.as_str()
+        })
+        .await;
+    assert_eq!(ev["data"]["plan"], "free");
+    let maildev =
+        std::env::var("LANDLORD_MAILDEV_URL").unwrap_or_else(|_| "http://127.0.0.1:1080".into());
+    let deadline = Instant::now() + secs(30);
+    let mail = loop {
+        let all: Vec<Value> = reqwest::get(format!("{maildev}/api/email"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        if let Some(m) = all.into_iter().find(|m| {
+            m["to"]
+                .as_array()
+                .is_some_and(|to| to.iter().any(|t| t["address"] == owner.as_str()))
+        }) {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no welcome mail for {owner}\n{}",
+            env.worker_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(mail["subject"], "Bienvenido a Acme Inc.");
     let (_, j) = api.get(&format!("/v1/jobs/{job_id}"), Some(ADMIN)).await;
     let deadline = Instant::now() + secs(30);
     let mut j = j;
