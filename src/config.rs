@@ -142,6 +142,61 @@ impl TemplateStrategy {
     }
 }
 
+/// Per-tenant maintenance.
+#[derive(Debug, Clone)]
+pub struct MaintenanceSettings {
+    /// Heavy jobs (VACUUM, REINDEX) at once per database server, fleet-wide.
+    pub heavy_per_server: u32,
+    /// What `--cleanup` deletes.
+    pub cleanup_rules: Vec<CleanupRule>,
+}
+
+/// A retention rule: rows of `table` whose `column` is older than `days`
+/// (or the job's `--days`) are deleted by `--cleanup`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanupRule {
+    pub table: String,
+    pub column: String,
+    pub days: Option<u32>,
+}
+
+/// Parses `table:column[:days],…`.
+pub fn parse_cleanup_rules(raw: &str) -> Result<Vec<CleanupRule>> {
+    let mut out = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let parts: Vec<&str> = item.split(':').collect();
+        let (table, column, days) = match parts.as_slice() {
+            [t, c] => (*t, *c, None),
+            [t, c, d] => (
+                *t,
+                *c,
+                Some(
+                    d.parse::<u32>()
+                        .map_err(|e| anyhow::anyhow!("cleanup rule {item:?}: days: {e}"))?,
+                ),
+            ),
+            _ => bail!("cleanup rule {item:?} is not table:column[:days]"),
+        };
+        for name in [table, column] {
+            let ok = !name.is_empty()
+                && name.len() <= 63
+                && name.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !ok {
+                bail!("cleanup rule {item:?}: {name:?} is not a plain lowercase SQL name");
+            }
+        }
+        out.push(CleanupRule {
+            table: table.to_string(),
+            column: column.to_string(),
+            days,
+        });
+    }
+    Ok(out)
+}
+
 /// Outgoing mail.
 #[derive(Debug, Clone)]
 pub struct MailSettings {
@@ -159,6 +214,7 @@ pub struct Settings {
     pub observability: ObservabilitySettings,
     pub provisioning: ProvisioningSettings,
     pub mail: MailSettings,
+    pub maintenance: MaintenanceSettings,
     /// Tenant database servers by name. `default` is always present.
     pub servers: BTreeMap<String, SecretUrl>,
     /// Placement weight per server (default 1; 0 = never place new tenants there).
@@ -186,6 +242,8 @@ struct FileSettings {
     delete_grace_days: Option<u64>,
     smtp_url: Option<String>,
     mail_from: Option<String>,
+    heavy_per_server: Option<u32>,
+    cleanup_rules: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -411,9 +469,25 @@ impl Settings {
                 .unwrap_or_else(|| "landlord <landlord@localhost>".to_string()),
         };
 
+        let heavy_per_server = env_parse("LANDLORD_HEAVY_PER_SERVER")?
+            .or(file.heavy_per_server)
+            .unwrap_or(2);
+        if !(1..=64).contains(&heavy_per_server) {
+            bail!("LANDLORD_HEAVY_PER_SERVER must be between 1 and 64, got {heavy_per_server}");
+        }
+        let maintenance = MaintenanceSettings {
+            heavy_per_server,
+            cleanup_rules: parse_cleanup_rules(
+                &env("LANDLORD_CLEANUP_RULES")
+                    .or(file.cleanup_rules)
+                    .unwrap_or_else(|| "activity_log:created_at".to_string()),
+            )?,
+        };
+
         Ok(Self {
             provisioning,
             mail,
+            maintenance,
             catalog: CatalogSettings {
                 url: catalog,
                 max_connections: (concurrency as u32) * 2 + 6,
@@ -515,6 +589,25 @@ impl Settings {
         );
         line("mail_from", format!("{:?}", self.mail.from));
         line(
+            "heavy_per_server",
+            self.maintenance.heavy_per_server.to_string(),
+        );
+        line(
+            "cleanup_rules",
+            format!(
+                "{:?}",
+                self.maintenance
+                    .cleanup_rules
+                    .iter()
+                    .map(|r| match r.days {
+                        Some(d) => format!("{}:{}:{d}", r.table, r.column),
+                        None => format!("{}:{}", r.table, r.column),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+        );
+        line(
             "delete_grace_days",
             self.provisioning.delete_grace_days.to_string(),
         );
@@ -566,6 +659,28 @@ mod tests {
         assert_eq!(u.masked(), "postgres://app:***@db:5432/landlord");
         assert!(!format!("{u:?}").contains("hunter2"));
         assert!(!format!("{u}").contains("hunter2"));
+    }
+
+    #[test]
+    fn cleanup_rules() {
+        assert_eq!(
+            parse_cleanup_rules("activity_log:created_at, sessions:seen_at:30").expect("valid"),
+            vec![
+                CleanupRule {
+                    table: "activity_log".into(),
+                    column: "created_at".into(),
+                    days: None
+                },
+                CleanupRule {
+                    table: "sessions".into(),
+                    column: "seen_at".into(),
+                    days: Some(30)
+                },
+            ]
+        );
+        for bad in ["users", "a:b:c:d", "Users:id", "x\";drop:y", "t:c:-1"] {
+            assert!(parse_cleanup_rules(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -43,10 +43,11 @@ async fn analyze_runs_end_to_end_with_events_and_metrics() {
     assert_eq!(job["attempts"], 1);
     assert_eq!(job["tenant"], "acme");
     assert_eq!(
-        job["result"]["tables"], 3,
+        job["result"]["steps"]["analyze"]["tables"], 3,
         "sample schema has three tables: {job:#}"
     );
-    assert!(job["result"]["duration_ms"].is_u64());
+    assert!(job["result"]["steps"]["analyze"]["duration_ms"].is_u64());
+    assert!(job["result"]["size_before_bytes"].as_i64().unwrap() > 0);
 
     let done = tap
         .wait_for("job.succeeded", secs(20), |e| {
@@ -54,7 +55,7 @@ async fn analyze_runs_end_to_end_with_events_and_metrics() {
         })
         .await;
     assert_eq!(done["tenant"], "acme");
-    assert_eq!(done["data"]["kind"], "analyze");
+    assert_eq!(done["data"]["kind"], "maintenance");
     let maint = tap
         .wait_for("maintenance.completed", secs(20), |e| {
             e["event"] == "maintenance.completed"
@@ -62,7 +63,7 @@ async fn analyze_runs_end_to_end_with_events_and_metrics() {
         .await;
     assert_eq!(maint["data"]["steps"]["analyze"]["tables"], 3);
 
-    let series = r#"landlord_jobs_total{kind="analyze",outcome="succeeded"}"#;
+    let series = r#"landlord_jobs_total{kind="maintenance",outcome="succeeded"}"#;
     let deadline = Instant::now() + secs(10);
     while env.metric(&w, series).await < 1.0 {
         assert!(Instant::now() < deadline, "metric {series} never counted");
@@ -76,7 +77,7 @@ async fn analyze_runs_end_to_end_with_events_and_metrics() {
         .await
         .unwrap();
     assert!(
-        body.contains("landlord_job_duration_seconds_count{kind=\"analyze\"} 1"),
+        body.contains("landlord_job_duration_seconds_count{kind=\"maintenance\"} 1"),
         "{body}"
     );
     let ready = reqwest::get(format!("{}/readyz", w.metrics)).await.unwrap();
@@ -133,7 +134,7 @@ async fn sync_runs_in_process_without_a_broker() {
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
     assert_eq!(row["status"], "succeeded");
     assert_eq!(row["origin"], "sync");
-    assert_eq!(row["result"]["tables"], 3);
+    assert_eq!(row["result"]["steps"]["analyze"]["tables"], 3);
 
     // A failing sync job ends as failed, exits 1 and keeps the error.
     let out = env.run_with(
@@ -512,4 +513,159 @@ async fn a_cancelled_attempt_cannot_record_over_its_retry() {
     tokio::time::sleep(secs(2)).await;
     tap.drain().await;
     assert_eq!(tap.count("job.succeeded", id), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maintenance_cleans_vacuums_reindexes_and_reports_a_dry_run_first() {
+    let mut env = TestEnv::new().await;
+    let db = env.tenant("tidy").await;
+    let tenant_db = sqlx::PgPool::connect(&format!("{}/{db}", common::PG_SERVER))
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO activity_log (action, created_at) \
+         SELECT 'old', now() - interval '200 days' FROM generate_series(1, 2500) \
+         UNION ALL SELECT 'recent', now() - interval '10 days' FROM generate_series(1, 40)",
+    )
+    .execute(&tenant_db)
+    .await
+    .unwrap();
+    env.spawn_worker(&[], &[]);
+
+    // Dry run: figures, nothing changed.
+    let out = env.ok(&[
+        "maintenance",
+        "--tenant",
+        "tidy",
+        "--cleanup",
+        "--days",
+        "180",
+        "--vacuum",
+        "--optimize",
+        "--analyze",
+        "--dry-run",
+        "--wait",
+        "--json",
+    ]);
+    let row: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(row["status"], "succeeded", "{row:#}");
+    let steps = &row["result"]["steps"];
+    assert_eq!(row["result"]["dry_run"], true);
+    assert_eq!(
+        steps["cleanup"]["tables"]["activity_log"]["rows"], 2500,
+        "{steps:#}"
+    );
+    assert!(
+        steps["optimize"]["indexes"].as_u64().unwrap() >= 4,
+        "{steps:#}"
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM activity_log")
+        .fetch_one(&tenant_db)
+        .await
+        .unwrap();
+    assert_eq!(left, 2540, "a dry run deletes nothing");
+
+    // For real: old rows gone in batches, recent ones kept, every step recorded.
+    let out = env.ok(&[
+        "maintenance",
+        "--tenant",
+        "tidy",
+        "--cleanup",
+        "--days",
+        "180",
+        "--vacuum",
+        "--optimize",
+        "--analyze",
+        "--wait",
+        "--json",
+    ]);
+    let row: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    let steps = &row["result"]["steps"];
+    assert_eq!(steps["cleanup"]["rows"], 2500, "{steps:#}");
+    for step in ["cleanup", "vacuum", "optimize", "analyze"] {
+        assert!(steps[step]["duration_ms"].is_u64(), "{step}: {steps:#}");
+    }
+    assert!(row["result"]["size_after_bytes"].as_i64().unwrap() > 0);
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM activity_log")
+        .fetch_one(&tenant_db)
+        .await
+        .unwrap();
+    assert_eq!(left, 40);
+    let vacuumed: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
+        "SELECT last_vacuum FROM pg_stat_user_tables WHERE relname = 'activity_log'",
+    )
+    .fetch_one(&tenant_db)
+    .await
+    .unwrap();
+    assert!(vacuumed.is_some(), "VACUUM ran");
+    tenant_db.close().await;
+
+    // Bad combinations are refused before anything is enqueued.
+    for (args, expect) in [
+        (
+            vec!["maintenance", "--tenant", "tidy", "--backup", "--analyze"],
+            "needs backups",
+        ),
+        (
+            vec![
+                "maintenance",
+                "--tenant",
+                "tidy",
+                "--cleanup",
+                "--days",
+                "0",
+            ],
+            "between 1 and 36500",
+        ),
+        (
+            vec!["maintenance", "--tenant", "tidy"],
+            "choose at least one step",
+        ),
+    ] {
+        let out = env.run(&args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(expect),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn heavy_maintenance_is_staggered_per_server_without_spending_attempts() {
+    let mut env = TestEnv::new().await;
+    for t in ["heavy-a", "heavy-b", "heavy-c"] {
+        env.tenant(t).await;
+    }
+    // One heavy job at a time on the server; three workers' worth of slots.
+    env.spawn_worker(
+        &["--concurrency", "3"],
+        &[("LANDLORD_HEAVY_PER_SERVER", "1")],
+    );
+    let mut ids = Vec::new();
+    for t in ["heavy-a", "heavy-b", "heavy-c"] {
+        ids.push(env.enqueue(&["maintenance", "--tenant", t, "--vacuum", "--full"]));
+    }
+    let mut spans = Vec::new();
+    for id in &ids {
+        let j = env.wait_job(*id, secs(120)).await;
+        assert_eq!(j["status"], "succeeded", "{j:#}");
+        assert_eq!(
+            j["attempts"], 1,
+            "waiting for a slot spends no attempt: {j:#}"
+        );
+        let s: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(j["started_at"].clone()).unwrap();
+        let f: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(j["finished_at"].clone()).unwrap();
+        spans.push((s, f));
+    }
+    spans.sort();
+    for pair in spans.windows(2) {
+        assert!(
+            pair[0].1 <= pair[1].0,
+            "two heavy jobs ran at once on one server: {spans:?}"
+        );
+    }
 }

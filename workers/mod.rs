@@ -2,6 +2,7 @@
 
 pub mod analyze;
 pub mod drop_tenant;
+pub mod maintenance;
 pub mod migrate;
 pub mod ping;
 pub mod provision;
@@ -17,6 +18,7 @@ pub fn registry() -> Registry {
         .register::<provision::Provision>()
         .register::<welcome_mail::WelcomeMail>()
         .register::<drop_tenant::DropTenant>()
-        .register::<migrate::Migrate>();
+        .register::<migrate::Migrate>()
+        .register::<maintenance::Maintenance>();
     r
 }

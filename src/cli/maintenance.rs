@@ -1,5 +1,5 @@
-//! `landlord maintenance`: the seed's tenants:maintenance. This release runs
-//! `--analyze`; the other steps come with the maintenance jobs.
+//! `landlord maintenance`: the seed's tenants:maintenance. One `maintenance`
+//! job per tenant with the chosen steps (see `workers/maintenance.rs`).
 
 use std::{process::ExitCode, sync::Arc};
 
@@ -9,8 +9,9 @@ use clap::Args;
 use crate::{
     cli::{BadInput, RunOpts, catalog, enqueue},
     config::Settings,
-    runtime::{Registry, store::EnqueueRequest},
+    runtime::{Job, Registry, store::EnqueueRequest},
     tenants,
+    workers::maintenance::Maintenance,
 };
 
 #[derive(Debug, Args)]
@@ -26,9 +27,30 @@ pub struct MaintenanceArgs {
     /// Every active tenant.
     #[arg(long)]
     pub all: bool,
+    /// Back up first (needs backups, which arrive in a later release).
+    #[arg(long)]
+    pub backup: bool,
+    /// Rebuild indexes (REINDEX … CONCURRENTLY; the tenant keeps working).
+    #[arg(long)]
+    pub optimize: bool,
+    /// Delete rows older than --days per the cleanup rules (LANDLORD_CLEANUP_RULES), in small batches.
+    #[arg(long)]
+    pub cleanup: bool,
+    /// VACUUM (ANALYZE) to reclaim space.
+    #[arg(long)]
+    pub vacuum: bool,
+    /// With --vacuum: VACUUM FULL (locks each table while it is rewritten).
+    #[arg(long, requires = "vacuum")]
+    pub full: bool,
     /// Refresh planner statistics (ANALYZE).
     #[arg(long)]
     pub analyze: bool,
+    /// Age in days beyond which --cleanup deletes (default: each rule's, else 90).
+    #[arg(long)]
+    pub days: Option<u32>,
+    /// Report what each step would do; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub run: RunOpts,
 }
@@ -38,9 +60,17 @@ pub async fn run(
     settings: Arc<Settings>,
     registry: Arc<Registry>,
 ) -> Result<ExitCode> {
-    if !a.analyze {
-        return Err(BadInput("choose at least one step: --analyze".into()).into());
-    }
+    let job = Maintenance {
+        analyze: a.analyze,
+        vacuum: a.vacuum,
+        full: a.full,
+        optimize: a.optimize,
+        cleanup: a.cleanup,
+        days: a.days,
+        dry_run: a.dry_run,
+        backup: a.backup,
+    };
+    job.validate().map_err(BadInput)?;
     let pool = catalog(&settings).await?;
     let slugs: Vec<String> = if a.all {
         tenants::list(&pool, Some("active"))
@@ -61,12 +91,13 @@ pub async fn run(
         eprintln!("no active tenants");
         return Ok(ExitCode::SUCCESS);
     }
+    let args = serde_json::to_value(&job)?;
     let reqs = slugs
         .into_iter()
         .map(|slug| EnqueueRequest {
-            kind: "analyze".into(),
+            kind: Maintenance::KIND.into(),
             tenant: Some(slug),
-            args: serde_json::json!({}),
+            args: args.clone(),
             ..Default::default()
         })
         .collect();

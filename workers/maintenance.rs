@@ -1,0 +1,331 @@
+//! `maintenance`: the seed's tenants:maintenance on one tenant database,
+//! step by step, each recorded in the result with its timings and figures:
+//! cleanup (old rows, in small batches), VACUUM (ANALYZE) (`full` only when
+//! asked), REINDEX … CONCURRENTLY (the tenant keeps working), ANALYZE.
+//! `dry_run` reports what each step would do and changes nothing.
+//!
+//! VACUUM and REINDEX are heavy: at most `LANDLORD_HEAVY_PER_SERVER` of them
+//! run at once per database server, across the fleet; a job over the limit
+//! is postponed without spending an attempt.
+
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+use sqlx::PgPool;
+
+use crate::{
+    config::CleanupRule,
+    ident::quote_ident,
+    runtime::{Job, JobContext, JobError},
+};
+
+/// Seed default for `--days`.
+pub const DEFAULT_DAYS: u32 = 90;
+/// Rows deleted per statement by cleanup (each its own short transaction).
+const CLEANUP_BATCH: i64 = 1000;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    #[serde(default)]
+    pub analyze: bool,
+    #[serde(default)]
+    pub vacuum: bool,
+    /// VACUUM FULL (locks tables; only with `vacuum`).
+    #[serde(default)]
+    pub full: bool,
+    #[serde(default)]
+    pub optimize: bool,
+    #[serde(default)]
+    pub cleanup: bool,
+    /// Age in days beyond which cleanup deletes rows (default: each rule's, else 90).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Back up first (arrives with backups).
+    #[serde(default)]
+    pub backup: bool,
+}
+
+fn db_err(e: sqlx::Error) -> JobError {
+    JobError::retryable(format!("tenant database: {e}"))
+}
+
+/// User tables of the tenant database, as (schema, table).
+async fn tables(db: &PgPool) -> Result<Vec<(String, String)>, JobError> {
+    sqlx::query_as("SELECT schemaname::text, relname::text FROM pg_stat_user_tables ORDER BY 1, 2")
+        .fetch_all(db)
+        .await
+        .map_err(db_err)
+}
+
+async fn size(db: &PgPool) -> Result<i64, JobError> {
+    sqlx::query_scalar("SELECT pg_database_size(current_database())")
+        .fetch_one(db)
+        .await
+        .map_err(db_err)
+}
+
+fn qualified(schema: &str, table: &str) -> String {
+    format!("{}.{}", quote_ident(schema), quote_ident(table))
+}
+
+/// Takes one of the server's heavy-work slots, held on a dedicated catalog
+/// connection until dropped; `None` when all are taken.
+async fn heavy_slot(
+    ctx: &JobContext,
+    server: &str,
+) -> Result<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>, JobError> {
+    let mut conn = ctx.catalog.acquire().await?;
+    conn.close_on_drop();
+    for slot in 0..ctx.settings.maintenance.heavy_per_server as i32 {
+        let got: bool = sqlx::query_scalar(
+            "SELECT pg_try_advisory_lock(hashtext('landlord-heavy:' || $1), $2)",
+        )
+        .bind(server)
+        .bind(slot)
+        .fetch_one(&mut *conn)
+        .await?;
+        if got {
+            return Ok(Some(conn));
+        }
+    }
+    Ok(None)
+}
+
+async fn cleanup(
+    db: &PgPool,
+    rules: &[CleanupRule],
+    days: Option<u32>,
+    dry_run: bool,
+) -> Result<Value, JobError> {
+    let mut per_table = Map::new();
+    let mut total = 0i64;
+    for rule in rules {
+        // Rules name tables the tenant schema may not have; those are skipped.
+        let exists: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM information_schema.columns \
+             WHERE table_schema = 'public' AND table_name = $1 AND column_name = $2)",
+        )
+        .bind(&rule.table)
+        .bind(&rule.column)
+        .fetch_one(db)
+        .await
+        .map_err(db_err)?;
+        if !exists {
+            per_table.insert(
+                rule.table.clone(),
+                json!({"skipped": "no such table or column"}),
+            );
+            continue;
+        }
+        let keep_days = days.or(rule.days).unwrap_or(DEFAULT_DAYS);
+        let table = qualified("public", &rule.table);
+        let column = quote_ident(&rule.column);
+        let rows = if dry_run {
+            sqlx::query_scalar::<_, i64>(&format!(
+                "SELECT count(*) FROM {table} WHERE {column} < now() - make_interval(days => $1)"
+            ))
+            .bind(keep_days as i32)
+            .fetch_one(db)
+            .await
+            .map_err(db_err)?
+        } else {
+            let mut deleted = 0i64;
+            loop {
+                let n = sqlx::query(&format!(
+                    "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} \
+                     WHERE {column} < now() - make_interval(days => $1) LIMIT $2)"
+                ))
+                .bind(keep_days as i32)
+                .bind(CLEANUP_BATCH)
+                .execute(db)
+                .await
+                .map_err(db_err)?
+                .rows_affected() as i64;
+                deleted += n;
+                if n < CLEANUP_BATCH {
+                    break;
+                }
+            }
+            deleted
+        };
+        total += rows;
+        per_table.insert(
+            rule.table.clone(),
+            json!({"rows": rows, "older_than_days": keep_days}),
+        );
+    }
+    Ok(json!({"tables": per_table, "rows": total}))
+}
+
+async fn vacuum(db: &PgPool, full: bool, dry_run: bool) -> Result<Value, JobError> {
+    let dead: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT schemaname::text, relname::text, n_dead_tup FROM pg_stat_user_tables ORDER BY n_dead_tup DESC",
+    )
+    .fetch_all(db)
+    .await
+    .map_err(db_err)?;
+    let dead_rows: i64 = dead.iter().map(|(_, _, n)| n).sum();
+    if !dry_run {
+        let sql = if full {
+            "VACUUM (FULL, ANALYZE)"
+        } else {
+            "VACUUM (ANALYZE)"
+        };
+        sqlx::raw_sql(sql).execute(db).await.map_err(db_err)?;
+    }
+    Ok(json!({"full": full, "dead_rows": dead_rows, "tables": dead.len()}))
+}
+
+async fn optimize(db: &PgPool, dry_run: bool) -> Result<Value, JobError> {
+    let indexes: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT schemaname::text, indexrelname::text, pg_relation_size(indexrelid) FROM pg_stat_user_indexes ORDER BY 1, 2",
+    )
+    .fetch_all(db)
+    .await
+    .map_err(db_err)?;
+    let bytes: i64 = indexes.iter().map(|(_, _, b)| b).sum();
+    if !dry_run {
+        for (schema, table) in tables(db).await? {
+            // CONCURRENTLY: the tenant keeps reading and writing meanwhile.
+            sqlx::raw_sql(&format!(
+                "REINDEX TABLE CONCURRENTLY {}",
+                qualified(&schema, &table)
+            ))
+            .execute(db)
+            .await
+            .map_err(db_err)?;
+        }
+    }
+    Ok(json!({"indexes": indexes.len(), "index_bytes": bytes, "concurrently": true}))
+}
+
+async fn analyze(db: &PgPool, dry_run: bool) -> Result<Value, JobError> {
+    let stale: i64 = sqlx::query_scalar(
+        "SELECT coalesce(sum(n_mod_since_analyze), 0)::bigint FROM pg_stat_user_tables",
+    )
+    .fetch_one(db)
+    .await
+    .map_err(db_err)?;
+    let list = tables(db).await?;
+    if !dry_run {
+        for (schema, table) in &list {
+            sqlx::raw_sql(&format!("ANALYZE {}", qualified(schema, table)))
+                .execute(db)
+                .await
+                .map_err(db_err)?;
+        }
+    }
+    Ok(json!({"tables": list.len(), "rows_changed_since_analyze": stale}))
+}
+
+impl Job for Maintenance {
+    const KIND: &'static str = "maintenance";
+    const QUEUE: &'static str = "maintenance";
+    const NEEDS_TENANT: bool = true;
+    const TENANT_EXCLUSIVE: bool = true;
+    const MAX_ATTEMPTS: u32 = 3;
+
+    fn validate(&self) -> Result<(), String> {
+        if self.backup {
+            return Err("--backup needs backups, which are not available in this release".into());
+        }
+        if !(self.analyze || self.vacuum || self.optimize || self.cleanup) {
+            return Err(
+                "choose at least one step: --analyze, --vacuum, --optimize, --cleanup".into(),
+            );
+        }
+        if self.full && !self.vacuum {
+            return Err("--full applies to --vacuum".into());
+        }
+        if let Some(d) = self.days
+            && !(1..=36_500).contains(&d)
+        {
+            return Err("--days must be between 1 and 36500".into());
+        }
+        Ok(())
+    }
+
+    fn timeout(&self, default: Duration) -> Duration {
+        default.max(Duration::from_secs(6 * 3600))
+    }
+
+    async fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
+        let tenant = ctx.tenant()?.clone();
+        let heavy = !self.dry_run && (self.vacuum || self.optimize);
+        let _slot = if heavy {
+            match heavy_slot(ctx, &tenant.db_server).await? {
+                Some(conn) => Some(conn),
+                None => {
+                    return Err(JobError::Postpone {
+                        delay: Duration::from_millis(1000),
+                        reason: format!(
+                            "{} heavy maintenance job(s) already run on server {}",
+                            ctx.settings.maintenance.heavy_per_server, tenant.db_server
+                        ),
+                    });
+                }
+            }
+        } else {
+            None
+        };
+        let started_at = chrono::Utc::now();
+        let db = ctx.tenant_db().await?;
+        let size_before = size(&db).await?;
+        let mut steps = Map::new();
+        let planned = [
+            ("cleanup", self.cleanup),
+            ("vacuum", self.vacuum),
+            ("optimize", self.optimize),
+            ("analyze", self.analyze),
+        ];
+        let total = planned.iter().filter(|(_, on)| *on).count() as u64;
+        let mut done = 0;
+        for (name, on) in planned {
+            if !on {
+                continue;
+            }
+            let started = Instant::now();
+            let mut out = match name {
+                "cleanup" => {
+                    cleanup(
+                        &db,
+                        &ctx.settings.maintenance.cleanup_rules,
+                        self.days,
+                        self.dry_run,
+                    )
+                    .await?
+                }
+                "vacuum" => vacuum(&db, self.full, self.dry_run).await?,
+                "optimize" => optimize(&db, self.dry_run).await?,
+                _ => analyze(&db, self.dry_run).await?,
+            };
+            if let Some(o) = out.as_object_mut() {
+                o.insert(
+                    "duration_ms".into(),
+                    json!(started.elapsed().as_millis() as u64),
+                );
+            }
+            steps.insert(name.into(), out);
+            done += 1;
+            ctx.progress(done, total, name).await;
+        }
+        let size_after = size(&db).await?;
+        db.close().await;
+        let result = json!({
+            "database": tenant.db_name,
+            "server": tenant.db_server,
+            "dry_run": self.dry_run,
+            "steps": steps,
+            "size_before_bytes": size_before,
+            "size_after_bytes": size_after,
+            "started_at": started_at,
+            "finished_at": chrono::Utc::now(),
+        });
+        ctx.emit("maintenance.completed", result.clone());
+        Ok(result)
+    }
+}
