@@ -56,7 +56,7 @@ pub enum Command {
     /// Manage tenants.
     #[command(subcommand)]
     Tenants(tenants::TenantsCommand),
-    /// Per-tenant maintenance (the seed's tenants:maintenance). This release: --analyze.
+    /// Per-tenant maintenance (the seed's tenants:maintenance): cleanup, vacuum, optimize, analyze, dry run.
     Maintenance(maintenance::MaintenanceArgs),
     /// Inspect and steer jobs.
     #[command(subcommand)]
