@@ -197,6 +197,79 @@ pub fn parse_cleanup_rules(raw: &str) -> Result<Vec<CleanupRule>> {
     Ok(out)
 }
 
+/// One schedule as configured (`[[schedules]]` in landlord.toml). Checked by
+/// `scheduler::Schedule::parse` when a scheduler starts.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSpec {
+    pub name: String,
+    /// 5-field cron (a 6th, leading seconds field is accepted for tests).
+    pub cron: String,
+    #[serde(default = "utc")]
+    pub timezone: String,
+    /// Job kind fanned out per tenant.
+    pub kind: String,
+    #[serde(default = "empty_args")]
+    pub args: serde_json::Value,
+    /// Tenant slugs; absent means every active tenant.
+    #[serde(default)]
+    pub tenants: Option<Vec<String>>,
+    /// Jobs start spread over this many seconds after the fire time.
+    #[serde(default)]
+    pub spread_seconds: u32,
+    /// A firing missed by more than this is recorded as missed, not run.
+    #[serde(default = "one_hour")]
+    pub starting_deadline_seconds: u32,
+    /// Skip a tenant whose previous run of this schedule is still live.
+    #[serde(default = "yes")]
+    pub skip_overlap: bool,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+fn empty_args() -> serde_json::Value {
+    serde_json::json!({})
+}
+fn one_hour() -> u32 {
+    3600
+}
+fn yes() -> bool {
+    true
+}
+
+/// The seed's schedule table, less the nightly backup (it arrives with backups).
+pub fn default_schedules() -> Vec<ScheduleSpec> {
+    let spec = |name: &str, cron: &str, args: serde_json::Value| ScheduleSpec {
+        name: name.into(),
+        cron: cron.into(),
+        timezone: utc(),
+        kind: "maintenance".into(),
+        args,
+        tenants: None,
+        spread_seconds: 1800,
+        starting_deadline_seconds: one_hour(),
+        skip_overlap: true,
+    };
+    vec![
+        spec(
+            "weekly-maintenance",
+            "0 4 * * 0",
+            serde_json::json!({"optimize": true, "cleanup": true}),
+        ),
+        spec(
+            "monthly-vacuum",
+            "0 3 1 * *",
+            serde_json::json!({"vacuum": true}),
+        ),
+        spec(
+            "daily-cleanup",
+            "0 5 * * *",
+            serde_json::json!({"cleanup": true, "days": 365}),
+        ),
+    ]
+}
+
 /// Outgoing mail.
 #[derive(Debug, Clone)]
 pub struct MailSettings {
@@ -215,6 +288,8 @@ pub struct Settings {
     pub provisioning: ProvisioningSettings,
     pub mail: MailSettings,
     pub maintenance: MaintenanceSettings,
+    /// Schedules the scheduler fires (the seed's defaults unless configured).
+    pub schedules: Vec<ScheduleSpec>,
     /// Tenant database servers by name. `default` is always present.
     pub servers: BTreeMap<String, SecretUrl>,
     /// Placement weight per server (default 1; 0 = never place new tenants there).
@@ -244,6 +319,7 @@ struct FileSettings {
     mail_from: Option<String>,
     heavy_per_server: Option<u32>,
     cleanup_rules: Option<String>,
+    schedules: Option<Vec<ScheduleSpec>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -484,10 +560,13 @@ impl Settings {
             )?,
         };
 
+        let schedules = file.schedules.unwrap_or_else(default_schedules);
+
         Ok(Self {
             provisioning,
             mail,
             maintenance,
+            schedules,
             catalog: CatalogSettings {
                 url: catalog,
                 max_connections: (concurrency as u32) * 2 + 6,

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod message;
 pub mod metrics;
 pub mod runtime;
+pub mod scheduler;
 pub mod shutdown;
 pub mod telemetry;
 pub mod tenant_schema;

@@ -22,6 +22,10 @@ pub struct Metrics {
     pub dead_lettered: IntCounterVec,
     pub outbox_published: IntCounterVec,
     pub outbox_backlog: IntGauge,
+    /// Schedule firings by schedule and outcome (fired, missed).
+    pub firings: IntCounterVec,
+    /// 1 while this process leads the schedulers.
+    pub scheduler_leader: IntGauge,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -94,6 +98,19 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "landlord_outbox_backlog_messages",
         "Outbox rows due but not yet published",
     )?;
+    let firings = IntCounterVec::new(
+        Opts::new(
+            "landlord_schedule_firings_total",
+            "Schedule firings, fired or missed",
+        ),
+        &["schedule", "outcome"],
+    )?;
+    let scheduler_leader = IntGauge::new(
+        "landlord_scheduler_leader",
+        "1 while this process is the leading scheduler",
+    )?;
+    registry.register(Box::new(firings.clone()))?;
+    registry.register(Box::new(scheduler_leader.clone()))?;
     registry.register(Box::new(jobs.clone()))?;
     registry.register(Box::new(job_duration.clone()))?;
     registry.register(Box::new(in_flight.clone()))?;
@@ -118,6 +135,8 @@ fn build() -> Result<Metrics, prometheus::Error> {
         dead_lettered,
         outbox_published,
         outbox_backlog,
+        firings,
+        scheduler_leader,
     })
 }
 

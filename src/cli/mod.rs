@@ -4,6 +4,7 @@
 mod enqueue;
 mod jobs;
 mod maintenance;
+mod schedule;
 mod tenants;
 mod wait;
 
@@ -63,6 +64,11 @@ pub enum Command {
     Jobs(jobs::JobsCommand),
     /// Serve the HTTP API for producers that are not Rust (see openapi.json).
     Api(ApiArgs),
+    /// Run a scheduler: fire the configured schedules (one leader among replicas).
+    Scheduler,
+    /// Inspect and fire schedules.
+    #[command(subcommand)]
+    Schedule(schedule::ScheduleCommand),
 }
 
 #[derive(Debug, Args)]
@@ -133,7 +139,10 @@ pub fn main() -> ExitCode {
 
 async fn run(cli: Cli) -> Result<ExitCode> {
     let mut settings = Settings::load().map_err(|e| BadInput(format!("{e:#}")))?;
-    let is_worker = matches!(cli.command, Command::Worker(_) | Command::Api(_));
+    let is_worker = matches!(
+        cli.command,
+        Command::Worker(_) | Command::Api(_) | Command::Scheduler
+    );
     let filter = if is_worker || std::env::var("LANDLORD_LOG").is_ok() {
         settings.observability.log_filter.clone()
     } else {
@@ -175,6 +184,11 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tenants(c) => tenants::run(c, Arc::new(settings), registry).await,
         Command::Maintenance(a) => maintenance::run(a, Arc::new(settings), registry).await,
         Command::Jobs(c) => jobs::run(c, Arc::new(settings), registry).await,
+        Command::Scheduler => {
+            crate::scheduler::run(Arc::new(settings), registry, crate::shutdown::signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schedule(c) => schedule::run(c, Arc::new(settings), registry).await,
         Command::Api(a) => {
             crate::api::run(
                 Arc::new(settings),

@@ -156,11 +156,16 @@ impl TestEnv {
 
     /// Starts a worker; `env` overrides the test defaults.
     pub fn spawn_worker(&mut self, args: &[&str], env: &[(&str, &str)]) -> WorkerProc {
+        self.spawn(&[&["worker"], args].concat(), env)
+    }
+
+    /// Starts any long-running landlord role (worker, scheduler, api).
+    pub fn spawn(&mut self, args: &[&str], env: &[(&str, &str)]) -> WorkerProc {
         let port = free_port();
         let index = self.workers.len();
         let log = self.log_dir.join(format!("worker-{index}.log"));
         let file = std::fs::File::create(&log).expect("log file");
-        let mut c = self.command(&[&["worker"], args].concat());
+        let mut c = self.command(args);
         c.env("LANDLORD_LISTEN", format!("127.0.0.1:{port}"));
         for (k, v) in env {
             c.env(k, v);

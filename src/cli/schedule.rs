@@ -1,0 +1,182 @@
+//! `landlord schedule …`: what the scheduler will fire (`list`), firing a
+//! schedule now (`run`), and past firings (`history`).
+
+use std::{process::ExitCode, sync::Arc};
+
+use anyhow::Result;
+use chrono::{DateTime, Utc};
+use clap::Subcommand;
+
+use crate::{
+    broker::Broker,
+    cli::{BadInput, catalog},
+    config::Settings,
+    runtime::{Registry, relay::relay_once, worker::owner_id},
+    scheduler::{self, Schedule},
+};
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// Every schedule: next fire time in its own time zone, last firing and its jobs' outcomes.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fire a schedule now (same dedupe rules as the scheduler).
+    Run { name: String },
+    /// Past firings of a schedule, newest first.
+    History {
+        name: String,
+        #[arg(long, default_value_t = 20)]
+        limit: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn find<'a>(schedules: &'a [Schedule], name: &str) -> Result<&'a Schedule> {
+    schedules.iter().find(|s| s.name() == name).ok_or_else(|| {
+        BadInput(format!(
+            "unknown schedule {:?}; schedules: {}",
+            crate::message::truncate(name),
+            schedules
+                .iter()
+                .map(|s| s.name().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .into()
+    })
+}
+
+#[derive(sqlx::FromRow, serde::Serialize)]
+struct Firing {
+    fire_at: DateTime<Utc>,
+    status: String,
+    jobs: i32,
+    skipped: i32,
+    leader: Option<String>,
+    finished_at: Option<DateTime<Utc>>,
+}
+
+pub async fn run(
+    cmd: ScheduleCommand,
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+) -> Result<ExitCode> {
+    let schedules = scheduler::parse_all(&settings.schedules, &registry)
+        .map_err(|e| BadInput(format!("invalid schedules:\n{e}")))?;
+    let pool = catalog(&settings).await?;
+    match cmd {
+        ScheduleCommand::List { json } => {
+            let mut rows = Vec::new();
+            for s in &schedules {
+                let last: Option<Firing> = sqlx::query_as(
+                    "SELECT fire_at, status, jobs, skipped, leader, finished_at FROM schedule_firings \
+                     WHERE schedule = $1 ORDER BY fire_at DESC LIMIT 1",
+                )
+                .bind(s.name())
+                .fetch_optional(&pool)
+                .await?;
+                let outcomes: Vec<(String, i64)> = match &last {
+                    Some(f) => sqlx::query_as(
+                        "SELECT status, count(*) FROM jobs WHERE dedupe_key LIKE $1 GROUP BY status ORDER BY status",
+                    )
+                    .bind(format!(
+                        "sched:{}:%:{}",
+                        s.name(),
+                        f.fire_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    ))
+                    .fetch_all(&pool)
+                    .await?,
+                    None => Vec::new(),
+                };
+                rows.push(serde_json::json!({
+                    "name": s.name(),
+                    "cron": s.spec.cron,
+                    "timezone": s.spec.timezone,
+                    "kind": s.spec.kind,
+                    "args": s.spec.args,
+                    "next": s.next_local(Utc::now()),
+                    "last": last,
+                    "last_outcomes": outcomes.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+                }));
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<22} {:<16} {:<16} {:<12} {:<27} last",
+                    "name", "cron", "timezone", "kind", "next"
+                );
+                for r in &rows {
+                    let last = match r["last"].as_object() {
+                        Some(l) => format!(
+                            "{} {} jobs={} {}",
+                            l["fire_at"].as_str().unwrap_or(""),
+                            l["status"].as_str().unwrap_or(""),
+                            l["jobs"],
+                            r["last_outcomes"]
+                        ),
+                        None => "never".into(),
+                    };
+                    println!(
+                        "{:<22} {:<16} {:<16} {:<12} {:<27} {last}",
+                        r["name"].as_str().unwrap_or(""),
+                        r["cron"].as_str().unwrap_or(""),
+                        r["timezone"].as_str().unwrap_or(""),
+                        r["kind"].as_str().unwrap_or(""),
+                        r["next"].as_str().unwrap_or("-"),
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        ScheduleCommand::Run { name } => {
+            let s = find(&schedules, &name)?;
+            let fire_at =
+                DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_else(Utc::now);
+            let me = owner_id("cli");
+            let f = scheduler::fan_out(&pool, &registry, s, fire_at, &me).await?;
+            let broker = Broker::new(&settings.broker, &me);
+            while let Ok(n) = relay_once(&pool, &broker, None).await {
+                if n < 200 {
+                    break;
+                }
+            }
+            broker.close().await;
+            println!(
+                "{name}\t{}\tjobs={}\tskipped={}",
+                fire_at.to_rfc3339(),
+                f.jobs,
+                f.skipped
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        ScheduleCommand::History { name, limit, json } => {
+            find(&schedules, &name)?;
+            let rows: Vec<Firing> = sqlx::query_as(
+                "SELECT fire_at, status, jobs, skipped, leader, finished_at FROM schedule_firings \
+                 WHERE schedule = $1 ORDER BY fire_at DESC LIMIT $2",
+            )
+            .bind(&name)
+            .bind(limit.clamp(1, 10_000))
+            .fetch_all(&pool)
+            .await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                for r in rows {
+                    println!(
+                        "{}\t{}\tjobs={}\tskipped={}",
+                        r.fire_at.to_rfc3339(),
+                        r.status,
+                        r.jobs,
+                        r.skipped
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! The scheduler role (`landlord scheduler`): fires configured schedules and
+//! fans each firing out into one job per tenant.
+//!
+//! Run several for availability: exactly one leads, by holding a session
+//! advisory lock in the catalog on a dedicated connection. If the leader dies
+//! its connection closes, the lock is free, and another replica takes over
+//! within a second. Firings are rows keyed by schedule and fire time, and each
+//! tenant's job has a dedupe key built from both, so a change of leader or a
+//! crash in the middle of a fan-out never doubles a job. This module never
+//! runs jobs itself.
+
+mod fanout;
+mod schedule;
+
+use std::{sync::Arc, time::Duration};
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Utc};
+use sqlx::{PgPool, Postgres, pool::PoolConnection};
+
+pub use fanout::{FanOut, fan_out, job_key};
+pub use schedule::{Schedule, parse_all};
+
+use crate::{
+    broker::Broker,
+    config::Settings,
+    metrics,
+    runtime::{Registry, relay::relay_once, worker::owner_id},
+};
+
+/// Most occurrences looked at per schedule and tick (a long outage of a
+/// per-second schedule must not stall the loop).
+const MAX_DUE: usize = 1000;
+
+/// Tries to become leader; keeps the lock's connection while leading.
+async fn try_lead(pool: &PgPool) -> Result<Option<PoolConnection<Postgres>>> {
+    let mut conn = pool.acquire().await.context("scheduler lock connection")?;
+    conn.close_on_drop();
+    let got: bool =
+        sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext('landlord-scheduler-leader'))")
+            .fetch_one(&mut *conn)
+            .await
+            .context("taking the leader lock")?;
+    Ok(got.then_some(conn))
+}
+
+/// Fire times of `s` in `(after, now]`, oldest first, at most [`MAX_DUE`].
+fn due(s: &Schedule, after: DateTime<Utc>, now: DateTime<Utc>) -> Vec<DateTime<Utc>> {
+    let mut out = Vec::new();
+    let mut t = after;
+    while let Some(next) = s.next_after(t) {
+        if next > now || out.len() >= MAX_DUE {
+            break;
+        }
+        out.push(next);
+        t = next;
+    }
+    out
+}
+
+/// One pass of the leader: finish interrupted fan-outs, then fire what is due.
+async fn tick(
+    pool: &PgPool,
+    registry: &Registry,
+    schedules: &[Schedule],
+    since: DateTime<Utc>,
+    leader: &str,
+) -> Result<()> {
+    let now = Utc::now();
+    let open: Vec<(String, DateTime<Utc>)> =
+        sqlx::query_as("SELECT schedule, fire_at FROM schedule_firings WHERE status = 'fanning_out' ORDER BY fire_at")
+            .fetch_all(pool)
+            .await
+            .context("finding interrupted fan-outs")?;
+    for (name, fire_at) in open {
+        if let Some(s) = schedules.iter().find(|s| s.name() == name) {
+            let f = fan_out(pool, registry, s, fire_at, leader).await?;
+            tracing::info!(schedule = %name, %fire_at, jobs = f.jobs, "finished an interrupted fan-out");
+        }
+    }
+    for s in schedules {
+        let last: Option<DateTime<Utc>> =
+            sqlx::query_scalar("SELECT max(fire_at) FROM schedule_firings WHERE schedule = $1")
+                .bind(s.name())
+                .fetch_one(pool)
+                .await
+                .context("reading the last firing")?;
+        let times = due(s, last.unwrap_or(since), now);
+        let Some((&latest, earlier)) = times.split_last() else {
+            continue;
+        };
+        // Missed while no scheduler ran: only the latest may still run.
+        for &t in earlier {
+            if fanout::record_missed(pool, s.name(), t, leader).await? {
+                metrics::get()
+                    .firings
+                    .with_label_values(&[s.name(), "missed"])
+                    .inc();
+                tracing::warn!(schedule = s.name(), fire_at = %t, "firing missed");
+            }
+        }
+        let late = (now - latest).num_seconds();
+        if late > i64::from(s.spec.starting_deadline_seconds) {
+            if fanout::record_missed(pool, s.name(), latest, leader).await? {
+                metrics::get()
+                    .firings
+                    .with_label_values(&[s.name(), "missed"])
+                    .inc();
+                tracing::warn!(schedule = s.name(), fire_at = %latest, late_s = late, "firing missed its starting deadline");
+            }
+            continue;
+        }
+        let f = fan_out(pool, registry, s, latest, leader).await?;
+        metrics::get()
+            .firings
+            .with_label_values(&[s.name(), "fired"])
+            .inc();
+        tracing::info!(schedule = s.name(), fire_at = %latest, jobs = f.jobs, skipped = f.skipped, "schedule fired");
+    }
+    Ok(())
+}
+
+/// Runs the scheduler role until `shutdown` resolves.
+pub async fn run(
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let schedules = parse_all(&settings.schedules, &registry)
+        .map_err(|e| crate::cli::BadInput(format!("invalid schedules:\n{e}")))?;
+    let pool = crate::db::connect(&settings).await?;
+    crate::db::migrate(&pool).await?;
+    let me = owner_id("scheduler");
+    let broker = Broker::new(&settings.broker, &me);
+    let since = Utc::now();
+    let mut lock: Option<PoolConnection<Postgres>> = None;
+    tokio::pin!(shutdown);
+    tracing::info!(schedules = schedules.len(), owner = %me, "scheduler started");
+    loop {
+        if lock.is_none() {
+            match try_lead(&pool).await {
+                Ok(Some(c)) => {
+                    tracing::info!(owner = %me, "became leader");
+                    metrics::get().scheduler_leader.set(1);
+                    lock = Some(c);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot reach the catalog"),
+            }
+        } else if let Some(c) = lock.as_mut()
+            && sqlx::query("SELECT 1").execute(&mut **c).await.is_err()
+        {
+            tracing::warn!("lost the leader lock's connection; no longer leader");
+            metrics::get().scheduler_leader.set(0);
+            lock = None;
+        }
+        if lock.is_some() {
+            match tick(&pool, &registry, &schedules, since, &me).await {
+                Ok(()) => {
+                    // Publish what the fan-outs wrote now; workers' relays would too.
+                    while let Ok(n) = relay_once(&pool, &broker, None).await {
+                        if n < 200 {
+                            break;
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "scheduler tick failed; retrying")
+                }
+            }
+        }
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+    drop(lock);
+    broker.close().await;
+    pool.close().await;
+    tracing::info!("scheduler stopped");
+    Ok(())
+}
