@@ -669,3 +669,65 @@ async fn heavy_maintenance_is_staggered_per_server_without_spending_attempts() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_per_server_limit_holds_under_two_hundred_maintenance_jobs() {
+    let mut env = TestEnv::new().await;
+    let mut slugs = Vec::new();
+    for i in 0..20 {
+        let s = format!("load{i}");
+        env.tenant(&s).await;
+        slugs.push(s);
+    }
+    env.spawn_worker(
+        &["--concurrency", "8"],
+        &[
+            ("LANDLORD_HEAVY_PER_SERVER", "2"),
+            ("LANDLORD_BUSY_DELAY_MS", "50"),
+        ],
+    );
+    env.spawn_worker(
+        &["--concurrency", "8"],
+        &[
+            ("LANDLORD_HEAVY_PER_SERVER", "2"),
+            ("LANDLORD_BUSY_DELAY_MS", "50"),
+        ],
+    );
+    let all = slugs.join(",");
+    let mut ids = Vec::new();
+    for _ in 0..10 {
+        let out = env.ok(&["maintenance", "--tenant", &all, "--vacuum", "--json"]);
+        for line in out.lines() {
+            let v: Value = serde_json::from_str(line).unwrap();
+            ids.push(uuid::Uuid::parse_str(v["job_id"].as_str().unwrap()).unwrap());
+        }
+    }
+    assert_eq!(ids.len(), 200);
+    let mut spans = Vec::new();
+    for id in &ids {
+        let j = env.wait_job(*id, secs(300)).await;
+        assert_eq!(j["status"], "succeeded", "{j:#}");
+        let s: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(j["result"]["started_at"].clone()).unwrap();
+        let f: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(j["result"]["finished_at"].clone()).unwrap();
+        spans.push((s, f));
+    }
+    // The most heavy jobs running at any instant on the one server.
+    let mut edges: Vec<(chrono::DateTime<chrono::Utc>, i32)> = Vec::new();
+    for (s, f) in &spans {
+        edges.push((*s, 1));
+        edges.push((*f, -1));
+    }
+    edges.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let (mut now, mut peak) = (0, 0);
+    for (_, d) in edges {
+        now += d;
+        peak = peak.max(now);
+    }
+    assert!(
+        peak <= 2,
+        "{peak} heavy jobs ran at once on one server (limit 2)"
+    );
+    assert!(peak >= 1);
+}
