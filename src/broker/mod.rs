@@ -55,6 +55,16 @@ struct Inner {
     connected: AtomicBool,
 }
 
+/// One message of a [`Broker::publish_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// Logical exchange (`work`, `events`, `dead`).
+    pub exchange: &'a str,
+    pub routing_key: &'a str,
+    pub payload: &'a [u8],
+    pub message_id: &'a str,
+}
+
 /// A message taken from a work queue.
 pub struct Delivery {
     pub family: String,
@@ -203,6 +213,74 @@ impl Broker {
             self.reset().await;
         }
         res
+    }
+
+    /// Publishes a batch with confirms, pipelined: every message is sent, then
+    /// every confirm awaited. One result per message, in order.
+    pub async fn publish_batch(&self, batch: &[Outgoing<'_>]) -> Vec<Result<()>> {
+        let session = match self.session().await {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = format!("{e:#}");
+                return batch.iter().map(|_| Err(anyhow!("{msg}"))).collect();
+            }
+        };
+        let mut pending = Vec::with_capacity(batch.len());
+        for m in batch {
+            let props = BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type(ShortString::from("application/json"))
+                .with_message_id(ShortString::from(m.message_id.to_string()));
+            let sent = tokio::time::timeout(
+                OP_TIMEOUT,
+                session.publisher.basic_publish(
+                    ShortString::from(self.inner.topology.exchange(m.exchange)),
+                    ShortString::from(m.routing_key.to_string()),
+                    BasicPublishOptions {
+                        mandatory: m.exchange != topology::EVENTS,
+                        ..Default::default()
+                    },
+                    m.payload,
+                    props,
+                ),
+            )
+            .await;
+            pending.push(match sent {
+                Ok(Ok(confirm)) => Ok(confirm),
+                Ok(Err(e)) => Err(anyhow::Error::new(e).context("publishing")),
+                Err(_) => Err(anyhow!("timed out publishing to RabbitMQ")),
+            });
+        }
+        let mut out = Vec::with_capacity(batch.len());
+        for (m, p) in batch.iter().zip(pending) {
+            let res = match p {
+                Err(e) => Err(e),
+                Ok(confirm) => match tokio::time::timeout(OP_TIMEOUT, confirm).await {
+                    Err(_) => Err(anyhow!("timed out waiting for the publisher confirm")),
+                    Ok(Err(e)) => {
+                        Err(anyhow::Error::new(e).context("waiting for the publisher confirm"))
+                    }
+                    Ok(Ok(c)) if c.is_nack() => {
+                        Err(anyhow!("broker refused message {} (nack)", m.message_id))
+                    }
+                    Ok(Ok(c)) => match c.take_message() {
+                        Some(r) => Err(anyhow!(
+                            "message {} to {}/{} was unroutable: {}",
+                            m.message_id,
+                            m.exchange,
+                            m.routing_key,
+                            r.reply_text
+                        )),
+                        None => Ok(()),
+                    },
+                },
+            };
+            out.push(res);
+        }
+        if out.iter().any(Result::is_err) {
+            self.reset().await;
+        }
+        out
     }
 
     /// A new channel on the current connection, for a consumer slot.

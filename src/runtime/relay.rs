@@ -9,7 +9,10 @@
 use anyhow::{Context, Result};
 use sqlx::PgPool;
 
-use crate::{broker::Broker, broker::topology, metrics};
+use crate::{
+    broker::{Broker, Outgoing, topology},
+    metrics,
+};
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -38,24 +41,29 @@ pub async fn relay_once(pool: &PgPool, broker: &Broker, only: Option<i64>) -> Re
     // Job rows are stamped after the commit, so a relay never holds a job's
     // row lock while it waits for the broker (a worker may be claiming it).
     let mut published_jobs = Vec::new();
-    for row in &rows {
-        let body = serde_json::to_vec(&row.payload).context("encoding outbox payload")?;
-        match broker
-            .publish(
-                &row.exchange,
-                &row.routing_key,
-                &body,
-                &row.message_id,
-                None,
-            )
-            .await
-        {
+    let bodies: Vec<Vec<u8>> = rows
+        .iter()
+        .map(|r| serde_json::to_vec(&r.payload))
+        .collect::<Result<_, _>>()
+        .context("encoding outbox payload")?;
+    let batch: Vec<Outgoing<'_>> = rows
+        .iter()
+        .zip(&bodies)
+        .map(|(r, b)| Outgoing {
+            exchange: &r.exchange,
+            routing_key: &r.routing_key,
+            payload: b,
+            message_id: &r.message_id,
+        })
+        .collect();
+    // Pipelined: all sent, then all confirms awaited.
+    let results = broker.publish_batch(&batch).await;
+    let mut first_error = None;
+    let mut confirmed = Vec::new();
+    for (row, res) in rows.iter().zip(results) {
+        match res {
             Ok(()) => {
-                sqlx::query("UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1 WHERE id = $1")
-                    .bind(row.id)
-                    .execute(&mut *tx)
-                    .await
-                    .context("stamping outbox row")?;
+                confirmed.push(row.id);
                 if row.exchange == topology::WORK
                     && let Some(job) = row.job_id
                 {
@@ -69,7 +77,7 @@ pub async fn relay_once(pool: &PgPool, broker: &Broker, only: Option<i64>) -> Re
             }
             Err(e) => {
                 // Back this row off (1 s doubling to 5 min) so one bad row never
-                // holds up the rows behind it; the next relay pass tries the rest.
+                // holds up the rows behind it.
                 sqlx::query(
                     "UPDATE outbox SET publish_attempts = publish_attempts + 1, last_error = $2, \
                      available_at = now() + make_interval(secs => least(300, power(2, least(publish_attempts, 9)))) \
@@ -80,15 +88,31 @@ pub async fn relay_once(pool: &PgPool, broker: &Broker, only: Option<i64>) -> Re
                 .execute(&mut *tx)
                 .await
                 .context("recording publish error")?;
-                tx.commit().await.context("committing outbox")?;
-                stamp_jobs(pool, &published_jobs).await;
-                return Err(e.context(format!("publishing outbox row {}", row.id)));
+                if first_error.is_none() {
+                    first_error = Some(e.context(format!("publishing outbox row {}", row.id)));
+                }
             }
         }
     }
+    if !confirmed.is_empty() {
+        sqlx::query(
+            "UPDATE outbox SET published_at = now(), publish_attempts = publish_attempts + 1 WHERE id = ANY($1)",
+        )
+        .bind(&confirmed)
+        .execute(&mut *tx)
+        .await
+        .context("stamping outbox rows")?;
+    }
     tx.commit().await.context("committing outbox")?;
     stamp_jobs(pool, &published_jobs).await;
-    Ok(sent)
+    match first_error {
+        Some(e) if sent == 0 => Err(e),
+        Some(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "some outbox rows were not published; backed off");
+            Ok(sent)
+        }
+        None => Ok(sent),
+    }
 }
 
 /// Records when each job's message was last published (used to spot missing messages).
