@@ -135,6 +135,21 @@ async fn two_schedulers_fire_each_firing_once_and_hand_over() {
             .await,
         0
     );
+    // The scheduled jobs are real: a worker runs them.
+    env.spawn_worker(&["--concurrency", "4"], &[]);
+    let deadline = Instant::now() + secs(60);
+    while env
+        .count("SELECT count(*) FROM jobs WHERE status = 'succeeded'")
+        .await
+        < 3
+    {
+        assert!(
+            Instant::now() < deadline,
+            "scheduled jobs never ran\n{}",
+            env.worker_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]

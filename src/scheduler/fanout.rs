@@ -8,12 +8,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::PgPool;
 
 use crate::{
-    failpoint,
-    runtime::{
-        Registry,
-        store::{self, EnqueueError, EnqueueRequest, Origin},
-    },
-    scheduler::Schedule,
+    broker::topology, failpoint, message::JobMessage, runtime::Registry, scheduler::Schedule,
 };
 
 /// Tenants written per transaction.
@@ -94,40 +89,67 @@ pub async fn fan_out(
             skipped: i64::from(skipped),
         });
     }
-    let tenants: Vec<String> = sqlx::query_scalar(
-        "SELECT slug FROM tenants WHERE status = 'active' AND ($1::text[] IS NULL OR slug = ANY($1)) ORDER BY id",
+    let tenants: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT id, slug FROM tenants WHERE status = 'active' AND ($1::text[] IS NULL OR slug = ANY($1)) ORDER BY id",
     )
     .bind(s.spec.tenants.as_deref())
     .fetch_all(pool)
     .await
     .context("listing the schedule's tenants")?;
+    let kind = registry
+        .get(&s.spec.kind)
+        .with_context(|| format!("schedule {name}: unknown job kind {}", s.spec.kind))?;
     let spread = i64::from(s.spec.spread_seconds);
+    let key_prefix = format!("sched:{name}:");
     let mut skipped_now = 0i64;
     for (i, chunk) in tenants.chunks(CHUNK).enumerate() {
         let mut tx = pool.begin().await.context("starting transaction")?;
-        for slug in chunk {
-            let key = job_key(name, slug, fire_at);
-            let exists: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM jobs WHERE dedupe_key = $1)")
-                    .bind(&key)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if exists {
+        // Set-based per chunk: which tenants already have this firing's job,
+        // which still have a live run of this schedule (overlap), then one
+        // INSERT for the jobs and one for their outbox rows.
+        let keys: Vec<String> = chunk
+            .iter()
+            .map(|(_, slug)| job_key(name, slug, fire_at))
+            .collect();
+        let existing: std::collections::HashSet<String> =
+            sqlx::query_scalar("SELECT dedupe_key FROM jobs WHERE dedupe_key = ANY($1)")
+                .bind(&keys)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect();
+        let busy: std::collections::HashSet<String> = if s.spec.skip_overlap {
+            let prefixes: Vec<String> = chunk
+                .iter()
+                .map(|(_, slug)| format!("{}%", like_escape(&format!("{key_prefix}{slug}:"))))
+                .collect();
+            let live: Vec<String> = sqlx::query_scalar(
+                "SELECT dedupe_key FROM jobs WHERE dedupe_key LIKE ANY($1) \
+                 AND status IN ('queued', 'running', 'retrying')",
+            )
+            .bind(&prefixes)
+            .fetch_all(&mut *tx)
+            .await?;
+            live.iter()
+                .filter_map(|k| {
+                    k.strip_prefix(&key_prefix)?
+                        .split(':')
+                        .next()
+                        .map(str::to_string)
+                })
+                .collect()
+        } else {
+            Default::default()
+        };
+        let (mut ids, mut tenant_ids, mut dedupe, mut run_ats, mut payloads) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for ((tenant_id, slug), key) in chunk.iter().zip(keys) {
+            if existing.contains(&key) {
                 continue;
             }
-            if s.spec.skip_overlap {
-                let prefix = format!("{}%", like_escape(&format!("sched:{name}:{slug}:")));
-                let live: bool = sqlx::query_scalar(
-                    "SELECT EXISTS (SELECT 1 FROM jobs WHERE dedupe_key LIKE $1 \
-                     AND status IN ('queued', 'running', 'retrying'))",
-                )
-                .bind(&prefix)
-                .fetch_one(&mut *tx)
-                .await?;
-                if live {
-                    skipped_now += 1;
-                    continue;
-                }
+            if busy.contains(slug) {
+                skipped_now += 1;
+                continue;
             }
             // Spread start times over the window, stably per tenant.
             let offset = if spread > 0 {
@@ -135,19 +157,46 @@ pub async fn fan_out(
             } else {
                 0
             };
-            let req = EnqueueRequest {
-                kind: s.spec.kind.clone(),
-                tenant: Some(slug.clone()),
-                args: s.spec.args.clone(),
-                dedupe_key: Some(key),
-                run_at: Some(fire_at + chrono::Duration::seconds(offset)),
-                ..Default::default()
-            };
-            match store::enqueue_in(&mut tx, registry, &req, Origin::Catalog).await {
-                Ok(_) => {}
-                Err(EnqueueError::Other(e)) => return Err(e),
-                Err(e) => return Err(anyhow::anyhow!("schedule {name}: tenant {slug}: {e}")),
-            }
+            let id = uuid::Uuid::now_v7();
+            let msg = JobMessage::new(id, kind.kind, Some(slug), s.spec.args.clone());
+            payloads.push(serde_json::to_value(&msg).context("encoding message")?);
+            ids.push(id);
+            tenant_ids.push(*tenant_id);
+            dedupe.push(key);
+            run_ats.push(fire_at + chrono::Duration::seconds(offset));
+        }
+        if !ids.is_empty() {
+            sqlx::query(
+                "INSERT INTO jobs (id, kind, queue, tenant_id, args, status, max_attempts, dedupe_key, run_at, origin) \
+                 SELECT u.id, $5, $6, u.tenant_id, $7, 'queued', $8, u.key, u.run_at, 'catalog' \
+                 FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[]) AS u(id, tenant_id, key, run_at)",
+            )
+            .bind(&ids)
+            .bind(&tenant_ids)
+            .bind(&dedupe)
+            .bind(&run_ats)
+            .bind(kind.kind)
+            .bind(kind.queue)
+            .bind(&s.spec.args)
+            .bind(kind.max_attempts as i32)
+            .execute(&mut *tx)
+            .await
+            .context("writing the firing's jobs")?;
+            let message_ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+            sqlx::query(
+                "INSERT INTO outbox (exchange, routing_key, payload, message_id, job_id, available_at) \
+                 SELECT $5, $6, u.payload, u.message_id, u.job_id, u.run_at \
+                 FROM UNNEST($1::jsonb[], $2::text[], $3::uuid[], $4::timestamptz[]) AS u(payload, message_id, job_id, run_at)",
+            )
+            .bind(&payloads)
+            .bind(&message_ids)
+            .bind(&ids)
+            .bind(&run_ats)
+            .bind(topology::WORK)
+            .bind(kind.queue)
+            .execute(&mut *tx)
+            .await
+            .context("writing the firing's outbox rows")?;
         }
         tx.commit().await.context("committing a fan-out chunk")?;
         if i == 0 && tenants.len() > CHUNK {
