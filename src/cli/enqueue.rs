@@ -73,29 +73,7 @@ pub async fn submit(
         outbox.extend(enq.outbox_id);
     }
 
-    if !outbox.is_empty() {
-        let broker = Broker::new(&settings.broker, &crate::runtime::worker::owner_id("cli"));
-        let mut warned = false;
-        for id in outbox {
-            let res =
-                tokio::time::timeout(Duration::from_secs(10), relay_once(pool, &broker, Some(id)))
-                    .await;
-            let failed = match res {
-                Ok(Ok(_)) => None,
-                Ok(Err(e)) => Some(format!("{e:#}")),
-                Err(_) => Some("timed out".to_string()),
-            };
-            if let Some(why) = failed
-                && !warned
-            {
-                eprintln!(
-                    "warning: could not publish now ({why}); the job is safe in the catalog and a worker's relay will publish it"
-                );
-                warned = true;
-            }
-        }
-        broker.close().await;
-    }
+    publish_now(pool, &settings, &outbox).await;
 
     if opts.wait {
         let rows = wait::follow(pool, &ids, opts.json).await?;
@@ -104,20 +82,25 @@ pub async fn submit(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Publishes one just-written outbox row, or says the relay will.
-pub async fn publish_now(pool: &PgPool, settings: &Settings, outbox_id: Option<i64>) {
-    let Some(id) = outbox_id else { return };
+/// Publishes just-written outbox rows now, or says (once) that the relay will.
+pub async fn publish_now(pool: &PgPool, settings: &Settings, outbox_ids: &[i64]) {
+    if outbox_ids.is_empty() {
+        return;
+    }
     let broker = Broker::new(&settings.broker, &crate::runtime::worker::owner_id("cli"));
-    let res =
-        tokio::time::timeout(Duration::from_secs(10), relay_once(pool, &broker, Some(id))).await;
-    match res {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => eprintln!(
-            "warning: could not publish now ({e:#}); the job is safe in the catalog and a worker's relay will publish it"
-        ),
-        Err(_) => eprintln!(
-            "warning: could not publish now (timed out); the job is safe in the catalog and a worker's relay will publish it"
-        ),
+    for &id in outbox_ids {
+        let res =
+            tokio::time::timeout(Duration::from_secs(10), relay_once(pool, &broker, Some(id)))
+                .await;
+        let why = match res {
+            Ok(Ok(_)) => continue,
+            Ok(Err(e)) => format!("{e:#}"),
+            Err(_) => "timed out".to_string(),
+        };
+        eprintln!(
+            "warning: could not publish now ({why}); the job is safe in the catalog and a worker's relay will publish it"
+        );
+        break;
     }
     broker.close().await;
 }

@@ -222,18 +222,7 @@ pub async fn run(
             let outbox = store::retry(&pool, id, &actor())
                 .await
                 .map_err(action_err)?;
-            if let Some(o) = outbox {
-                let broker = crate::broker::Broker::new(
-                    &settings.broker,
-                    &crate::runtime::worker::owner_id("cli"),
-                );
-                if let Err(e) = crate::runtime::relay::relay_once(&pool, &broker, Some(o)).await {
-                    eprintln!(
-                        "warning: could not publish now ({e:#}); a worker's relay will publish it"
-                    );
-                }
-                broker.close().await;
-            }
+            enqueue::publish_now(&pool, &settings, outbox.as_slice()).await;
             println!("{id}\tqueued again");
             if run.wait {
                 let rows = crate::cli::wait::follow(&pool, &[id], run.json).await?;

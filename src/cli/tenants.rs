@@ -219,7 +219,7 @@ pub async fn run(
                 .await?;
                 enqueue::report(&[row], run.json)?;
             } else {
-                enqueue::publish_now(&pool, settings, created.job.outbox_id).await;
+                enqueue::publish_now(&pool, settings, created.job.outbox_id.as_slice()).await;
                 if run.json {
                     println!(
                         "{}",
@@ -378,7 +378,7 @@ pub async fn run(
             )
             .await
             .map_err(life_err)?;
-            enqueue::publish_now(&pool, settings, job.outbox_id).await;
+            enqueue::publish_now(&pool, settings, job.outbox_id.as_slice()).await;
             println!("{}\tdrop_tenant\t{slug}\tscheduled", job.id);
             if run.sync && now {
                 let row = crate::runtime::sync::run_existing(
