@@ -11,7 +11,7 @@ use crate::{
     broker::Broker,
     cli::{BadInput, catalog},
     config::Settings,
-    runtime::{Registry, relay::relay_once, worker::owner_id},
+    runtime::{Registry, relay, worker::owner_id},
     scheduler::{self, Schedule},
 };
 
@@ -139,11 +139,7 @@ pub async fn run(
             let me = owner_id("cli");
             let f = scheduler::fan_out(&pool, &registry, s, fire_at, &me).await?;
             let broker = Broker::new(&settings.broker, &me);
-            while let Ok(n) = relay_once(&pool, &broker, None).await {
-                if n < 200 {
-                    break;
-                }
-            }
+            relay::drain(&pool, &broker).await;
             broker.close().await;
             println!(
                 "{name}\t{}\tjobs={}\tskipped={}",

@@ -14,6 +14,9 @@ use crate::{
     metrics,
 };
 
+/// Rows published per pass.
+pub const BATCH: usize = 200;
+
 #[derive(sqlx::FromRow)]
 struct Row {
     id: i64,
@@ -31,9 +34,10 @@ pub async fn relay_once(pool: &PgPool, broker: &Broker, only: Option<i64>) -> Re
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, exchange, routing_key, payload, message_id, job_id FROM outbox \
          WHERE published_at IS NULL AND available_at <= now() AND ($1::bigint IS NULL OR id = $1) \
-         ORDER BY available_at, id LIMIT 200 FOR UPDATE SKIP LOCKED",
+         ORDER BY available_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
     )
     .bind(only)
+    .bind(BATCH as i64)
     .fetch_all(&mut *tx)
     .await
     .context("reading outbox")?;
@@ -112,6 +116,16 @@ pub async fn relay_once(pool: &PgPool, broker: &Broker, only: Option<i64>) -> Re
             Ok(sent)
         }
         None => Ok(sent),
+    }
+}
+
+/// Publishes every due row now, batch after batch, until a batch comes back
+/// short (or publishing fails; the relay of any worker carries on).
+pub async fn drain(pool: &PgPool, broker: &Broker) {
+    while let Ok(n) = relay_once(pool, broker, None).await {
+        if n < BATCH {
+            break;
+        }
     }
 }
 

@@ -402,7 +402,7 @@ async fn relay_loop(w: Worker, stop: CancellationToken) {
     let mut failures = 0u32;
     while !stop.is_cancelled() {
         let wait = match relay_once(&w.exec.catalog, &w.broker, None).await {
-            Ok(n) if n >= 200 => Duration::ZERO,
+            Ok(n) if n >= crate::runtime::relay::BATCH => Duration::ZERO,
             Ok(_) => {
                 failures = 0;
                 w.exec.settings.worker.relay_interval

@@ -25,7 +25,7 @@ use crate::{
     broker::Broker,
     config::Settings,
     metrics,
-    runtime::{Registry, relay::relay_once, worker::owner_id},
+    runtime::{Registry, relay, worker::owner_id},
 };
 
 /// Most occurrences looked at per schedule and tick (a long outage of a
@@ -158,11 +158,7 @@ pub async fn run(
             match tick(&pool, &registry, &schedules, since, &me).await {
                 Ok(()) => {
                     // Publish what the fan-outs wrote now; workers' relays would too.
-                    while let Ok(n) = relay_once(&pool, &broker, None).await {
-                        if n < 200 {
-                            break;
-                        }
-                    }
+                    relay::drain(&pool, &broker).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "scheduler tick failed; retrying")
