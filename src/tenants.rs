@@ -229,6 +229,25 @@ pub async fn get_in(
     .ok_or_else(|| TenantError::NotFound(slug.to_string()))
 }
 
+/// [`get_in`] that also locks the row until the transaction ends, for
+/// read-modify-write changes (status, settings, deletion).
+pub async fn lock_in(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    slug: &str,
+) -> Result<Tenant, TenantError> {
+    if ident::validate_slug(slug).is_err() {
+        return Err(TenantError::NotFound(short(slug)));
+    }
+    sqlx::query_as(&format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants WHERE slug = $1 FOR UPDATE"
+    ))
+    .bind(slug)
+    .fetch_optional(&mut **tx)
+    .await
+    .context("locking tenant")?
+    .ok_or_else(|| TenantError::NotFound(slug.to_string()))
+}
+
 /// All tenants, optionally only those with one status.
 pub async fn list(pool: &PgPool, status: Option<&str>) -> Result<Vec<Tenant>> {
     sqlx::query_as(&format!(

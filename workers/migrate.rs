@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sqlx::migrate::MigrateError;
 
 use crate::{
     runtime::{Job, JobContext, JobError},
@@ -84,15 +83,7 @@ impl Job for Migrate {
         let res = m.run(&pool).await;
         pool.close().await;
         drop(slot_conn);
-        res.map_err(|e| match e {
-            MigrateError::ExecuteMigration(sqlx::Error::Database(d), v) => {
-                JobError::fatal(format!("tenant migration {v} failed: {d}"))
-            }
-            e @ (MigrateError::VersionMissing(_)
-            | MigrateError::VersionMismatch(_)
-            | MigrateError::Dirty(_)) => JobError::fatal(format!("tenant migrations: {e}")),
-            e => JobError::retryable(format!("tenant migrations: {e}")),
-        })?;
+        res.map_err(super::provision::classify)?;
         sqlx::query("UPDATE tenants SET schema_version = $2, updated_at = now() WHERE id = $1")
             .bind(t.id)
             .bind(target)

@@ -37,7 +37,7 @@ fn retry(e: anyhow::Error) -> JobError {
 }
 
 /// A broken migration fails the same way every time; a lost connection may not.
-fn classify(e: MigrateError) -> JobError {
+pub(crate) fn classify(e: MigrateError) -> JobError {
     match e {
         MigrateError::ExecuteMigration(sqlx::Error::Database(d), v) => {
             JobError::fatal(format!("tenant migration {v} failed: {d}"))

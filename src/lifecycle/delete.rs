@@ -43,12 +43,7 @@ pub async fn delete(
         ));
     }
     let mut tx = pool.begin().await?;
-    // Lock first, then read: a concurrent change cannot slip in between.
-    sqlx::query("SELECT 1 FROM tenants WHERE slug = $1 FOR UPDATE")
-        .bind(slug)
-        .execute(&mut *tx)
-        .await?;
-    let t = tenants::get_in(&mut tx, slug).await?;
+    let t = tenants::lock_in(&mut tx, slug).await?;
     if !matches!(
         t.status.as_str(),
         "active" | "inactive" | "suspended" | "failed"
