@@ -122,7 +122,7 @@ pub async fn update_settings(
         }
     }
     let mut tx = pool.begin().await?;
-    let t = tenants::get_in(&mut tx, slug).await?;
+    let t = tenants::lock_in(&mut tx, slug).await?;
     let mut settings = t.settings.as_object().cloned().unwrap_or_default();
     let before = Value::Object(settings.clone());
     for (k, v) in changes {
