@@ -288,6 +288,8 @@ pub struct Settings {
     pub provisioning: ProvisioningSettings,
     pub mail: MailSettings,
     pub maintenance: MaintenanceSettings,
+    /// Backups and restores.
+    pub backup: crate::backup::BackupSettings,
     /// Schedules the scheduler fires (the seed's defaults unless configured).
     pub schedules: Vec<ScheduleSpec>,
     /// Tenant database servers by name. `default` is always present.
@@ -320,6 +322,8 @@ struct FileSettings {
     heavy_per_server: Option<u32>,
     cleanup_rules: Option<String>,
     schedules: Option<Vec<ScheduleSpec>>,
+    #[serde(default)]
+    backup: crate::backup::settings::FileBackup,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -561,11 +565,13 @@ impl Settings {
         };
 
         let schedules = file.schedules.unwrap_or_else(default_schedules);
+        let backup = crate::backup::BackupSettings::load(file.backup)?;
 
         Ok(Self {
             provisioning,
             mail,
             maintenance,
+            backup,
             schedules,
             catalog: CatalogSettings {
                 url: catalog,

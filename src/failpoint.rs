@@ -12,3 +12,20 @@ pub fn hit(name: &str) {
         std::process::abort();
     }
 }
+
+/// Sleeps if `name=MILLIS` is listed in `LANDLORD_FAILPOINTS`, so a test can
+/// act while the process sits at that point (e.g. kill a connection mid-dump).
+pub async fn pause(name: &str) {
+    let Ok(list) = std::env::var("LANDLORD_FAILPOINTS") else {
+        return;
+    };
+    for p in list.split(',') {
+        if let Some((n, ms)) = p.trim().split_once('=')
+            && n == name
+            && let Ok(ms) = ms.parse::<u64>()
+        {
+            tracing::warn!(failpoint = name, ms, "failpoint hit: pausing");
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+    }
+}

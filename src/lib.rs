@@ -2,6 +2,7 @@
 //! queue-driven worker fleet. See `ARCHITECTURE.md` for the map.
 
 pub mod api;
+pub mod backup;
 pub mod broker;
 pub mod cli;
 pub mod client;

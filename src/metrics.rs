@@ -26,6 +26,11 @@ pub struct Metrics {
     pub firings: IntCounterVec,
     /// 1 while this process leads the schedulers.
     pub scheduler_leader: IntGauge,
+    /// Bytes written to the backup store by completed backups.
+    pub backup_bytes: IntCounter,
+    pub backup_duration: prometheus::Histogram,
+    /// From `backups monitor`: tenants by check (stale, oversize, healthy).
+    pub backup_monitor: IntGaugeVec,
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
@@ -109,6 +114,27 @@ fn build() -> Result<Metrics, prometheus::Error> {
         "landlord_scheduler_leader",
         "1 while this process is the leading scheduler",
     )?;
+    let backup_bytes = IntCounter::new(
+        "landlord_backup_stored_bytes_total",
+        "Bytes written to the backup store by completed backups",
+    )?;
+    let backup_duration = prometheus::Histogram::with_opts(
+        HistogramOpts::new(
+            "landlord_backup_duration_seconds",
+            "Wall time of completed backups",
+        )
+        .buckets(vec![0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 1800.0, 7200.0]),
+    )?;
+    let backup_monitor = IntGaugeVec::new(
+        Opts::new(
+            "landlord_backup_monitor_tenants",
+            "Tenants per backup health check result (stale, oversize, healthy)",
+        ),
+        &["check"],
+    )?;
+    registry.register(Box::new(backup_bytes.clone()))?;
+    registry.register(Box::new(backup_duration.clone()))?;
+    registry.register(Box::new(backup_monitor.clone()))?;
     registry.register(Box::new(firings.clone()))?;
     registry.register(Box::new(scheduler_leader.clone()))?;
     registry.register(Box::new(jobs.clone()))?;
@@ -137,6 +163,9 @@ fn build() -> Result<Metrics, prometheus::Error> {
         outbox_backlog,
         firings,
         scheduler_leader,
+        backup_bytes,
+        backup_duration,
+        backup_monitor,
     })
 }
 
@@ -149,6 +178,13 @@ pub fn get() -> &'static Metrics {
         // Names and labels are constants; a failure here is a programming error.
         Err(e) => panic!("metric definitions are invalid: {e}"),
     })
+}
+
+/// Counts a completed backup.
+pub fn backup_done(stored_bytes: u64, duration_ms: i64) {
+    let m = get();
+    m.backup_bytes.inc_by(stored_bytes);
+    m.backup_duration.observe(duration_ms as f64 / 1000.0);
 }
 
 /// The text exposition of every metric.

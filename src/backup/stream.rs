@@ -1,0 +1,472 @@
+//! The two byte pipelines of backups, both in bounded memory:
+//!
+//! - out: a child's stdout (pg_dump) → zstd|gzip → age → parts of at most
+//!   `part_size` bytes → the store, SHA-256 and sizes computed on the way;
+//! - in: an object from the store → SHA-256 → age → zstd|gzip → a child's
+//!   stdin (pg_restore, psql) or nothing (verification).
+//!
+//! Compression and the child's pipes run on a blocking thread; uploads and
+//! downloads on the async side; a channel of one or two parts between them is
+//! all the buffering there is. The child is killed if the pipeline is
+//! dropped. This module never decides whether a result is accepted: callers
+//! compare checksums and exit statuses with the manifest.
+
+use std::{
+    io::{self, Read, Write},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::{
+    settings::Codec,
+    store::{ObjectReader, Upload},
+};
+
+/// How the dump is encoded.
+#[derive(Clone)]
+pub struct Encoding {
+    pub codec: Codec,
+    pub level: i32,
+    /// age recipients; empty = not encrypted.
+    pub recipients: Vec<age::x25519::Recipient>,
+}
+
+/// What a finished pipeline measured.
+#[derive(Debug, Clone, Default)]
+pub struct Measured {
+    /// Bytes the child wrote (out) or read (in), before compression.
+    pub raw_bytes: u64,
+    /// Bytes of the stored object.
+    pub stored_bytes: u64,
+    /// SHA-256 of the stored object, lowercase hex.
+    pub sha256: String,
+    pub parts: u64,
+}
+
+/// Hex of a digest.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Kills the child when dropped unless it was already reaped.
+struct ChildGuard(Arc<Mutex<Child>>);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Ok(mut c) = self.0.lock()
+            && matches!(c.try_wait(), Ok(None))
+        {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Collects the last few KiB of a child's stderr on a thread.
+fn stderr_tail(child: &mut Child) -> std::thread::JoinHandle<String> {
+    let err = child.stderr.take();
+    std::thread::spawn(move || {
+        let Some(mut err) = err else {
+            return String::new();
+        };
+        let mut all = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            if all.len() > 64 * 1024 {
+                all.drain(..all.len() - 16 * 1024);
+            }
+        }
+        let text = String::from_utf8_lossy(&all).trim().to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    })
+}
+
+fn program_name(cmd: &Command) -> String {
+    std::path::Path::new(cmd.get_program())
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+// ---- out: child → codec → age → parts ----
+
+/// Buffers encoded bytes into parts, hashing and counting them.
+struct PartWriter {
+    tx: mpsc::Sender<Bytes>,
+    buf: Vec<u8>,
+    part_size: usize,
+    hasher: Sha256,
+    stored: u64,
+    parts: u64,
+}
+
+impl PartWriter {
+    fn ship(&mut self) -> io::Result<()> {
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(self.part_size));
+        self.parts += 1;
+        self.tx
+            .blocking_send(Bytes::from(full))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "upload stopped"))
+    }
+
+    fn finish(mut self) -> io::Result<(String, u64, u64)> {
+        if !self.buf.is_empty() || self.parts == 0 {
+            self.ship()?;
+        }
+        Ok((hex(&self.hasher.finalize()), self.stored, self.parts))
+    }
+}
+
+impl Write for PartWriter {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        self.hasher.update(data);
+        self.stored += data.len() as u64;
+        let mut rest = data;
+        while !rest.is_empty() {
+            let room = self.part_size - self.buf.len();
+            let take = room.min(rest.len());
+            self.buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.buf.len() >= self.part_size {
+                self.ship()?;
+            }
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+enum Crypt<W: Write> {
+    Plain(W),
+    Age(age::stream::StreamWriter<W>),
+}
+
+impl<W: Write> Write for Crypt<W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Plain(w) => w.write(b),
+            Self::Age(w) => w.write(b),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Self::Plain(w) => w.flush(),
+            Self::Age(w) => w.flush(),
+        }
+    }
+}
+
+impl<W: Write> Crypt<W> {
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Self::Plain(w) => Ok(w),
+            Self::Age(w) => w.finish(),
+        }
+    }
+}
+
+enum Compress<W: Write> {
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Gzip(flate2::write::GzEncoder<W>),
+}
+
+impl<W: Write> Write for Compress<W> {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            Self::Zstd(w) => w.write(b),
+            Self::Gzip(w) => w.write(b),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<W: Write> Compress<W> {
+    fn finish(self) -> io::Result<W> {
+        match self {
+            Self::Zstd(w) => w.finish(),
+            Self::Gzip(w) => w.finish(),
+        }
+    }
+}
+
+fn encoder(enc: &Encoding, sink: PartWriter) -> Result<Compress<Crypt<PartWriter>>> {
+    let crypt = if enc.recipients.is_empty() {
+        Crypt::Plain(sink)
+    } else {
+        let encryptor = age::Encryptor::with_recipients(
+            enc.recipients.iter().map(|r| r as &dyn age::Recipient),
+        )
+        .map_err(|e| anyhow!("setting up age encryption: {e}"))?;
+        Crypt::Age(encryptor.wrap_output(sink)?)
+    };
+    Ok(match enc.codec {
+        Codec::Zstd => Compress::Zstd(zstd::stream::write::Encoder::new(crypt, enc.level)?),
+        Codec::Gzip => Compress::Gzip(flate2::write::GzEncoder::new(
+            crypt,
+            flate2::Compression::new(enc.level.clamp(1, 9) as u32),
+        )),
+    })
+}
+
+/// Runs `cmd` (pg_dump writing to stdout) and uploads its encoded output.
+/// `on_part` is awaited after each part with the upload's id (once the store
+/// has given one) and the raw bytes so far. The upload
+/// is neither completed nor aborted here: the caller does that, after
+/// deciding on the result. Fails if the child exits non-zero.
+pub async fn dump_into(
+    mut cmd: Command,
+    enc: Encoding,
+    part_size: usize,
+    upload: &mut Upload,
+    mut on_part: impl FnMut(Option<&str>, u64) -> futures::future::BoxFuture<'static, ()>,
+) -> Result<Measured> {
+    let name = program_name(&cmd);
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {name} (is it installed? see LANDLORD_PG_BIN_DIR)"))?;
+    let stdout = child.stdout.take().context("child has no stdout")?;
+    let err_tail = stderr_tail(&mut child);
+    let child = Arc::new(Mutex::new(child));
+    let guard = ChildGuard(child.clone());
+    let raw = Arc::new(AtomicU64::new(0));
+    let (tx, mut rx) = mpsc::channel::<Bytes>(1);
+    let sink = PartWriter {
+        tx,
+        buf: Vec::with_capacity(part_size),
+        part_size,
+        hasher: Sha256::new(),
+        stored: 0,
+        parts: 0,
+    };
+    let mut writer = encoder(&enc, sink)?;
+    let raw_t = raw.clone();
+    let child_t = child.clone();
+    let worker = tokio::task::spawn_blocking(move || -> Result<Measured> {
+        let mut stdout = stdout;
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match stdout.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e).context("reading the dump"),
+            };
+            raw_t.fetch_add(n as u64, Ordering::Relaxed);
+            writer.write_all(&buf[..n]).context("encoding the dump")?;
+        }
+        let status = child_t
+            .lock()
+            .map_err(|_| anyhow!("child lock poisoned"))?
+            .wait()?;
+        let tail = err_tail.join().unwrap_or_default();
+        if !status.success() {
+            bail!("{name} failed ({status}): {tail}");
+        }
+        let sink = writer.finish()?.finish()?;
+        let (sha256, stored_bytes, parts) = sink.finish()?;
+        Ok(Measured {
+            raw_bytes: raw_t.load(Ordering::Relaxed),
+            stored_bytes,
+            sha256,
+            parts,
+        })
+    });
+    while let Some(part) = rx.recv().await {
+        upload.part(part).await?;
+        on_part(upload.id(), raw.load(Ordering::Relaxed)).await;
+        crate::failpoint::hit("backup.after_part");
+        crate::failpoint::pause("backup.pause_after_part").await;
+    }
+    let measured = worker.await.context("dump thread panicked")??;
+    drop(guard);
+    Ok(measured)
+}
+
+// ---- in: object → age → codec → child ----
+
+/// How a stored object is decoded.
+pub struct Decoding {
+    pub codec: Codec,
+    /// Identities to decrypt with; `None` = the object is not encrypted.
+    pub identities: Option<Vec<age::x25519::Identity>>,
+}
+
+/// Where decoded bytes go.
+pub enum Sink {
+    /// A child reading stdin that must consume everything and exit 0.
+    Child(Command),
+    /// A child that may stop reading early (`pg_restore --list`); the rest is
+    /// still decoded (and so checked) and dropped.
+    Peek(Command),
+    /// Decode and drop (checksum and codec check only).
+    Discard,
+}
+
+/// Reads parts from the async side.
+struct ChannelReader {
+    rx: mpsc::Receiver<Bytes>,
+    cur: Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.cur = b,
+                None => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.cur.len());
+        out[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        Ok(n)
+    }
+}
+
+fn decoder(dec: &Decoding, input: ChannelReader) -> Result<Box<dyn Read + Send>> {
+    let plain: Box<dyn Read + Send> = match &dec.identities {
+        None => Box::new(input),
+        Some(ids) => {
+            let d = age::Decryptor::new(input)
+                .map_err(|e| anyhow!("the object is not a valid age file: {e}"))?;
+            let r = d
+                .decrypt(ids.iter().map(|i| i as &dyn age::Identity))
+                .map_err(|e| anyhow!("cannot decrypt the backup (wrong age key?): {e}"))?;
+            Box::new(r)
+        }
+    };
+    Ok(match dec.codec {
+        Codec::Zstd => Box::new(zstd::stream::read::Decoder::new(plain)?),
+        Codec::Gzip => Box::new(flate2::read::MultiGzDecoder::new(plain)),
+    })
+}
+
+/// Streams `object` through the decoders into `sink`. Fails on a decode
+/// error, a child that exits non-zero, or a read error; the caller compares
+/// the returned checksum and size with what it expected.
+pub async fn restore_from(mut object: ObjectReader, dec: Decoding, sink: Sink) -> Result<Measured> {
+    let (tx, rx) = mpsc::channel::<Bytes>(2);
+    let (cmd, peek) = match sink {
+        Sink::Child(c) => (Some(c), false),
+        Sink::Peek(c) => (Some(c), true),
+        Sink::Discard => (None, false),
+    };
+    let name = cmd.as_ref().map(program_name).unwrap_or_default();
+    let spawned = match cmd {
+        Some(mut cmd) => {
+            cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
+            let mut c = cmd.spawn().with_context(|| {
+                format!("starting {name} (is it installed? see LANDLORD_PG_BIN_DIR)")
+            })?;
+            let stdin = c.stdin.take().context("child has no stdin")?;
+            let tail = stderr_tail(&mut c);
+            Some((Arc::new(Mutex::new(c)), stdin, tail))
+        }
+        None => None,
+    };
+    let guard = spawned.as_ref().map(|(c, _, _)| ChildGuard(c.clone()));
+    let identities = dec.identities.is_some();
+    let worker = tokio::task::spawn_blocking(move || -> Result<u64> {
+        let mut input = decoder(&dec, ChannelReader { rx, cur: Bytes::new() })?;
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut raw = 0u64;
+        let (mut stdin, child) = match spawned {
+            Some((c, stdin, tail)) => (Some(stdin), Some((c, tail))),
+            None => (None, None),
+        };
+        loop {
+            let n = match input.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let what = if identities { "decrypting/decompressing" } else { "decompressing" };
+                    return Err(anyhow!("{what} the backup: {e} (corrupt or truncated object?)"));
+                }
+            };
+            raw += n as u64;
+            if let Some(w) = &mut stdin
+                && let Err(e) = w.write_all(&buf[..n])
+            {
+                if peek && e.kind() == io::ErrorKind::BrokenPipe {
+                    stdin = None;
+                } else {
+                    drop(stdin.take());
+                    let tail = match child {
+                        Some((_, t)) => t.join().unwrap_or_default(),
+                        None => String::new(),
+                    };
+                    bail!("{name} stopped reading: {e}: {tail}");
+                }
+            }
+        }
+        // Anything after the end of the compressed stream is corruption too.
+        drop(stdin);
+        if let Some((c, tail)) = child {
+            let status = c.lock().map_err(|_| anyhow!("child lock poisoned"))?.wait()?;
+            let tail = tail.join().unwrap_or_default();
+            if !status.success() {
+                bail!("{name} failed ({status}): {tail}");
+            }
+        }
+        Ok(raw)
+    });
+    let mut hasher = Sha256::new();
+    let mut stored = 0u64;
+    let mut parts = 0u64;
+    let mut read_err = None;
+    loop {
+        match object.next().await {
+            Ok(Some(chunk)) => {
+                hasher.update(&chunk);
+                stored += chunk.len() as u64;
+                parts += 1;
+                if tx.send(chunk).await.is_err() {
+                    break;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                read_err = Some(e);
+                break;
+            }
+        }
+    }
+    drop(tx);
+    let decoded = worker.await.context("restore thread panicked")?;
+    drop(guard);
+    if let Some(e) = read_err {
+        return Err(e);
+    }
+    let raw_bytes = decoded?;
+    // Drain what the decoder did not need, so the checksum covers the object.
+    while let Some(chunk) = object.next().await? {
+        hasher.update(&chunk);
+        stored += chunk.len() as u64;
+    }
+    Ok(Measured {
+        raw_bytes,
+        stored_bytes: stored,
+        sha256: hex(&hasher.finalize()),
+        parts,
+    })
+}
