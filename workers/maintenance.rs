@@ -249,8 +249,8 @@ impl Job for Maintenance {
         Ok(())
     }
 
-    fn timeout(&self, default: Duration) -> Duration {
-        default.max(Duration::from_secs(6 * 3600))
+    fn timeout(&self, settings: &crate::config::Settings) -> Duration {
+        settings.worker.job_timeout.max(Duration::from_secs(6 * 3600))
     }
 
     async fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {

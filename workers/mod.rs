@@ -1,11 +1,15 @@
 //! Job handlers, one module per job kind, and the one list that registers them.
 
 pub mod analyze;
+pub mod backup;
+pub mod drop_pre_restore;
 pub mod drop_tenant;
 pub mod maintenance;
 pub mod migrate;
 pub mod ping;
 pub mod provision;
+pub mod restore;
+pub mod verify_backup;
 pub mod welcome_mail;
 
 use crate::runtime::Registry;
@@ -19,6 +23,10 @@ pub fn registry() -> Registry {
         .register::<welcome_mail::WelcomeMail>()
         .register::<drop_tenant::DropTenant>()
         .register::<migrate::Migrate>()
-        .register::<maintenance::Maintenance>();
+        .register::<maintenance::Maintenance>()
+        .register::<backup::Backup>()
+        .register::<restore::Restore>()
+        .register::<verify_backup::VerifyBackup>()
+        .register::<drop_pre_restore::DropPreRestore>();
     r
 }

@@ -11,13 +11,19 @@
 
 pub mod catalog;
 pub mod create;
+pub mod doctor;
+pub mod import;
 pub mod manifest;
+pub mod monitor;
 pub mod pgtool;
 pub mod prune;
+pub mod reconcile;
+pub mod restore;
 pub mod retention;
 pub mod settings;
 pub mod store;
 pub mod stream;
+pub mod verify;
 
 pub use settings::{BackupSettings, Codec};
 pub use store::Store;

@@ -1,9 +1,13 @@
 //! The `landlord` command line: argument definitions and dispatch.
 //! Each subcommand's work lives in its own file; this one only routes.
 
+mod backup;
+mod backups;
+mod doctor;
 mod enqueue;
 mod jobs;
 mod maintenance;
+mod restore;
 mod schedule;
 mod tenants;
 mod wait;
@@ -59,6 +63,18 @@ pub enum Command {
     Tenants(tenants::TenantsCommand),
     /// Per-tenant maintenance (the seed's tenants:maintenance): cleanup, vacuum, optimize, analyze, dry run.
     Maintenance(maintenance::MaintenanceArgs),
+    /// Back up tenant databases (the seed's tenants:backup); --check tests the requirements.
+    Backup(backup::BackupArgs),
+    /// Restore a tenant from a backup (the seed's tenants:restore): --list, --latest, --backup NAME.
+    Restore(restore::RestoreArgs),
+    /// Inspect and manage backups: list, stats, delete, hold, prune, verify, monitor, reconcile.
+    #[command(subcommand)]
+    Backups(backups::BackupsCommand),
+    /// Check requirements: pg_dump/pg_restore versions, servers, catalog, broker, backup store, disk.
+    Doctor {
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect and steer jobs.
     #[command(subcommand)]
     Jobs(jobs::JobsCommand),
@@ -184,6 +200,10 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Tenants(c) => tenants::run(c, Arc::new(settings), registry).await,
         Command::Maintenance(a) => maintenance::run(a, Arc::new(settings), registry).await,
         Command::Jobs(c) => jobs::run(c, Arc::new(settings), registry).await,
+        Command::Backup(a) => backup::run(a, Arc::new(settings), registry).await,
+        Command::Restore(a) => restore::run(a, Arc::new(settings), registry).await,
+        Command::Backups(c) => backups::run(c, Arc::new(settings), registry).await,
+        Command::Doctor { json } => doctor::run(&settings, json).await,
         Command::Scheduler => {
             crate::scheduler::run(Arc::new(settings), registry, crate::shutdown::signal()).await?;
             Ok(ExitCode::SUCCESS)

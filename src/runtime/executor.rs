@@ -208,7 +208,7 @@ impl Executor {
             )
         };
 
-        let timeout = spec.timeout(&job.args, self.settings.worker.job_timeout);
+        let timeout = spec.timeout(&job.args, &self.settings);
         let mut handle = tokio::spawn(spec.run(job.args.clone(), ctx.clone()).in_current_span());
         enum Stop {
             Done(Result<Result<serde_json::Value, JobError>, tokio::task::JoinError>),

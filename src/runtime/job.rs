@@ -29,9 +29,9 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
         Ok(())
     }
 
-    /// How long one attempt may take.
-    fn timeout(&self, default: Duration) -> Duration {
-        default
+    /// How long one attempt may take (default `LANDLORD_JOB_TIMEOUT_SECONDS`).
+    fn timeout(&self, settings: &Settings) -> Duration {
+        settings.worker.job_timeout
     }
 
     /// Does the work and returns the result recorded on the job.

@@ -19,7 +19,7 @@ pub struct KindSpec {
     pub tenant_exclusive: bool,
     pub max_attempts: u32,
     validate: fn(&serde_json::Value) -> Result<(), String>,
-    timeout: fn(&serde_json::Value, Duration) -> Duration,
+    timeout: fn(&serde_json::Value, &crate::config::Settings) -> Duration,
     run: RunFn,
     on_dead: DeadFn,
 }
@@ -30,8 +30,8 @@ impl KindSpec {
         (self.validate)(args)
     }
 
-    pub fn timeout(&self, args: &serde_json::Value, default: Duration) -> Duration {
-        (self.timeout)(args, default)
+    pub fn timeout(&self, args: &serde_json::Value, settings: &crate::config::Settings) -> Duration {
+        (self.timeout)(args, settings)
     }
 
     pub fn run(
@@ -59,10 +59,10 @@ fn validate_erased<J: Job>(args: &serde_json::Value) -> Result<(), String> {
     job.validate()
 }
 
-fn timeout_erased<J: Job>(args: &serde_json::Value, default: Duration) -> Duration {
+fn timeout_erased<J: Job>(args: &serde_json::Value, settings: &crate::config::Settings) -> Duration {
     serde_json::from_value::<J>(args.clone())
-        .map(|j| j.timeout(default))
-        .unwrap_or(default)
+        .map(|j| j.timeout(settings))
+        .unwrap_or(settings.worker.job_timeout)
 }
 
 fn run_erased<J: Job>(

@@ -1,0 +1,148 @@
+//! `landlord doctor` and `landlord backup --check` (the seed's
+//! checkRequirements): what backups and the fleet need, checked for real:
+//! client tools present and not older than any server, catalog and broker
+//! reachable, the store writable, disk space for a local store. Changes
+//! nothing except a probe object it writes and deletes.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use super::{pgtool, settings::Location, store::Store};
+use crate::{broker::Broker, config::Settings};
+
+/// One check's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+fn check(name: impl Into<String>, res: Result<String, String>) -> Check {
+    match res {
+        Ok(detail) => Check {
+            name: name.into(),
+            ok: true,
+            detail,
+        },
+        Err(detail) => Check {
+            name: name.into(),
+            ok: false,
+            detail,
+        },
+    }
+}
+
+/// Free space below which a local store is reported (bytes).
+const MIN_FREE: u64 = 1 << 30;
+
+pub async fn run(settings: &Settings) -> Vec<Check> {
+    let mut out = Vec::new();
+    let mut tools = Vec::new();
+    for tool in ["pg_dump", "pg_restore", "psql"] {
+        let res = pgtool::major_version(settings, tool).map_err(|e| format!("{e:#}"));
+        if let Ok(v) = &res {
+            tools.push((tool, *v));
+        }
+        out.push(check(
+            tool,
+            res.map(|_| pgtool::version_line(settings, tool)),
+        ));
+    }
+    for (name, url) in &settings.servers {
+        let res: Result<String, String> = async {
+            let opts: sqlx::postgres::PgConnectOptions = url
+                .expose()
+                .parse()
+                .map_err(|e| format!("bad URL: {e}"))?;
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(opts)
+                .await
+                .map_err(|e| format!("cannot connect: {e}"))?;
+            let num: String = sqlx::query_scalar("SHOW server_version_num")
+                .fetch_one(&pool)
+                .await
+                .map_err(|e| e.to_string())?;
+            pool.close().await;
+            let major = num.parse::<u32>().unwrap_or(0) / 10000;
+            let old: Vec<String> = tools
+                .iter()
+                .filter(|(_, v)| *v < major)
+                .map(|(t, v)| format!("{t} {v}"))
+                .collect();
+            if old.is_empty() {
+                Ok(format!("PostgreSQL {major}; client tools are new enough"))
+            } else {
+                Err(format!(
+                    "PostgreSQL {major} but {} is older: dumps would fail",
+                    old.join(", ")
+                ))
+            }
+        }
+        .await;
+        out.push(check(format!("server {name}"), res));
+    }
+    let catalog = async {
+        let pool = crate::db::connect(settings)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        sqlx::query("SELECT 1")
+            .execute(&pool)
+            .await
+            .map_err(|e| e.to_string())?;
+        pool.close().await;
+        Ok(settings.catalog.url.masked())
+    }
+    .await;
+    out.push(check("catalog", catalog));
+    let broker = Broker::new(&settings.broker, &crate::runtime::worker::owner_id("doctor"));
+    let reached = tokio::time::timeout(Duration::from_secs(10), broker.connect()).await;
+    broker.close().await;
+    out.push(check(
+        "broker",
+        match reached {
+            Ok(Ok(())) => Ok(settings.broker.url.masked()),
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err("no answer within 10 s".into()),
+        },
+    ));
+    let store = async {
+        let store = Store::open(&settings.backup)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        let key = store.key(&format!(".landlord-doctor/{}", uuid::Uuid::new_v4().simple()));
+        store
+            .put(&key, Bytes::from_static(b"landlord doctor probe"))
+            .await
+            .map_err(|e| format!("cannot write: {e:#}"))?;
+        let size = store.head(&key).await.map_err(|e| format!("{e:#}"))?;
+        store
+            .delete(&key)
+            .await
+            .map_err(|e| format!("cannot delete: {e:#}"))?;
+        if size != Some(21) {
+            return Err(format!("wrote 21 bytes, read back {size:?}"));
+        }
+        Ok(format!("{} is writable", store.describe()))
+    }
+    .await;
+    out.push(check("backup store", store));
+    if let Location::Local { root, .. } = &settings.backup.location {
+        let res = fs4::available_space(root)
+            .map_err(|e| format!("{}: {e}", root.display()))
+            .and_then(|free| {
+                let text = format!("{} MiB free in {}", free >> 20, root.display());
+                if free < MIN_FREE {
+                    Err(format!("only {text}"))
+                } else {
+                    Ok(text)
+                }
+            });
+        out.push(check("disk space", res));
+    }
+    out
+}

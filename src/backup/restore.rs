@@ -1,0 +1,531 @@
+//! Restoring a backup: stream it (checksum verified on the way, decrypted,
+//! decompressed) into a new scratch database, check that, then swap it with
+//! the live database, keeping the old one as `…_pre_…` for rollback. Until
+//! the swap nothing touches the live database, and every failure before it
+//! drops the scratch database; a failed swap puts the live one back.
+//! Also the scratch-database check shared with `verify --restore-test`.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use chrono::Utc;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+use super::{
+    catalog::{self, Backup},
+    manifest::Manifest,
+    pgtool,
+    settings::Codec,
+    store::Store,
+    stream::{self, Decoding, Sink},
+};
+use crate::{
+    config::Settings,
+    ident::quote_ident,
+    runtime::{JobContext, JobError, store as jobs},
+    tenant_schema,
+    tenants::Tenant,
+};
+
+/// A database name derived from `db` with a tag and a short random suffix,
+/// within PostgreSQL's 63-byte limit.
+pub fn derived_name(db: &str, tag: &str) -> String {
+    let suffix = format!("_{tag}_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let keep = 63 - suffix.len();
+    let base: String = db.chars().take(keep).collect();
+    format!("{base}{suffix}")
+}
+
+/// The age identities configured for restores.
+pub fn identities(settings: &Settings) -> Result<Vec<age::x25519::Identity>, JobError> {
+    let Some(path) = &settings.backup.age_identity_file else {
+        return Err(JobError::fatal(
+            "the backup is encrypted but LANDLORD_BACKUP_AGE_IDENTITY_FILE is not set",
+        ));
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        JobError::fatal(format!("reading age identity file {}: {e}", path.display()))
+    })?;
+    let ids: Vec<age::x25519::Identity> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    if ids.is_empty() {
+        return Err(JobError::fatal(format!(
+            "age identity file {} holds no AGE-SECRET-KEY-1… line",
+            path.display()
+        )));
+    }
+    Ok(ids)
+}
+
+/// How to decode a backup's object.
+pub fn decoding(settings: &Settings, b: &Backup) -> Result<Decoding, JobError> {
+    let codec = Codec::parse(&b.codec).map_err(JobError::fatal)?;
+    Ok(Decoding {
+        codec,
+        identities: if b.encrypted {
+            Some(identities(settings)?)
+        } else {
+            None
+        },
+    })
+}
+
+/// Reads the manifest and checks it agrees with the catalog row.
+pub async fn manifest_of(store: &Store, b: &Backup) -> Result<Option<Manifest>, JobError> {
+    let Some(key) = &b.manifest_key else {
+        return Ok(None);
+    };
+    let raw = store
+        .get_bytes(key)
+        .await
+        .map_err(|e| JobError::retryable(format!("reading the manifest: {e:#}")))?;
+    let m: Manifest = serde_json::from_slice(&raw)
+        .map_err(|e| JobError::fatal(format!("the manifest {key} is not valid: {e}")))?;
+    if m.backup_id != b.id || Some(&m.sha256) != b.sha256.as_ref() {
+        return Err(JobError::fatal(format!(
+            "the manifest {key} does not match the catalog (backup {}, sha256 {:?})",
+            b.id, b.sha256
+        )));
+    }
+    Ok(Some(m))
+}
+
+/// Streams the backup into `sink` and checks checksum and size.
+pub async fn stream_into(
+    settings: &Settings,
+    store: &Store,
+    b: &Backup,
+    sink: Sink,
+) -> Result<stream::Measured, JobError> {
+    let dec = decoding(settings, b)?;
+    let object = store
+        .get(&b.object_key)
+        .await
+        .map_err(|e| JobError::retryable(format!("{e:#}")))?;
+    let measured = stream::restore_from(object, dec, sink)
+        .await
+        .map_err(|e| JobError::fatal(format!("{e:#}")))?;
+    if let Some(size) = b.stored_bytes
+        && measured.stored_bytes != size as u64
+    {
+        return Err(JobError::fatal(format!(
+            "the object is {} bytes, the backup recorded {size}: truncated or replaced",
+            measured.stored_bytes
+        )));
+    }
+    if let Some(sha) = &b.sha256
+        && &measured.sha256 != sha
+    {
+        return Err(JobError::fatal(format!(
+            "checksum mismatch: the object's SHA-256 is {}, the backup recorded {sha}",
+            measured.sha256
+        )));
+    }
+    Ok(measured)
+}
+
+/// The command that loads a backup of this format into `db`.
+pub fn loader(settings: &Settings, server: &str, db: &str, format: &str) -> Result<std::process::Command> {
+    if format == "plain" {
+        let mut cmd = pgtool::command(settings, server, db, "psql")?;
+        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
+        Ok(cmd)
+    } else {
+        let mut cmd = pgtool::command(settings, server, db, "pg_restore")?;
+        cmd.args(["--exit-on-error", "--no-owner", &format!("--dbname={db}")]);
+        Ok(cmd)
+    }
+}
+
+/// What a restored database looks like.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Checked {
+    pub tables: i64,
+    pub rows: i64,
+    pub schema_version: Option<i64>,
+}
+
+/// Checks a freshly restored database: it has tables, and its schema version
+/// is the one the manifest recorded.
+pub async fn check(
+    settings: &Settings,
+    server: &str,
+    db: &str,
+    manifest: Option<&Manifest>,
+) -> Result<Checked> {
+    let pool = tenant_schema::pool_on(settings, server, db).await?;
+    let res: Result<Checked> = async {
+        let tables: Vec<(String, String)> = sqlx::query_as(
+            "SELECT schemaname::text, relname::text FROM pg_stat_user_tables ORDER BY 1, 2",
+        )
+        .fetch_all(&pool)
+        .await?;
+        if tables.is_empty() {
+            bail!("the restored database has no tables");
+        }
+        let mut rows = 0i64;
+        for (schema, table) in &tables {
+            let n: i64 = sqlx::query_scalar(&format!(
+                "SELECT count(*) FROM {}.{}",
+                quote_ident(schema),
+                quote_ident(table)
+            ))
+            .fetch_one(&pool)
+            .await?;
+            rows += n;
+        }
+        let has: bool =
+            sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL")
+                .fetch_one(&pool)
+                .await?;
+        let schema_version: Option<i64> = if has {
+            sqlx::query_scalar("SELECT max(version) FROM public._sqlx_migrations WHERE success")
+                .fetch_one(&pool)
+                .await?
+        } else {
+            None
+        };
+        if let Some(m) = manifest
+            && m.schema_version != schema_version
+        {
+            bail!(
+                "the restored schema version is {schema_version:?}, the manifest says {:?}",
+                m.schema_version
+            );
+        }
+        Ok(Checked {
+            tables: tables.len() as i64,
+            rows,
+            schema_version,
+        })
+    }
+    .await;
+    pool.close().await;
+    res
+}
+
+async fn create_db(admin: &PgPool, db: &str) -> Result<()> {
+    crate::ident::validate_db_name(db).map_err(|e| anyhow!("database name {db:?}: {e}"))?;
+    sqlx::raw_sql(&format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(db)))
+        .execute(admin)
+        .await
+        .with_context(|| format!("creating database {db}"))?;
+    Ok(())
+}
+
+/// Restores `b` into a new database `scratch` on the tenant's server and
+/// checks it. The caller owns dropping `scratch`.
+pub async fn restore_into_scratch(
+    settings: &Settings,
+    store: &Store,
+    t: &Tenant,
+    b: &Backup,
+    scratch: &str,
+) -> Result<(stream::Measured, Checked), JobError> {
+    let manifest = manifest_of(store, b).await?;
+    let admin = tenant_schema::admin(settings, &t.db_server).await?;
+    let created = create_db(&admin, scratch).await;
+    admin.close().await;
+    created?;
+    let cmd = loader(settings, &t.db_server, scratch, &b.format).map_err(JobError::fatal)?;
+    let measured = stream_into(settings, store, b, Sink::Child(cmd)).await?;
+    let checked = check(settings, &t.db_server, scratch, manifest.as_ref())
+        .await
+        .map_err(|e| JobError::fatal(format!("the restored database failed its check: {e:#}")))?;
+    Ok((measured, checked))
+}
+
+/// Drops a database if it exists (best effort is not enough: errors surface).
+pub async fn drop_db(settings: &Settings, server: &str, db: &str) -> Result<()> {
+    let admin = tenant_schema::admin(settings, server).await?;
+    let res = tenant_schema::drop_database(&admin, db).await;
+    admin.close().await;
+    res
+}
+
+async fn exists(admin: &PgPool, db: &str) -> Result<bool> {
+    tenant_schema::database_exists(admin, db).await
+}
+
+/// Renames `scratch` in as `live`, keeping the old live database as `pre`
+/// (not accepting connections). Ends the live database's sessions. On any
+/// failure after the live database was renamed, renames it back.
+pub async fn swap(settings: &Settings, server: &str, live: &str, scratch: &str, pre: &str) -> Result<bool> {
+    for db in [live, scratch, pre] {
+        crate::ident::validate_db_name(db).map_err(|e| anyhow!("database name {db:?}: {e}"))?;
+    }
+    let (live_q, scratch_q, pre_q) = (quote_ident(live), quote_ident(scratch), quote_ident(pre));
+    let admin = tenant_schema::admin(settings, server).await?;
+    let res: Result<bool> = async {
+        let had_live = exists(&admin, live).await?;
+        if had_live {
+            sqlx::raw_sql(&format!("ALTER DATABASE {live_q} WITH ALLOW_CONNECTIONS false"))
+                .execute(&admin)
+                .await
+                .context("blocking new connections to the live database")?;
+            let mut renamed = false;
+            let mut last_err = None;
+            for _ in 0..20 {
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE datname = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(live)
+                .execute(&admin)
+                .await
+                .context("ending the live database's sessions")?;
+                match sqlx::raw_sql(&format!("ALTER DATABASE {live_q} RENAME TO {pre_q}"))
+                    .execute(&admin)
+                    .await
+                {
+                    Ok(_) => {
+                        renamed = true;
+                        break;
+                    }
+                    Err(e) => {
+                        last_err = Some(e);
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                }
+            }
+            if !renamed {
+                let _ = sqlx::raw_sql(&format!("ALTER DATABASE {live_q} WITH ALLOW_CONNECTIONS true"))
+                    .execute(&admin)
+                    .await;
+                bail!(
+                    "could not take the live database offline: {}",
+                    last_err.map(|e| e.to_string()).unwrap_or_default()
+                );
+            }
+        }
+        crate::failpoint::hit("restore.mid_swap");
+        if let Err(e) = sqlx::raw_sql(&format!("ALTER DATABASE {scratch_q} RENAME TO {live_q}"))
+            .execute(&admin)
+            .await
+        {
+            if had_live {
+                sqlx::raw_sql(&format!("ALTER DATABASE {pre_q} RENAME TO {live_q}; ALTER DATABASE {live_q} WITH ALLOW_CONNECTIONS true"))
+                    .execute(&admin)
+                    .await
+                    .context("putting the live database back after a failed swap")?;
+            }
+            return Err(anyhow!("renaming the restored database in: {e}"));
+        }
+        Ok(had_live)
+    }
+    .await;
+    admin.close().await;
+    res
+}
+
+/// Gives the tenant's role its database-level access on `db`.
+async fn grant_role(settings: &Settings, t: &Tenant, db: &str) -> Result<()> {
+    let Some(role) = &t.db_role else {
+        return Ok(());
+    };
+    let admin = tenant_schema::admin(settings, &t.db_server).await?;
+    let res = sqlx::raw_sql(&format!(
+        "REVOKE ALL ON DATABASE {db_q} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {db_q} TO {role_q}",
+        db_q = quote_ident(db),
+        role_q = quote_ident(role)
+    ))
+    .execute(&admin)
+    .await
+    .context("granting the tenant role its database");
+    admin.close().await;
+    res.map(|_| ())
+}
+
+/// Undoes what earlier, interrupted attempts of this restore job left.
+async fn clean_leftovers(ctx: &JobContext, t: &Tenant) -> Result<usize> {
+    let rows = catalog::restore_leftovers(&ctx.catalog, ctx.job_id).await?;
+    let admin = tenant_schema::admin(&ctx.settings, &t.db_server).await?;
+    for r in &rows {
+        // Killed between the two renames: the live name is free and the
+        // pre-restore database holds the tenant's data. Put it back.
+        if let Some(pre) = &r.pre_restore_db
+            && !exists(&admin, &t.db_name).await?
+            && exists(&admin, pre).await?
+        {
+            sqlx::raw_sql(&format!(
+                "ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+                quote_ident(pre),
+                quote_ident(&t.db_name),
+                quote_ident(&t.db_name)
+            ))
+            .execute(&admin)
+            .await
+            .context("putting the live database back")?;
+        }
+        tenant_schema::drop_database(&admin, &r.scratch_db).await?;
+        sqlx::query("UPDATE restores SET status = 'failed', error = 'attempt interrupted', completed_at = now() WHERE id = $1")
+            .bind(r.id)
+            .execute(&ctx.catalog)
+            .await?;
+    }
+    admin.close().await;
+    Ok(rows.len())
+}
+
+async fn record_failure(ctx: &JobContext, t: &Tenant, restore_id: Uuid, backup: Uuid, error: &str) {
+    let res: Result<()> = async {
+        sqlx::query("UPDATE restores SET status = 'failed', error = $2, completed_at = now() WHERE id = $1")
+            .bind(restore_id)
+            .bind(error)
+            .execute(&ctx.catalog)
+            .await?;
+        let mut tx = ctx.catalog.begin().await?;
+        jobs::insert_event(
+            &mut tx,
+            "restore.failed",
+            Some(&t.slug),
+            Some(ctx.job_id),
+            json!({"tenant": t.slug, "backup_id": backup, "attempt": ctx.attempt, "error": error, "live_database": "untouched"}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    .await;
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "could not record the failed restore");
+    }
+}
+
+/// Restores backup `b` over tenant `t`'s live database.
+pub async fn restore(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Value, JobError> {
+    if t.isolation != "database" || t.provision_step != "done" || t.status == "deleted" {
+        return Err(JobError::fatal(format!(
+            "tenant {} cannot be restored (status {}, isolation {}, provisioning step {})",
+            t.slug, t.status, t.isolation, t.provision_step
+        )));
+    }
+    if b.tenant_id != t.id || b.status != "complete" {
+        return Err(JobError::fatal(format!(
+            "backup {} is not a complete backup of tenant {}",
+            b.id, t.slug
+        )));
+    }
+    let settings = &ctx.settings;
+    let store = Store::open(&settings.backup).await?;
+    let cleaned = clean_leftovers(ctx, t).await?;
+    let restore_id = Uuid::now_v7();
+    let scratch = derived_name(&t.db_name, "rst");
+    let pre = derived_name(&t.db_name, "pre");
+    sqlx::query(
+        "INSERT INTO restores (id, tenant_id, backup_id, job_id, scratch_db, pre_restore_db) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(restore_id)
+    .bind(t.id)
+    .bind(b.id)
+    .bind(ctx.job_id)
+    .bind(&scratch)
+    .bind(&pre)
+    .execute(&ctx.catalog)
+    .await?;
+    ctx.progress(0, 3, "restoring into a scratch database").await;
+    let clock = std::time::Instant::now();
+    let loaded = restore_into_scratch(settings, &store, t, b, &scratch).await;
+    let (measured, checked) = match loaded {
+        Ok(v) => v,
+        Err(e) => {
+            let msg = e.to_string();
+            if let Err(d) = drop_db(settings, &t.db_server, &scratch).await {
+                tracing::warn!(error = %d, "could not drop the scratch database");
+            }
+            record_failure(ctx, t, restore_id, b.id, &msg).await;
+            return Err(e);
+        }
+    };
+    if let Err(e) = grant_role(settings, t, &scratch).await {
+        let _ = drop_db(settings, &t.db_server, &scratch).await;
+        record_failure(ctx, t, restore_id, b.id, &format!("{e:#}")).await;
+        return Err(e.into());
+    }
+    ctx.progress(2, 3, "swapping the restored database in").await;
+    if ctx.cancel.is_cancelled() {
+        let _ = drop_db(settings, &t.db_server, &scratch).await;
+        record_failure(ctx, t, restore_id, b.id, "cancelled before the swap").await;
+        return Err(JobError::retryable("the job lost its claim before the swap"));
+    }
+    let had_live = match swap(settings, &t.db_server, &t.db_name, &scratch, &pre).await {
+        Ok(h) => h,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let _ = drop_db(settings, &t.db_server, &scratch).await;
+            record_failure(ctx, t, restore_id, b.id, &msg).await;
+            return Err(JobError::retryable(msg));
+        }
+    };
+    let keep_until = Utc::now()
+        + chrono::Duration::from_std(settings.backup.keep_pre_restore).unwrap_or_default();
+    let pre_db = had_live.then(|| pre.clone());
+    let mut tx = ctx.catalog.begin().await?;
+    sqlx::query(
+        "UPDATE restores SET status = 'complete', pre_restore_db = $2, keep_until = $3, completed_at = now() WHERE id = $1",
+    )
+    .bind(restore_id)
+    .bind(&pre_db)
+    .bind(keep_until)
+    .execute(&mut *tx)
+    .await?;
+    if let Some(v) = checked.schema_version {
+        sqlx::query("UPDATE tenants SET schema_version = $2, updated_at = now() WHERE id = $1")
+            .bind(t.id)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if pre_db.is_some() {
+        jobs::enqueue_in(
+            &mut tx,
+            &crate::workers::registry(),
+            &jobs::EnqueueRequest {
+                kind: "drop_pre_restore".into(),
+                tenant: Some(t.slug.clone()),
+                args: json!({"restore_id": restore_id}),
+                dedupe_key: Some(format!("drop-pre:{restore_id}")),
+                run_at: Some(keep_until),
+                ..Default::default()
+            },
+            jobs::Origin::Catalog,
+        )
+        .await
+        .map_err(|e| JobError::retryable(format!("scheduling the pre-restore drop: {e}")))?;
+    }
+    jobs::audit(
+        &mut tx,
+        "landlord:restore",
+        "tenant.restored",
+        Some(t.id),
+        Some(ctx.job_id),
+        json!({"backup_id": b.id, "pre_restore_database": pre_db}),
+    )
+    .await?;
+    tx.commit().await?;
+    let result = json!({
+        "tenant": t.slug,
+        "backup_id": b.id,
+        "backup": b.name(),
+        "restore_id": restore_id,
+        "pre_restore_database": pre_db,
+        "keep_until": keep_until,
+        "tables": checked.tables,
+        "rows": checked.rows,
+        "schema_version": checked.schema_version,
+        "stored_bytes": measured.stored_bytes,
+        "raw_bytes": measured.raw_bytes,
+        "sha256": measured.sha256,
+        "duration_ms": clock.elapsed().as_millis() as i64,
+        "cleaned_interrupted_attempts": cleaned,
+    });
+    ctx.emit("restore.completed", result.clone());
+    Ok(result)
+}

@@ -1,0 +1,25 @@
+//! `landlord doctor`: prints the requirement checks of `backup::doctor`;
+//! exit 1 if any failed.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::{backup::doctor, config::Settings};
+
+pub async fn run(settings: &Settings, json: bool) -> Result<ExitCode> {
+    let checks = doctor::run(settings).await;
+    let ok = checks.iter().all(|c| c.ok);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"ok": ok, "checks": checks}))?);
+    } else {
+        for c in &checks {
+            println!("{:4}  {:<16} {}", if c.ok { "ok" } else { "FAIL" }, c.name, c.detail);
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(super::EXIT_FAILED)
+    })
+}

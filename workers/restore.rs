@@ -1,0 +1,70 @@
+//! `restore`: replaces a tenant's live database with a backup, through a
+//! scratch database that is verified before the swap (the seed's
+//! tenants:restore). The old database is kept for rollback and dropped later
+//! by `drop_pre_restore`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    backup::{catalog, restore},
+    config::Settings,
+    runtime::{Job, JobContext, JobError},
+};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restore {
+    /// The backup: id or file name. Absent = the newest complete backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+}
+
+impl Job for Restore {
+    const KIND: &'static str = "restore";
+    const QUEUE: &'static str = "backup";
+    const NEEDS_TENANT: bool = true;
+    const TENANT_EXCLUSIVE: bool = true;
+    const MAX_ATTEMPTS: u32 = 3;
+
+    fn validate(&self) -> Result<(), String> {
+        match &self.backup {
+            Some(b) if b.trim().is_empty() || b.len() > 300 => {
+                Err("backup must be a backup id or file name".into())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn timeout(&self, settings: &Settings) -> std::time::Duration {
+        settings.backup.timeout
+    }
+
+    async fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
+        let t = ctx.tenant()?.clone();
+        let b = resolve(ctx, t.id, &t.slug, self.backup.as_deref()).await?;
+        restore::restore(ctx, &t, &b).await
+    }
+}
+
+/// The backup a restore or verify names (or the newest).
+pub async fn resolve(
+    ctx: &JobContext,
+    tenant_id: i64,
+    slug: &str,
+    name: Option<&str>,
+) -> Result<catalog::Backup, JobError> {
+    let found = match name {
+        Some(n) => catalog::find(&ctx.catalog, tenant_id, n).await?,
+        None => catalog::complete_of(&ctx.catalog, tenant_id)
+            .await?
+            .into_iter()
+            .next(),
+    };
+    found.ok_or_else(|| {
+        JobError::fatal(match name {
+            Some(n) => format!("tenant {slug} has no complete backup named {n:?}"),
+            None => format!("tenant {slug} has no complete backup"),
+        })
+    })
+}

@@ -1,0 +1,43 @@
+//! `verify_backup`: reads a backup back and checks it (SHA-256, size,
+//! decryption, decompression, archive listing); with `restore_test`, also
+//! restores it into a scratch database that is checked and dropped. The
+//! tenant's live database is never touched, so it may run beside other jobs.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::{
+    backup::verify,
+    runtime::{Job, JobContext, JobError},
+};
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyBackup {
+    /// Backup id or file name; absent = the newest complete backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<String>,
+    /// Also restore into a scratch database, check it and drop it.
+    #[serde(default)]
+    pub restore_test: bool,
+}
+
+impl Job for VerifyBackup {
+    const KIND: &'static str = "verify_backup";
+    const QUEUE: &'static str = "backup";
+    const NEEDS_TENANT: bool = true;
+    const TENANT_EXCLUSIVE: bool = false;
+    const MAX_ATTEMPTS: u32 = 3;
+
+    fn timeout(&self, settings: &crate::config::Settings) -> std::time::Duration {
+        settings.backup.timeout
+    }
+
+    async fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
+        let t = ctx.tenant()?.clone();
+        let b = super::restore::resolve(ctx, t.id, &t.slug, self.backup.as_deref()).await?;
+        let result = verify::verify(&ctx.settings, &t, &b, self.restore_test).await?;
+        ctx.emit("backup.verified", result.clone());
+        Ok(result)
+    }
+}
