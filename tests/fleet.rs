@@ -603,10 +603,6 @@ async fn maintenance_cleans_vacuums_reindexes_and_reports_a_dry_run_first() {
     // Bad combinations are refused before anything is enqueued.
     for (args, expect) in [
         (
-            vec!["maintenance", "--tenant", "tidy", "--backup", "--analyze"],
-            "needs backups",
-        ),
-        (
             vec![
                 "maintenance",
                 "--tenant",

@@ -548,13 +548,6 @@ async fn delete_drops_the_database_and_role_after_the_grace_period() {
         .unwrap()
         .to_string();
 
-    let out = env.run(&["tenants", "delete", &s]);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "without backups, deletion needs --no-final-backup"
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--no-final-backup"));
 
     // With the default grace period the tenant stops now, the database stays for later.
     env.ok(&["tenants", "delete", &s, "--no-final-backup"]);
@@ -588,6 +581,31 @@ async fn delete_drops_the_database_and_role_after_the_grace_period() {
     ]);
     assert_eq!(tenant(&env, &now).await["status"], "deleted");
     assert!(!database_exists(&now_db).await);
+
+    // Without --no-final-backup, a held final backup is taken first, and the
+    // drop (even --now) waits for it.
+    let fin = slug(&env, "final");
+    env.ok(&[create_args(&fin, "pro", &owner(&env, "f")), vec!["--wait"]].concat());
+    let fin_db = tenant(&env, &fin).await["db_name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    env.ok(&["tenants", "delete", &fin, "--now", "--wait"]);
+    assert_eq!(tenant(&env, &fin).await["status"], "deleted");
+    assert!(!database_exists(&fin_db).await);
+    let (held, reason, finished_before_drop): (bool, String, bool) = sqlx::query_as(
+        "SELECT b.held, b.held_reason, b.completed_at < (SELECT finished_at FROM jobs \
+                WHERE kind = 'drop_tenant' AND tenant_id = t.id) \
+         FROM backups b JOIN tenants t ON t.id = b.tenant_id \
+         WHERE t.slug = $1 AND b.status = 'complete'",
+    )
+    .bind(&fin)
+    .fetch_one(&env.catalog)
+    .await
+    .unwrap();
+    assert!(held, "the final backup is on hold");
+    assert!(reason.contains("final backup"), "{reason}");
+    assert!(finished_before_drop, "the backup completed before the database was dropped");
     assert!(!role_exists(&format!("{now_db}_app")).await);
     tap.wait_for("tenant.deleted", secs(20), |e| {
         e["event"] == "tenant.deleted" && e["tenant"] == now.as_str()

@@ -8,7 +8,7 @@ use serde_json::Value;
 use crate::{
     backup::{Codec, create, retention},
     config::Settings,
-    runtime::{Job, JobContext, JobError},
+    runtime::{Job, JobContext, JobError, heavy},
 };
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -23,6 +23,9 @@ pub struct Backup {
     /// `zstd` or `gzip`; default: configured.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub codec: Option<String>,
+    /// Put the backup on legal hold with this reason (never pruned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
 }
 
 impl Backup {
@@ -41,7 +44,16 @@ impl Backup {
             Some(c) => Some(Codec::parse(c).map_err(|e| e.to_string())?),
             None => None,
         };
-        Ok(create::Options { retention, codec })
+        if let Some(h) = &self.hold
+            && (h.trim().is_empty() || h.len() > 500)
+        {
+            return Err("hold needs a reason of 1-500 characters".into());
+        }
+        Ok(create::Options {
+            retention,
+            codec,
+            hold: self.hold.clone(),
+        })
     }
 }
 
@@ -63,6 +75,7 @@ impl Job for Backup {
     async fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
         let opts = self.options().map_err(JobError::fatal)?;
         let t = ctx.tenant()?.clone();
+        let _slot = heavy::slot_or_postpone(ctx, &t.db_server).await?;
         create::backup(ctx, &t, &opts).await
     }
 

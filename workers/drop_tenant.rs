@@ -35,6 +35,32 @@ impl Job for DropTenant {
                 t.status
             )));
         }
+        // A deletion that asked for a final backup drops nothing without it.
+        let final_backup: Option<(uuid::Uuid, String, Option<String>)> = sqlx::query_as(
+            "SELECT j.id, j.status, j.last_error FROM tenants t JOIN jobs j ON j.id = t.final_backup_job \
+             WHERE t.id = $1",
+        )
+        .bind(t.id)
+        .fetch_optional(&ctx.catalog)
+        .await?;
+        if let Some((job, status, error)) = &final_backup {
+            match status.as_str() {
+                "succeeded" => {}
+                "dead" | "failed" | "cancelled" => {
+                    return Err(JobError::fatal(format!(
+                        "the final backup (job {job}) ended {status}: {}; the database is kept. \
+                         Retry it with `landlord jobs retry {job}`, then this job",
+                        error.as_deref().unwrap_or("no error recorded")
+                    )));
+                }
+                _ => {
+                    return Err(JobError::Postpone {
+                        delay: std::time::Duration::from_secs(2),
+                        reason: format!("waiting for the final backup (job {job})"),
+                    });
+                }
+            }
+        }
         teardown::retire(
             &ctx.catalog,
             &ctx.settings,
@@ -45,7 +71,7 @@ impl Job for DropTenant {
                 // Only a role landlord made (adopted tenants bring their own access).
                 drop_role: t.db_role.is_some(),
                 event: "tenant.deleted",
-                data: json!({"database": t.db_name, "server": t.db_server}),
+                data: json!({"database": t.db_name, "server": t.db_server, "final_backup_job": final_backup.as_ref().map(|f| f.0)}),
                 actor: "landlord:drop_tenant",
                 job_id: Some(ctx.job_id),
             },

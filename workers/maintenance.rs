@@ -15,9 +15,10 @@ use serde_json::{Map, Value, json};
 use sqlx::PgPool;
 
 use crate::{
+    backup,
     config::CleanupRule,
     ident::quote_ident,
-    runtime::{Job, JobContext, JobError},
+    runtime::{Job, JobContext, JobError, heavy},
 };
 
 /// Seed default for `--days`.
@@ -44,7 +45,7 @@ pub struct Maintenance {
     pub days: Option<u32>,
     #[serde(default)]
     pub dry_run: bool,
-    /// Back up first (arrives with backups).
+    /// Back up first; the other steps run only if the backup succeeded.
     #[serde(default)]
     pub backup: bool,
 }
@@ -70,29 +71,6 @@ async fn size(db: &PgPool) -> Result<i64, JobError> {
 
 fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(table))
-}
-
-/// Takes one of the server's heavy-work slots, held on a dedicated catalog
-/// connection until dropped; `None` when all are taken.
-async fn heavy_slot(
-    ctx: &JobContext,
-    server: &str,
-) -> Result<Option<sqlx::pool::PoolConnection<sqlx::Postgres>>, JobError> {
-    let mut conn = ctx.catalog.acquire().await?;
-    conn.close_on_drop();
-    for slot in 0..ctx.settings.maintenance.heavy_per_server as i32 {
-        let got: bool = sqlx::query_scalar(
-            "SELECT pg_try_advisory_lock(hashtext('landlord-heavy:' || $1), $2)",
-        )
-        .bind(server)
-        .bind(slot)
-        .fetch_one(&mut *conn)
-        .await?;
-        if got {
-            return Ok(Some(conn));
-        }
-    }
-    Ok(None)
 }
 
 async fn cleanup(
@@ -230,12 +208,10 @@ impl Job for Maintenance {
     const MAX_ATTEMPTS: u32 = 3;
 
     fn validate(&self) -> Result<(), String> {
-        if self.backup {
-            return Err("--backup needs backups, which are not available in this release".into());
-        }
-        if !(self.analyze || self.vacuum || self.optimize || self.cleanup) {
+        if !(self.analyze || self.vacuum || self.optimize || self.cleanup || self.backup) {
             return Err(
-                "choose at least one step: --analyze, --vacuum, --optimize, --cleanup".into(),
+                "choose at least one step: --backup, --analyze, --vacuum, --optimize, --cleanup"
+                    .into(),
             );
         }
         if self.full && !self.vacuum {
@@ -255,27 +231,36 @@ impl Job for Maintenance {
 
     async fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
         let tenant = ctx.tenant()?.clone();
-        let heavy = !self.dry_run && (self.vacuum || self.optimize);
+        let heavy = !self.dry_run && (self.vacuum || self.optimize || self.backup);
         let _slot = if heavy {
-            match heavy_slot(ctx, &tenant.db_server).await? {
-                Some(conn) => Some(conn),
-                None => {
-                    return Err(JobError::Postpone {
-                        delay: Duration::from_millis(1000),
-                        reason: format!(
-                            "{} heavy maintenance job(s) already run on server {}",
-                            ctx.settings.maintenance.heavy_per_server, tenant.db_server
-                        ),
-                    });
-                }
-            }
+            Some(heavy::slot_or_postpone(ctx, &tenant.db_server).await?)
         } else {
             None
         };
         let started_at = chrono::Utc::now();
+        let mut steps = Map::new();
+        if self.backup {
+            let started = Instant::now();
+            let mut out = if self.dry_run {
+                json!({"would_back_up": tenant.db_name})
+            } else {
+                backup::create::backup(ctx, &tenant, &backup::create::Options::default())
+                    .await
+                    .map_err(|e| {
+                        let msg = format!("backup failed, maintenance stopped: {e}");
+                        match e {
+                            JobError::Fatal(_) => JobError::fatal(msg),
+                            _ => JobError::retryable(msg),
+                        }
+                    })?
+            };
+            if let Some(o) = out.as_object_mut() {
+                o.insert("duration_ms".into(), json!(started.elapsed().as_millis() as u64));
+            }
+            steps.insert("backup".into(), out);
+        }
         let db = ctx.tenant_db().await?;
         let size_before = size(&db).await?;
-        let mut steps = Map::new();
         let planned = [
             ("cleanup", self.cleanup),
             ("vacuum", self.vacuum),

@@ -52,3 +52,6 @@ CREATE TABLE restores (
     completed_at    timestamptz
 );
 CREATE INDEX restores_tenant_idx ON restores (tenant_id, started_at DESC);
+
+-- The backup a deletion waits for before the database is dropped.
+ALTER TABLE tenants ADD COLUMN final_backup_job uuid;

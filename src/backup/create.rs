@@ -33,6 +33,8 @@ pub struct Options {
     /// Retention for this run (the seed's `--keep N`); default: configured.
     pub retention: Option<Policy>,
     pub codec: Option<Codec>,
+    /// Put the backup on legal hold with this reason (final backups).
+    pub hold: Option<String>,
 }
 
 /// Removes what earlier, interrupted attempts of this job left behind.
@@ -272,6 +274,13 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
         },
     )
     .await?;
+    if let Some(reason) = &opts.hold {
+        sqlx::query("UPDATE backups SET held = true, held_reason = $2 WHERE id = $1")
+            .bind(id)
+            .bind(reason)
+            .execute(&mut *tx)
+            .await?;
+    }
     tx.commit().await?;
     let summary = json!({
         "tenant": t.slug,
@@ -285,6 +294,7 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
         "sha256": measured.sha256,
         "parts": measured.parts,
         "duration_ms": manifest.duration_ms,
+        "held": opts.hold.is_some(),
     });
     ctx.emit("backup.completed", summary.clone());
     crate::metrics::backup_done(measured.stored_bytes, manifest.duration_ms);

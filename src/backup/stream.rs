@@ -293,7 +293,9 @@ pub async fn dump_into(
     while let Some(part) = rx.recv().await {
         upload.part(part).await?;
         on_part(upload.id(), raw.load(Ordering::Relaxed)).await;
-        crate::failpoint::hit("backup.after_part");
+        if upload.id().is_some() {
+            crate::failpoint::hit("backup.after_upload_started");
+        }
         crate::failpoint::pause("backup.pause_after_part").await;
     }
     let measured = worker.await.context("dump thread panicked")??;

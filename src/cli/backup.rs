@@ -32,6 +32,9 @@ pub struct BackupArgs {
     /// zstd or gzip (default: LANDLORD_BACKUP_CODEC, zstd).
     #[arg(long)]
     pub codec: Option<String>,
+    /// Put the new backups on legal hold with this reason (never pruned).
+    #[arg(long)]
+    pub hold: Option<String>,
     /// Check the requirements (pg_dump, servers, store, broker, catalog) and exit; same as `landlord doctor`.
     #[arg(long, conflicts_with_all = ["tenant", "all"])]
     pub check: bool,
@@ -50,6 +53,7 @@ pub async fn run(a: BackupArgs, settings: Arc<Settings>, registry: Arc<Registry>
         keep: a.keep,
         retention: a.retention.clone(),
         codec: a.codec.clone(),
+        hold: a.hold.clone(),
     };
     job.validate().map_err(BadInput)?;
     let pool = catalog(&settings).await?;

@@ -27,7 +27,7 @@ pub struct MaintenanceArgs {
     /// Every active tenant.
     #[arg(long)]
     pub all: bool,
-    /// Back up first (needs backups, which arrive in a later release).
+    /// Back up first; the other steps run only if the backup succeeded.
     #[arg(long)]
     pub backup: bool,
     /// Rebuild indexes (REINDEX … CONCURRENTLY; the tenant keeps working).

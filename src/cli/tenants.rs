@@ -79,11 +79,13 @@ pub enum TenantsCommand {
     },
     /// Give the tenant role a new password.
     RotateCredentials { slug: String },
-    /// Delete a tenant: it stops at once; its database is dropped after the
-    /// grace period (LANDLORD_DELETE_GRACE_DAYS, default 7) or with --now.
+    /// Delete a tenant: it stops at once; a final backup (held, never pruned)
+    /// is taken, and its database is dropped after the grace period
+    /// (LANDLORD_DELETE_GRACE_DAYS, default 7) or with --now, never before the
+    /// final backup succeeded.
     Delete {
         slug: String,
-        /// Required until backups exist: delete without a final backup.
+        /// Delete without a final backup.
         #[arg(long)]
         no_final_backup: bool,
         /// Drop the database now instead of after the grace period.

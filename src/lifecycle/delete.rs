@@ -20,7 +20,7 @@ use crate::{
 /// How a deletion goes.
 #[derive(Debug, Clone)]
 pub struct DeleteOptions {
-    /// Skip the final backup (required until backups exist).
+    /// Skip the final backup.
     pub no_final_backup: bool,
     /// How long before the database is dropped.
     pub grace: Duration,
@@ -35,13 +35,6 @@ pub async fn delete(
     opts: &DeleteOptions,
     actor: &str,
 ) -> Result<Enqueued, LifecycleError> {
-    if !opts.no_final_backup {
-        return Err(LifecycleError::Conflict(
-            "a final backup is required before deletion, and backups are not available in this release; \
-             pass --no-final-backup to delete without one"
-                .into(),
-        ));
-    }
     let mut tx = pool.begin().await?;
     let t = tenants::lock_in(&mut tx, slug).await?;
     if !matches!(
@@ -84,7 +77,35 @@ pub async fn delete(
         EnqueueError::Other(e) => LifecycleError::Other(e),
         other => LifecycleError::Other(anyhow::anyhow!("enqueueing drop_tenant: {other}")),
     })?;
-    let data = serde_json::json!({"from": t.status, "drop_at": drop_at, "final_backup": false, "actor": actor});
+    // The final backup, held forever; drop_tenant waits for it to succeed.
+    let final_backup = if opts.no_final_backup || t.isolation != "database" || t.provision_step != "done" {
+        None
+    } else {
+        let b = store::enqueue_in(
+            &mut tx,
+            registry,
+            &EnqueueRequest {
+                kind: "backup".into(),
+                tenant: Some(t.slug.clone()),
+                args: serde_json::json!({"hold": format!("final backup before deletion ({actor})")}),
+                dedupe_key: Some(format!("final-backup:{}", t.slug)),
+                ..Default::default()
+            },
+            Origin::Catalog,
+        )
+        .await
+        .map_err(|e| match e {
+            EnqueueError::Other(e) => LifecycleError::Other(e),
+            other => LifecycleError::Other(anyhow::anyhow!("enqueueing the final backup: {other}")),
+        })?;
+        sqlx::query("UPDATE tenants SET final_backup_job = $2 WHERE id = $1")
+            .bind(t.id)
+            .bind(b.id)
+            .execute(&mut *tx)
+            .await?;
+        Some(b)
+    };
+    let data = serde_json::json!({"from": t.status, "drop_at": drop_at, "final_backup_job": final_backup.as_ref().map(|b| b.id), "actor": actor});
     store::record(
         &mut tx,
         actor,

@@ -4,6 +4,7 @@
 
 mod error;
 pub mod executor;
+pub mod heavy;
 mod job;
 mod registry;
 pub mod relay;

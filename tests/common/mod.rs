@@ -30,6 +30,11 @@ use uuid::Uuid;
 
 pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
 
+/// The bucket `ops/services` creates for development and tests.
+pub fn backup_bucket() -> String {
+    std::env::var("LANDLORD_TEST_BUCKET").unwrap_or_else(|_| "landlord-backups".into())
+}
+
 pub fn amqp_url() -> String {
     std::env::var("LANDLORD_AMQP_URL")
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into())
@@ -92,6 +97,26 @@ impl TestEnv {
         }
     }
 
+    /// This test's own folder in the dev bucket (see `ops/services env`).
+    pub fn backup_url(&self) -> String {
+        format!("s3://{}/{}", backup_bucket(), self.prefix)
+    }
+
+    /// The store as landlord sees it with this test's settings.
+    pub async fn store(&self) -> landlord::backup::Store {
+        let settings = landlord::backup::BackupSettings::load(Default::default()).expect("backup settings");
+        let mut settings = settings;
+        settings.location = landlord::backup::settings::Location::parse(
+            self.extra_env
+                .get("LANDLORD_BACKUP_URL")
+                .cloned()
+                .unwrap_or_else(|| self.backup_url())
+                .as_str(),
+        )
+        .expect("location");
+        landlord::backup::Store::open(&settings).await.expect("store")
+    }
+
     /// Environment every landlord process of this test gets.
     pub fn env(&self) -> Vec<(String, String)> {
         let mut v = vec![
@@ -111,6 +136,8 @@ impl TestEnv {
                 "10".to_string(),
             ),
             ("LANDLORD_CONFIG".to_string(), String::new()),
+            ("LANDLORD_BACKUP_URL".to_string(), self.backup_url()),
+            ("LANDLORD_BACKUP_PART_SIZE_MIB".to_string(), "5".to_string()),
         ];
         for (k, val) in &self.extra_env {
             v.retain(|(kk, _)| kk != k);
@@ -468,6 +495,21 @@ impl TestEnv {
                 }
             }
             let _ = conn.close(200, "bye".into()).await;
+        }
+        // Objects and unfinished uploads under this test's store prefix.
+        if !self.extra_env.contains_key("LANDLORD_BACKUP_URL") {
+            let store = self.store().await;
+            let prefix = format!("{}/", self.prefix);
+            if let Ok(uploads) = store.pending_uploads(&prefix).await {
+                for u in uploads {
+                    let _ = store.abort(&u.key, &u.upload_id).await;
+                }
+            }
+            if let Ok(objects) = store.list(&prefix).await {
+                for o in objects {
+                    let _ = store.delete(&o.key).await;
+                }
+            }
         }
         let _ = std::fs::remove_dir_all(&self.log_dir);
     }
