@@ -548,7 +548,6 @@ async fn delete_drops_the_database_and_role_after_the_grace_period() {
         .unwrap()
         .to_string();
 
-
     // With the default grace period the tenant stops now, the database stays for later.
     env.ok(&["tenants", "delete", &s, "--no-final-backup"]);
     let t = tenant(&env, &s).await;
@@ -605,7 +604,10 @@ async fn delete_drops_the_database_and_role_after_the_grace_period() {
     .unwrap();
     assert!(held, "the final backup is on hold");
     assert!(reason.contains("final backup"), "{reason}");
-    assert!(finished_before_drop, "the backup completed before the database was dropped");
+    assert!(
+        finished_before_drop,
+        "the backup completed before the database was dropped"
+    );
     assert!(!role_exists(&format!("{now_db}_app")).await);
     tap.wait_for("tenant.deleted", secs(20), |e| {
         e["event"] == "tenant.deleted" && e["tenant"] == now.as_str()

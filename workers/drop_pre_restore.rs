@@ -29,7 +29,10 @@ impl Job for DropPreRestore {
             .await?
             .filter(|r| r.tenant_id == t.id)
             .ok_or_else(|| {
-                JobError::fatal(format!("no restore {} of tenant {}", self.restore_id, t.slug))
+                JobError::fatal(format!(
+                    "no restore {} of tenant {}",
+                    self.restore_id, t.slug
+                ))
             })?;
         let Some(pre) = r.pre_restore_db.clone() else {
             return Ok(json!({"restore_id": r.id, "dropped": null}));

@@ -226,7 +226,10 @@ impl Job for Maintenance {
     }
 
     fn timeout(&self, settings: &crate::config::Settings) -> Duration {
-        settings.worker.job_timeout.max(Duration::from_secs(6 * 3600))
+        settings
+            .worker
+            .job_timeout
+            .max(Duration::from_secs(6 * 3600))
     }
 
     async fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
@@ -255,7 +258,10 @@ impl Job for Maintenance {
                     })?
             };
             if let Some(o) = out.as_object_mut() {
-                o.insert("duration_ms".into(), json!(started.elapsed().as_millis() as u64));
+                o.insert(
+                    "duration_ms".into(),
+                    json!(started.elapsed().as_millis() as u64),
+                );
             }
             steps.insert("backup".into(), out);
         }

@@ -47,7 +47,10 @@ impl Job for Ping {
     }
 
     fn timeout(&self, settings: &crate::config::Settings) -> Duration {
-        settings.worker.job_timeout.max(Duration::from_secs_f64(self.hold_seconds) + Duration::from_secs(60))
+        settings
+            .worker
+            .job_timeout
+            .max(Duration::from_secs_f64(self.hold_seconds) + Duration::from_secs(60))
     }
 
     async fn run(&self, ctx: &JobContext) -> Result<serde_json::Value, JobError> {

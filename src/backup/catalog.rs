@@ -42,7 +42,10 @@ pub struct Backup {
 impl Backup {
     /// The object's file name (what `restore --backup NAME` takes).
     pub fn name(&self) -> &str {
-        self.object_key.rsplit('/').next().unwrap_or(&self.object_key)
+        self.object_key
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.object_key)
     }
 }
 
@@ -173,7 +176,10 @@ pub async fn find(pool: &PgPool, tenant_id: i64, name: &str) -> Result<Option<Ba
     let all = complete_of(pool, tenant_id).await?;
     let name = name.trim();
     Ok(all.into_iter().find(|b| {
-        b.name() == name || b.object_key == name || b.id.to_string() == name || b.id.simple().to_string() == name
+        b.name() == name
+            || b.object_key == name
+            || b.id.to_string() == name
+            || b.id.simple().to_string() == name
     }))
 }
 

@@ -48,7 +48,12 @@ pub async fn clean_leftovers(ctx: &JobContext, store: &Store) -> Result<usize> {
         if let Some(m) = &b.manifest_key {
             store.delete(m).await?;
         }
-        catalog::fail(&ctx.catalog, b.id, "attempt interrupted; cleaned up by a later attempt").await?;
+        catalog::fail(
+            &ctx.catalog,
+            b.id,
+            "attempt interrupted; cleaned up by a later attempt",
+        )
+        .await?;
         tracing::info!(backup = %b.id, "cleaned up an interrupted backup attempt");
     }
     Ok(rows.len())
@@ -56,8 +61,12 @@ pub async fn clean_leftovers(ctx: &JobContext, store: &Store) -> Result<usize> {
 
 async fn server_facts(ctx: &JobContext) -> Result<(String, i32, Option<i64>, i64)> {
     let db = ctx.tenant_db().await?;
-    let version: String = sqlx::query_scalar("SHOW server_version").fetch_one(&db).await?;
-    let num: String = sqlx::query_scalar("SHOW server_version_num").fetch_one(&db).await?;
+    let version: String = sqlx::query_scalar("SHOW server_version")
+        .fetch_one(&db)
+        .await?;
+    let num: String = sqlx::query_scalar("SHOW server_version_num")
+        .fetch_one(&db)
+        .await?;
     let has_migrations: bool =
         sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL")
             .fetch_one(&db)
@@ -142,7 +151,9 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
     let encrypted = !recipients.is_empty();
     let id = Uuid::now_v7();
     let started = Utc::now();
-    let key = store.key(&manifest::object_name(&t.slug, started, id, codec, encrypted));
+    let key = store.key(&manifest::object_name(
+        &t.slug, started, id, codec, encrypted,
+    ));
     let manifest_key = manifest::manifest_key(&key);
     let store_name = store.describe();
     catalog::insert(
@@ -196,7 +207,8 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
                 {
                     tracing::warn!(error = %e, "could not record the upload id");
                 }
-                c.progress(raw, total, &format!("dumped {} MiB", raw >> 20)).await;
+                c.progress(raw, total, &format!("dumped {} MiB", raw >> 20))
+                    .await;
             })
         },
     )
@@ -236,7 +248,10 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
             landlord_version: env!("CARGO_PKG_VERSION").into(),
         };
         store
-            .put(&manifest_key, Bytes::from(serde_json::to_vec_pretty(&manifest)?))
+            .put(
+                &manifest_key,
+                Bytes::from(serde_json::to_vec_pretty(&manifest)?),
+            )
             .await
             .context("writing the manifest")?;
         Ok((m, manifest))
@@ -299,7 +314,10 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
     ctx.emit("backup.completed", summary.clone());
     crate::metrics::backup_done(measured.stored_bytes, manifest.duration_ms);
 
-    let policy = opts.retention.clone().unwrap_or_else(|| cfg.retention.clone());
+    let policy = opts
+        .retention
+        .clone()
+        .unwrap_or_else(|| cfg.retention.clone());
     let pruned = prune::apply(&ctx.catalog, &store, t, &policy, false).await;
     let retention = match pruned {
         Ok(p) => json!({"policy": policy.to_string(), "deleted": p.deleted, "kept": p.kept}),

@@ -53,10 +53,8 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
     }
     for (name, url) in &settings.servers {
         let res: Result<String, String> = async {
-            let opts: sqlx::postgres::PgConnectOptions = url
-                .expose()
-                .parse()
-                .map_err(|e| format!("bad URL: {e}"))?;
+            let opts: sqlx::postgres::PgConnectOptions =
+                url.expose().parse().map_err(|e| format!("bad URL: {e}"))?;
             let pool = sqlx::postgres::PgPoolOptions::new()
                 .max_connections(1)
                 .acquire_timeout(Duration::from_secs(5))
@@ -99,7 +97,10 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
     }
     .await;
     out.push(check("catalog", catalog));
-    let broker = Broker::new(&settings.broker, &crate::runtime::worker::owner_id("doctor"));
+    let broker = Broker::new(
+        &settings.broker,
+        &crate::runtime::worker::owner_id("doctor"),
+    );
     let reached = tokio::time::timeout(Duration::from_secs(10), broker.connect()).await;
     broker.close().await;
     out.push(check(
@@ -114,7 +115,10 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
         let store = Store::open(&settings.backup)
             .await
             .map_err(|e| format!("{e:#}"))?;
-        let key = store.key(&format!(".landlord-doctor/{}", uuid::Uuid::new_v4().simple()));
+        let key = store.key(&format!(
+            ".landlord-doctor/{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         store
             .put(&key, Bytes::from_static(b"landlord doctor probe"))
             .await

@@ -39,7 +39,13 @@ pub struct Manifest {
 }
 
 /// `tenants/{slug}/{timestamp}_{id}.dump.{zst|gz}[.age]` (before the store prefix).
-pub fn object_name(slug: &str, at: DateTime<Utc>, id: Uuid, codec: Codec, encrypted: bool) -> String {
+pub fn object_name(
+    slug: &str,
+    at: DateTime<Utc>,
+    id: Uuid,
+    codec: Codec,
+    encrypted: bool,
+) -> String {
     format!(
         "tenants/{slug}/{}_{}.dump.{}{}",
         at.format("%Y%m%dT%H%M%SZ"),
@@ -63,7 +69,9 @@ pub fn classify(name: &str) -> Option<(&'static str, Codec, bool)> {
         None => (name, false),
     };
     if let Some(b) = base.strip_suffix(".zst") {
-        return b.ends_with(".dump").then_some(("custom", Codec::Zstd, encrypted));
+        return b
+            .ends_with(".dump")
+            .then_some(("custom", Codec::Zstd, encrypted));
     }
     if let Some(b) = base.strip_suffix(".gz") {
         if b.ends_with(".dump") {
@@ -82,10 +90,15 @@ mod tests {
 
     #[test]
     fn names() {
-        let at = DateTime::parse_from_rfc3339("2026-01-15T02:00:00Z").unwrap().to_utc();
+        let at = DateTime::parse_from_rfc3339("2026-01-15T02:00:00Z")
+            .unwrap()
+            .to_utc();
         let id = Uuid::nil();
         let n = object_name("acme", at, id, Codec::Zstd, true);
-        assert_eq!(n, "tenants/acme/20260115T020000Z_00000000000000000000000000000000.dump.zst.age");
+        assert_eq!(
+            n,
+            "tenants/acme/20260115T020000Z_00000000000000000000000000000000.dump.zst.age"
+        );
         assert_eq!(classify(&n), Some(("custom", Codec::Zstd, true)));
         assert_eq!(
             classify("tenant_acme_2024-01-15_02-00-00.sql.gz"),

@@ -68,8 +68,10 @@ pub async fn run(pool: &PgPool, max_age_hours: u64, max_storage: Option<u64>) ->
         }
     }
     let g = &crate::metrics::get().backup_monitor;
-    g.with_label_values(&["stale"]).set(report.stale.len() as i64);
-    g.with_label_values(&["oversize"]).set(report.oversize.len() as i64);
+    g.with_label_values(&["stale"])
+        .set(report.stale.len() as i64);
+    g.with_label_values(&["oversize"])
+        .set(report.oversize.len() as i64);
     g.with_label_values(&["healthy"]).set(report.healthy as i64);
     Ok(report)
 }

@@ -21,9 +21,7 @@ pub fn command(settings: &Settings, server: &str, db: &str, program: &str) -> Re
     for var in ["PGSERVICE", "PGSERVICEFILE", "PGPASSFILE", "PGOPTIONS"] {
         cmd.env_remove(var);
     }
-    let decode = |s: &str| {
-        percent_decode(s)
-    };
+    let decode = |s: &str| percent_decode(s);
     if let Some(host) = url.host_str().filter(|h| !h.is_empty()) {
         cmd.env("PGHOST", host.trim_matches(|c| c == '[' || c == ']'));
     }
@@ -80,12 +78,15 @@ pub fn major_version(settings: &Settings, program: &str) -> Result<u32> {
     let out = Command::new(settings.backup.pg_tool(program))
         .arg("--version")
         .output()
-        .with_context(|| format!("{program} is not installed or not on PATH (set LANDLORD_PG_BIN_DIR)"))?;
+        .with_context(|| {
+            format!("{program} is not installed or not on PATH (set LANDLORD_PG_BIN_DIR)")
+        })?;
     if !out.status.success() {
         bail!("{program} --version failed");
     }
     let text = String::from_utf8_lossy(&out.stdout);
-    parse_major(&text).with_context(|| format!("cannot read the version of {program} from {text:?}"))
+    parse_major(&text)
+        .with_context(|| format!("cannot read the version of {program} from {text:?}"))
 }
 
 /// The full version line of a client program.
@@ -107,7 +108,10 @@ fn parse_major(text: &str) -> Option<u32> {
 mod tests {
     #[test]
     fn majors() {
-        assert_eq!(super::parse_major("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"), Some(15));
+        assert_eq!(
+            super::parse_major("pg_dump (PostgreSQL) 15.20 (Debian 15.20-0+deb12u1)"),
+            Some(15)
+        );
         assert_eq!(super::parse_major("pg_restore (PostgreSQL) 17beta1"), None);
         assert_eq!(super::percent_decode("p%40ss+w"), "p@ss+w");
     }

@@ -59,7 +59,9 @@ pub async fn apply(
         match verdict {
             Verdict::Keep(why) => {
                 report.kept += 1;
-                report.plan.push((b.name().to_string(), format!("keep ({why})")));
+                report
+                    .plan
+                    .push((b.name().to_string(), format!("keep ({why})")));
             }
             Verdict::Prune => {
                 report.plan.push((b.name().to_string(), "delete".into()));

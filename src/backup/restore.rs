@@ -131,7 +131,12 @@ pub async fn stream_into(
 }
 
 /// The command that loads a backup of this format into `db`.
-pub fn loader(settings: &Settings, server: &str, db: &str, format: &str) -> Result<std::process::Command> {
+pub fn loader(
+    settings: &Settings,
+    server: &str,
+    db: &str,
+    format: &str,
+) -> Result<std::process::Command> {
     if format == "plain" {
         let mut cmd = pgtool::command(settings, server, db, "psql")?;
         cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
@@ -212,10 +217,13 @@ pub async fn check(
 
 async fn create_db(admin: &PgPool, db: &str) -> Result<()> {
     crate::ident::validate_db_name(db).map_err(|e| anyhow!("database name {db:?}: {e}"))?;
-    sqlx::raw_sql(&format!("CREATE DATABASE {} TEMPLATE template0", quote_ident(db)))
-        .execute(admin)
-        .await
-        .with_context(|| format!("creating database {db}"))?;
+    sqlx::raw_sql(&format!(
+        "CREATE DATABASE {} TEMPLATE template0",
+        quote_ident(db)
+    ))
+    .execute(admin)
+    .await
+    .with_context(|| format!("creating database {db}"))?;
     Ok(())
 }
 
@@ -256,7 +264,13 @@ async fn exists(admin: &PgPool, db: &str) -> Result<bool> {
 /// Renames `scratch` in as `live`, keeping the old live database as `pre`
 /// (not accepting connections). Ends the live database's sessions. On any
 /// failure after the live database was renamed, renames it back.
-pub async fn swap(settings: &Settings, server: &str, live: &str, scratch: &str, pre: &str) -> Result<bool> {
+pub async fn swap(
+    settings: &Settings,
+    server: &str,
+    live: &str,
+    scratch: &str,
+    pre: &str,
+) -> Result<bool> {
     for db in [live, scratch, pre] {
         crate::ident::validate_db_name(db).map_err(|e| anyhow!("database name {db:?}: {e}"))?;
     }
@@ -430,7 +444,8 @@ pub async fn restore(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Value, 
     .bind(&pre)
     .execute(&ctx.catalog)
     .await?;
-    ctx.progress(0, 3, "restoring into a scratch database").await;
+    ctx.progress(0, 3, "restoring into a scratch database")
+        .await;
     let clock = std::time::Instant::now();
     let loaded = restore_into_scratch(settings, &store, t, b, &scratch).await;
     let (measured, checked) = match loaded {
@@ -449,11 +464,14 @@ pub async fn restore(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Value, 
         record_failure(ctx, t, restore_id, b.id, &format!("{e:#}")).await;
         return Err(e.into());
     }
-    ctx.progress(2, 3, "swapping the restored database in").await;
+    ctx.progress(2, 3, "swapping the restored database in")
+        .await;
     if ctx.cancel.is_cancelled() {
         let _ = drop_db(settings, &t.db_server, &scratch).await;
         record_failure(ctx, t, restore_id, b.id, "cancelled before the swap").await;
-        return Err(JobError::retryable("the job lost its claim before the swap"));
+        return Err(JobError::retryable(
+            "the job lost its claim before the swap",
+        ));
     }
     let had_live = match swap(settings, &t.db_server, &t.db_name, &scratch, &pre).await {
         Ok(h) => h,

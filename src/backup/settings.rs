@@ -213,9 +213,7 @@ impl BackupSettings {
         let level = env_parse("LANDLORD_BACKUP_LEVEL")?
             .or(file.level)
             .unwrap_or(codec.default_level());
-        codec
-            .check_level(level)
-            .context("LANDLORD_BACKUP_LEVEL")?;
+        codec.check_level(level).context("LANDLORD_BACKUP_LEVEL")?;
         let age_recipients: Vec<String> = match env("LANDLORD_BACKUP_AGE_RECIPIENTS") {
             Some(v) => v
                 .split(',')
@@ -226,14 +224,18 @@ impl BackupSettings {
         };
         for r in &age_recipients {
             r.parse::<age::x25519::Recipient>().map_err(|e| {
-                anyhow::anyhow!("LANDLORD_BACKUP_AGE_RECIPIENTS: {r:?} is not an age public key: {e}")
+                anyhow::anyhow!(
+                    "LANDLORD_BACKUP_AGE_RECIPIENTS: {r:?} is not an age public key: {e}"
+                )
             })?;
         }
         let part_mib = env_parse("LANDLORD_BACKUP_PART_SIZE_MIB")?
             .or(file.part_size_mib)
             .unwrap_or(8);
         if !(5..=512).contains(&part_mib) {
-            bail!("LANDLORD_BACKUP_PART_SIZE_MIB must be between 5 and 512 (S3's minimum part is 5 MiB), got {part_mib}");
+            bail!(
+                "LANDLORD_BACKUP_PART_SIZE_MIB must be between 5 and 512 (S3's minimum part is 5 MiB), got {part_mib}"
+            );
         }
         let retention_raw = env("LANDLORD_BACKUP_RETENTION")
             .or(file.retention)
@@ -246,7 +248,9 @@ impl BackupSettings {
         let checksum_when_required = match checksum.as_str() {
             "when_supported" => false,
             "when_required" => true,
-            other => bail!("LANDLORD_S3_CHECKSUM must be when_supported or when_required, got {other:?}"),
+            other => {
+                bail!("LANDLORD_S3_CHECKSUM must be when_supported or when_required, got {other:?}")
+            }
         };
         let endpoint = env("LANDLORD_S3_ENDPOINT").or(file.s3_endpoint);
         let path_style = match env("LANDLORD_S3_PATH_STYLE").or(env("AWS_S3_FORCE_PATH_STYLE")) {

@@ -112,7 +112,10 @@ impl Store {
     }
 
     fn local_path(root: &Path, key: &str) -> Result<PathBuf> {
-        if key.split('/').any(|p| p.is_empty() || p == "." || p == "..") {
+        if key
+            .split('/')
+            .any(|p| p.is_empty() || p == "." || p == "..")
+        {
             bail!("object key {key:?} is not a plain relative path");
         }
         Ok(root.join(key))
@@ -236,12 +239,13 @@ impl Store {
                     .await
                     .map_err(|e| s3_err(&format!("deleting {key}"), e))?;
             }
-            Self::Local { root } => match tokio::fs::remove_file(Self::local_path(root, key)?).await
-            {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e.into()),
-            },
+            Self::Local { root } => {
+                match tokio::fs::remove_file(Self::local_path(root, key)?).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
         }
         Ok(())
     }
@@ -390,11 +394,7 @@ fn is_partial(rel: &str) -> bool {
     rel.contains(".partial-")
 }
 
-fn walk(
-    root: &Path,
-    dir: &Path,
-    f: &mut dyn FnMut(&str, &std::fs::Metadata),
-) -> Result<()> {
+fn walk(root: &Path, dir: &Path, f: &mut dyn FnMut(&str, &std::fs::Metadata)) -> Result<()> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -550,15 +550,13 @@ impl Upload {
             .send()
             .await
             .map_err(|e| s3_err(&format!("uploading part {number} of {}", self.key), e))?;
+        // Only the ETag: per-part checksums in the completion are optional and
+        // some stores (Garage) reject ones they did not record at upload time.
+        // The whole object's SHA-256 is ours, checked on every read.
         self.parts.push(
             CompletedPart::builder()
                 .part_number(number)
                 .set_e_tag(out.e_tag().map(str::to_string))
-                .set_checksum_crc32(out.checksum_crc32().map(str::to_string))
-                .set_checksum_crc32_c(out.checksum_crc32_c().map(str::to_string))
-                .set_checksum_crc64_nvme(out.checksum_crc64_nvme().map(str::to_string))
-                .set_checksum_sha1(out.checksum_sha1().map(str::to_string))
-                .set_checksum_sha256(out.checksum_sha256().map(str::to_string))
                 .build(),
         );
         Ok(())

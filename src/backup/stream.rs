@@ -388,7 +388,13 @@ pub async fn restore_from(mut object: ObjectReader, dec: Decoding, sink: Sink) -
     let guard = spawned.as_ref().map(|(c, _, _)| ChildGuard(c.clone()));
     let identities = dec.identities.is_some();
     let worker = tokio::task::spawn_blocking(move || -> Result<u64> {
-        let mut input = decoder(&dec, ChannelReader { rx, cur: Bytes::new() })?;
+        let mut input = decoder(
+            &dec,
+            ChannelReader {
+                rx,
+                cur: Bytes::new(),
+            },
+        )?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut raw = 0u64;
         let (mut stdin, child) = match spawned {
@@ -401,8 +407,14 @@ pub async fn restore_from(mut object: ObjectReader, dec: Decoding, sink: Sink) -
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    let what = if identities { "decrypting/decompressing" } else { "decompressing" };
-                    return Err(anyhow!("{what} the backup: {e} (corrupt or truncated object?)"));
+                    let what = if identities {
+                        "decrypting/decompressing"
+                    } else {
+                        "decompressing"
+                    };
+                    return Err(anyhow!(
+                        "{what} the backup: {e} (corrupt or truncated object?)"
+                    ));
                 }
             };
             raw += n as u64;
@@ -424,7 +436,10 @@ pub async fn restore_from(mut object: ObjectReader, dec: Decoding, sink: Sink) -
         // Anything after the end of the compressed stream is corruption too.
         drop(stdin);
         if let Some((c, tail)) = child {
-            let status = c.lock().map_err(|_| anyhow!("child lock poisoned"))?.wait()?;
+            let status = c
+                .lock()
+                .map_err(|_| anyhow!("child lock poisoned"))?
+                .wait()?;
             let tail = tail.join().unwrap_or_default();
             if !status.success() {
                 bail!("{name} failed ({status}): {tail}");

@@ -11,11 +11,7 @@ use super::{
     store::Store,
     stream::Sink,
 };
-use crate::{
-    config::Settings,
-    runtime::JobError,
-    tenants::Tenant,
-};
+use crate::{config::Settings, runtime::JobError, tenants::Tenant};
 
 pub async fn verify(
     settings: &Settings,

@@ -42,12 +42,18 @@ pub struct BackupArgs {
     pub run: RunOpts,
 }
 
-pub async fn run(a: BackupArgs, settings: Arc<Settings>, registry: Arc<Registry>) -> Result<ExitCode> {
+pub async fn run(
+    a: BackupArgs,
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+) -> Result<ExitCode> {
     if a.check {
         return super::doctor::run(&settings, a.run.json).await;
     }
     if a.tenant.is_empty() && !a.all {
-        return Err(BadInput("name tenants with --tenant, or use --all (or --check)".into()).into());
+        return Err(
+            BadInput("name tenants with --tenant, or use --all (or --check)".into()).into(),
+        );
     }
     let job = Backup {
         keep: a.keep,

@@ -67,7 +67,12 @@ pub enum BackupsCommand {
 #[derive(Debug, Args)]
 pub struct PruneArgs {
     /// Tenant slug(s).
-    #[arg(long, value_delimiter = ',', required_unless_present = "all", conflicts_with = "all")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
     pub tenant: Vec<String>,
     /// Every tenant with backups.
     #[arg(long)]
@@ -88,7 +93,12 @@ pub struct PruneArgs {
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
     /// Tenant slug(s).
-    #[arg(long, value_delimiter = ',', required_unless_present = "all", conflicts_with = "all")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required_unless_present = "all",
+        conflicts_with = "all"
+    )]
     pub tenant: Vec<String>,
     /// Every active tenant.
     #[arg(long)]
@@ -118,7 +128,11 @@ pub struct MonitorArgs {
     pub json: bool,
 }
 
-pub async fn run(c: BackupsCommand, settings: Arc<Settings>, registry: Arc<Registry>) -> Result<ExitCode> {
+pub async fn run(
+    c: BackupsCommand,
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+) -> Result<ExitCode> {
     let pool = open_catalog(&settings).await?;
     match c {
         BackupsCommand::List { tenant, json } => {
@@ -141,10 +155,29 @@ pub async fn run(c: BackupsCommand, settings: Arc<Settings>, registry: Arc<Regis
             } else {
                 println!("tenant          {}", t.slug);
                 println!("backups         {} ({} held)", s.count, s.held);
-                println!("stored          {} ({} raw, ratio {ratio:.2})", human(s.stored_bytes), human(s.raw_bytes));
-                println!("oldest          {}", s.oldest.map(|d| d.to_rfc3339()).unwrap_or_else(|| "-".into()));
-                println!("newest          {}", s.newest.map(|d| d.to_rfc3339()).unwrap_or_else(|| "-".into()));
-                println!("last duration   {}", s.last_duration_ms.map(|d| format!("{:.1} s", d as f64 / 1000.0)).unwrap_or_else(|| "-".into()));
+                println!(
+                    "stored          {} ({} raw, ratio {ratio:.2})",
+                    human(s.stored_bytes),
+                    human(s.raw_bytes)
+                );
+                println!(
+                    "oldest          {}",
+                    s.oldest
+                        .map(|d| d.to_rfc3339())
+                        .unwrap_or_else(|| "-".into())
+                );
+                println!(
+                    "newest          {}",
+                    s.newest
+                        .map(|d| d.to_rfc3339())
+                        .unwrap_or_else(|| "-".into())
+                );
+                println!(
+                    "last duration   {}",
+                    s.last_duration_ms
+                        .map(|d| format!("{:.1} s", d as f64 / 1000.0))
+                        .unwrap_or_else(|| "-".into())
+                );
                 println!("failed (7 days) {}", s.failed_last_7d);
             }
             Ok(ExitCode::SUCCESS)
@@ -164,20 +197,44 @@ pub async fn run(c: BackupsCommand, settings: Arc<Settings>, registry: Arc<Regis
             let store = Store::open(&settings.backup).await?;
             prune::delete_objects(&store, &b).await?;
             catalog::mark_deleted(&pool, b.id).await?;
-            audit(&pool, "backup.deleted", b.tenant_id, serde_json::json!({"backup_id": b.id, "key": b.object_key})).await?;
+            audit(
+                &pool,
+                "backup.deleted",
+                b.tenant_id,
+                serde_json::json!({"backup_id": b.id, "key": b.object_key}),
+            )
+            .await?;
             println!("deleted {} ({})", b.id, b.name());
             Ok(ExitCode::SUCCESS)
         }
-        BackupsCommand::Hold { id, release, reason } => {
+        BackupsCommand::Hold {
+            id,
+            release,
+            reason,
+        } => {
             let b = catalog::get(&pool, id)
                 .await?
                 .ok_or_else(|| BadInput(format!("no backup {id}")))?;
             if !catalog::set_held(&pool, id, !release, reason.as_deref()).await? {
                 return Err(BadInput(format!("backup {id} is {}, not complete", b.status)).into());
             }
-            let action = if release { "backup.hold_released" } else { "backup.held" };
-            audit(&pool, action, b.tenant_id, serde_json::json!({"backup_id": id, "reason": reason})).await?;
-            println!("{} {id} ({})", if release { "released" } else { "held" }, b.name());
+            let action = if release {
+                "backup.hold_released"
+            } else {
+                "backup.held"
+            };
+            audit(
+                &pool,
+                action,
+                b.tenant_id,
+                serde_json::json!({"backup_id": id, "reason": reason}),
+            )
+            .await?;
+            println!(
+                "{} {id} ({})",
+                if release { "released" } else { "held" },
+                b.name()
+            );
             Ok(ExitCode::SUCCESS)
         }
         BackupsCommand::Prune(a) => prune_cmd(&pool, &settings, a).await,
@@ -203,7 +260,8 @@ pub async fn run(c: BackupsCommand, settings: Arc<Settings>, registry: Arc<Regis
             enqueue::submit(&pool, settings, registry, reqs, &a.run).await
         }
         BackupsCommand::Monitor(a) => {
-            let report = monitor::run(&pool, a.max_age_hours, a.max_storage_mib.map(|m| m << 20)).await?;
+            let report =
+                monitor::run(&pool, a.max_age_hours, a.max_storage_mib.map(|m| m << 20)).await?;
             if let Some(path) = &a.metrics_file {
                 let text = format!(
                     "# HELP landlord_backup_monitor_tenants Tenants per backup health check result\n\
@@ -254,13 +312,22 @@ pub async fn run(c: BackupsCommand, settings: Arc<Settings>, registry: Arc<Regis
             } else {
                 println!("{}: {} objects", report.store, report.objects);
                 for k in &report.orphan_objects {
-                    println!("orphan object      {k}{}", if fix { " (deleted)" } else { "" });
+                    println!(
+                        "orphan object      {k}{}",
+                        if fix { " (deleted)" } else { "" }
+                    );
                 }
                 for (id, k) in &report.missing_objects {
-                    println!("missing object     {k} of backup {id}{}", if fix { " (row marked failed)" } else { "" });
+                    println!(
+                        "missing object     {k} of backup {id}{}",
+                        if fix { " (row marked failed)" } else { "" }
+                    );
                 }
                 for (k, id) in &report.incomplete_uploads {
-                    println!("incomplete upload  {k} ({id}){}", if fix { " (aborted)" } else { "" });
+                    println!(
+                        "incomplete upload  {k} ({id}){}",
+                        if fix { " (aborted)" } else { "" }
+                    );
                 }
                 for k in &report.importable {
                     println!("importable         {k} (restore --backup NAME imports it)");
@@ -299,7 +366,12 @@ async fn slugs(pool: &PgPool, named: &[String], all: bool) -> Result<Vec<String>
     Ok(named.to_vec())
 }
 
-async fn audit(pool: &PgPool, action: &str, tenant_id: i64, details: serde_json::Value) -> Result<()> {
+async fn audit(
+    pool: &PgPool,
+    action: &str,
+    tenant_id: i64,
+    details: serde_json::Value,
+) -> Result<()> {
     let mut tx = pool.begin().await?;
     crate::runtime::store::audit(&mut tx, &actor(), action, Some(tenant_id), None, details).await?;
     tx.commit().await?;
@@ -339,7 +411,11 @@ async fn prune_cmd(pool: &PgPool, settings: &Settings, a: PruneArgs) -> Result<E
                 r.policy,
                 r.kept,
                 r.deleted.len(),
-                if r.dry_run { "would be deleted" } else { "deleted" }
+                if r.dry_run {
+                    "would be deleted"
+                } else {
+                    "deleted"
+                }
             );
             for (name, verdict) in &r.plan {
                 println!("  {verdict:<18} {name}");
@@ -368,12 +444,17 @@ pub async fn print_list(pool: &PgPool, t: &Tenant, json: bool) -> Result<ExitCod
         println!("tenant {} has no backups", t.slug);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<36}  {:<25}  {:>10}  {:>10}  {:<5}  {:<4}  NAME", "ID", "TAKEN", "STORED", "RAW", "CODEC", "HOLD");
+    println!(
+        "{:<36}  {:<25}  {:>10}  {:>10}  {:<5}  {:<4}  NAME",
+        "ID", "TAKEN", "STORED", "RAW", "CODEC", "HOLD"
+    );
     for b in &rows {
         println!(
             "{:<36}  {:<25}  {:>10}  {:>10}  {:<5}  {:<4}  {}",
             b.id,
-            b.completed_at.map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string()).unwrap_or_default(),
+            b.completed_at
+                .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+                .unwrap_or_default(),
             human(b.stored_bytes.unwrap_or(0)),
             b.raw_bytes.map(human).unwrap_or_else(|| "-".into()),
             format!("{}{}", b.codec, if b.encrypted { "+age" } else { "" }),

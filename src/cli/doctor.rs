@@ -11,10 +11,18 @@ pub async fn run(settings: &Settings, json: bool) -> Result<ExitCode> {
     let checks = doctor::run(settings).await;
     let ok = checks.iter().all(|c| c.ok);
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({"ok": ok, "checks": checks}))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({"ok": ok, "checks": checks}))?
+        );
     } else {
         for c in &checks {
-            println!("{:4}  {:<16} {}", if c.ok { "ok" } else { "FAIL" }, c.name, c.detail);
+            println!(
+                "{:4}  {:<16} {}",
+                if c.ok { "ok" } else { "FAIL" },
+                c.name,
+                c.detail
+            );
         }
     }
     Ok(if ok {

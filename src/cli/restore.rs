@@ -41,7 +41,11 @@ pub struct RestoreArgs {
     pub run: RunOpts,
 }
 
-pub async fn run(a: RestoreArgs, settings: Arc<Settings>, registry: Arc<Registry>) -> Result<ExitCode> {
+pub async fn run(
+    a: RestoreArgs,
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+) -> Result<ExitCode> {
     let pool = open_catalog(&settings).await?;
     let t = tenants::get(&pool, &a.tenant)
         .await
@@ -77,7 +81,8 @@ pub async fn run(a: RestoreArgs, settings: Arc<Settings>, registry: Arc<Registry
     if !a.yes {
         if !std::io::stdin().is_terminal() {
             return Err(BadInput(
-                "restore replaces the live database: confirm with --yes (no terminal to ask on)".into(),
+                "restore replaces the live database: confirm with --yes (no terminal to ask on)"
+                    .into(),
             )
             .into());
         }
@@ -85,7 +90,10 @@ pub async fn run(a: RestoreArgs, settings: Arc<Settings>, registry: Arc<Registry
             "Restore {} from {} (taken {}) over its live database {}? The current database is kept for {} h.\nType the tenant slug to confirm: ",
             t.slug,
             chosen.name(),
-            chosen.completed_at.map(|c| c.to_rfc3339()).unwrap_or_default(),
+            chosen
+                .completed_at
+                .map(|c| c.to_rfc3339())
+                .unwrap_or_default(),
             t.db_name,
             settings.backup.keep_pre_restore.as_secs() / 3600
         );

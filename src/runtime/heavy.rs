@@ -11,7 +11,10 @@ use super::{JobContext, JobError};
 
 /// Takes one of the server's slots, held on a dedicated catalog connection
 /// until dropped; `None` when all are taken.
-pub async fn slot(ctx: &JobContext, server: &str) -> Result<Option<PoolConnection<Postgres>>, JobError> {
+pub async fn slot(
+    ctx: &JobContext,
+    server: &str,
+) -> Result<Option<PoolConnection<Postgres>>, JobError> {
     let mut conn = ctx.catalog.acquire().await?;
     // Closing (not pooling) the connection is what releases the lock.
     conn.close_on_drop();
@@ -31,7 +34,10 @@ pub async fn slot(ctx: &JobContext, server: &str) -> Result<Option<PoolConnectio
 }
 
 /// A slot, or [`JobError::Postpone`] when the server is at its limit.
-pub async fn slot_or_postpone(ctx: &JobContext, server: &str) -> Result<PoolConnection<Postgres>, JobError> {
+pub async fn slot_or_postpone(
+    ctx: &JobContext,
+    server: &str,
+) -> Result<PoolConnection<Postgres>, JobError> {
     slot(ctx, server).await?.ok_or_else(|| JobError::Postpone {
         delay: Duration::from_millis(1000),
         reason: format!(

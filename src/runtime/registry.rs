@@ -30,7 +30,11 @@ impl KindSpec {
         (self.validate)(args)
     }
 
-    pub fn timeout(&self, args: &serde_json::Value, settings: &crate::config::Settings) -> Duration {
+    pub fn timeout(
+        &self,
+        args: &serde_json::Value,
+        settings: &crate::config::Settings,
+    ) -> Duration {
         (self.timeout)(args, settings)
     }
 
@@ -59,7 +63,10 @@ fn validate_erased<J: Job>(args: &serde_json::Value) -> Result<(), String> {
     job.validate()
 }
 
-fn timeout_erased<J: Job>(args: &serde_json::Value, settings: &crate::config::Settings) -> Duration {
+fn timeout_erased<J: Job>(
+    args: &serde_json::Value,
+    settings: &crate::config::Settings,
+) -> Duration {
     serde_json::from_value::<J>(args.clone())
         .map(|j| j.timeout(settings))
         .unwrap_or(settings.worker.job_timeout)

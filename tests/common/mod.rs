@@ -104,7 +104,8 @@ impl TestEnv {
 
     /// The store as landlord sees it with this test's settings.
     pub async fn store(&self) -> landlord::backup::Store {
-        let settings = landlord::backup::BackupSettings::load(Default::default()).expect("backup settings");
+        let settings =
+            landlord::backup::BackupSettings::load(Default::default()).expect("backup settings");
         let mut settings = settings;
         settings.location = landlord::backup::settings::Location::parse(
             self.extra_env
@@ -114,7 +115,9 @@ impl TestEnv {
                 .as_str(),
         )
         .expect("location");
-        landlord::backup::Store::open(&settings).await.expect("store")
+        landlord::backup::Store::open(&settings)
+            .await
+            .expect("store")
     }
 
     /// Environment every landlord process of this test gets.

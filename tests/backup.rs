@@ -1,0 +1,917 @@
+//! Backups and restores against the real services: PostgreSQL, RabbitMQ and
+//! Garage (S3), plus a local-directory store. Round trips compare row counts
+//! and checksums of every table; failures must leave no listed backup, no
+//! object and no multipart upload behind, and never touch the live database.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::{collections::BTreeMap, process::Stdio, time::Duration};
+
+use common::{PG_SERVER, TestEnv, secs};
+use serde_json::Value;
+use sqlx::{Connection as _, PgConnection};
+
+/// Row count and checksum of every table of a database.
+async fn fingerprint(db: &str) -> BTreeMap<String, (i64, String)> {
+    let mut c = PgConnection::connect(&format!("{PG_SERVER}/{db}"))
+        .await
+        .unwrap();
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT relname::text FROM pg_stat_user_tables WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    let mut out = BTreeMap::new();
+    for t in tables {
+        let row: (i64, Option<String>) = sqlx::query_as(&format!(
+            "SELECT count(*), md5(string_agg(x::text, '|' ORDER BY x::text)) FROM \"{t}\" x"
+        ))
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        out.insert(t, (row.0, row.1.unwrap_or_default()));
+    }
+    c.close().await.ok();
+    out
+}
+
+async fn exec(db: &str, sql: &str) {
+    let mut c = PgConnection::connect(&format!("{PG_SERVER}/{db}"))
+        .await
+        .unwrap();
+    sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+    c.close().await.ok();
+}
+
+/// Realistic rows: users, projects, and `log_rows` activity rows of ~`width` chars.
+async fn fill(db: &str, users: i64, log_rows: i64, width: i64) {
+    exec(
+        db,
+        &format!(
+            "INSERT INTO users (email, name) SELECT 'user' || g || '@example.com', 'User number ' || g \
+               FROM generate_series(1, {users}) g;
+             INSERT INTO projects (owner_id, name) SELECT 1 + (g % {users}), 'Project ' || g || ' of the quarter' \
+               FROM generate_series(1, {users}) g;
+             INSERT INTO activity_log (user_id, action, created_at) \
+               SELECT 1 + (g % {users}), \
+                      (SELECT string_agg(md5(g::text || '-' || k::text), ' ') FROM generate_series(1, ({width} + 32) / 33) k), \
+                      now() - (g % 400) * interval '1 day' \
+               FROM generate_series(1, {log_rows}) g;"
+        ),
+    )
+    .await;
+}
+
+async fn databases_like(pattern: &str) -> Vec<String> {
+    let mut c = PgConnection::connect(&format!("{PG_SERVER}/postgres"))
+        .await
+        .unwrap();
+    let v = sqlx::query_scalar(
+        "SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY 1",
+    )
+    .bind(pattern)
+    .fetch_all(&mut c)
+    .await
+    .unwrap();
+    c.close().await.ok();
+    v
+}
+
+async fn allows_connections(db: &str) -> bool {
+    let mut c = PgConnection::connect(&format!("{PG_SERVER}/postgres"))
+        .await
+        .unwrap();
+    let v = sqlx::query_scalar("SELECT datallowconn FROM pg_database WHERE datname = $1")
+        .bind(db)
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+    c.close().await.ok();
+    v
+}
+
+fn json_lines(out: &str) -> Value {
+    serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+}
+
+/// The single sync job's row as printed by `--sync --json`.
+fn sync_job(out: &std::process::Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| {
+            panic!(
+                "no JSON line in {text}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    serde_json::from_str(line).unwrap()
+}
+
+async fn complete_backups(env: &TestEnv, slug: &str) -> Vec<Value> {
+    json_lines(&env.ok(&["backups", "list", slug, "--json"]))
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+async fn keys_under(env: &TestEnv, slug: &str) -> Vec<String> {
+    let store = env.store().await;
+    let prefix = store.key(&format!("tenants/{slug}/"));
+    let mut keys: Vec<String> = store
+        .list(&prefix)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    keys.sort();
+    keys
+}
+
+async fn pending_under(env: &TestEnv, slug: &str) -> usize {
+    let store = env.store().await;
+    store
+        .pending_uploads(&store.key(&format!("tenants/{slug}/")))
+        .await
+        .unwrap()
+        .len()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_restore_round_trip_through_the_fleet() {
+    let mut env = TestEnv::new().await;
+    let mut tap = env.events().await;
+    let db = env.tenant("acme").await;
+    fill(&db, 300, 3000, 200).await;
+    let before = fingerprint(&db).await;
+    env.spawn_worker(&["--concurrency", "2"], &[]);
+
+    let out = env.ok(&["backup", "--tenant", "acme", "--wait", "--json"]);
+    assert!(out.contains("succeeded"), "{out}");
+    let done = tap
+        .wait_for("backup.completed", secs(20), |e| {
+            e["event"] == "backup.completed" && e["tenant"] == "acme"
+        })
+        .await;
+    let list = complete_backups(&env, "acme").await;
+    assert_eq!(list.len(), 1);
+    let b = &list[0];
+    assert_eq!(b["codec"], "zstd");
+    assert_eq!(b["format"], "custom");
+    assert_eq!(done["data"]["sha256"], b["sha256"]);
+    let name = b["name"].as_str().unwrap();
+    assert!(name.ends_with(".dump.zst"), "{name}");
+    // Object and manifest, named as documented.
+    let keys = keys_under(&env, "acme").await;
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys[0].starts_with(&format!("{}/tenants/acme/", env.prefix)));
+    assert!(keys[1].ends_with(".manifest.json"));
+    let manifest: Value =
+        serde_json::from_slice(&env.store().await.get_bytes(&keys[1]).await.unwrap()).unwrap();
+    for field in [
+        "tenant",
+        "database",
+        "server_version",
+        "pg_dump_version",
+        "codec",
+        "sha256",
+        "stored_bytes",
+        "raw_bytes",
+        "duration_ms",
+        "started_at",
+    ] {
+        assert!(
+            !manifest[field].is_null(),
+            "manifest has {field}: {manifest:#}"
+        );
+    }
+    // Registered (not provisioned) tenants have no landlord migrations table.
+    assert!(manifest.get("schema_version").is_some());
+    assert_eq!(manifest["sha256"], b["sha256"]);
+
+    // Change the live data, then restore: identical to the backup.
+    exec(
+        &db,
+        "DELETE FROM activity_log WHERE id % 2 = 0; UPDATE users SET name = 'changed'",
+    )
+    .await;
+    assert_ne!(fingerprint(&db).await, before);
+    let out = env.ok(&["restore", "acme", "--latest", "--yes", "--wait", "--json"]);
+    assert!(out.contains("succeeded"), "{out}");
+    assert_eq!(fingerprint(&db).await, before, "restored data is identical");
+    let ev = tap
+        .wait_for("restore.completed", secs(20), |e| {
+            e["event"] == "restore.completed" && e["tenant"] == "acme"
+        })
+        .await;
+    let pre = ev["data"]["pre_restore_database"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(pre.starts_with(&format!("{db}_pre_")), "{pre}");
+    assert!(
+        !allows_connections(&pre).await,
+        "the pre-restore copy takes no connections"
+    );
+    assert!(
+        databases_like(&format!("{db}_rst_%")).await.is_empty(),
+        "no scratch left"
+    );
+    // Its drop is scheduled for the end of the rollback window.
+    let drop_jobs = env
+        .count("SELECT count(*) FROM jobs WHERE kind = 'drop_pre_restore' AND run_at > now() + interval '23 hours'")
+        .await;
+    assert_eq!(drop_jobs, 1);
+
+    // Store and catalog agree.
+    let rec = env.run(&["backups", "reconcile", "--json"]);
+    assert!(
+        rec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rec.stdout)
+    );
+    let stats = json_lines(&env.ok(&["backups", "stats", "acme", "--json"]));
+    assert_eq!(stats["count"], 1);
+    assert!(stats["ratio"].as_f64().unwrap() > 1.0, "{stats}");
+    assert_eq!(
+        env.ok(&["backups", "monitor", "--json"])
+            .contains("\"healthy\": 1"),
+        true
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gzip_and_age_variants_and_a_wrong_key() {
+    let mut env = TestEnv::new().await;
+    let db = env.tenant("vary").await;
+    fill(&db, 100, 800, 120).await;
+    let before = fingerprint(&db).await;
+
+    // gzip.
+    let out = env.run(&[
+        "backup", "--tenant", "vary", "--codec", "gzip", "--sync", "--json",
+    ]);
+    assert_eq!(
+        sync_job(&out)["status"],
+        "succeeded",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gz = complete_backups(&env, "vary").await[0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(gz.ends_with(".dump.gz"), "{gz}");
+    exec(&db, "TRUNCATE activity_log").await;
+    env.ok(&["restore", "vary", "--backup", &gz, "--yes", "--sync"]);
+    assert_eq!(fingerprint(&db).await, before);
+
+    // age: workers hold only the public key.
+    let id = age::x25519::Identity::generate();
+    let recipient = id.to_public().to_string();
+    let key_file = env.log_dir.join("backup.key");
+    use age::secrecy::ExposeSecret;
+    std::fs::write(
+        &key_file,
+        format!("# test\n{}\n", id.to_string().expose_secret()),
+    )
+    .unwrap();
+    let wrong_file = env.log_dir.join("wrong.key");
+    std::fs::write(
+        &wrong_file,
+        format!(
+            "{}\n",
+            age::x25519::Identity::generate()
+                .to_string()
+                .expose_secret()
+        ),
+    )
+    .unwrap();
+    let enc = [("LANDLORD_BACKUP_AGE_RECIPIENTS", recipient.as_str())];
+    let out = env.run_with(&["backup", "--tenant", "vary", "--sync", "--json"], &enc);
+    assert_eq!(sync_job(&out)["status"], "succeeded");
+    let list = complete_backups(&env, "vary").await;
+    let newest = &list[0];
+    assert_eq!(newest["encrypted"], true);
+    let name = newest["name"].as_str().unwrap().to_string();
+    assert!(name.ends_with(".dump.zst.age"), "{name}");
+    // The object is not a readable dump: it is an age file.
+    let obj = env
+        .store()
+        .await
+        .get_bytes(newest["object_key"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert!(obj.starts_with(b"age-encryption.org/v1"), "an age file");
+
+    exec(&db, "DELETE FROM users WHERE id > 50 AND id NOT IN (SELECT user_id FROM activity_log WHERE user_id IS NOT NULL) ; UPDATE projects SET name = 'x'").await;
+    let changed = fingerprint(&db).await;
+    // No key, then the wrong key: refused, live database untouched.
+    let out = env.run(&[
+        "restore", "vary", "--backup", &name, "--yes", "--sync", "--json",
+    ]);
+    assert_ne!(sync_job(&out)["status"], "succeeded");
+    assert!(
+        sync_job(&out)["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("LANDLORD_BACKUP_AGE_IDENTITY_FILE")
+    );
+    let out = env.run_with(
+        &[
+            "restore", "vary", "--backup", &name, "--yes", "--sync", "--json",
+        ],
+        &[(
+            "LANDLORD_BACKUP_AGE_IDENTITY_FILE",
+            wrong_file.to_str().unwrap(),
+        )],
+    );
+    let job = sync_job(&out);
+    assert_ne!(job["status"], "succeeded");
+    assert!(
+        job["last_error"].as_str().unwrap().contains("decrypt"),
+        "{job}"
+    );
+    assert_eq!(fingerprint(&db).await, changed, "live database untouched");
+    assert!(databases_like(&format!("{db}_rst_%")).await.is_empty());
+    // The right key restores.
+    let out = env.run_with(
+        &[
+            "restore", "vary", "--backup", &name, "--yes", "--sync", "--json",
+        ],
+        &[(
+            "LANDLORD_BACKUP_AGE_IDENTITY_FILE",
+            key_file.to_str().unwrap(),
+        )],
+    );
+    assert_eq!(
+        sync_job(&out)["status"],
+        "succeeded",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fingerprint(&db).await, before);
+    // verify --restore-test with the key.
+    let out = env.run_with(
+        &[
+            "backups",
+            "verify",
+            "--tenant",
+            "vary",
+            "--restore-test",
+            "--sync",
+            "--json",
+        ],
+        &[(
+            "LANDLORD_BACKUP_AGE_IDENTITY_FILE",
+            key_file.to_str().unwrap(),
+        )],
+    );
+    let job = sync_job(&out);
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(
+        job["result"]["rows"].as_i64().unwrap(),
+        before.values().map(|v| v.0).sum::<i64>()
+    );
+    assert!(
+        databases_like(&format!("{db}_vfy_%")).await.is_empty(),
+        "scratch dropped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_seed_format_sql_gz_restores_from_a_local_directory_store() {
+    let mut env = TestEnv::new().await;
+    let dir = env.log_dir.join("store");
+    env.extra_env.insert(
+        "LANDLORD_BACKUP_URL".into(),
+        format!("file://{}", dir.display()),
+    );
+    let db = env.tenant("legacy").await;
+    fill(&db, 50, 500, 80).await;
+    let before = fingerprint(&db).await;
+    // What the old system wrote: pg_dump | gzip -9, named tenant_{slug}_{date}.sql.gz.
+    let folder = dir.join("tenants/legacy");
+    std::fs::create_dir_all(&folder).unwrap();
+    let name = "tenant_legacy_2024-01-15_02-00-00.sql.gz";
+    let file = std::fs::File::create(folder.join(name)).unwrap();
+    let dump = std::process::Command::new("pg_dump")
+        .args(["-h", "127.0.0.1", "-U", "postgres", "--no-owner", &db])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let st = std::process::Command::new("gzip")
+        .arg("-9")
+        .stdin(dump.stdout.unwrap())
+        .stdout(file)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    exec(&db, "DELETE FROM activity_log; DELETE FROM projects").await;
+
+    // Reconcile sees it as importable, not as debris.
+    let rec = env.ok(&["backups", "reconcile"]);
+    assert!(rec.contains("importable") && rec.contains(name), "{rec}");
+    let out = env.run(&[
+        "restore", "legacy", "--backup", name, "--yes", "--sync", "--json",
+    ]);
+    assert_eq!(
+        sync_job(&out)["status"],
+        "succeeded",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(fingerprint(&db).await, before);
+    let list = complete_backups(&env, "legacy").await;
+    assert_eq!(list[0]["imported"], true);
+    assert_eq!(list[0]["format"], "plain");
+    assert_eq!(
+        list[0]["completed_at"].as_str().unwrap()[..10],
+        *"2024-01-15"
+    );
+
+    // A landlord backup into the same local store round-trips too.
+    let out = env.run(&["backup", "--tenant", "legacy", "--sync", "--json"]);
+    assert_eq!(sync_job(&out)["status"], "succeeded");
+    exec(&db, "TRUNCATE activity_log").await;
+    env.ok(&["restore", "legacy", "--latest", "--yes", "--sync"]);
+    assert_eq!(fingerprint(&db).await, before);
+    let files: Vec<_> = walk(&folder);
+    assert!(files.iter().any(|f| f.ends_with(".dump.zst")), "{files:?}");
+    assert!(!files.iter().any(|f| f.contains(".partial-")), "{files:?}");
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_changes_nothing() {
+    let mut env = TestEnv::new().await;
+    env.tenant("strict").await;
+    for (args, code, expect) in [
+        (vec!["backup", "--tenant", "nope"], 2, "nope"),
+        (
+            vec!["backup", "--tenant", "strict", "--keep", "0"],
+            2,
+            "keep",
+        ),
+        (
+            vec!["backup", "--tenant", "strict", "--codec", "lz4"],
+            2,
+            "codec",
+        ),
+        (
+            vec![
+                "backup",
+                "--tenant",
+                "strict",
+                "--retention",
+                "gfs:hourly=3",
+            ],
+            2,
+            "hourly",
+        ),
+        (vec!["backup"], 2, "--all"),
+        (
+            vec!["restore", "strict", "--latest"],
+            2,
+            "no complete backup",
+        ),
+        (
+            vec!["restore", "strict", "--latest", "--yes"],
+            2,
+            "no complete backup",
+        ),
+        (
+            vec!["restore", "strict", "--backup", "../../etc/passwd", "--yes"],
+            2,
+            "not a backup file name",
+        ),
+        (
+            vec![
+                "restore",
+                "strict",
+                "--backup",
+                "tenant_strict_2024-01-01_00-00-00.sql.gz",
+                "--yes",
+            ],
+            2,
+            "no backup named",
+        ),
+        (
+            vec!["backups", "delete", "00000000-0000-0000-0000-000000000000"],
+            2,
+            "no complete backup",
+        ),
+    ] {
+        let out = env.run(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM backups").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_keeps_the_newest_and_held_backups() {
+    let mut env = TestEnv::new().await;
+    let db = env.tenant("keep").await;
+    fill(&db, 20, 50, 40).await;
+    for _ in 0..4 {
+        env.ok(&["backup", "--tenant", "keep", "--keep", "2", "--sync"]);
+    }
+    let list = complete_backups(&env, "keep").await;
+    assert_eq!(list.len(), 2, "keep 2");
+    assert_eq!(
+        keys_under(&env, "keep").await.len(),
+        4,
+        "objects of pruned backups are gone"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM backups WHERE status = 'deleted'")
+            .await,
+        2
+    );
+
+    // Hold the older one: two more backups with --keep 2 keep it besides the newest two.
+    let held = list[1]["id"].as_str().unwrap().to_string();
+    env.ok(&["backups", "hold", &held, "--reason", "legal"]);
+    for _ in 0..2 {
+        env.ok(&["backup", "--tenant", "keep", "--keep", "2", "--sync"]);
+    }
+    let list = complete_backups(&env, "keep").await;
+    assert_eq!(list.len(), 3);
+    assert!(
+        list.iter()
+            .any(|b| b["id"] == held.as_str() && b["held"] == true)
+    );
+    // A restore asks for confirmation; with no terminal it needs --yes.
+    let out = env.run(&["restore", "keep", "--latest"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
+    // Held backups cannot be deleted.
+    let out = env.run(&["backups", "delete", &held]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("legal hold"));
+
+    // Dry run: says what would go, deletes nothing; keep 1 still keeps the newest.
+    let newest = list[0]["id"].as_str().unwrap().to_string();
+    let dry = json_lines(&env.ok(&[
+        "backups",
+        "prune",
+        "--tenant",
+        "keep",
+        "--keep",
+        "1",
+        "--dry-run",
+        "--json",
+    ]));
+    assert_eq!(dry[0]["deleted"].as_array().unwrap().len(), 1);
+    assert_eq!(complete_backups(&env, "keep").await.len(), 3);
+    env.ok(&["backups", "prune", "--tenant", "keep", "--keep", "1"]);
+    let list = complete_backups(&env, "keep").await;
+    let ids: Vec<&str> = list.iter().map(|b| b["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![newest.as_str(), held.as_str()]);
+    // Releasing the hold lets it go.
+    env.ok(&["backups", "hold", &held, "--release"]);
+    env.ok(&["backups", "delete", &held]);
+    assert_eq!(complete_backups(&env, "keep").await.len(), 1);
+    assert_eq!(keys_under(&env, "keep").await.len(), 2);
+    assert!(env.run(&["backups", "reconcile"]).status.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_truncated_or_mismatched_backups_are_refused() {
+    let mut env = TestEnv::new().await;
+    let db = env.tenant("rot").await;
+    fill(&db, 50, 400, 100).await;
+    env.ok(&["backup", "--tenant", "rot", "--sync"]);
+    exec(&db, "UPDATE users SET name = 'live'").await;
+    let live = fingerprint(&db).await;
+    let b = complete_backups(&env, "rot").await[0].clone();
+    let key = b["object_key"].as_str().unwrap().to_string();
+    let store = env.store().await;
+    let good = store.get_bytes(&key).await.unwrap();
+
+    let restore = |env: &TestEnv| {
+        sync_job(&env.run(&["restore", "rot", "--latest", "--yes", "--sync", "--json"]))
+    };
+    // One flipped byte in the middle.
+    let mut bad = good.to_vec();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x55;
+    store.put(&key, bad.into()).await.unwrap();
+    let job = restore(&env);
+    assert_ne!(job["status"], "succeeded");
+    let err = job["last_error"].as_str().unwrap();
+    assert!(err.contains("checksum") || err.contains("corrupt"), "{err}");
+    assert_eq!(fingerprint(&db).await, live, "live untouched");
+    // Truncated.
+    store.put(&key, good.slice(..good.len() / 2)).await.unwrap();
+    let job = restore(&env);
+    assert_ne!(job["status"], "succeeded");
+    assert_eq!(fingerprint(&db).await, live);
+    // Intact object, wrong recorded checksum.
+    store.put(&key, good.clone()).await.unwrap();
+    sqlx::query("UPDATE backups SET sha256 = repeat('0', 64) WHERE id = $1::uuid")
+        .bind(b["id"].as_str().unwrap())
+        .execute(&env.catalog)
+        .await
+        .unwrap();
+    let job = restore(&env);
+    assert_ne!(job["status"], "succeeded");
+    assert!(
+        job["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("does not match"),
+        "{job}"
+    );
+    assert_eq!(fingerprint(&db).await, live);
+    assert!(
+        databases_like(&format!("{db}_rst_%")).await.is_empty(),
+        "scratch databases dropped"
+    );
+    assert!(
+        databases_like(&format!("{db}_pre_%")).await.is_empty(),
+        "nothing was swapped"
+    );
+    // Every refusal was announced.
+    assert_eq!(
+        env.count("SELECT count(*) FROM outbox WHERE routing_key = 'restore.failed'")
+            .await,
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pg_dump_killed_half_way_leaves_nothing() {
+    let mut env = TestEnv::new().await;
+    let db = env.tenant("cut").await;
+    // ~60 MB of hex text: several 5 MiB parts after compression.
+    fill(&db, 100, 120_000, 500).await;
+    let child = env
+        .command(&["backup", "--tenant", "cut", "--sync", "--json"])
+        .env("LANDLORD_FAILPOINTS", "backup.pause_after_part=1500")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the multipart upload exists, then kill pg_dump's connection.
+    let deadline = std::time::Instant::now() + secs(60);
+    loop {
+        let started = env
+            .count(
+                "SELECT count(*) FROM backups WHERE status = 'running' AND upload_id IS NOT NULL",
+            )
+            .await;
+        if started == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the upload never started"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        pending_under(&env, "cut").await,
+        1,
+        "a multipart upload is in progress"
+    );
+    let mut admin = PgConnection::connect(&format!("{PG_SERVER}/postgres"))
+        .await
+        .unwrap();
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'landlord-pg_dump'",
+    )
+    .bind(&db)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    admin.close().await.ok();
+    assert_eq!(killed, vec![true], "pg_dump's session was killed");
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let job = sync_job(&out);
+    assert_eq!(job["status"], "failed", "{job}");
+    assert!(
+        job["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("pg_dump failed"),
+        "{job}"
+    );
+    assert!(
+        complete_backups(&env, "cut").await.is_empty(),
+        "no backup listed"
+    );
+    assert!(keys_under(&env, "cut").await.is_empty(), "no object left");
+    assert_eq!(pending_under(&env, "cut").await, 0, "multipart aborted");
+    assert_eq!(
+        env.count("SELECT count(*) FROM backups WHERE status = 'failed'")
+            .await,
+        1
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM outbox WHERE routing_key = 'backup.failed'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_worker_killed_mid_upload_leaves_exactly_one_backup() {
+    let mut env = TestEnv::new().await;
+    let db = env.tenant("crash").await;
+    fill(&db, 100, 60_000, 500).await;
+    let before = fingerprint(&db).await;
+    let w1 = env.spawn_worker(
+        &[],
+        &[("LANDLORD_FAILPOINTS", "backup.after_upload_started")],
+    );
+    let job = env.enqueue(&["backup", "--tenant", "crash"]);
+    // The first worker aborts (as kill -9 would) right after the multipart upload began.
+    env.wait_exit(&w1, secs(60));
+    assert_eq!(
+        pending_under(&env, "crash").await,
+        1,
+        "the dead worker left an upload"
+    );
+    env.spawn_worker(&[], &[]);
+    let j = env.wait_job(job, secs(90)).await;
+    assert_eq!(j["status"], "succeeded", "{j:#}");
+    assert_eq!(j["result"]["cleaned_interrupted_attempts"], 1);
+    assert_eq!(
+        complete_backups(&env, "crash").await.len(),
+        1,
+        "exactly one backup"
+    );
+    assert_eq!(
+        keys_under(&env, "crash").await.len(),
+        2,
+        "one object + its manifest"
+    );
+    assert_eq!(pending_under(&env, "crash").await, 0);
+    let rec = env.run(&["backups", "reconcile"]);
+    assert!(
+        rec.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rec.stdout)
+    );
+    exec(&db, "TRUNCATE activity_log").await;
+    env.ok(&["restore", "crash", "--latest", "--yes", "--sync"]);
+    assert_eq!(fingerprint(&db).await, before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_store_retries_then_ends_dead() {
+    let mut env = TestEnv::new().await;
+    env.tenant("offline").await;
+    env.spawn_worker(
+        &[],
+        &[
+            ("LANDLORD_S3_ENDPOINT", "http://127.0.0.1:9"),
+            ("AWS_MAX_ATTEMPTS", "1"),
+        ],
+    );
+    let job = env.enqueue(&["backup", "--tenant", "offline"]);
+    let j = env.wait_job(job, secs(60)).await;
+    assert_eq!(j["status"], "dead", "{j:#}");
+    assert_eq!(j["attempts"], 3, "retried up to the limit");
+    let err = j["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("127.0.0.1:9") || err.to_lowercase().contains("connect"),
+        "clear error: {err}"
+    );
+    assert!(complete_backups(&env, "offline").await.is_empty());
+    assert_eq!(
+        env.count("SELECT count(*) FROM backups WHERE status = 'running'")
+            .await,
+        0
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM outbox WHERE routing_key = 'backup.failed'")
+            .await,
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn backup_and_restore_of_one_tenant_never_overlap() {
+    let mut env = TestEnv::new().await;
+    let db = env.tenant("solo").await;
+    fill(&db, 100, 20_000, 300).await;
+    env.ok(&["backup", "--tenant", "solo", "--sync"]);
+    env.spawn_worker(&["--concurrency", "4"], &[]);
+    let mut jobs = Vec::new();
+    for i in 0..3 {
+        jobs.push(env.enqueue(&["backup", "--tenant", "solo"]));
+        if i < 2 {
+            jobs.push(env.enqueue(&["restore", "solo", "--latest", "--yes"]));
+        }
+    }
+    for id in &jobs {
+        let j = env.wait_job(*id, secs(120)).await;
+        assert_eq!(j["status"], "succeeded", "{j:#}");
+    }
+    // What each did, timed inside the tenant lock by the rows it wrote.
+    let mut spans: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, String)> =
+        sqlx::query_as(
+            "SELECT started_at, completed_at, 'backup' FROM backups WHERE status = 'complete' \
+             UNION ALL SELECT started_at, completed_at, 'restore' FROM restores WHERE status = 'complete'",
+        )
+        .fetch_all(&env.catalog)
+        .await
+        .unwrap();
+    assert_eq!(spans.len(), 6, "4 backups + 2 restores");
+    spans.sort();
+    for w in spans.windows(2) {
+        assert!(
+            w[0].1 <= w[1].0,
+            "{} and {} overlapped: {spans:?}",
+            w[0].2,
+            w[1].2
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn maintenance_backup_first_and_a_failing_backup_stops_it() {
+    let mut env = TestEnv::new().await;
+    let db = env.tenant("tidy").await;
+    fill(&db, 20, 1000, 40).await;
+    let old_rows = |db: String| async move {
+        let mut c = PgConnection::connect(&format!("{PG_SERVER}/{db}"))
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM activity_log WHERE created_at < now() - interval '90 days'",
+        )
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        c.close().await.ok();
+        n
+    };
+    let old = old_rows(db.clone()).await;
+    assert!(old > 0);
+    // The store is unreachable: the backup fails and cleanup never runs.
+    let out = env.run_with(
+        &[
+            "maintenance",
+            "--tenant",
+            "tidy",
+            "--backup",
+            "--cleanup",
+            "--sync",
+            "--json",
+        ],
+        &[
+            ("LANDLORD_S3_ENDPOINT", "http://127.0.0.1:9"),
+            ("AWS_MAX_ATTEMPTS", "1"),
+        ],
+    );
+    let job = sync_job(&out);
+    assert_eq!(job["status"], "failed");
+    assert!(
+        job["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("backup failed, maintenance stopped"),
+        "{job}"
+    );
+    assert_eq!(old_rows(db.clone()).await, old, "nothing cleaned");
+    // With the store back: backup first, then the cleanup.
+    let out = env.run(&[
+        "maintenance",
+        "--tenant",
+        "tidy",
+        "--backup",
+        "--cleanup",
+        "--sync",
+        "--json",
+    ]);
+    let job = sync_job(&out);
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert!(
+        job["result"]["steps"]["backup"]["backup_id"].is_string(),
+        "{job}"
+    );
+    assert_eq!(
+        job["result"]["steps"]["cleanup"]["rows"].as_i64().unwrap(),
+        old
+    );
+    assert_eq!(old_rows(db).await, 0);
+    assert_eq!(complete_backups(&env, "tidy").await.len(), 1);
+}
