@@ -237,11 +237,8 @@ async fn backup_restore_round_trip_through_the_fleet() {
     let stats = json_lines(&env.ok(&["backups", "stats", "acme", "--json"]));
     assert_eq!(stats["count"], 1);
     assert!(stats["ratio"].as_f64().unwrap() > 1.0, "{stats}");
-    assert_eq!(
-        env.ok(&["backups", "monitor", "--json"])
-            .contains("\"healthy\": 1"),
-        true
-    );
+    let monitor = json_lines(&env.ok(&["backups", "monitor", "--json"]));
+    assert_eq!(monitor["healthy"], 1, "{monitor}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -399,18 +396,19 @@ async fn a_seed_format_sql_gz_restores_from_a_local_directory_store() {
     std::fs::create_dir_all(&folder).unwrap();
     let name = "tenant_legacy_2024-01-15_02-00-00.sql.gz";
     let file = std::fs::File::create(folder.join(name)).unwrap();
-    let dump = std::process::Command::new("pg_dump")
+    let mut dump = std::process::Command::new("pg_dump")
         .args(["-h", "127.0.0.1", "-U", "postgres", "--no-owner", &db])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
     let st = std::process::Command::new("gzip")
         .arg("-9")
-        .stdin(dump.stdout.unwrap())
+        .stdin(dump.stdout.take().unwrap())
         .stdout(file)
         .status()
         .unwrap();
     assert!(st.success());
+    assert!(dump.wait().unwrap().success());
     exec(&db, "DELETE FROM activity_log; DELETE FROM projects").await;
 
     // Reconcile sees it as importable, not as debris.
