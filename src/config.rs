@@ -223,6 +223,9 @@ pub struct ScheduleSpec {
     /// Skip a tenant whose previous run of this schedule is still live.
     #[serde(default = "yes")]
     pub skip_overlap: bool,
+    /// Only this many of the tenants, picked anew for each firing (restore drills).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sample: Option<u32>,
 }
 
 fn utc() -> String {
@@ -238,7 +241,7 @@ fn yes() -> bool {
     true
 }
 
-/// The seed's schedule table, less the nightly backup (it arrives with backups).
+/// The seed's schedule table (Kernel.php).
 pub fn default_schedules() -> Vec<ScheduleSpec> {
     let spec = |name: &str, cron: &str, args: serde_json::Value| ScheduleSpec {
         name: name.into(),
@@ -250,8 +253,13 @@ pub fn default_schedules() -> Vec<ScheduleSpec> {
         spread_seconds: 1800,
         starting_deadline_seconds: one_hour(),
         skip_overlap: true,
+        sample: None,
     };
     vec![
+        ScheduleSpec {
+            kind: "backup".into(),
+            ..spec("daily-backup", "0 2 * * *", serde_json::json!({"keep": 7}))
+        },
         spec(
             "weekly-maintenance",
             "0 4 * * 0",

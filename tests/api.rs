@@ -427,6 +427,41 @@ async fn tokens_and_scopes() {
         "invalid_input",
     );
     assert!(msg.contains("analyze") && msg.contains("ping"), "{msg}");
+    assert!(
+        msg.contains("backup") && !msg.contains("drop_pre_restore"),
+        "{msg}"
+    );
+    // A tenant may back itself up, but a restore replaces the live database:
+    // admin only. The rollback-window drop is landlord's own.
+    let (s, b) = api
+        .post(
+            "/v1/tenants/acme/jobs",
+            Some(ACME),
+            json!({"kind": "backup", "args": {"keep": 3}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
+    let msg = assert_error(
+        api.post(
+            "/v1/tenants/acme/jobs",
+            Some(ACME),
+            json!({"kind": "restore"}),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    assert!(msg.contains("admin"), "{msg}");
+    assert_error(
+        api.post(
+            "/v1/tenants/acme/jobs",
+            Some(ADMIN),
+            json!({"kind": "drop_pre_restore", "args": {"restore_id": "00000000-0000-0000-0000-000000000000"}}),
+        )
+        .await,
+        422,
+        "invalid_input",
+    );
     assert_error(
         api.post(
             "/v1/tenants/acme/jobs",
@@ -470,8 +505,8 @@ async fn tokens_and_scopes() {
     );
     assert_eq!(
         env.count("SELECT count(*) FROM jobs").await,
-        2,
-        "only the two accepted jobs were written"
+        3,
+        "only the three accepted jobs were written"
     );
     assert_eq!(
         env.count("SELECT count(*) FROM audit_log WHERE actor LIKE 'api:%' AND action <> 'tenant.settings_changed'")

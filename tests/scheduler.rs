@@ -53,10 +53,15 @@ async fn bad_schedules_refuse_start_naming_the_schedule() {
         .collect();
     assert_eq!(
         names,
-        vec!["weekly-maintenance", "monthly-vacuum", "daily-cleanup"]
+        vec![
+            "daily-backup",
+            "weekly-maintenance",
+            "monthly-vacuum",
+            "daily-cleanup"
+        ]
     );
     assert!(
-        list[0]["next"].as_str().unwrap().contains("T04:00:00"),
+        list[0]["next"].as_str().unwrap().contains("T02:00:00"),
         "{list:#}"
     );
 }
@@ -275,4 +280,35 @@ async fn missed_firings_run_once_within_the_deadline_and_overlaps_are_skipped() 
     );
     let out = env.run(&["schedule", "run", "nope"]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sampled_schedule_fans_out_to_that_many_tenants() {
+    let env = TestEnv::new().await;
+    sqlx::query(
+        "INSERT INTO tenants (slug, name, plan, status, db_server, db_name) \
+         SELECT 'drill' || g || '-x', 'Drill ' || g, 'enterprise', 'active', 'default', $1 || '_drill' || g \
+         FROM generate_series(1, 50) g",
+    )
+    .bind(&env.catalog_db)
+    .execute(&env.catalog)
+    .await
+    .unwrap();
+    // A restore drill would be kind verify_backup with restore_test; ping
+    // keeps this test about the sampling.
+    write_config(
+        &env,
+        "[[schedules]]\nname = \"drill\"\ncron = \"0 6 * * 6\"\nkind = \"ping\"\nsample = 5\n",
+    );
+    env.ok(&["schedule", "run", "drill"]);
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    env.ok(&["schedule", "run", "drill"]);
+    let per_firing: Vec<i64> = sqlx::query_scalar(
+        "SELECT count(DISTINCT tenant_id) FROM jobs GROUP BY substring(dedupe_key from '^sched:drill:[^:]+:(.*)$') ORDER BY 1",
+    )
+    .fetch_all(&env.catalog)
+    .await
+    .unwrap();
+    assert_eq!(per_firing, vec![5, 5], "five tenants per firing");
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 10);
 }

@@ -22,6 +22,12 @@ use crate::runtime::store::{self, EnqueueRequest, Origin};
 /// deletion's grace period.
 pub const LIFECYCLE_FAMILIES: [&str; 2] = ["provision", "mail"];
 
+/// Kinds only an admin token may enqueue.
+pub const ADMIN_KINDS: [&str; 2] = ["migrate", "restore"];
+
+/// Kinds landlord schedules itself (the end of a restore's rollback window).
+pub const INTERNAL_KINDS: [&str; 1] = ["drop_pre_restore"];
+
 /// The kinds this route accepts, for error messages and the documentation.
 pub fn enqueueable(registry: &crate::runtime::Registry) -> Vec<&'static str> {
     registry
@@ -30,6 +36,7 @@ pub fn enqueueable(registry: &crate::runtime::Registry) -> Vec<&'static str> {
             registry
                 .get(k)
                 .is_some_and(|s| !LIFECYCLE_FAMILIES.contains(&s.queue))
+                && !INTERNAL_KINDS.contains(k)
         })
         .collect()
 }
@@ -70,11 +77,20 @@ pub async fn enqueue(
                 enqueueable(&state.registry).join(", ")
             )));
         }
-        // Its argument sets the fleet-wide slot count, an operator's decision.
-        Some(spec) if spec.kind == "migrate" && !caller.is_admin() => {
-            return Err(ApiError::forbidden(
-                "migrate jobs are enqueued by an admin token",
-            ));
+        // migrate's argument sets the fleet-wide slot count, an operator's
+        // decision; a restore replaces the live database.
+        Some(spec) if ADMIN_KINDS.contains(&spec.kind) && !caller.is_admin() => {
+            return Err(ApiError::forbidden(format!(
+                "{} jobs are enqueued by an admin token",
+                spec.kind
+            )));
+        }
+        Some(spec) if INTERNAL_KINDS.contains(&spec.kind) => {
+            return Err(ApiError::invalid(format!(
+                "job kind {} is scheduled by landlord itself; kinds: {}",
+                spec.kind,
+                enqueueable(&state.registry).join(", ")
+            )));
         }
         Some(_) => {}
     }

@@ -89,10 +89,19 @@ pub async fn fan_out(
             skipped: i64::from(skipped),
         });
     }
+    // A sample (restore drills) is a pseudo-random pick that is the same for
+    // the same firing, so a resumed fan-out chooses the same tenants.
     let tenants: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT id, slug FROM tenants WHERE status = 'active' AND ($1::text[] IS NULL OR slug = ANY($1)) ORDER BY id",
+        "SELECT id, slug FROM ( \
+           SELECT id, slug FROM tenants \
+           WHERE status = 'active' AND ($1::text[] IS NULL OR slug = ANY($1)) \
+           ORDER BY CASE WHEN $2::bigint IS NULL THEN '' ELSE md5(slug || $3) END, id \
+           LIMIT $2 \
+         ) picked ORDER BY id",
     )
     .bind(s.spec.tenants.as_deref())
+    .bind(s.spec.sample.map(i64::from))
+    .bind(fire_at.to_rfc3339())
     .fetch_all(pool)
     .await
     .context("listing the schedule's tenants")?;
