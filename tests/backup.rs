@@ -913,3 +913,35 @@ async fn maintenance_backup_first_and_a_failing_backup_stops_it() {
     assert_eq!(old_rows(db).await, 0);
     assert_eq!(complete_backups(&env, "tidy").await.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_pre_restore_copy_is_dropped_after_the_rollback_window() {
+    let mut env = TestEnv::new().await;
+    env.extra_env
+        .insert("LANDLORD_RESTORE_KEEP_PRE_HOURS".into(), "0".into());
+    let db = env.tenant("window").await;
+    fill(&db, 10, 20, 20).await;
+    env.ok(&["backup", "--tenant", "window", "--sync"]);
+    env.spawn_worker(&[], &[]);
+    let out = env.ok(&["restore", "window", "--latest", "--yes", "--wait", "--json"]);
+    assert!(out.contains("succeeded"), "{out}");
+    let drop_job: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM jobs WHERE kind = 'drop_pre_restore'")
+            .fetch_one(&env.catalog)
+            .await
+            .unwrap();
+    let j = env.wait_job(drop_job, secs(30)).await;
+    assert_eq!(j["status"], "succeeded", "{j:#}");
+    let pre = j["result"]["dropped"].as_str().unwrap();
+    assert!(pre.starts_with(&format!("{db}_pre_")), "{pre}");
+    assert!(databases_like(&format!("{db}_pre_%")).await.is_empty());
+    assert!(
+        !databases_like(&db).await.is_empty(),
+        "the live database stays"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM restores WHERE dropped_at IS NOT NULL")
+            .await,
+        1
+    );
+}

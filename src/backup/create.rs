@@ -191,6 +191,7 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
         },
         cfg.part_size,
         &mut upload,
+        &ctx.cancel,
         move |uid, raw| {
             let new_uid = match uid {
                 Some(u) if !recorded_upload => {

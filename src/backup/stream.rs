@@ -227,7 +227,7 @@ fn encoder(enc: &Encoding, sink: PartWriter) -> Result<Compress<Crypt<PartWriter
 }
 
 /// Runs `cmd` (pg_dump writing to stdout) and uploads its encoded output.
-/// `on_part` is awaited after each part with the upload's id (once the store
+/// Stops (killing the child) when `cancel` fires. `on_part` is awaited after each part with the upload's id (once the store
 /// has given one) and the raw bytes so far. The upload
 /// is neither completed nor aborted here: the caller does that, after
 /// deciding on the result. Fails if the child exits non-zero.
@@ -236,6 +236,7 @@ pub async fn dump_into(
     enc: Encoding,
     part_size: usize,
     upload: &mut Upload,
+    cancel: &tokio_util::sync::CancellationToken,
     mut on_part: impl FnMut(Option<&str>, u64) -> futures::future::BoxFuture<'static, ()>,
 ) -> Result<Measured> {
     let name = program_name(&cmd);
@@ -290,7 +291,12 @@ pub async fn dump_into(
             parts,
         })
     });
-    while let Some(part) = rx.recv().await {
+    loop {
+        let part = tokio::select! {
+            p = rx.recv() => p,
+            _ = cancel.cancelled() => bail!("cancelled: the job no longer owns its claim"),
+        };
+        let Some(part) = part else { break };
         upload.part(part).await?;
         on_part(upload.id(), raw.load(Ordering::Relaxed)).await;
         if upload.id().is_some() {
