@@ -298,6 +298,8 @@ pub struct Settings {
     pub maintenance: MaintenanceSettings,
     /// Backups and restores.
     pub backup: crate::backup::BackupSettings,
+    /// Row-level tenancy for shared databases (the seed's TENANCY_* model).
+    pub tenancy: crate::tenancy::config::TenancyConfig,
     /// Schedules the scheduler fires (the seed's defaults unless configured).
     pub schedules: Vec<ScheduleSpec>,
     /// Tenant database servers by name. `default` is always present.
@@ -332,6 +334,8 @@ struct FileSettings {
     schedules: Option<Vec<ScheduleSpec>>,
     #[serde(default)]
     backup: crate::backup::settings::FileBackup,
+    #[serde(default)]
+    tenancy: crate::tenancy::config::FileTenancy,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -574,12 +578,14 @@ impl Settings {
 
         let schedules = file.schedules.unwrap_or_else(default_schedules);
         let backup = crate::backup::BackupSettings::load(file.backup)?;
+        let tenancy = crate::tenancy::config::TenancyConfig::load(&file.tenancy)?;
 
         Ok(Self {
             provisioning,
             mail,
             maintenance,
             backup,
+            tenancy,
             schedules,
             catalog: CatalogSettings {
                 url: catalog,
@@ -704,6 +710,26 @@ impl Settings {
             "delete_grace_days",
             self.provisioning.delete_grace_days.to_string(),
         );
+        let b = &self.backup;
+        line("backup.url", format!("{:?}", b.location.describe()));
+        line("backup.codec", format!("{:?}", b.codec.as_str()));
+        line("backup.level", b.level.to_string());
+        line("backup.encrypted", (!b.age_recipients.is_empty()).to_string());
+        line("backup.part_size_mib", (b.part_size >> 20).to_string());
+        line("backup.retention", format!("{:?}", b.retention.to_string()));
+        line(
+            "backup.keep_pre_restore_hours",
+            (b.keep_pre_restore.as_secs() / 3600).to_string(),
+        );
+        line("backup.timeout_seconds", b.timeout.as_secs().to_string());
+        line("backup.s3_path_style", b.s3.path_style.to_string());
+        let t = &self.tenancy;
+        line("tenancy.enabled", format!("{} # {}", t.enabled.value, t.enabled.source));
+        line(
+            "tenancy.enforcement_mode",
+            format!("{:?} # effective {:?}", t.enforcement_mode.value.as_str(), t.effective_mode().as_str()),
+        );
+        line("tenancy.tenant_column", format!("{:?}", t.tenant_column.value));
         for (name, url) in &self.servers {
             line(
                 &format!("servers.{name}.weight"),

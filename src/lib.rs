@@ -18,6 +18,7 @@ pub mod runtime;
 pub mod scheduler;
 pub mod shutdown;
 pub mod telemetry;
+pub mod tenancy;
 pub mod tenant_schema;
 pub mod tenants;
 #[path = "../workers/mod.rs"]

@@ -31,13 +31,15 @@ pub struct Tenant {
     pub owner_id: Option<i64>,
     pub provision_step: String,
     pub db_role: Option<String>,
+    /// Shared tenants: the value of the tenant column (default: the id).
+    pub tenant_key: Option<String>,
     pub provisioned_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
 
 const TENANT_COLUMNS: &str = "id, slug, name, plan, status, status_reason, isolation, db_server, \
-     db_name, settings, schema_version, owner_id, provision_step, db_role, provisioned_at, created_at, updated_at";
+     db_name, settings, schema_version, owner_id, provision_step, db_role, tenant_key, provisioned_at, created_at, updated_at";
 
 /// Why a tenant could not be registered or found. Shown to the operator as is.
 #[derive(Debug, Error)]
@@ -257,6 +259,13 @@ pub async fn list(pool: &PgPool, status: Option<&str>) -> Result<Vec<Tenant>> {
     .fetch_all(pool)
     .await
     .context("listing tenants")
+}
+
+impl Tenant {
+    /// A shared tenant's value in the tenant column.
+    pub fn key(&self) -> String {
+        self.tenant_key.clone().unwrap_or_else(|| self.id.to_string())
+    }
 }
 
 /// Connection options for database `db` on configured server `server`.

@@ -45,6 +45,16 @@ impl Job for Restore {
         let b = resolve(ctx, t.id, &t.slug, self.backup.as_deref()).await?;
         restore::restore(ctx, &t, &b).await
     }
+
+    async fn on_dead(&self, ctx: &JobContext, _error: &str) -> Result<(), JobError> {
+        // An attempt killed mid-swap may have left the live name free: put
+        // the tenant's database back and drop the scratch copy.
+        let t = ctx.tenant()?.clone();
+        if t.isolation == "database" {
+            restore::clean_leftovers(ctx, &t).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The backup a restore or verify names (or the newest).

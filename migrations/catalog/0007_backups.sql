@@ -13,7 +13,7 @@ CREATE TABLE backups (
     object_key      text NOT NULL,
     manifest_key    text,
     upload_id       text,
-    format          text NOT NULL CHECK (format IN ('custom', 'plain')),
+    format          text NOT NULL CHECK (format IN ('custom', 'plain', 'shared')),
     codec           text NOT NULL CHECK (codec IN ('zstd', 'gzip')),
     level           integer,
     encrypted       boolean NOT NULL DEFAULT false,
@@ -55,3 +55,9 @@ CREATE INDEX restores_tenant_idx ON restores (tenant_id, started_at DESC);
 
 -- The backup a deletion waits for before the database is dropped.
 ALTER TABLE tenants ADD COLUMN final_backup_job uuid;
+
+-- A shared tenant's value in the tenant column of a shared database
+-- (default: its id). Unique per database so two tenants never share rows.
+ALTER TABLE tenants ADD COLUMN tenant_key text;
+CREATE UNIQUE INDEX tenants_shared_key ON tenants (db_server, db_name, (coalesce(tenant_key, id::text)))
+    WHERE isolation = 'shared' AND status <> 'deleted';

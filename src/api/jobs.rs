@@ -85,6 +85,16 @@ pub async fn enqueue(
                 spec.kind
             )));
         }
+        // A held backup is never pruned: holds are an operator's decision.
+        Some(spec)
+            if spec.kind == "backup"
+                && body.args.as_ref().is_some_and(|a| a.get("hold").is_some())
+                && !caller.is_admin() =>
+        {
+            return Err(ApiError::forbidden(
+                "backups on legal hold are requested by an admin token",
+            ));
+        }
         Some(spec) if INTERNAL_KINDS.contains(&spec.kind) => {
             return Err(ApiError::invalid(format!(
                 "job kind {} is scheduled by landlord itself; kinds: {}",

@@ -171,7 +171,7 @@ pub async fn complete_of(pool: &PgPool, tenant_id: i64) -> Result<Vec<Backup>> {
     .context("listing backups")
 }
 
-/// A complete backup of the tenant by id, id prefix or file name.
+/// A complete backup of the tenant by id, object key or file name.
 pub async fn find(pool: &PgPool, tenant_id: i64, name: &str) -> Result<Option<Backup>> {
     let all = complete_of(pool, tenant_id).await?;
     let name = name.trim();

@@ -16,7 +16,7 @@ use uuid::Uuid;
 use super::{
     catalog::{self, Completion, NewBackup},
     manifest::{self, Manifest},
-    pgtool, prune,
+    pgtool, prune, shared,
     retention::Policy,
     settings::Codec,
     store::Store,
@@ -116,12 +116,7 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
             t.slug, t.status, t.provision_step
         )));
     }
-    if t.isolation != "database" {
-        return Err(JobError::fatal(format!(
-            "tenant {} shares a database; shared-tenant backups are not built yet",
-            t.slug
-        )));
-    }
+    let shared = t.isolation == "shared";
     let cfg = &ctx.settings.backup;
     let store = Store::open(cfg).await?;
     let cleaned = clean_leftovers(ctx, &store).await?;
@@ -136,6 +131,7 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
     }
     let pg_dump_version = pgtool::version_line(&ctx.settings, "pg_dump");
 
+    let format = if shared { "shared" } else { "custom" };
     let codec = opts.codec.unwrap_or(cfg.codec);
     let level = if opts.codec.is_some_and(|c| c != cfg.codec) {
         codec.default_level()
@@ -165,7 +161,7 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
             store: &store_name,
             object_key: &key,
             manifest_key: Some(&manifest_key),
-            format: "custom",
+            format,
             codec: codec.as_str(),
             level: Some(level),
             encrypted,
@@ -175,15 +171,29 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
     tracing::info!(backup = %id, key = %key, "backup started");
 
     let clock = Instant::now();
-    let mut cmd = pgtool::command(&ctx.settings, &t.db_server, &t.db_name, "pg_dump")
-        .map_err(JobError::fatal)?;
-    cmd.args(["--format=custom", "--compress=0", "--no-sync"]);
+    // A database tenant is pg_dump's; a shared tenant's rows come from an
+    // export task reading one snapshot of the shared database.
+    let (source, export) = if shared {
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (settings, tenant, scope) = (
+            ctx.settings.clone(),
+            t.clone(),
+            shared::scope(&ctx.settings),
+        );
+        let task = tokio::spawn(async move { shared::export(&settings, &tenant, &scope, tx).await });
+        (stream::Source::Channel(rx), Some(task))
+    } else {
+        let mut cmd = pgtool::command(&ctx.settings, &t.db_server, &t.db_name, "pg_dump")
+            .map_err(JobError::fatal)?;
+        cmd.args(["--format=custom", "--compress=0", "--no-sync"]);
+        (stream::Source::Child(cmd), None)
+    };
     let mut upload = store.start(&key)?;
     let progress_ctx = ctx.clone();
     let catalog_pool = ctx.catalog.clone();
     let mut recorded_upload = false;
     let dumped = stream::dump_into(
-        cmd,
+        source,
         Encoding {
             codec,
             level,
@@ -217,6 +227,10 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
     let upload_id = upload.id().map(str::to_string);
     let outcome: Result<(stream::Measured, Manifest)> = async {
         let m = dumped?;
+        let tables = match export {
+            Some(task) => Some(task.await.context("export task panicked")??),
+            None => None,
+        };
         if ctx.cancel.is_cancelled() {
             anyhow::bail!("the job was cancelled");
         }
@@ -233,7 +247,8 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
             server_version: server_version.clone(),
             pg_dump_version: pg_dump_version.clone(),
             schema_version,
-            format: "custom".into(),
+            format: format.into(),
+            tables: tables.clone(),
             codec: codec.as_str().into(),
             level,
             encryption: encrypted.then(|| "age-x25519".to_string()),

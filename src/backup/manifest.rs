@@ -20,8 +20,12 @@ pub struct Manifest {
     pub server_version: String,
     pub pg_dump_version: String,
     pub schema_version: Option<i64>,
-    /// `custom` (pg_dump -Fc -Z0) or `plain` (SQL).
+    /// `custom` (pg_dump -Fc -Z0), `plain` (SQL) or `shared` (one tenant's
+    /// rows of a shared database).
     pub format: String,
+    /// Shared tenants: rows per table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<std::collections::BTreeMap<String, u64>>,
     pub codec: String,
     pub level: i32,
     /// `age-x25519` or null.

@@ -21,6 +21,7 @@ pub mod reconcile;
 pub mod restore;
 pub mod retention;
 pub mod settings;
+pub mod shared;
 pub mod store;
 pub mod stream;
 pub mod verify;

@@ -5,7 +5,7 @@
 //! drops the scratch database; a failed swap puts the live one back.
 //! Also the scratch-database check shared with `verify --restore-test`.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::Utc;
@@ -18,6 +18,7 @@ use super::{
     manifest::Manifest,
     pgtool,
     settings::Codec,
+    shared,
     store::Store,
     stream::{self, Decoding, Sink},
 };
@@ -357,7 +358,7 @@ async fn grant_role(settings: &Settings, t: &Tenant, db: &str) -> Result<()> {
 }
 
 /// Undoes what earlier, interrupted attempts of this restore job left.
-async fn clean_leftovers(ctx: &JobContext, t: &Tenant) -> Result<usize> {
+pub async fn clean_leftovers(ctx: &JobContext, t: &Tenant) -> Result<usize> {
     let rows = catalog::restore_leftovers(&ctx.catalog, ctx.job_id).await?;
     let admin = tenant_schema::admin(&ctx.settings, &t.db_server).await?;
     for r in &rows {
@@ -412,8 +413,96 @@ async fn record_failure(ctx: &JobContext, t: &Tenant, restore_id: Uuid, backup: 
     }
 }
 
+/// Streams a shared tenant's backup into an import of its rows, committed
+/// only if `commit` and the whole stream checked out.
+pub async fn shared_rows(
+    settings: &Settings,
+    store: &Store,
+    t: &Tenant,
+    b: &Backup,
+    commit: bool,
+) -> Result<(stream::Measured, shared::Imported), JobError> {
+    if b.format != "shared" {
+        return Err(JobError::fatal(format!(
+            "backup {} is a {} dump of a whole database, not a shared tenant's rows",
+            b.name(),
+            b.format
+        )));
+    }
+    manifest_of(store, b).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let (go, decided) = tokio::sync::oneshot::channel();
+    let (s, tenant, scope) = (Arc::new(settings.clone()), t.clone(), shared::scope(settings));
+    let task = tokio::spawn(async move { shared::import(&s, &tenant, &scope, rx, decided).await });
+    let streamed = stream_into(settings, store, b, Sink::Channel(tx)).await;
+    let _ = go.send(commit && streamed.is_ok());
+    let imported = task
+        .await
+        .map_err(|e| JobError::retryable(format!("import task: {e}")))?;
+    // The import's own error says more than "the import stopped".
+    let imported = imported.map_err(|e| JobError::fatal(format!("{e:#}")))?;
+    let measured = streamed?;
+    Ok((measured, imported))
+}
+
+async fn restore_shared(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Value, JobError> {
+    let store = Store::open(&ctx.settings.backup).await?;
+    let restore_id = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO restores (id, tenant_id, backup_id, job_id, scratch_db) VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(restore_id)
+    .bind(t.id)
+    .bind(b.id)
+    .bind(ctx.job_id)
+    .bind(&t.db_name)
+    .execute(&ctx.catalog)
+    .await?;
+    let clock = std::time::Instant::now();
+    let (measured, imported) = match shared_rows(&ctx.settings, &store, t, b, true).await {
+        Ok(v) => v,
+        Err(e) => {
+            record_failure(ctx, t, restore_id, b.id, &e.to_string()).await;
+            return Err(e);
+        }
+    };
+    let mut tx = ctx.catalog.begin().await?;
+    sqlx::query("UPDATE restores SET status = 'complete', completed_at = now() WHERE id = $1")
+        .bind(restore_id)
+        .execute(&mut *tx)
+        .await?;
+    jobs::audit(
+        &mut tx,
+        "landlord:restore",
+        "tenant.restored",
+        Some(t.id),
+        Some(ctx.job_id),
+        json!({"backup_id": b.id, "shared_database": t.db_name, "rows": imported.rows}),
+    )
+    .await?;
+    tx.commit().await?;
+    let result = json!({
+        "tenant": t.slug,
+        "backup_id": b.id,
+        "backup": b.name(),
+        "restore_id": restore_id,
+        "isolation": "shared",
+        "database": t.db_name,
+        "deleted_rows": imported.deleted,
+        "rows": imported.rows,
+        "stored_bytes": measured.stored_bytes,
+        "sha256": measured.sha256,
+        "duration_ms": clock.elapsed().as_millis() as i64,
+    });
+    ctx.emit("restore.completed", result.clone());
+    Ok(result)
+}
+
 /// Restores backup `b` over tenant `t`'s live database.
 pub async fn restore(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Value, JobError> {
+    if t.isolation == "shared" && t.provision_step == "done" && t.status != "deleted" && b.tenant_id == t.id && b.status == "complete" {
+        return restore_shared(ctx, t, b).await;
+    }
     if t.isolation != "database" || t.provision_step != "done" || t.status == "deleted" {
         return Err(JobError::fatal(format!(
             "tenant {} cannot be restored (status {}, isolation {}, provisioning step {})",

@@ -226,28 +226,47 @@ fn encoder(enc: &Encoding, sink: PartWriter) -> Result<Compress<Crypt<PartWriter
     })
 }
 
-/// Runs `cmd` (pg_dump writing to stdout) and uploads its encoded output.
+/// Where the bytes of a dump come from.
+pub enum Source {
+    /// A child writing the dump to stdout (pg_dump).
+    Child(Command),
+    /// Chunks from a task (a shared tenant's rows); the producer reports its
+    /// own errors, so the caller must check it before completing the upload.
+    Channel(mpsc::Receiver<Bytes>),
+}
+
+/// Runs `source` (pg_dump writing to stdout, or a producer task) and uploads its encoded output.
 /// Stops (killing the child) when `cancel` fires. `on_part` is awaited after each part with the upload's id (once the store
 /// has given one) and the raw bytes so far. The upload
 /// is neither completed nor aborted here: the caller does that, after
 /// deciding on the result. Fails if the child exits non-zero.
 pub async fn dump_into(
-    mut cmd: Command,
+    source: Source,
     enc: Encoding,
     part_size: usize,
     upload: &mut Upload,
     cancel: &tokio_util::sync::CancellationToken,
     mut on_part: impl FnMut(Option<&str>, u64) -> futures::future::BoxFuture<'static, ()>,
 ) -> Result<Measured> {
-    let name = program_name(&cmd);
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .with_context(|| format!("starting {name} (is it installed? see LANDLORD_PG_BIN_DIR)"))?;
-    let stdout = child.stdout.take().context("child has no stdout")?;
-    let err_tail = stderr_tail(&mut child);
-    let child = Arc::new(Mutex::new(child));
-    let guard = ChildGuard(child.clone());
+    let (mut input, child, err_tail, name): (Box<dyn Read + Send>, _, _, String) = match source {
+        Source::Child(mut cmd) => {
+            let name = program_name(&cmd);
+            cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+            let mut child = cmd.spawn().with_context(|| {
+                format!("starting {name} (is it installed? see LANDLORD_PG_BIN_DIR)")
+            })?;
+            let stdout = child.stdout.take().context("child has no stdout")?;
+            let tail = stderr_tail(&mut child);
+            (Box::new(stdout), Some(Arc::new(Mutex::new(child))), Some(tail), name)
+        }
+        Source::Channel(rx) => (
+            Box::new(ChannelReader { rx, cur: Bytes::new() }),
+            None,
+            None,
+            "export".to_string(),
+        ),
+    };
+    let guard = child.as_ref().map(|c| ChildGuard(c.clone()));
     let raw = Arc::new(AtomicU64::new(0));
     let (tx, mut rx) = mpsc::channel::<Bytes>(1);
     let sink = PartWriter {
@@ -262,10 +281,9 @@ pub async fn dump_into(
     let raw_t = raw.clone();
     let child_t = child.clone();
     let worker = tokio::task::spawn_blocking(move || -> Result<Measured> {
-        let mut stdout = stdout;
         let mut buf = vec![0u8; 256 * 1024];
         loop {
-            let n = match stdout.read(&mut buf) {
+            let n = match input.read(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -274,13 +292,15 @@ pub async fn dump_into(
             raw_t.fetch_add(n as u64, Ordering::Relaxed);
             writer.write_all(&buf[..n]).context("encoding the dump")?;
         }
-        let status = child_t
-            .lock()
-            .map_err(|_| anyhow!("child lock poisoned"))?
-            .wait()?;
-        let tail = err_tail.join().unwrap_or_default();
-        if !status.success() {
-            bail!("{name} failed ({status}): {tail}");
+        if let Some(child) = child_t {
+            let status = child
+                .lock()
+                .map_err(|_| anyhow!("child lock poisoned"))?
+                .wait()?;
+            let tail = err_tail.map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+            if !status.success() {
+                bail!("{name} failed ({status}): {tail}");
+            }
         }
         let sink = writer.finish()?.finish()?;
         let (sha256, stored_bytes, parts) = sink.finish()?;
@@ -327,6 +347,24 @@ pub enum Sink {
     Peek(Command),
     /// Decode and drop (checksum and codec check only).
     Discard,
+    /// Decoded chunks to a task (a shared tenant's import), which must not
+    /// commit before the caller has checked the checksum.
+    Channel(mpsc::Sender<Bytes>),
+}
+
+/// Sends written bytes to a task.
+struct ChannelWriter(mpsc::Sender<Bytes>);
+
+impl Write for ChannelWriter {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        self.0
+            .blocking_send(Bytes::copy_from_slice(b))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the import stopped"))?;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Reads parts from the async side.
@@ -373,12 +411,17 @@ fn decoder(dec: &Decoding, input: ChannelReader) -> Result<Box<dyn Read + Send>>
 /// the returned checksum and size with what it expected.
 pub async fn restore_from(mut object: ObjectReader, dec: Decoding, sink: Sink) -> Result<Measured> {
     let (tx, rx) = mpsc::channel::<Bytes>(2);
-    let (cmd, peek) = match sink {
-        Sink::Child(c) => (Some(c), false),
-        Sink::Peek(c) => (Some(c), true),
-        Sink::Discard => (None, false),
+    let (cmd, peek, out_tx) = match sink {
+        Sink::Child(c) => (Some(c), false, None),
+        Sink::Peek(c) => (Some(c), true, None),
+        Sink::Discard => (None, false, None),
+        Sink::Channel(t) => (None, false, Some(t)),
     };
-    let name = cmd.as_ref().map(program_name).unwrap_or_default();
+    let name = match &cmd {
+        Some(c) => program_name(c),
+        None if out_tx.is_some() => "the import".to_string(),
+        None => String::new(),
+    };
     let spawned = match cmd {
         Some(mut cmd) => {
             cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
@@ -403,9 +446,10 @@ pub async fn restore_from(mut object: ObjectReader, dec: Decoding, sink: Sink) -
         )?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut raw = 0u64;
-        let (mut stdin, child) = match spawned {
-            Some((c, stdin, tail)) => (Some(stdin), Some((c, tail))),
-            None => (None, None),
+        let (mut stdin, child): (Option<Box<dyn Write + Send>>, _) = match (spawned, out_tx) {
+            (Some((c, stdin, tail)), _) => (Some(Box::new(stdin)), Some((c, tail))),
+            (None, Some(tx)) => (Some(Box::new(ChannelWriter(tx))), None),
+            (None, None) => (None, None),
         };
         loop {
             let n = match input.read(&mut buf) {

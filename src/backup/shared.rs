@@ -1,0 +1,450 @@
+//! Backups of shared tenants: the rows of one tenant, from every table of a
+//! shared database that has the tenant column, read in one consistent
+//! snapshot and written through the same encoders, store and manifest as a
+//! database dump; restored by replacing exactly that tenant's rows in one
+//! transaction that commits only after the stream's checksum was verified.
+//!
+//! The stream is COPY text with control lines. COPY escapes every backslash
+//! in data, so a line starting with `\L` is always ours:
+//! `\Llandlord-shared v1 {header}`, then per table `\Ltable {…}` followed by
+//! its COPY rows, then `\Lend {row counts}`.
+//!
+//! Runs as the server's admin connection (which RLS does not filter); the
+//! tenant value reaches SQL only through a transaction-local setting, never
+//! spliced into the text.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use anyhow::{Context, Result, anyhow, bail};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, postgres::PgPoolCopyExt};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{config::Settings, ident::quote_ident, tenant_schema, tenants::Tenant};
+
+/// Which tables hold tenant rows.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    pub column: String,
+    /// `table` or `schema.table`.
+    pub exempt: Vec<String>,
+}
+
+/// One table of a shared database.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Table {
+    pub schema: String,
+    pub table: String,
+    pub columns: Vec<String>,
+    /// The tenant column's type, as `format_type` prints it.
+    pub key_type: String,
+}
+
+impl Table {
+    fn qualified(&self) -> String {
+        format!("{}.{}", quote_ident(&self.schema), quote_ident(&self.table))
+    }
+    fn name(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+    fn column_list(&self) -> String {
+        self.columns
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Header {
+    tenant: String,
+    key: String,
+    column: String,
+    tables: Vec<Table>,
+}
+
+const MAGIC: &str = "\\Llandlord-shared v1 ";
+const TABLE: &str = "\\Ltable ";
+const END: &str = "\\Lend ";
+const KEY_SETTING: &str = "landlord.shared_key";
+
+fn is_exempt(scope: &Scope, schema: &str, table: &str) -> bool {
+    scope
+        .exempt
+        .iter()
+        .any(|e| e == table || *e == format!("{schema}.{table}"))
+}
+
+/// Tables with the tenant column, parents before children (foreign keys).
+/// `db` must be a one-connection pool: the caller's transaction lives on it.
+pub async fn tables(db: &PgPool, scope: &Scope) -> Result<Vec<Table>> {
+    crate::ident::validate_db_name(&scope.column)
+        .map_err(|e| anyhow!("tenant column {:?}: {e}", scope.column))?;
+    let rows: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "SELECT c.oid::bigint, n.nspname::text, c.relname::text, format_type(a.atttypid, a.atttypmod) \
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $1 AND NOT a.attisdropped \
+         WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition \
+           AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'landlord_tenancy') \
+           AND n.nspname NOT LIKE 'pg\\_%' \
+         ORDER BY 2, 3",
+    )
+    .bind(&scope.column)
+    .fetch_all(db)
+    .await
+    .context("listing tables with the tenant column")?;
+    let mut by_oid: BTreeMap<i64, Table> = BTreeMap::new();
+    for (oid, schema, table, key_type) in rows {
+        if is_exempt(scope, &schema, &table) {
+            continue;
+        }
+        let columns: Vec<String> = sqlx::query_scalar(
+            "SELECT attname::text FROM pg_attribute WHERE attrelid = $1::oid AND attnum > 0 \
+             AND NOT attisdropped AND attgenerated = '' ORDER BY attnum",
+        )
+        .bind(oid)
+        .fetch_all(db)
+        .await?;
+        by_oid.insert(
+            oid,
+            Table {
+                schema,
+                table,
+                columns,
+                key_type,
+            },
+        );
+    }
+    let edges: Vec<(i64, i64)> = sqlx::query_as(
+        "SELECT conrelid::bigint, confrelid::bigint FROM pg_constraint WHERE contype = 'f' AND conrelid <> confrelid",
+    )
+    .fetch_all(db)
+    .await?;
+    // Kahn's algorithm; a cycle leaves its tables in name order at the end.
+    let mut parents: HashMap<i64, HashSet<i64>> = HashMap::new();
+    for (child, parent) in edges {
+        if by_oid.contains_key(&child) && by_oid.contains_key(&parent) {
+            parents.entry(child).or_default().insert(parent);
+        }
+    }
+    let mut order = Vec::new();
+    let mut done: HashSet<i64> = HashSet::new();
+    loop {
+        let ready: Vec<i64> = by_oid
+            .keys()
+            .filter(|o| !done.contains(o))
+            .filter(|o| parents.get(o).is_none_or(|ps| ps.iter().all(|p| done.contains(p))))
+            .copied()
+            .collect();
+        if ready.is_empty() {
+            break;
+        }
+        for o in ready {
+            done.insert(o);
+            order.push(o);
+        }
+    }
+    order.extend(by_oid.keys().filter(|o| !done.contains(o)).copied().collect::<Vec<_>>());
+    Ok(order.into_iter().filter_map(|o| by_oid.remove(&o)).collect())
+}
+
+async fn set_key(db: &PgPool, key: &str) -> Result<()> {
+    sqlx::query("SELECT set_config($1, $2, true)")
+        .bind(KEY_SETTING)
+        .bind(key)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+fn filter(t: &Table, column: &str) -> String {
+    // The setting is cast to the column's type; the column is never cast.
+    format!(
+        "{} = current_setting('{KEY_SETTING}')::{}",
+        quote_ident(column),
+        t.key_type
+    )
+}
+
+fn line(prefix: &str, json: &impl Serialize) -> Result<Bytes> {
+    let mut s = String::from(prefix);
+    s.push_str(&serde_json::to_string(json)?);
+    s.push('\n');
+    Ok(Bytes::from(s))
+}
+
+/// Writes tenant `t`'s rows to `out`; returns rows per table.
+pub async fn export(
+    settings: &Settings,
+    t: &Tenant,
+    scope: &Scope,
+    out: mpsc::Sender<Bytes>,
+) -> Result<BTreeMap<String, u64>> {
+    let pool = tenant_schema::pool_on(settings, &t.db_server, &t.db_name).await?;
+    let res = export_on(&pool, t, scope, out).await;
+    // Closing the only connection also ends a transaction left open by an error.
+    pool.close().await;
+    res
+}
+
+async fn export_on(
+    pool: &PgPool,
+    t: &Tenant,
+    scope: &Scope,
+    out: mpsc::Sender<Bytes>,
+) -> Result<BTreeMap<String, u64>> {
+    // One connection (the pool has exactly one), so these statements share
+    // the transaction: one snapshot for every table.
+    sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(pool)
+        .await?;
+    let key = t.key();
+    set_key(pool, &key).await?;
+    let tables = tables(pool, scope).await?;
+    if tables.is_empty() {
+        bail!(
+            "database {} has no table with the tenant column {:?}",
+            t.db_name,
+            scope.column
+        );
+    }
+    let send = |b: Bytes| {
+        let out = out.clone();
+        async move {
+            out.send(b)
+                .await
+                .map_err(|_| anyhow!("the backup stream stopped"))
+        }
+    };
+    send(line(
+        MAGIC,
+        &Header {
+            tenant: t.slug.clone(),
+            key: key.clone(),
+            column: scope.column.clone(),
+            tables: tables.clone(),
+        },
+    )?)
+    .await?;
+    let mut counts = BTreeMap::new();
+    for table in &tables {
+        send(line(TABLE, table)?).await?;
+        let sql = format!(
+            "COPY (SELECT {} FROM {} WHERE {}) TO STDOUT",
+            table.column_list(),
+            table.qualified(),
+            filter(table, &scope.column)
+        );
+        let mut rows = 0u64;
+        let mut stream = pool.copy_out_raw(&sql).await?;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk?;
+            rows += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+            send(chunk).await?;
+        }
+        drop(stream);
+        counts.insert(table.name(), rows);
+    }
+    send(line(END, &counts)?).await?;
+    sqlx::raw_sql("COMMIT").execute(pool).await?;
+    Ok(counts)
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Imported {
+    pub deleted: u64,
+    pub rows: BTreeMap<String, u64>,
+    pub committed: bool,
+}
+
+/// Replaces tenant `t`'s rows with the stream from `input`, in one
+/// transaction, committed only if `commit` says so after the whole stream
+/// arrived and checked out (a verify sends `false`: a dry run).
+pub async fn import(
+    settings: &Settings,
+    t: &Tenant,
+    scope: &Scope,
+    input: mpsc::Receiver<Bytes>,
+    commit: oneshot::Receiver<bool>,
+) -> Result<Imported> {
+    let pool = tenant_schema::pool_on(settings, &t.db_server, &t.db_name).await?;
+    let res = import_on(&pool, t, scope, input, commit).await;
+    // Closing the only connection rolls back whatever an error left open.
+    pool.close().await;
+    res
+}
+
+/// Splits a byte stream into lines (each with its `\n`).
+struct Lines {
+    input: mpsc::Receiver<Bytes>,
+    buf: Vec<u8>,
+    eof: bool,
+}
+
+impl Lines {
+    async fn next(&mut self) -> Option<Vec<u8>> {
+        loop {
+            if let Some(pos) = self.buf.iter().position(|b| *b == b'\n') {
+                let rest = self.buf.split_off(pos + 1);
+                return Some(std::mem::replace(&mut self.buf, rest));
+            }
+            if self.eof {
+                return (!self.buf.is_empty()).then(|| std::mem::take(&mut self.buf));
+            }
+            match self.input.recv().await {
+                Some(b) => self.buf.extend_from_slice(&b),
+                None => self.eof = true,
+            }
+        }
+    }
+}
+
+fn control<'a>(line: &'a [u8], prefix: &str) -> Option<&'a [u8]> {
+    line.strip_prefix(prefix.as_bytes())
+}
+
+async fn import_on(
+    pool: &PgPool,
+    t: &Tenant,
+    scope: &Scope,
+    input: mpsc::Receiver<Bytes>,
+    commit: oneshot::Receiver<bool>,
+) -> Result<Imported> {
+    let mut lines = Lines {
+        input,
+        buf: Vec::new(),
+        eof: false,
+    };
+    let first = lines.next().await.context("the backup is empty")?;
+    let header: Header = control(&first, MAGIC)
+        .context("not a landlord shared-tenant backup")
+        .and_then(|j| serde_json::from_slice(j).context("reading the backup header"))?;
+    let key = t.key();
+    if header.key != key || header.column != scope.column {
+        bail!(
+            "the backup holds tenant key {:?} in column {:?}; tenant {} has key {key:?} in {:?}",
+            header.key,
+            header.column,
+            t.slug,
+            scope.column
+        );
+    }
+    sqlx::raw_sql("BEGIN").execute(pool).await?;
+    set_key(pool, &key).await?;
+    let now = tables(pool, scope).await?;
+    for h in &header.tables {
+        let Some(cur) = now.iter().find(|c| c.schema == h.schema && c.table == h.table) else {
+            bail!("table {} of the backup no longer exists", h.name());
+        };
+        if let Some(missing) = h.columns.iter().find(|c| !cur.columns.contains(c)) {
+            bail!("column {missing} of {} no longer exists", h.name());
+        }
+    }
+    // Children first, so foreign keys never see a missing parent.
+    let mut deleted = 0u64;
+    for table in now.iter().rev() {
+        deleted += sqlx::query(&format!(
+            "DELETE FROM {} WHERE {}",
+            table.qualified(),
+            filter(table, &scope.column)
+        ))
+        .execute(pool)
+        .await
+        .with_context(|| format!("deleting the tenant's rows of {}", table.name()))?
+        .rows_affected();
+    }
+    let mut rows: BTreeMap<String, u64> = BTreeMap::new();
+    let mut expected: Option<BTreeMap<String, u64>> = None;
+    let mut pending = lines.next().await;
+    while let Some(l) = pending.take() {
+        if let Some(j) = control(&l, END) {
+            expected = Some(serde_json::from_slice(j).context("reading the backup trailer")?);
+            break;
+        }
+        let Some(j) = control(&l, TABLE) else {
+            bail!("unexpected data outside a table section");
+        };
+        let table: Table = serde_json::from_slice(j).context("reading a table header")?;
+        if !header.tables.contains(&table) {
+            bail!("table {} is not in the backup header", table.name());
+        }
+        let mut copy = pool
+            .copy_in_raw(&format!(
+                "COPY {} ({}) FROM STDIN",
+                table.qualified(),
+                table.column_list()
+            ))
+            .await?;
+        let mut n = 0u64;
+        let mut batch = Vec::with_capacity(1 << 20);
+        loop {
+            match lines.next().await {
+                Some(row) if row.starts_with(b"\\L") => {
+                    pending = Some(row);
+                    break;
+                }
+                Some(row) => {
+                    n += 1;
+                    batch.extend_from_slice(&row);
+                    if batch.len() >= 1 << 20 {
+                        copy.send(std::mem::take(&mut batch)).await?;
+                    }
+                }
+                None => break,
+            }
+        }
+        if !batch.is_empty() {
+            copy.send(batch).await?;
+        }
+        copy.finish()
+            .await
+            .with_context(|| format!("loading {}", table.name()))?;
+        rows.insert(table.name(), n);
+    }
+    let expected = expected.context("the backup ends before its trailer (truncated?)")?;
+    if expected != rows {
+        bail!("the backup announced {expected:?} rows but held {rows:?}");
+    }
+    // Every row loaded must belong to this tenant.
+    for table in &header.tables {
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM {} WHERE {}",
+            table.qualified(),
+            filter(table, &scope.column)
+        ))
+        .fetch_one(pool)
+        .await?;
+        if n as u64 != rows.get(&table.name()).copied().unwrap_or(0) {
+            bail!(
+                "{} holds rows of another tenant key; nothing was changed",
+                table.name()
+            );
+        }
+    }
+    let go = commit.await.unwrap_or(false);
+    if go {
+        sqlx::raw_sql("COMMIT")
+            .execute(pool)
+            .await
+            .context("committing the restore")?;
+    } else {
+        sqlx::raw_sql("ROLLBACK").execute(pool).await?;
+    }
+    Ok(Imported {
+        deleted,
+        rows,
+        committed: go,
+    })
+}
+
+/// The scope configured for shared tenants (tenancy's column and exempt tables).
+pub fn scope(settings: &Settings) -> Scope {
+    Scope {
+        column: settings.tenancy.tenant_column.value.clone(),
+        exempt: settings.tenancy.exempt_tables.value.clone(),
+    }
+}
