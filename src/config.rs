@@ -714,7 +714,10 @@ impl Settings {
         line("backup.url", format!("{:?}", b.location.describe()));
         line("backup.codec", format!("{:?}", b.codec.as_str()));
         line("backup.level", b.level.to_string());
-        line("backup.encrypted", (!b.age_recipients.is_empty()).to_string());
+        line(
+            "backup.encrypted",
+            (!b.age_recipients.is_empty()).to_string(),
+        );
         line("backup.part_size_mib", (b.part_size >> 20).to_string());
         line("backup.retention", format!("{:?}", b.retention.to_string()));
         line(
@@ -724,12 +727,22 @@ impl Settings {
         line("backup.timeout_seconds", b.timeout.as_secs().to_string());
         line("backup.s3_path_style", b.s3.path_style.to_string());
         let t = &self.tenancy;
-        line("tenancy.enabled", format!("{} # {}", t.enabled.value, t.enabled.source));
+        line(
+            "tenancy.enabled",
+            format!("{} # {}", t.enabled.value, t.enabled.source),
+        );
         line(
             "tenancy.enforcement_mode",
-            format!("{:?} # effective {:?}", t.enforcement_mode.value.as_str(), t.effective_mode().as_str()),
+            format!(
+                "{:?} # effective {:?}",
+                t.enforcement_mode.value.as_str(),
+                t.effective_mode().as_str()
+            ),
         );
-        line("tenancy.tenant_column", format!("{:?}", t.tenant_column.value));
+        line(
+            "tenancy.tenant_column",
+            format!("{:?}", t.tenant_column.value),
+        );
         for (name, url) in &self.servers {
             line(
                 &format!("servers.{name}.weight"),

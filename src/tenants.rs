@@ -264,7 +264,9 @@ pub async fn list(pool: &PgPool, status: Option<&str>) -> Result<Vec<Tenant>> {
 impl Tenant {
     /// A shared tenant's value in the tenant column.
     pub fn key(&self) -> String {
-        self.tenant_key.clone().unwrap_or_else(|| self.id.to_string())
+        self.tenant_key
+            .clone()
+            .unwrap_or_else(|| self.id.to_string())
     }
 }
 

@@ -73,11 +73,18 @@ fn qualified(schema: &str, table: &str) -> String {
     format!("{}.{}", quote_ident(schema), quote_ident(table))
 }
 
+/// For a shared tenant: only rows whose tenant column holds this key.
+struct OnlyTenant<'a> {
+    column: &'a str,
+    key: &'a str,
+}
+
 async fn cleanup(
     db: &PgPool,
     rules: &[CleanupRule],
     days: Option<u32>,
     dry_run: bool,
+    only: Option<&OnlyTenant<'_>>,
 ) -> Result<Value, JobError> {
     let mut per_table = Map::new();
     let mut total = 0i64;
@@ -102,11 +109,19 @@ async fn cleanup(
         let keep_days = days.or(rule.days).unwrap_or(DEFAULT_DAYS);
         let table = qualified("public", &rule.table);
         let column = quote_ident(&rule.column);
+        // A shared tenant's cleanup touches its own rows only ($3 is its key).
+        let tenant = match only {
+            Some(o) => format!(" AND {}::text = $3", quote_ident(o.column)),
+            None => String::new(),
+        };
+        let key = only.map(|o| o.key.to_string()).unwrap_or_default();
         let rows = if dry_run {
             sqlx::query_scalar::<_, i64>(&format!(
-                "SELECT count(*) FROM {table} WHERE {column} < now() - make_interval(days => $1)"
+                "SELECT count(*) FROM {table} WHERE {column} < now() - make_interval(days => $1){tenant}"
             ))
             .bind(keep_days as i32)
+            .bind(0i64)
+            .bind(&key)
             .fetch_one(db)
             .await
             .map_err(db_err)?
@@ -115,10 +130,11 @@ async fn cleanup(
             loop {
                 let n = sqlx::query(&format!(
                     "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} \
-                     WHERE {column} < now() - make_interval(days => $1) LIMIT $2)"
+                     WHERE {column} < now() - make_interval(days => $1){tenant} LIMIT $2)"
                 ))
                 .bind(keep_days as i32)
                 .bind(CLEANUP_BATCH)
+                .bind(&key)
                 .execute(db)
                 .await
                 .map_err(db_err)?
@@ -275,6 +291,12 @@ impl Job for Maintenance {
         ];
         let total = planned.iter().filter(|(_, on)| *on).count() as u64;
         let mut done = 0;
+        let shared = tenant.isolation == "shared";
+        let key = tenant.key();
+        let only = shared.then(|| OnlyTenant {
+            column: &ctx.settings.tenancy.tenant_column.value,
+            key: &key,
+        });
         for (name, on) in planned {
             if !on {
                 continue;
@@ -287,8 +309,14 @@ impl Job for Maintenance {
                         &ctx.settings.maintenance.cleanup_rules,
                         self.days,
                         self.dry_run,
+                        only.as_ref(),
                     )
                     .await?
+                }
+                // VACUUM, REINDEX and ANALYZE work on whole tables: a shared
+                // database is maintained as a whole, not per tenant.
+                _ if shared => {
+                    json!({"skipped": "shared database: maintained as a whole, not per tenant"})
                 }
                 "vacuum" => vacuum(&db, self.full, self.dry_run).await?,
                 "optimize" => optimize(&db, self.dry_run).await?,

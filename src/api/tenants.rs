@@ -47,6 +47,12 @@ pub struct CreateTenant {
     /// Database server name; placement chooses when absent.
     #[serde(default)]
     pub server: Option<String>,
+    /// Share this existing database (row-level isolation) instead of getting one.
+    #[serde(default)]
+    pub shared_database: Option<String>,
+    /// With `shared_database`: the tenant's value in the tenant column (default: its id).
+    #[serde(default)]
+    pub tenant_key: Option<String>,
 }
 
 /// `POST /v1/tenants` (admin): validate, write the tenant (`provisioning`)
@@ -64,6 +70,12 @@ pub async fn create(
         owner_email: body.owner,
         settings: body.settings.unwrap_or_default(),
         server: body.server,
+        shared: body
+            .shared_database
+            .map(|database| crate::lifecycle::SharedPlacement {
+                database,
+                key: body.tenant_key,
+            }),
     };
     let created = lifecycle::create(
         &state.pool,

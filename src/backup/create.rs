@@ -16,9 +16,10 @@ use uuid::Uuid;
 use super::{
     catalog::{self, Completion, NewBackup},
     manifest::{self, Manifest},
-    pgtool, prune, shared,
+    pgtool, prune,
     retention::Policy,
     settings::Codec,
+    shared,
     store::Store,
     stream::{self, Encoding},
 };
@@ -180,7 +181,8 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
             t.clone(),
             shared::scope(&ctx.settings),
         );
-        let task = tokio::spawn(async move { shared::export(&settings, &tenant, &scope, tx).await });
+        let task =
+            tokio::spawn(async move { shared::export(&settings, &tenant, &scope, tx).await });
         (stream::Source::Channel(rx), Some(task))
     } else {
         let mut cmd = pgtool::command(&ctx.settings, &t.db_server, &t.db_name, "pg_dump")

@@ -432,7 +432,11 @@ pub async fn shared_rows(
     manifest_of(store, b).await?;
     let (tx, rx) = tokio::sync::mpsc::channel(4);
     let (go, decided) = tokio::sync::oneshot::channel();
-    let (s, tenant, scope) = (Arc::new(settings.clone()), t.clone(), shared::scope(settings));
+    let (s, tenant, scope) = (
+        Arc::new(settings.clone()),
+        t.clone(),
+        shared::scope(settings),
+    );
     let task = tokio::spawn(async move { shared::import(&s, &tenant, &scope, rx, decided).await });
     let streamed = stream_into(settings, store, b, Sink::Channel(tx)).await;
     let _ = go.send(commit && streamed.is_ok());
@@ -500,7 +504,12 @@ async fn restore_shared(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Valu
 
 /// Restores backup `b` over tenant `t`'s live database.
 pub async fn restore(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Value, JobError> {
-    if t.isolation == "shared" && t.provision_step == "done" && t.status != "deleted" && b.tenant_id == t.id && b.status == "complete" {
+    if t.isolation == "shared"
+        && t.provision_step == "done"
+        && t.status != "deleted"
+        && b.tenant_id == t.id
+        && b.status == "complete"
+    {
         return restore_shared(ctx, t, b).await;
     }
     if t.isolation != "database" || t.provision_step != "done" || t.status == "deleted" {

@@ -136,7 +136,11 @@ pub async fn tables(db: &PgPool, scope: &Scope) -> Result<Vec<Table>> {
         let ready: Vec<i64> = by_oid
             .keys()
             .filter(|o| !done.contains(o))
-            .filter(|o| parents.get(o).is_none_or(|ps| ps.iter().all(|p| done.contains(p))))
+            .filter(|o| {
+                parents
+                    .get(o)
+                    .is_none_or(|ps| ps.iter().all(|p| done.contains(p)))
+            })
             .copied()
             .collect();
         if ready.is_empty() {
@@ -147,8 +151,17 @@ pub async fn tables(db: &PgPool, scope: &Scope) -> Result<Vec<Table>> {
             order.push(o);
         }
     }
-    order.extend(by_oid.keys().filter(|o| !done.contains(o)).copied().collect::<Vec<_>>());
-    Ok(order.into_iter().filter_map(|o| by_oid.remove(&o)).collect())
+    order.extend(
+        by_oid
+            .keys()
+            .filter(|o| !done.contains(o))
+            .copied()
+            .collect::<Vec<_>>(),
+    );
+    Ok(order
+        .into_iter()
+        .filter_map(|o| by_oid.remove(&o))
+        .collect())
 }
 
 async fn set_key(db: &PgPool, key: &str) -> Result<()> {
@@ -337,7 +350,10 @@ async fn import_on(
     set_key(pool, &key).await?;
     let now = tables(pool, scope).await?;
     for h in &header.tables {
-        let Some(cur) = now.iter().find(|c| c.schema == h.schema && c.table == h.table) else {
+        let Some(cur) = now
+            .iter()
+            .find(|c| c.schema == h.schema && c.table == h.table)
+        else {
             bail!("table {} of the backup no longer exists", h.name());
         };
         if let Some(missing) = h.columns.iter().find(|c| !cur.columns.contains(c)) {
@@ -447,4 +463,38 @@ pub fn scope(settings: &Settings) -> Scope {
         column: settings.tenancy.tenant_column.value.clone(),
         exempt: settings.tenancy.exempt_tables.value.clone(),
     }
+}
+
+/// Deletes every row of tenant `t` from the shared database, children first,
+/// in one transaction; returns rows deleted per table. Other tenants' rows
+/// are never touched.
+pub async fn delete_rows(
+    settings: &Settings,
+    t: &Tenant,
+    scope: &Scope,
+) -> Result<BTreeMap<String, u64>> {
+    let pool = tenant_schema::pool_on(settings, &t.db_server, &t.db_name).await?;
+    let res = delete_on(&pool, &t.key(), scope).await;
+    pool.close().await;
+    res
+}
+
+async fn delete_on(pool: &PgPool, key: &str, scope: &Scope) -> Result<BTreeMap<String, u64>> {
+    sqlx::raw_sql("BEGIN").execute(pool).await?;
+    set_key(pool, key).await?;
+    let mut out = BTreeMap::new();
+    for table in tables(pool, scope).await?.iter().rev() {
+        let n = sqlx::query(&format!(
+            "DELETE FROM {} WHERE {}",
+            table.qualified(),
+            filter(table, &scope.column)
+        ))
+        .execute(pool)
+        .await
+        .with_context(|| format!("deleting the tenant's rows of {}", table.name()))?
+        .rows_affected();
+        out.insert(table.name(), n);
+    }
+    sqlx::raw_sql("COMMIT").execute(pool).await?;
+    Ok(out)
 }

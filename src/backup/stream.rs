@@ -257,10 +257,18 @@ pub async fn dump_into(
             })?;
             let stdout = child.stdout.take().context("child has no stdout")?;
             let tail = stderr_tail(&mut child);
-            (Box::new(stdout), Some(Arc::new(Mutex::new(child))), Some(tail), name)
+            (
+                Box::new(stdout),
+                Some(Arc::new(Mutex::new(child))),
+                Some(tail),
+                name,
+            )
         }
         Source::Channel(rx) => (
-            Box::new(ChannelReader { rx, cur: Bytes::new() }),
+            Box::new(ChannelReader {
+                rx,
+                cur: Bytes::new(),
+            }),
             None,
             None,
             "export".to_string(),
@@ -297,7 +305,9 @@ pub async fn dump_into(
                 .lock()
                 .map_err(|_| anyhow!("child lock poisoned"))?
                 .wait()?;
-            let tail = err_tail.map(|t| t.join().unwrap_or_default()).unwrap_or_default();
+            let tail = err_tail
+                .map(|t| t.join().unwrap_or_default())
+                .unwrap_or_default();
             if !status.success() {
                 bail!("{name} failed ({status}): {tail}");
             }

@@ -28,7 +28,10 @@ pub async fn verify(
             let (m, i) = restore::shared_rows(settings, &store, t, b, false).await?;
             (m, Some(i))
         } else {
-            (restore::stream_into(settings, &store, b, Sink::Discard).await?, None)
+            (
+                restore::stream_into(settings, &store, b, Sink::Discard).await?,
+                None,
+            )
         };
         return Ok(json!({
             "tenant": t.slug,

@@ -35,6 +35,12 @@ pub enum TenantsCommand {
         /// Database server (default: the configured server with the fewest tenants).
         #[arg(long)]
         server: Option<String>,
+        /// Share this existing database (row-level isolation, see `landlord tenancy`) instead of getting one.
+        #[arg(long, value_name = "DATABASE")]
+        shared: Option<String>,
+        /// With --shared: the tenant's value in the tenant column (default: its id).
+        #[arg(long, requires = "shared")]
+        key: Option<String>,
         #[command(flatten)]
         run: RunOpts,
     },
@@ -191,6 +197,8 @@ pub async fn run(
             owner,
             settings: pairs,
             server,
+            shared,
+            key,
             run,
         } => {
             let parsed = lifecycle::settings::parse_pairs(&pairs).map_err(BadInput)?;
@@ -205,6 +213,7 @@ pub async fn run(
                     owner_email: owner,
                     settings: parsed,
                     server,
+                    shared: shared.map(|database| lifecycle::SharedPlacement { database, key }),
                 },
                 &actor(),
             )

@@ -29,6 +29,16 @@ pub struct NewTenant {
     pub settings: Map<String, Value>,
     /// Database server; `None` lets placement choose.
     pub server: Option<String>,
+    /// Share this existing database (row-level isolation) instead of getting one.
+    pub shared: Option<SharedPlacement>,
+}
+
+/// Where a shared tenant's rows live.
+#[derive(Debug, Clone, Default)]
+pub struct SharedPlacement {
+    pub database: String,
+    /// Its value in the tenant column (default: the tenant's id).
+    pub key: Option<String>,
 }
 
 /// The tenant row written and its provisioning job.
@@ -148,9 +158,25 @@ pub async fn create(
                     .join(", ")
             )));
         }
+        None if new.shared.is_some() => "default".to_string(),
         None => place(pool, settings).await?,
     };
-    let db_name = database_name(&new.slug);
+    let db_name = match &new.shared {
+        Some(s) => s.database.clone(),
+        None => database_name(&new.slug),
+    };
+    if let Some(key) = new.shared.as_ref().and_then(|s| s.key.as_ref())
+        && (key.is_empty()
+            || key.len() > 64
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+    {
+        return Err(LifecycleError::Invalid(format!(
+            "tenant key {:?} must be 1-64 of A-Z, a-z, 0-9, - and _",
+            truncate(key)
+        )));
+    }
     ident::validate_db_name(&db_name)
         .map_err(|e| LifecycleError::Invalid(format!("database name {db_name}: {e}")))?;
 
@@ -196,11 +222,17 @@ pub async fn create(
             new.slug
         )));
     }
-    // A database of that name that landlord does not know about is never touched.
+    // A database of that name that landlord does not know about is never
+    // touched; a shared tenant's database must already exist.
     let admin = tenant_schema::admin(settings, &server).await?;
     let taken = tenant_schema::database_exists(&admin, &db_name).await?;
     drop(admin);
-    if taken {
+    if new.shared.is_some() && !taken {
+        return Err(LifecycleError::Invalid(format!(
+            "shared database {db_name} does not exist on server {server}"
+        )));
+    }
+    if taken && new.shared.is_none() {
         return Err(LifecycleError::Exists(format!(
             "database {db_name} already exists on server {server}; landlord will not take it over (use tenants register to adopt it)"
         )));
@@ -208,10 +240,11 @@ pub async fn create(
     let settings_json = Value::Object(new.settings.clone());
     // A new row, or a failed tenant's row taken over (checked above, under lock).
     let tenant_id: i64 = sqlx::query_scalar(
-        "INSERT INTO tenants (slug, name, owner_id, plan, status, isolation, db_server, db_name, settings, provision_step) \
-         VALUES ($1, $2, $3, $4, 'provisioning', 'database', $5, $6, $7, 'pending') \
+        "INSERT INTO tenants (slug, name, owner_id, plan, status, isolation, db_server, db_name, settings, provision_step, tenant_key) \
+         VALUES ($1, $2, $3, $4, 'provisioning', $8, $5, $6, $7, 'pending', $9) \
          ON CONFLICT (slug) DO UPDATE SET name = excluded.name, owner_id = excluded.owner_id, plan = excluded.plan, \
              status = 'provisioning', status_reason = NULL, db_server = excluded.db_server, db_name = excluded.db_name, \
+             isolation = excluded.isolation, tenant_key = excluded.tenant_key, \
              settings = excluded.settings, provision_step = 'pending', db_role = NULL, provisioned_at = NULL, \
              schema_version = 0, delete_after = NULL, updated_at = now() \
          WHERE tenants.status = 'failed' \
@@ -224,6 +257,8 @@ pub async fn create(
     .bind(&server)
     .bind(&db_name)
     .bind(&settings_json)
+    .bind(if new.shared.is_some() { "shared" } else { "database" })
+    .bind(new.shared.as_ref().and_then(|s| s.key.clone()))
     .fetch_optional(&mut *tx)
     .await
     .map_err(|e| match &e {

@@ -15,7 +15,7 @@ pub mod settings;
 mod status;
 pub mod teardown;
 
-pub use create::{Created, NewTenant, can_provision, create, database_name};
+pub use create::{Created, NewTenant, SharedPlacement, can_provision, create, database_name};
 pub use delete::{DeleteOptions, delete};
 pub use error::LifecycleError;
 pub use status::{TargetStatus, change_status, update_settings};

@@ -1,5 +1,6 @@
 //! The end of a tenant's database: drop it (and the role landlord made for
-//! it), forget its credentials and record the final status with its event.
+//! it) — or, for a shared tenant, delete only its rows — forget its
+//! credentials and record the final status with its event.
 //! Shared by deletion (`drop_tenant`) and provisioning compensation. Safe to
 //! run again: every step tolerates what an earlier run already did.
 
@@ -33,9 +34,16 @@ pub async fn retire(
     t: &Tenant,
     r: Retirement<'_>,
 ) -> Result<()> {
-    let admin = tenant_schema::admin(settings, &t.db_server).await?;
-    tenant_schema::drop_database(&admin, &t.db_name).await?;
-    admin.close().await;
+    if t.isolation == "shared" {
+        // Only this tenant's rows go; the shared database stays.
+        crate::backup::shared::delete_rows(settings, t, &crate::backup::shared::scope(settings))
+            .await
+            .context("deleting the shared tenant's rows")?;
+    } else {
+        let admin = tenant_schema::admin(settings, &t.db_server).await?;
+        tenant_schema::drop_database(&admin, &t.db_name).await?;
+        admin.close().await;
+    }
     if r.drop_role {
         credentials::drop_role(settings, &t.db_server, &t.db_name).await?;
     }

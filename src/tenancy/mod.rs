@@ -13,6 +13,8 @@
 //! transaction-local settings, so it is safe behind a transaction pooler.
 
 pub mod config;
+pub mod context;
+pub mod jwt;
 
 use sha2::{Digest, Sha256};
 
