@@ -59,5 +59,8 @@ ALTER TABLE tenants ADD COLUMN final_backup_job uuid;
 -- A shared tenant's value in the tenant column of a shared database
 -- (default: its id). Unique per database so two tenants never share rows.
 ALTER TABLE tenants ADD COLUMN tenant_key text;
+-- Many shared tenants live in one database; a database of its own stays one per tenant.
+ALTER TABLE tenants DROP CONSTRAINT tenants_db_server_db_name_key;
+CREATE UNIQUE INDEX tenants_own_database ON tenants (db_server, db_name) WHERE isolation = 'database';
 CREATE UNIQUE INDEX tenants_shared_key ON tenants (db_server, db_name, (coalesce(tenant_key, id::text)))
     WHERE isolation = 'shared' AND status <> 'deleted';

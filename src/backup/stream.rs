@@ -218,7 +218,16 @@ fn encoder(enc: &Encoding, sink: PartWriter) -> Result<Compress<Crypt<PartWriter
         Crypt::Age(encryptor.wrap_output(sink)?)
     };
     Ok(match enc.codec {
-        Codec::Zstd => Compress::Zstd(zstd::stream::write::Encoder::new(crypt, enc.level)?),
+        Codec::Zstd => {
+            let mut z = zstd::stream::write::Encoder::new(crypt, enc.level)?;
+            // One worker thread: compression runs beside the thread reading
+            // pg_dump's pipe, so neither waits for the other.
+            z.multithread(1)?;
+            // Smaller jobs than zstd's default keep the worker's memory flat
+            // and well under the 100 MiB budget.
+            z.set_parameter(zstd::stream::raw::CParameter::JobSize(4 << 20))?;
+            Compress::Zstd(z)
+        }
         Codec::Gzip => Compress::Gzip(flate2::write::GzEncoder::new(
             crypt,
             flate2::Compression::new(enc.level.clamp(1, 9) as u32),

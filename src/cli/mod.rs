@@ -9,6 +9,7 @@ mod jobs;
 mod maintenance;
 mod restore;
 mod schedule;
+mod tenancy;
 mod tenants;
 mod wait;
 
@@ -70,6 +71,9 @@ pub enum Command {
     /// Inspect and manage backups: list, stats, delete, hold, prune, verify, monitor, reconcile.
     #[command(subcommand)]
     Backups(backups::BackupsCommand),
+    /// Row-level tenancy for shared databases (the seed's tenancy:status): apply, status.
+    #[command(subcommand)]
+    Tenancy(tenancy::TenancyCommand),
     /// Check requirements: pg_dump/pg_restore versions, servers, catalog, broker, backup store, disk.
     Doctor {
         #[arg(long)]
@@ -204,6 +208,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Restore(a) => restore::run(a, Arc::new(settings), registry).await,
         Command::Backups(c) => backups::run(c, Arc::new(settings), registry).await,
         Command::Doctor { json } => doctor::run(&settings, json).await,
+        Command::Tenancy(c) => tenancy::run(c, &settings).await,
         Command::Scheduler => {
             crate::scheduler::run(Arc::new(settings), registry, crate::shutdown::signal()).await?;
             Ok(ExitCode::SUCCESS)

@@ -14,6 +14,8 @@
 
 pub mod config;
 pub mod context;
+pub mod inspect;
+pub mod install;
 pub mod jwt;
 
 use sha2::{Digest, Sha256};
@@ -48,6 +50,12 @@ impl EnforcementMode {
             Self::Soft => "soft",
             Self::Disabled => "disabled",
         }
+    }
+}
+
+impl std::fmt::Display for EnforcementMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -479,6 +479,18 @@ impl TestEnv {
                     .execute(&mut admin)
                     .await;
             }
+            // Roles a test created under its own prefix (application roles).
+            let roles: Vec<String> =
+                sqlx::query_scalar("SELECT rolname::text FROM pg_roles WHERE rolname LIKE $1")
+                    .bind(format!("{}%", self.catalog_db))
+                    .fetch_all(&mut admin)
+                    .await
+                    .unwrap_or_default();
+            for role in roles {
+                let _ = sqlx::raw_sql(&format!("DROP ROLE IF EXISTS \"{role}\""))
+                    .execute(&mut admin)
+                    .await;
+            }
         }
         if let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await {
             if let Ok(ch) = conn.create_channel().await {

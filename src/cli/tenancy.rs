@@ -1,0 +1,262 @@
+//! `landlord tenancy apply | status` (the seed's tenancy:status, plus the
+//! command that installs the database-side enforcement).
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Subcommand;
+use secrecy::ExposeSecret;
+
+use crate::{
+    cli::{BadInput, EXIT_FAILED},
+    config::Settings,
+    tenancy::{EnforcementMode, config::TenancyConfig, inspect, install},
+    tenant_schema,
+};
+
+#[derive(Debug, Subcommand)]
+pub enum TenancyCommand {
+    /// Install row-level security on a shared database (strict/soft), or remove it (disabled). Idempotent.
+    Apply {
+        /// The shared database.
+        #[arg(long)]
+        database: String,
+        /// Its server (a configured name).
+        #[arg(long, default_value = "default")]
+        server: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The resolved configuration and where each value came from; --detailed adds every table of --database.
+    Status {
+        /// Per table: tenant column, index, RLS enabled/forced, policy current, exempt; plus warnings.
+        #[arg(long)]
+        detailed: bool,
+        /// The shared database to inspect (with --detailed).
+        #[arg(long)]
+        database: Option<String>,
+        #[arg(long, default_value = "default")]
+        server: String,
+        /// The role the application connects as (warned about if it bypasses RLS).
+        #[arg(long)]
+        app_role: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn check_db(settings: &Settings, server: &str, db: &str) -> Result<()> {
+    if !settings.servers.contains_key(server) {
+        return Err(BadInput(format!("database server {server:?} is not configured")).into());
+    }
+    crate::ident::validate_db_name(db).map_err(|e| BadInput(format!("database {db:?}: {e}")))?;
+    Ok(())
+}
+
+pub async fn run(c: TenancyCommand, settings: &Settings) -> Result<ExitCode> {
+    let cfg = &settings.tenancy;
+    match c {
+        TenancyCommand::Apply {
+            database,
+            server,
+            json,
+        } => {
+            check_db(settings, &server, &database)?;
+            let mode = cfg.effective_mode();
+            let secret: Vec<u8> = match (&cfg.context_secret, mode) {
+                (Some(s), _) => s.expose_secret().to_vec(),
+                (None, EnforcementMode::Disabled) => Vec::new(),
+                (None, _) => {
+                    return Err(BadInput(
+                        "tenancy is on but TENANCY_CONTEXT_SECRET is not set (64 hex characters); nothing was changed".into(),
+                    )
+                    .into());
+                }
+            };
+            let pool = tenant_schema::pool_on(settings, &server, &database).await?;
+            let applied = install::apply(
+                &pool,
+                &install::Plan {
+                    mode,
+                    column: &cfg.tenant_column.value,
+                    exempt: &cfg.exempt_tables.value,
+                    secret: &secret,
+                },
+            )
+            .await;
+            pool.close().await;
+            let applied = applied?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"mode": mode, "database": database, "tables": applied})
+                    )?
+                );
+            } else {
+                println!("{database}: mode {}", mode.as_str());
+                for a in &applied {
+                    println!("  {:<10} {}.{}", a.action, a.schema, a.table);
+                }
+                if applied.is_empty() {
+                    println!(
+                        "  no table has the tenant column {:?}",
+                        cfg.tenant_column.value
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        TenancyCommand::Status {
+            detailed,
+            database,
+            server,
+            app_role,
+            json,
+        } => {
+            let mut warnings = config_warnings(cfg);
+            let mut db_status = None;
+            if detailed {
+                let Some(db) = &database else {
+                    return Err(BadInput(
+                        "--detailed needs --database (the shared database)".into(),
+                    )
+                    .into());
+                };
+                check_db(settings, &server, db)?;
+                let pool = tenant_schema::pool_on(settings, &server, db).await?;
+                let st = inspect::inspect(
+                    &pool,
+                    cfg.effective_mode(),
+                    &cfg.tenant_column.value,
+                    &cfg.exempt_tables.value,
+                    app_role.as_deref(),
+                )
+                .await;
+                pool.close().await;
+                let st = st?;
+                warnings.extend(st.warnings.iter().cloned());
+                db_status = Some(st);
+            }
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&serde_json::json!({
+                        "config": cfg,
+                        "effective_mode": cfg.effective_mode(),
+                        "secrets": {
+                            "context_secret": cfg.context_secret.is_some(),
+                            "jwt_secret": cfg.jwt_secret.is_some(),
+                            "bypass_url": cfg.bypass_url.is_some(),
+                        },
+                        "database": db_status,
+                        "warnings": warnings,
+                    }))?
+                );
+            } else {
+                print_config(cfg);
+                if let Some(st) = &db_status {
+                    println!();
+                    println!(
+                        "{:<32} {:<8} {:<12} {:<7} {:<4} {:<6} {:<7} EXEMPT",
+                        "TABLE", "COLUMN", "TYPE", "INDEX", "RLS", "FORCED", "POLICY"
+                    );
+                    for t in &st.tables {
+                        println!(
+                            "{:<32} {:<8} {:<12} {:<7} {:<4} {:<6} {:<7} {}",
+                            format!("{}.{}", t.schema, t.table),
+                            yes(t.has_column),
+                            t.column_type.as_deref().unwrap_or("-"),
+                            yes(t.indexed),
+                            yes(t.rls_enabled),
+                            yes(t.rls_forced),
+                            if t.policy_current {
+                                "current"
+                            } else if t.policy.is_some() {
+                                "old"
+                            } else {
+                                "-"
+                            },
+                            yes(t.exempt)
+                        );
+                    }
+                    println!("violations recorded (soft mode): {}", st.violations);
+                }
+                for w in &warnings {
+                    println!("warning: {w}");
+                }
+            }
+            Ok(if warnings.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            })
+        }
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+fn config_warnings(cfg: &TenancyConfig) -> Vec<String> {
+    let mut w = Vec::new();
+    if cfg.effective_mode() != EnforcementMode::Disabled {
+        if cfg.context_secret.is_none() {
+            w.push("tenancy is on but TENANCY_CONTEXT_SECRET is not set: no tenant context can be signed".into());
+        }
+        if cfg.jwt_secret.is_none() {
+            w.push("TENANCY_JWT_SECRET is not set: the request layer cannot resolve tenants from tokens".into());
+        }
+    }
+    w
+}
+
+fn print_config(cfg: &TenancyConfig) {
+    println!("{:<20} {}", "enabled", cfg.enabled);
+    println!(
+        "{:<20} {} (in force: {})",
+        "enforcement_mode",
+        cfg.enforcement_mode,
+        cfg.effective_mode().as_str()
+    );
+    println!("{:<20} {}", "tenant_column", cfg.tenant_column);
+    println!(
+        "{:<20} {:?} ({})",
+        "exempt_tables", cfg.exempt_tables.value, cfg.exempt_tables.source
+    );
+    for ch in &cfg.channels {
+        println!(
+            "{:<20} {} (tenant_mode {})",
+            format!("channel {}", ch.name),
+            if ch.enabled.value {
+                format!("on ({})", ch.enabled.source)
+            } else {
+                format!("off ({})", ch.enabled.source)
+            },
+            ch.tenant_mode.as_deref().unwrap_or("unset")
+        );
+    }
+    println!("{:<20} {}", "log_bypasses", cfg.log_bypasses);
+    println!("{:<20} {}", "alert_violations", cfg.alert_violations);
+    println!("{:<20} {}", "cache_context", cfg.cache_context);
+    println!(
+        "{:<20} context {}, jwt {}, bypass role {}",
+        "secrets",
+        if cfg.context_secret.is_some() {
+            "set"
+        } else {
+            "missing"
+        },
+        if cfg.jwt_secret.is_some() {
+            "set"
+        } else {
+            "missing"
+        },
+        if cfg.bypass_url.is_some() {
+            "set"
+        } else {
+            "missing"
+        }
+    );
+}
