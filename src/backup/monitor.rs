@@ -40,7 +40,7 @@ pub async fn run(pool: &PgPool, max_age_hours: u64, max_storage: Option<u64>) ->
         "SELECT t.slug, max(b.completed_at) AS newest, \
                 coalesce(sum(b.stored_bytes), 0)::bigint AS stored_bytes, count(b.id) AS backups \
          FROM tenants t LEFT JOIN backups b ON b.tenant_id = t.id AND b.status = 'complete' \
-         WHERE t.status = 'active' AND t.isolation = 'database' AND t.provision_step = 'done' \
+         WHERE t.status = 'active' AND t.provision_step = 'done' \
          GROUP BY t.slug ORDER BY t.slug",
     )
     .fetch_all(pool)

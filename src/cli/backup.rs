@@ -67,7 +67,7 @@ pub async fn run(
         tenants::list(&pool, Some("active"))
             .await?
             .into_iter()
-            .filter(|t| t.isolation == "database" && t.provision_step == "done")
+            .filter(|t| t.provision_step == "done")
             .map(|t| t.slug)
             .collect()
     } else {

@@ -356,7 +356,7 @@ async fn slugs(pool: &PgPool, named: &[String], all: bool) -> Result<Vec<String>
         return Ok(tenants::list(pool, Some("active"))
             .await?
             .into_iter()
-            .filter(|t| t.isolation == "database" && t.provision_step == "done")
+            .filter(|t| t.provision_step == "done")
             .map(|t| t.slug)
             .collect());
     }

@@ -78,10 +78,7 @@ pub async fn delete(
         other => LifecycleError::Other(anyhow::anyhow!("enqueueing drop_tenant: {other}")),
     })?;
     // The final backup, held forever; drop_tenant waits for it to succeed.
-    let final_backup = if opts.no_final_backup
-        || t.isolation != "database"
-        || t.provision_step != "done"
-    {
+    let final_backup = if opts.no_final_backup || t.provision_step != "done" {
         None
     } else {
         let b = store::enqueue_in(

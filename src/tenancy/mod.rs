@@ -8,8 +8,8 @@
 //! from), `install` (installing and removing the policies), `inspect` (what
 //! a database has, for `tenancy status`), `context` (the tenant context, the
 //! scoped executor and the superuser bypass), `jwt` (the axum layer that
-//! resolves the context from a token), `shared` (shared tenants' backups and
-//! restores). This module never sets a session-level tenant: only
+//! resolves the context from a token). Shared tenants' backups and restores
+//! live in `backup::shared`. This module never sets a session-level tenant: only
 //! transaction-local settings, so it is safe behind a transaction pooler.
 
 pub mod config;
