@@ -611,12 +611,14 @@ async fn corrupt_truncated_or_mismatched_backups_are_refused() {
     let job = restore(&env);
     assert_ne!(job["status"], "succeeded");
     let err = job["last_error"].as_str().unwrap();
-    assert!(err.contains("checksum") || err.contains("corrupt"), "{err}");
+    assert!(err.contains("checksum mismatch"), "{err}");
     assert_eq!(fingerprint(&db).await, live, "live untouched");
     // Truncated.
     store.put(&key, good.slice(..good.len() / 2)).await.unwrap();
     let job = restore(&env);
     assert_ne!(job["status"], "succeeded");
+    let err = job["last_error"].as_str().unwrap();
+    assert!(err.contains("truncated or replaced"), "{err}");
     assert_eq!(fingerprint(&db).await, live);
     // Intact object, wrong recorded checksum.
     store.put(&key, good.clone()).await.unwrap();
@@ -635,6 +637,17 @@ async fn corrupt_truncated_or_mismatched_backups_are_refused() {
         "{job}"
     );
     assert_eq!(fingerprint(&db).await, live);
+    // Without a manifest to catch it, the checksum taken while streaming does.
+    sqlx::query("UPDATE backups SET manifest_key = NULL WHERE id = $1::uuid")
+        .bind(b["id"].as_str().unwrap())
+        .execute(&env.catalog)
+        .await
+        .unwrap();
+    let job = restore(&env);
+    assert_ne!(job["status"], "succeeded");
+    let err = job["last_error"].as_str().unwrap();
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert_eq!(fingerprint(&db).await, live);
     assert!(
         databases_like(&format!("{db}_rst_%")).await.is_empty(),
         "scratch databases dropped"
@@ -647,7 +660,7 @@ async fn corrupt_truncated_or_mismatched_backups_are_refused() {
     assert_eq!(
         env.count("SELECT count(*) FROM outbox WHERE routing_key = 'restore.failed'")
             .await,
-        3
+        4
     );
 }
 
@@ -803,6 +816,25 @@ async fn an_unreachable_store_retries_then_ends_dead() {
             .await,
         3
     );
+
+    // A restore through the same unreachable store: retried, then dead,
+    // the live database untouched.
+    let db = format!("{}_offline", env.catalog_db);
+    fill(&db, 10, 20, 20).await;
+    env.ok(&["backup", "--tenant", "offline", "--sync"]);
+    exec(&db, "UPDATE users SET name = 'live'").await;
+    let live = fingerprint(&db).await;
+    let job = env.enqueue(&["restore", "offline", "--latest", "--yes"]);
+    let j = env.wait_job(job, secs(60)).await;
+    assert_eq!(j["status"], "dead", "{j:#}");
+    assert_eq!(j["attempts"], 3, "retried up to the limit");
+    let err = j["last_error"].as_str().unwrap();
+    assert!(
+        err.contains("127.0.0.1:9") || err.to_lowercase().contains("connect"),
+        "clear error: {err}"
+    );
+    assert_eq!(fingerprint(&db).await, live);
+    assert!(allows_connections(&db).await);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -944,4 +976,230 @@ async fn the_pre_restore_copy_is_dropped_after_the_rollback_window() {
             .await,
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_killed_anywhere_in_the_swap_is_undone_then_redone() {
+    let mut env = TestEnv::new().await;
+    let db = env.tenant("swap").await;
+    fill(&db, 50, 500, 100).await;
+    env.ok(&["backup", "--tenant", "swap", "--sync"]);
+    let backed_up = fingerprint(&db).await;
+    for (round, point) in [
+        "restore.after_block",
+        "restore.mid_swap",
+        "restore.after_swap",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        exec(&db, &format!("UPDATE users SET name = 'live {round}'")).await;
+        let live = fingerprint(&db).await;
+        let w = env.spawn_worker(&[], &[("LANDLORD_FAILPOINTS", point)]);
+        let job = env.enqueue(&["restore", "swap", "--latest", "--yes"]);
+        // The worker aborts at the failpoint, as kill -9 would.
+        env.wait_exit(&w, secs(60));
+        // What the dead attempt left, as a kill -9 at that point would.
+        match point {
+            "restore.after_block" => {
+                assert!(!allows_connections(&db).await, "{point}: live closed");
+            }
+            "restore.mid_swap" => {
+                assert!(
+                    databases_like(&db).await.is_empty(),
+                    "{point}: live renamed"
+                );
+            }
+            _ => assert_eq!(fingerprint(&db).await, backed_up, "{point}: swapped"),
+        }
+        // The next attempt first puts the tenant's database back, then restores.
+        let w2 = env.spawn_worker(&[], &[]);
+        let j = env.wait_job(job, secs(120)).await;
+        assert_eq!(j["status"], "succeeded", "{point}: {j:#}");
+        assert_eq!(j["result"]["cleaned_interrupted_attempts"], 1, "{point}");
+        assert_eq!(fingerprint(&db).await, backed_up, "{point}: restored");
+        assert!(allows_connections(&db).await, "{point}: live open");
+        assert!(
+            databases_like(&format!("{db}_rst_%")).await.is_empty(),
+            "{point}: no scratch left"
+        );
+        // One kept pre-restore copy per recorded restore, holding the data
+        // from before it; the interrupted attempt left none of its own.
+        let pre = j["result"]["pre_restore_database"].as_str().unwrap();
+        assert!(
+            !allows_connections(pre).await,
+            "{point}: pre-restore copy closed"
+        );
+        let open = |on: bool| format!("ALTER DATABASE \"{pre}\" WITH ALLOW_CONNECTIONS {on}");
+        exec("postgres", &open(true)).await;
+        assert_eq!(fingerprint(pre).await, live, "{point}: pre-restore copy");
+        exec("postgres", &open(false)).await;
+        assert_eq!(
+            databases_like(&format!("{db}_pre_%")).await.len(),
+            round + 1,
+            "{point}"
+        );
+        env.signal(&w2, "TERM");
+        env.wait_exit(&w2, secs(30));
+    }
+    assert_eq!(
+        env.count("SELECT count(*) FROM restores WHERE status = 'complete'")
+            .await,
+        3
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM restores WHERE status = 'failed' AND error = 'attempt interrupted'")
+            .await,
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reconcile_and_monitor_name_what_is_wrong() {
+    let mut env = TestEnv::new().await;
+    for slug in ["rec-a", "rec-b"] {
+        let db = env.tenant(slug).await;
+        fill(&db, 20, 50, 20).await;
+        env.ok(&["backup", "--tenant", slug, "--sync"]);
+    }
+    let clean = env.run(&["backups", "reconcile", "--json"]);
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stdout)
+    );
+    let store = env.store().await;
+    // An object nobody claims, a complete backup whose object is gone, and
+    // a multipart upload nobody finished.
+    let orphan = store.key("tenants/rec-a/20200101T000000Z_stray.dump.zst");
+    store
+        .put(&orphan, bytes::Bytes::from_static(b"stray"))
+        .await
+        .unwrap();
+    let gone = complete_backups(&env, "rec-b").await[0].clone();
+    let gone_key = gone["object_key"].as_str().unwrap().to_string();
+    store.delete(&gone_key).await.unwrap();
+    let stale = store.key("tenants/rec-a/20200101T000000Z_unfinished.dump.zst");
+    let mut up = store.start(&stale).unwrap();
+    up.part(bytes::Bytes::from(vec![7u8; 5 << 20]))
+        .await
+        .unwrap();
+    up.part(bytes::Bytes::from(vec![8u8; 5 << 20]))
+        .await
+        .unwrap();
+    let upload_id = up.id().unwrap().to_string();
+    drop(up);
+
+    let out = env.run(&["backups", "reconcile", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "not clean");
+    let report = json_lines(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        report["orphan_objects"],
+        serde_json::json!([orphan]),
+        "{report:#}"
+    );
+    assert_eq!(report["missing_objects"][0][0], gone["id"], "{report:#}");
+    assert_eq!(
+        report["missing_objects"][0][1],
+        gone_key.as_str(),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["incomplete_uploads"],
+        serde_json::json!([[stale, upload_id]]),
+        "{report:#}"
+    );
+
+    let fixed = env.run(&["backups", "reconcile", "--fix", "--json"]);
+    assert!(fixed.status.success(), "reported and fixed");
+    let fixed = json_lines(&String::from_utf8_lossy(&fixed.stdout));
+    assert_eq!(fixed["fixed"], true);
+    assert_eq!(fixed["orphan_objects"], report["orphan_objects"]);
+    assert!(
+        store.head(&orphan).await.unwrap().is_none(),
+        "orphan deleted"
+    );
+    assert_eq!(pending_under(&env, "rec-a").await, 0, "upload aborted");
+    assert!(
+        complete_backups(&env, "rec-b").await.is_empty(),
+        "row failed"
+    );
+    let again = env.run(&["backups", "reconcile", "--json"]);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
+
+    // rec-b has no complete backup left; rec-a's is fresh but over 0 MiB.
+    let out = env.run(&["backups", "monitor", "--max-storage-mib", "0", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let m = json_lines(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(m["healthy"], 0, "{m:#}");
+    assert_eq!(m["stale"][0][0], "rec-b", "{m:#}");
+    assert_eq!(m["stale"].as_array().unwrap().len(), 1, "{m:#}");
+    assert_eq!(m["oversize"][0][0], "rec-a", "{m:#}");
+    let text = env.run(&["backups", "monitor", "--max-storage-mib", "0"]);
+    let said =
+        String::from_utf8_lossy(&text.stdout).to_string() + &String::from_utf8_lossy(&text.stderr);
+    assert!(said.contains("rec-a") && said.contains("rec-b"), "{said}");
+    // With generous limits, rec-a alone is healthy.
+    let out = env.run(&["backups", "monitor", "--json"]);
+    let m = json_lines(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(m["healthy"], 1, "{m:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn doctor_checks_the_requirements_for_real() {
+    let env = TestEnv::new().await;
+    let out = env.run(&["doctor", "--json"]);
+    let report = json_lines(&String::from_utf8_lossy(&out.stdout));
+    assert!(out.status.success(), "{report:#}");
+    assert_eq!(report["ok"], true);
+    let names: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for tool in ["pg_dump", "pg_restore", "psql"] {
+        assert!(names.contains(&tool), "{names:?}");
+    }
+    // `backup --check` is the same check.
+    let out = env.run(&["backup", "--check", "--json"]);
+    assert!(out.status.success());
+    assert_eq!(
+        json_lines(&String::from_utf8_lossy(&out.stdout))["checks"]
+            .as_array()
+            .unwrap()
+            .len(),
+        names.len()
+    );
+    // An unreachable store and missing client tools fail, each by name.
+    let out = env.run_with(
+        &["doctor", "--json"],
+        &[
+            ("LANDLORD_S3_ENDPOINT", "http://127.0.0.1:9"),
+            ("AWS_MAX_ATTEMPTS", "1"),
+            ("LANDLORD_PG_BIN_DIR", "/nonexistent"),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let report = json_lines(&String::from_utf8_lossy(&out.stdout));
+    let failed: Vec<&str> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for name in ["pg_dump", "pg_restore", "psql"] {
+        assert!(failed.contains(&name), "{failed:?}");
+    }
+    assert!(
+        failed.iter().any(|n| n.contains("store")),
+        "the store is named: {report:#}"
+    );
+    // The catalog and the broker were reachable, so they passed.
+    assert!(failed.len() < names.len(), "{report:#}");
 }

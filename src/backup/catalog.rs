@@ -197,10 +197,25 @@ pub async fn set_held(pool: &PgPool, id: Uuid, held: bool, reason: Option<&str>)
     Ok(n == 1)
 }
 
-pub async fn mark_deleted(pool: &PgPool, id: Uuid) -> Result<()> {
+/// A complete backup, its row locked until `tx` ends.
+pub async fn lock_complete(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    id: Uuid,
+) -> Result<Option<Backup>> {
+    sqlx::query_as("SELECT * FROM backups WHERE id = $1 AND status = 'complete' FOR UPDATE")
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await
+        .context("locking the backup")
+}
+
+pub async fn mark_deleted(
+    db: impl sqlx::Executor<'_, Database = sqlx::Postgres>,
+    id: Uuid,
+) -> Result<()> {
     sqlx::query("UPDATE backups SET status = 'deleted', deleted_at = now() WHERE id = $1")
         .bind(id)
-        .execute(pool)
+        .execute(db)
         .await
         .context("marking the backup deleted")?;
     Ok(())

@@ -38,7 +38,8 @@ pub struct Options {
     pub hold: Option<String>,
 }
 
-/// Removes what earlier, interrupted attempts of this job left behind.
+/// Removes what earlier, interrupted attempts of this job left behind and
+/// emits the `backup.failed` they could not.
 pub async fn clean_leftovers(ctx: &JobContext, store: &Store) -> Result<usize> {
     let rows = catalog::leftovers(&ctx.catalog, ctx.job_id).await?;
     for b in &rows {
@@ -49,12 +50,12 @@ pub async fn clean_leftovers(ctx: &JobContext, store: &Store) -> Result<usize> {
         if let Some(m) = &b.manifest_key {
             store.delete(m).await?;
         }
-        catalog::fail(
-            &ctx.catalog,
-            b.id,
-            "attempt interrupted; cleaned up by a later attempt",
-        )
-        .await?;
+        let why = "attempt interrupted (killed, timed out or cancelled); cleaned up later";
+        catalog::fail(&ctx.catalog, b.id, why).await?;
+        // The interrupted attempt could not announce its own failure.
+        if let Ok(t) = ctx.tenant() {
+            record_failure(ctx, t, b.id, why).await;
+        }
         tracing::info!(backup = %b.id, "cleaned up an interrupted backup attempt");
     }
     Ok(rows.len())

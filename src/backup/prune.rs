@@ -65,15 +65,46 @@ pub async fn apply(
             }
             Verdict::Prune => {
                 report.plan.push((b.name().to_string(), "delete".into()));
-                if !dry_run {
-                    delete_objects(store, b).await?;
-                    catalog::mark_deleted(pool, b.id).await?;
+                if !dry_run && delete(pool, store, b.id).await? != Deleted::Yes {
+                    // Held or deleted since the plan was made: kept.
+                    report.kept += 1;
+                    if let Some(last) = report.plan.last_mut() {
+                        last.1 = "keep (changed meanwhile)".into();
+                    }
+                    continue;
                 }
                 report.deleted.push(b.name().to_string());
             }
         }
     }
     Ok(report)
+}
+
+/// What [`delete`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deleted {
+    Yes,
+    /// No complete backup with that id (never was, or already gone).
+    NotComplete,
+    /// On legal hold, with its reason.
+    Held(Option<String>),
+}
+
+/// Deletes one complete, unheld backup: manifest, object, then the row. The
+/// row stays locked throughout, so a hold placed meanwhile waits and then
+/// finds the backup gone, and a backup held first is never deleted.
+pub async fn delete(pool: &PgPool, store: &Store, id: uuid::Uuid) -> Result<Deleted> {
+    let mut tx = pool.begin().await?;
+    let Some(b) = catalog::lock_complete(&mut tx, id).await? else {
+        return Ok(Deleted::NotComplete);
+    };
+    if b.held {
+        return Ok(Deleted::Held(b.held_reason));
+    }
+    delete_objects(store, &b).await?;
+    catalog::mark_deleted(&mut *tx, b.id).await?;
+    tx.commit().await?;
+    Ok(Deleted::Yes)
 }
 
 /// Removes a backup's object and manifest from the store.

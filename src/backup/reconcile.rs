@@ -3,7 +3,7 @@
 //! Uploads and rows of backups still running are left alone. With `fix`,
 //! aborts the stale uploads, deletes orphaned landlord objects (never files
 //! in the seed's naming, which `restore --backup NAME` can import) and marks
-//! rows without objects failed.
+//! rows without objects failed (deleting what is left of them).
 
 use std::collections::{HashMap, HashSet};
 
@@ -111,6 +111,15 @@ pub async fn run(pool: &PgPool, store: &Store, fix: bool) -> Result<Report> {
             store.delete(key).await?;
         }
         for (id, key) in &report.missing_objects {
+            // What is left of the backup (its manifest, or its object) goes
+            // too: a failed backup claims nothing in the store.
+            for r in rows.iter().filter(|r| r.id.to_string() == *id) {
+                for k in std::iter::once(&r.object_key).chain(r.manifest_key.iter()) {
+                    if present.contains_key(k.as_str()) {
+                        store.delete(k).await?;
+                    }
+                }
+            }
             sqlx::query(
                 "UPDATE backups SET status = 'failed', error = $2 WHERE id = $1::uuid AND status = 'complete'",
             )

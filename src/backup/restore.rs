@@ -109,14 +109,26 @@ pub async fn stream_into(
         .get(&b.object_key)
         .await
         .map_err(|e| JobError::retryable(format!("{e:#}")))?;
-    let measured = stream::restore_from(object, dec, sink)
-        .await
-        .map_err(|e| JobError::fatal(format!("{e:#}")))?;
+    let (measured, load_error) = match stream::restore_from(object, dec, sink).await {
+        Ok(m) => (m, None),
+        Err(stream::RestoreFailure::Read(e)) => {
+            return Err(JobError::retryable(format!(
+                "reading the backup from the store: {e:#}"
+            )));
+        }
+        Err(stream::RestoreFailure::Load { error, read }) => (*read, Some(error)),
+    };
+    // The bytes first: a corrupt object usually breaks the decoder or the
+    // loader before the end, and the checksum says why.
+    let context = load_error
+        .as_ref()
+        .map(|e| format!(" ({e:#})"))
+        .unwrap_or_default();
     if let Some(size) = b.stored_bytes
         && measured.stored_bytes != size as u64
     {
         return Err(JobError::fatal(format!(
-            "the object is {} bytes, the backup recorded {size}: truncated or replaced",
+            "the object is {} bytes, the backup recorded {size}: truncated or replaced{context}",
             measured.stored_bytes
         )));
     }
@@ -124,9 +136,12 @@ pub async fn stream_into(
         && &measured.sha256 != sha
     {
         return Err(JobError::fatal(format!(
-            "checksum mismatch: the object's SHA-256 is {}, the backup recorded {sha}",
+            "checksum mismatch: the object's SHA-256 is {}, the backup recorded {sha}{context}",
             measured.sha256
         )));
+    }
+    if let Some(e) = load_error {
+        return Err(JobError::fatal(format!("{e:#}")));
     }
     Ok(measured)
 }
@@ -262,6 +277,62 @@ async fn exists(admin: &PgPool, db: &str) -> Result<bool> {
     tenant_schema::database_exists(admin, db).await
 }
 
+/// Closes `db` to new connections, ends its sessions and renames it `to`.
+/// If it cannot be renamed, connections are allowed again.
+async fn take_offline(admin: &PgPool, db: &str, to: &str) -> Result<()> {
+    let (db_q, to_q) = (quote_ident(db), quote_ident(to));
+    sqlx::raw_sql(&format!(
+        "ALTER DATABASE {db_q} WITH ALLOW_CONNECTIONS false"
+    ))
+    .execute(admin)
+    .await
+    .with_context(|| format!("blocking new connections to {db}"))?;
+    crate::failpoint::hit("restore.after_block");
+    let mut last_err = None;
+    for _ in 0..20 {
+        sqlx::query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE datname = $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(db)
+        .execute(admin)
+        .await
+        .with_context(|| format!("ending the sessions of {db}"))?;
+        match sqlx::raw_sql(&format!("ALTER DATABASE {db_q} RENAME TO {to_q}"))
+            .execute(admin)
+            .await
+        {
+            Ok(_) => return Ok(()),
+            Err(e) => {
+                last_err = Some(e);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+    }
+    let _ = sqlx::raw_sql(&format!(
+        "ALTER DATABASE {db_q} WITH ALLOW_CONNECTIONS true"
+    ))
+    .execute(admin)
+    .await;
+    bail!(
+        "could not take {db} offline: {}",
+        last_err.map(|e| e.to_string()).unwrap_or_default()
+    )
+}
+
+/// Renames `from` to `to` and lets it accept connections.
+async fn rename_open(admin: &PgPool, from: &str, to: &str) -> Result<()> {
+    sqlx::raw_sql(&format!(
+        "ALTER DATABASE {from_q} RENAME TO {to_q}; ALTER DATABASE {to_q} WITH ALLOW_CONNECTIONS true",
+        from_q = quote_ident(from),
+        to_q = quote_ident(to),
+    ))
+    .execute(admin)
+    .await
+    .with_context(|| format!("renaming {from} to {to}"))?;
+    Ok(())
+}
+
 /// Renames `scratch` in as `live`, keeping the old live database as `pre`
 /// (not accepting connections). Ends the live database's sessions. On any
 /// failure after the live database was renamed, renames it back.
@@ -275,58 +346,25 @@ pub async fn swap(
     for db in [live, scratch, pre] {
         crate::ident::validate_db_name(db).map_err(|e| anyhow!("database name {db:?}: {e}"))?;
     }
-    let (live_q, scratch_q, pre_q) = (quote_ident(live), quote_ident(scratch), quote_ident(pre));
     let admin = tenant_schema::admin(settings, server).await?;
     let res: Result<bool> = async {
         let had_live = exists(&admin, live).await?;
         if had_live {
-            sqlx::raw_sql(&format!("ALTER DATABASE {live_q} WITH ALLOW_CONNECTIONS false"))
-                .execute(&admin)
+            take_offline(&admin, live, pre)
                 .await
-                .context("blocking new connections to the live database")?;
-            let mut renamed = false;
-            let mut last_err = None;
-            for _ in 0..20 {
-                sqlx::query(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-                     WHERE datname = $1 AND pid <> pg_backend_pid()",
-                )
-                .bind(live)
-                .execute(&admin)
-                .await
-                .context("ending the live database's sessions")?;
-                match sqlx::raw_sql(&format!("ALTER DATABASE {live_q} RENAME TO {pre_q}"))
-                    .execute(&admin)
-                    .await
-                {
-                    Ok(_) => {
-                        renamed = true;
-                        break;
-                    }
-                    Err(e) => {
-                        last_err = Some(e);
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    }
-                }
-            }
-            if !renamed {
-                let _ = sqlx::raw_sql(&format!("ALTER DATABASE {live_q} WITH ALLOW_CONNECTIONS true"))
-                    .execute(&admin)
-                    .await;
-                bail!(
-                    "could not take the live database offline: {}",
-                    last_err.map(|e| e.to_string()).unwrap_or_default()
-                );
-            }
+                .context("taking the live database offline")?;
         }
         crate::failpoint::hit("restore.mid_swap");
-        if let Err(e) = sqlx::raw_sql(&format!("ALTER DATABASE {scratch_q} RENAME TO {live_q}"))
-            .execute(&admin)
-            .await
+        if let Err(e) = sqlx::raw_sql(&format!(
+            "ALTER DATABASE {} RENAME TO {}",
+            quote_ident(scratch),
+            quote_ident(live)
+        ))
+        .execute(&admin)
+        .await
         {
             if had_live {
-                sqlx::raw_sql(&format!("ALTER DATABASE {pre_q} RENAME TO {live_q}; ALTER DATABASE {live_q} WITH ALLOW_CONNECTIONS true"))
-                    .execute(&admin)
+                rename_open(&admin, pre, live)
                     .await
                     .context("putting the live database back after a failed swap")?;
             }
@@ -357,35 +395,70 @@ async fn grant_role(settings: &Settings, t: &Tenant, db: &str) -> Result<()> {
     res.map(|_| ())
 }
 
-/// Undoes what earlier, interrupted attempts of this restore job left.
+/// Undoes what earlier, interrupted attempts of this restore job left, so
+/// the tenant has its database from before the restore, open to
+/// connections, and no scratch copy is left:
+/// - killed after closing the live database to connections: reopened;
+/// - killed between the two renames: the pre-restore copy is renamed back;
+/// - killed after the swap but before it was recorded: the unrecorded
+///   restored database is moved aside and dropped, the original renamed back
+///   (the next attempt restores again, this time recorded).
 pub async fn clean_leftovers(ctx: &JobContext, t: &Tenant) -> Result<usize> {
     let rows = catalog::restore_leftovers(&ctx.catalog, ctx.job_id).await?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
     let admin = tenant_schema::admin(&ctx.settings, &t.db_server).await?;
-    for r in &rows {
-        // Killed between the two renames: the live name is free and the
-        // pre-restore database holds the tenant's data. Put it back.
-        if let Some(pre) = &r.pre_restore_db
-            && !exists(&admin, &t.db_name).await?
-            && exists(&admin, pre).await?
-        {
-            sqlx::raw_sql(&format!(
-                "ALTER DATABASE {} RENAME TO {}; ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
-                quote_ident(pre),
-                quote_ident(&t.db_name),
-                quote_ident(&t.db_name)
-            ))
-            .execute(&admin)
+    let res: Result<()> = async {
+        for r in &rows {
+            // A shared tenant's restore writes into the live shared database:
+            // there is nothing to rename or drop.
+            if t.isolation == "database" && r.scratch_db != t.db_name {
+                put_back(&admin, t, &r.scratch_db, r.pre_restore_db.as_deref()).await?;
+            }
+            sqlx::query("UPDATE restores SET status = 'failed', error = 'attempt interrupted', completed_at = now() WHERE id = $1")
+                .bind(r.id)
+                .execute(&ctx.catalog)
+                .await?;
+        }
+        Ok(())
+    }
+    .await;
+    admin.close().await;
+    res.map(|()| rows.len())
+}
+
+/// The state before an interrupted restore attempt (see `clean_leftovers`).
+async fn put_back(admin: &PgPool, t: &Tenant, scratch: &str, pre: Option<&str>) -> Result<()> {
+    let live = t.db_name.as_str();
+    let scratch_exists = exists(admin, scratch).await?;
+    if let Some(pre) = pre
+        && exists(admin, pre).await?
+    {
+        if exists(admin, live).await? {
+            if scratch_exists {
+                bail!("{live}, {pre} and {scratch} all exist; leaving them for an operator");
+            }
+            // The swap finished but was never recorded: the restored copy
+            // under the live name goes back to being the scratch database.
+            take_offline(admin, live, scratch)
+                .await
+                .context("moving the unrecorded restore aside")?;
+        }
+        rename_open(admin, pre, live)
             .await
             .context("putting the live database back")?;
-        }
-        tenant_schema::drop_database(&admin, &r.scratch_db).await?;
-        sqlx::query("UPDATE restores SET status = 'failed', error = 'attempt interrupted', completed_at = now() WHERE id = $1")
-            .bind(r.id)
-            .execute(&ctx.catalog)
-            .await?;
+    } else if exists(admin, live).await? {
+        // Killed after closing it to connections, before the rename.
+        sqlx::raw_sql(&format!(
+            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+            quote_ident(live)
+        ))
+        .execute(admin)
+        .await
+        .context("reopening the live database")?;
     }
-    admin.close().await;
-    Ok(rows.len())
+    tenant_schema::drop_database(admin, scratch).await
 }
 
 async fn record_failure(ctx: &JobContext, t: &Tenant, restore_id: Uuid, backup: Uuid, error: &str) {
@@ -582,6 +655,7 @@ pub async fn restore(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Value, 
     };
     let keep_until = Utc::now()
         + chrono::Duration::from_std(settings.backup.keep_pre_restore).unwrap_or_default();
+    crate::failpoint::hit("restore.after_swap");
     let pre_db = had_live.then(|| pre.clone());
     let mut tx = ctx.catalog.begin().await?;
     sqlx::query(

@@ -425,10 +425,29 @@ fn decoder(dec: &Decoding, input: ChannelReader) -> Result<Box<dyn Read + Send>>
     })
 }
 
+/// Why streaming a backup back failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreFailure {
+    /// Reading the object from the store failed (worth retrying).
+    #[error("reading the backup from the store: {0:#}")]
+    Read(anyhow::Error),
+    /// The bytes did not decode or load. The object was still read to its
+    /// end, so `read` has the checksum and size of all of it.
+    #[error("{error:#}")]
+    Load {
+        error: anyhow::Error,
+        read: Box<Measured>,
+    },
+}
+
 /// Streams `object` through the decoders into `sink`. Fails on a decode
 /// error, a child that exits non-zero, or a read error; the caller compares
 /// the returned checksum and size with what it expected.
-pub async fn restore_from(mut object: ObjectReader, dec: Decoding, sink: Sink) -> Result<Measured> {
+pub async fn restore_from(
+    mut object: ObjectReader,
+    dec: Decoding,
+    sink: Sink,
+) -> Result<Measured, RestoreFailure> {
     let (tx, rx) = mpsc::channel::<Bytes>(2);
     let (cmd, peek, out_tx) = match sink {
         Sink::Child(c) => (Some(c), false, None),
@@ -444,10 +463,17 @@ pub async fn restore_from(mut object: ObjectReader, dec: Decoding, sink: Sink) -
     let spawned = match cmd {
         Some(mut cmd) => {
             cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
-            let mut c = cmd.spawn().with_context(|| {
-                format!("starting {name} (is it installed? see LANDLORD_PG_BIN_DIR)")
-            })?;
-            let stdin = c.stdin.take().context("child has no stdin")?;
+            let mut c = cmd
+                .spawn()
+                .with_context(|| {
+                    format!("starting {name} (is it installed? see LANDLORD_PG_BIN_DIR)")
+                })
+                .map_err(RestoreFailure::Read)?;
+            let stdin = c
+                .stdin
+                .take()
+                .context("child has no stdin")
+                .map_err(RestoreFailure::Read)?;
             let tail = stderr_tail(&mut c);
             Some((Arc::new(Mutex::new(c)), stdin, tail))
         }
@@ -519,40 +545,46 @@ pub async fn restore_from(mut object: ObjectReader, dec: Decoding, sink: Sink) -
     let mut hasher = Sha256::new();
     let mut stored = 0u64;
     let mut parts = 0u64;
-    let mut read_err = None;
+    let mut tx = Some(tx);
+    // Read the object to its end even when the decoder or the loader gave
+    // up early, so a failure can say whether the bytes themselves are wrong.
     loop {
         match object.next().await {
             Ok(Some(chunk)) => {
                 hasher.update(&chunk);
                 stored += chunk.len() as u64;
                 parts += 1;
-                if tx.send(chunk).await.is_err() {
-                    break;
+                if let Some(t) = &tx
+                    && t.send(chunk).await.is_err()
+                {
+                    tx = None;
                 }
             }
             Ok(None) => break,
             Err(e) => {
-                read_err = Some(e);
-                break;
+                drop(tx);
+                let _ = worker.await;
+                return Err(RestoreFailure::Read(e));
             }
         }
     }
     drop(tx);
-    let decoded = worker.await.context("restore thread panicked")?;
+    let decoded = worker
+        .await
+        .context("restore thread panicked")
+        .and_then(|r| r);
     drop(guard);
-    if let Some(e) = read_err {
-        return Err(e);
-    }
-    let raw_bytes = decoded?;
-    // Drain what the decoder did not need, so the checksum covers the object.
-    while let Some(chunk) = object.next().await? {
-        hasher.update(&chunk);
-        stored += chunk.len() as u64;
-    }
-    Ok(Measured {
-        raw_bytes,
+    let read = Measured {
+        raw_bytes: *decoded.as_ref().unwrap_or(&0),
         stored_bytes: stored,
         sha256: hex(&hasher.finalize()),
         parts,
-    })
+    };
+    match decoded {
+        Ok(_) => Ok(read),
+        Err(error) => Err(RestoreFailure::Load {
+            error,
+            read: Box::new(read),
+        }),
+    }
 }

@@ -187,16 +187,20 @@ pub async fn run(
                 .await?
                 .filter(|b| b.status == "complete")
                 .ok_or_else(|| BadInput(format!("no complete backup {id}")))?;
-            if b.held {
-                return Err(BadInput(format!(
-                    "backup {id} is on legal hold ({}); release it first with `landlord backups hold {id} --release`",
-                    b.held_reason.as_deref().unwrap_or("no reason given")
-                ))
-                .into());
-            }
             let store = Store::open(&settings.backup).await?;
-            prune::delete_objects(&store, &b).await?;
-            catalog::mark_deleted(&pool, b.id).await?;
+            match prune::delete(&pool, &store, id).await? {
+                prune::Deleted::Yes => {}
+                prune::Deleted::NotComplete => {
+                    return Err(BadInput(format!("no complete backup {id}")).into());
+                }
+                prune::Deleted::Held(reason) => {
+                    return Err(BadInput(format!(
+                        "backup {id} is on legal hold ({}); release it first with `landlord backups hold {id} --release`",
+                        reason.as_deref().unwrap_or("no reason given")
+                    ))
+                    .into());
+                }
+            }
             audit(
                 &pool,
                 "backup.deleted",
