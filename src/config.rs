@@ -241,7 +241,11 @@ fn yes() -> bool {
     true
 }
 
-/// The seed's schedule table (Kernel.php).
+/// The seed's schedule table (Kernel.php): backup daily at 02:00 keeping 7;
+/// maintenance (optimize + cleanup) Sundays at 04:00; VACUUM on the 1st at
+/// 03:00; cleanup of data older than 365 days daily at 05:00. Like the
+/// seed's weekly `tenants:maintenance --cleanup` (no `--days`), the weekly
+/// cleanup keeps each retention rule's own days, else 90.
 pub fn default_schedules() -> Vec<ScheduleSpec> {
     let spec = |name: &str, cron: &str, args: serde_json::Value| ScheduleSpec {
         name: name.into(),

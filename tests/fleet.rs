@@ -515,6 +515,26 @@ async fn a_cancelled_attempt_cannot_record_over_its_retry() {
     assert_eq!(tap.count("job.succeeded", id), 1);
 }
 
+/// Each user index of a tenant database by name, with its file (changed by a rebuild).
+async fn index_files(db: &sqlx::PgPool) -> Vec<(String, Option<i64>)> {
+    sqlx::query_as(
+        "SELECT indexrelname::text, pg_relation_filenode(indexrelid)::bigint FROM pg_stat_user_indexes ORDER BY 1",
+    )
+    .fetch_all(db)
+    .await
+    .unwrap()
+}
+
+/// User tables VACUUM or ANALYZE (not autovacuum) ever ran on.
+async fn maintained_tables(db: &sqlx::PgPool) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_user_tables WHERE last_vacuum IS NOT NULL OR last_analyze IS NOT NULL",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn maintenance_cleans_vacuums_reindexes_and_reports_a_dry_run_first() {
     let mut env = TestEnv::new().await;
@@ -530,33 +550,84 @@ async fn maintenance_cleans_vacuums_reindexes_and_reports_a_dry_run_first() {
     .execute(&tenant_db)
     .await
     .unwrap();
-    env.spawn_worker(&[], &[]);
+    // A partitioned table: the same row positions (ctids) exist in both
+    // partitions, so cleanup must not match a row by its ctid alone.
+    sqlx::raw_sql(
+        "CREATE TABLE part_log (id bigserial, created_at timestamptz NOT NULL) PARTITION BY RANGE (created_at); \
+         CREATE TABLE part_log_old PARTITION OF part_log FOR VALUES FROM ('2000-01-01') TO (now() - interval '100 days'); \
+         CREATE TABLE part_log_new PARTITION OF part_log FOR VALUES FROM (now() - interval '100 days') TO ('2200-01-01'); \
+         CREATE INDEX part_log_created_at ON part_log (created_at); \
+         INSERT INTO part_log (created_at) SELECT now() - interval '300 days' FROM generate_series(1, 500); \
+         INSERT INTO part_log (created_at) SELECT now() - interval '1 day' FROM generate_series(1, 500);",
+    )
+    .execute(&tenant_db)
+    .await
+    .unwrap();
+    // What an interrupted REINDEX CONCURRENTLY leaves: an invalid `_ccnew` index.
+    let failed = sqlx::raw_sql(
+        "CREATE UNIQUE INDEX CONCURRENTLY activity_log_action_ccnew ON activity_log (action)",
+    )
+    .execute(&tenant_db)
+    .await;
+    assert!(failed.is_err(), "duplicate actions make the build fail");
+    let before = index_files(&tenant_db).await;
+    assert!(
+        before
+            .iter()
+            .any(|(name, _)| name == "activity_log_action_ccnew"),
+        "{before:?}"
+    );
+    assert_eq!(maintained_tables(&tenant_db).await, 0);
+    env.spawn_worker(
+        &[],
+        &[(
+            "LANDLORD_CLEANUP_RULES",
+            "activity_log:created_at,part_log:created_at",
+        )],
+    );
+    let run = |dry_run: bool| {
+        let mut args = vec![
+            "maintenance",
+            "--tenant",
+            "tidy",
+            "--cleanup",
+            "--days",
+            "180",
+            "--vacuum",
+            "--optimize",
+            "--analyze",
+            "--wait",
+            "--json",
+        ];
+        if dry_run {
+            args.push("--dry-run");
+        }
+        let out = env.ok(&args);
+        let row: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+        assert_eq!(row["status"], "succeeded", "{row:#}");
+        assert_eq!(row["result"]["dry_run"], dry_run);
+        row["result"].clone()
+    };
 
     // Dry run: figures, nothing changed.
-    let out = env.ok(&[
-        "maintenance",
-        "--tenant",
-        "tidy",
-        "--cleanup",
-        "--days",
-        "180",
-        "--vacuum",
-        "--optimize",
-        "--analyze",
-        "--dry-run",
-        "--wait",
-        "--json",
-    ]);
-    let row: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    assert_eq!(row["status"], "succeeded", "{row:#}");
-    let steps = &row["result"]["steps"];
-    assert_eq!(row["result"]["dry_run"], true);
+    let dry = run(true);
+    let steps = &dry["steps"];
     assert_eq!(
         steps["cleanup"]["tables"]["activity_log"]["rows"], 2500,
         "{steps:#}"
     );
+    assert_eq!(
+        steps["cleanup"]["tables"]["part_log"]["rows"], 500,
+        "{steps:#}"
+    );
+    assert_eq!(steps["cleanup"]["rows"], 3000, "{steps:#}");
     assert!(
         steps["optimize"]["indexes"].as_u64().unwrap() >= 4,
+        "{steps:#}"
+    );
+    assert_eq!(
+        steps["optimize"]["invalid_dropped"],
+        serde_json::json!(["public.activity_log_action_ccnew"]),
         "{steps:#}"
     );
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM activity_log")
@@ -564,40 +635,85 @@ async fn maintenance_cleans_vacuums_reindexes_and_reports_a_dry_run_first() {
         .await
         .unwrap();
     assert_eq!(left, 2540, "a dry run deletes nothing");
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM part_log")
+        .fetch_one(&tenant_db)
+        .await
+        .unwrap();
+    assert_eq!(left, 1000, "a dry run deletes nothing");
+    assert_eq!(
+        index_files(&tenant_db).await,
+        before,
+        "a dry run rebuilds and drops no index"
+    );
+    assert_eq!(
+        maintained_tables(&tenant_db).await,
+        0,
+        "a dry run neither vacuums nor analyzes"
+    );
 
     // For real: old rows gone in batches, recent ones kept, every step recorded.
-    let out = env.ok(&[
-        "maintenance",
-        "--tenant",
-        "tidy",
-        "--cleanup",
-        "--days",
-        "180",
-        "--vacuum",
-        "--optimize",
-        "--analyze",
-        "--wait",
-        "--json",
-    ]);
-    let row: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    let steps = &row["result"]["steps"];
-    assert_eq!(steps["cleanup"]["rows"], 2500, "{steps:#}");
+    let real = run(false);
+    let steps = &real["steps"];
     for step in ["cleanup", "vacuum", "optimize", "analyze"] {
         assert!(steps[step]["duration_ms"].is_u64(), "{step}: {steps:#}");
     }
-    assert!(row["result"]["size_after_bytes"].as_i64().unwrap() > 0);
+    // The dry run reported what the real run did.
+    let dry_steps = &dry["steps"];
+    for (step, figure) in [
+        ("cleanup", "tables"),
+        ("cleanup", "rows"),
+        ("vacuum", "tables"),
+        ("vacuum", "full"),
+        ("optimize", "indexes"),
+        ("optimize", "invalid_dropped"),
+        ("analyze", "tables"),
+    ] {
+        assert_eq!(
+            steps[step][figure], dry_steps[step][figure],
+            "{step}.{figure}: dry {dry_steps:#} real {steps:#}"
+        );
+    }
+    assert!(real["size_after_bytes"].as_i64().unwrap() > 0);
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM activity_log")
         .fetch_one(&tenant_db)
         .await
         .unwrap();
     assert_eq!(left, 40);
-    let vacuumed: Option<chrono::DateTime<chrono::Utc>> = sqlx::query_scalar(
-        "SELECT last_vacuum FROM pg_stat_user_tables WHERE relname = 'activity_log'",
+    let (old, recent): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM part_log_old), (SELECT count(*) FROM part_log_new)",
+    )
+    .fetch_one(&tenant_db)
+    .await
+    .unwrap();
+    assert_eq!((old, recent), (0, 500), "only the old partition's rows go");
+    // Every index rebuilt (a new file under the same name); the leftover dropped.
+    let after = index_files(&tenant_db).await;
+    let expected: Vec<&String> = before
+        .iter()
+        .map(|(name, _)| name)
+        .filter(|name| *name != "activity_log_action_ccnew")
+        .collect();
+    assert_eq!(
+        after.iter().map(|(name, _)| name).collect::<Vec<_>>(),
+        expected,
+        "same indexes, minus the leftover"
+    );
+    for (name, file) in &after {
+        let old = before.iter().find(|(n, _)| n == name).unwrap();
+        assert!(file.is_some(), "{name}: {after:?}");
+        assert_ne!(file, &old.1, "{name} was not rebuilt");
+    }
+    let (vacuumed, analyzed): (
+        Option<chrono::DateTime<chrono::Utc>>,
+        Option<chrono::DateTime<chrono::Utc>>,
+    ) = sqlx::query_as(
+        "SELECT last_vacuum, last_analyze FROM pg_stat_user_tables WHERE relname = 'activity_log'",
     )
     .fetch_one(&tenant_db)
     .await
     .unwrap();
     assert!(vacuumed.is_some(), "VACUUM ran");
+    assert!(analyzed.is_some(), "ANALYZE ran");
     tenant_db.close().await;
 
     // Bad combinations are refused before anything is enqueued.
@@ -651,10 +767,12 @@ async fn heavy_maintenance_is_staggered_per_server_without_spending_attempts() {
             j["attempts"], 1,
             "waiting for a slot spends no attempt: {j:#}"
         );
+        // The handler's own times, taken while it holds the slot (the job
+        // row's started_at is the claim, before the slot is taken).
         let s: chrono::DateTime<chrono::Utc> =
-            serde_json::from_value(j["started_at"].clone()).unwrap();
+            serde_json::from_value(j["result"]["started_at"].clone()).unwrap();
         let f: chrono::DateTime<chrono::Utc> =
-            serde_json::from_value(j["finished_at"].clone()).unwrap();
+            serde_json::from_value(j["result"]["finished_at"].clone()).unwrap();
         spans.push((s, f));
     }
     spans.sort();

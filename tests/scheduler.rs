@@ -60,10 +60,50 @@ async fn bad_schedules_refuse_start_naming_the_schedule() {
             "daily-cleanup"
         ]
     );
-    assert!(
-        list[0]["next"].as_str().unwrap().contains("T02:00:00"),
-        "{list:#}"
-    );
+    // Exactly the seed's table: backup 02:00 keep 7; Sundays 04:00 optimize +
+    // cleanup (the seed's default days); the 1st at 03:00 VACUUM; 05:00
+    // cleanup of data older than 365 days. All in UTC.
+    let expected = [
+        (
+            "daily-backup",
+            "0 2 * * *",
+            "backup",
+            serde_json::json!({"keep": 7}),
+        ),
+        (
+            "weekly-maintenance",
+            "0 4 * * 0",
+            "maintenance",
+            serde_json::json!({"optimize": true, "cleanup": true}),
+        ),
+        (
+            "monthly-vacuum",
+            "0 3 1 * *",
+            "maintenance",
+            serde_json::json!({"vacuum": true}),
+        ),
+        (
+            "daily-cleanup",
+            "0 5 * * *",
+            "maintenance",
+            serde_json::json!({"cleanup": true, "days": 365}),
+        ),
+    ];
+    for (s, (name, cron, kind, args)) in list.as_array().unwrap().iter().zip(expected) {
+        assert_eq!(s["name"], name, "{s:#}");
+        assert_eq!(s["cron"], cron, "{s:#}");
+        assert_eq!(s["timezone"], "UTC", "{s:#}");
+        assert_eq!(s["kind"], kind, "{s:#}");
+        assert_eq!(s["args"], args, "{s:#}");
+    }
+    let next =
+        |i: usize| chrono::DateTime::parse_from_rfc3339(list[i]["next"].as_str().unwrap()).unwrap();
+    use chrono::{Datelike, Timelike};
+    assert_eq!((next(0).hour(), next(0).minute()), (2, 0), "{list:#}");
+    assert_eq!(next(1).weekday(), chrono::Weekday::Sun, "{list:#}");
+    assert_eq!((next(1).hour(), next(1).minute()), (4, 0), "{list:#}");
+    assert_eq!((next(2).day(), next(2).hour()), (1, 3), "{list:#}");
+    assert_eq!((next(3).hour(), next(3).minute()), (5, 0), "{list:#}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -121,6 +161,9 @@ async fn two_schedulers_fire_each_firing_once_and_hand_over() {
         follower.log_text().contains("became leader"),
         "the follower took over"
     );
+    // Stop the follower, then count: nothing fires between the queries.
+    env.signal(follower, "TERM");
+    env.wait_exit(follower, secs(30));
     // Every firing fanned out exactly once: one job per tenant and firing, no duplicate key.
     let firings = env
         .count("SELECT count(*) FROM schedule_firings WHERE status = 'done'")
@@ -139,6 +182,25 @@ async fn two_schedulers_fire_each_firing_once_and_hand_over() {
         env.count("SELECT count(*) FROM schedule_firings WHERE status = 'done' AND jobs <> 3")
             .await,
         0
+    );
+    // No fire time skipped across the handover: every 2 s from the first to
+    // the last, each one fired (none missed, none left half done).
+    let times: Vec<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT fire_at FROM schedule_firings ORDER BY fire_at")
+            .fetch_all(&env.catalog)
+            .await
+            .unwrap();
+    assert_eq!(times.len() as i64, firings, "only done firings: {times:?}");
+    for pair in times.windows(2) {
+        assert_eq!(
+            (pair[1] - pair[0]).num_seconds(),
+            2,
+            "a fire time was skipped: {times:?}"
+        );
+    }
+    assert!(
+        times.first().unwrap() < &killed_at && times.last().unwrap() > &killed_at,
+        "{times:?}"
     );
     // The scheduled jobs are real: a worker runs them.
     env.spawn_worker(&["--concurrency", "4"], &[]);
@@ -226,7 +288,16 @@ async fn a_fan_out_cut_short_is_finished_without_duplicates() {
 #[tokio::test(flavor = "multi_thread")]
 async fn missed_firings_run_once_within_the_deadline_and_overlaps_are_skipped() {
     let mut env = TestEnv::new().await;
-    env.tenant("late-a").await;
+    // 20 tenants (ping does not touch their databases, so rows suffice).
+    sqlx::query(
+        "INSERT INTO tenants (slug, name, plan, status, db_server, db_name) \
+         SELECT 'late' || g || '-x', 'Late ' || g, 'enterprise', 'active', 'default', $1 || '_late' || g \
+         FROM generate_series(1, 20) g",
+    )
+    .bind(&env.catalog_db)
+    .execute(&env.catalog)
+    .await
+    .unwrap();
     write_config(
         &env,
         "[[schedules]]\nname = \"often\"\ncron = \"*/10 * * * * *\"\nkind = \"ping\"\nstarting_deadline_seconds = 30\nspread_seconds = 5\n",
@@ -253,26 +324,42 @@ async fn missed_firings_run_once_within_the_deadline_and_overlaps_are_skipped() 
         "the older firings are recorded as missed: {missed}"
     );
     assert!(s.log_text().contains("firing missed"));
-    // Spread: the job starts within the window after its firing, not before.
-    let offset = env
-        .count("SELECT extract(epoch FROM j.run_at - f.fire_at)::bigint FROM jobs j JOIN schedule_firings f ON f.status = 'done' AND j.dedupe_key LIKE '%' || to_char(f.fire_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || 'Z' LIMIT 1")
-        .await;
-    assert!((0..5).contains(&offset), "run_at offset {offset}");
-    // No worker runs, so that job stays queued: the next firings skip the tenant (overlap).
+    // Spread: each tenant's job starts within the window after its firing,
+    // not before, and not all in the same instant.
+    let offsets: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM j.run_at - f.fire_at)::float8 FROM jobs j \
+         JOIN schedule_firings f ON f.status = 'done' AND f.fire_at > $1 \
+          AND j.dedupe_key LIKE '%' || to_char(f.fire_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || 'Z'",
+    )
+    .bind(last)
+    .fetch_all(&env.catalog)
+    .await
+    .unwrap();
+    assert_eq!(offsets.len(), 20, "one job per tenant: {offsets:?}");
+    assert!(
+        offsets.iter().all(|o| (0.0..5.0).contains(o)),
+        "run_at offsets outside the 5 s window: {offsets:?}"
+    );
+    let distinct: std::collections::BTreeSet<i64> = offsets
+        .iter()
+        .map(|o| (o * 1000.0).round() as i64)
+        .collect();
+    assert_eq!(distinct.len(), 20, "run_at offsets not spread: {offsets:?}");
+    // No worker runs, so those jobs stay queued: the next firings skip every tenant (overlap).
     tokio::time::sleep(secs(11)).await;
     assert_eq!(
         env.count("SELECT count(*) FROM jobs").await,
-        1,
+        20,
         "overlapping runs are skipped"
     );
     assert!(
         env.count("SELECT coalesce(sum(skipped), 0)::bigint FROM schedule_firings")
             .await
-            >= 1
+            >= 20
     );
     // Operators can fire it by hand, with the same rules, and read the history.
     let out = env.ok(&["schedule", "run", "often"]);
-    assert!(out.contains("skipped=1"), "{out}");
+    assert!(out.contains("jobs=0\tskipped=20"), "{out}");
     let history = env.ok(&["schedule", "history", "often"]);
     assert!(
         history.contains("missed") && history.contains("done"),
@@ -283,7 +370,7 @@ async fn missed_firings_run_once_within_the_deadline_and_overlaps_are_skipped() 
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_sampled_schedule_fans_out_to_that_many_tenants() {
+async fn a_sampled_schedule_fans_out_to_that_many_free_tenants() {
     let env = TestEnv::new().await;
     sqlx::query(
         "INSERT INTO tenants (slug, name, plan, status, db_server, db_name) \
@@ -294,21 +381,218 @@ async fn a_sampled_schedule_fans_out_to_that_many_tenants() {
     .execute(&env.catalog)
     .await
     .unwrap();
+    // 40 of the 50 still have a live run of the schedule from an old firing.
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, queue, tenant_id, status, max_attempts, dedupe_key) \
+         SELECT gen_random_uuid(), 'ping', 'maintenance', id, 'queued', 1, 'sched:drill:' || slug || ':2000-01-01T00:00:00Z' \
+         FROM tenants ORDER BY id LIMIT 40",
+    )
+    .execute(&env.catalog)
+    .await
+    .unwrap();
     // A restore drill would be kind verify_backup with restore_test; ping
-    // keeps this test about the sampling.
+    // keeps this test about the sampling. Overlaps are skipped (the default).
     write_config(
         &env,
-        "[[schedules]]\nname = \"drill\"\ncron = \"0 6 * * 6\"\nkind = \"ping\"\nsample = 5\n",
+        "[[schedules]]\nname = \"drill\"\ncron = \"0 6 * * 6\"\nkind = \"ping\"\nsample = 5\n\
+         [[schedules]]\nname = \"dril_\"\ncron = \"0 6 * * 6\"\nkind = \"ping\"\n",
     );
-    env.ok(&["schedule", "run", "drill"]);
+    // The sample is taken from the free tenants: 5 jobs, nobody skipped.
+    let out = env.ok(&["schedule", "run", "drill"]);
+    assert!(out.contains("jobs=5\tskipped=0"), "{out}");
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    env.ok(&["schedule", "run", "drill"]);
+    // Those 5 are busy now: the next firing takes the other 5 free ones.
+    let out = env.ok(&["schedule", "run", "drill"]);
+    assert!(out.contains("jobs=5\tskipped=0"), "{out}");
     let per_firing: Vec<i64> = sqlx::query_scalar(
-        "SELECT count(DISTINCT tenant_id) FROM jobs GROUP BY substring(dedupe_key from '^sched:drill:[^:]+:(.*)$') ORDER BY 1",
+        "SELECT count(DISTINCT tenant_id) FROM jobs WHERE dedupe_key NOT LIKE '%:2000-01-01T00:00:00Z' \
+         GROUP BY substring(dedupe_key from '^sched:drill:[^:]+:(.*)$') ORDER BY 1",
     )
     .fetch_all(&env.catalog)
     .await
     .unwrap();
     assert_eq!(per_firing, vec![5, 5], "five tenants per firing");
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 10);
+    assert_eq!(
+        env.count("SELECT count(DISTINCT tenant_id) FROM jobs")
+            .await,
+        50,
+        "each free tenant got exactly one of the two firings"
+    );
+    // `schedule list` counts the last firing's jobs by their keys; the `_`
+    // of "dril_" must not match the "l" of "drill" (a firing of "dril_" at
+    // the same time, with no jobs of its own).
+    sqlx::query(
+        "INSERT INTO schedule_firings (schedule, fire_at, status) \
+         SELECT 'dril_', max(fire_at), 'done' FROM schedule_firings WHERE schedule = 'drill'",
+    )
+    .execute(&env.catalog)
+    .await
+    .unwrap();
+    let list: serde_json::Value =
+        serde_json::from_str(&env.ok(&["schedule", "list", "--json"])).unwrap();
+    assert_eq!(
+        list[0]["last_outcomes"],
+        serde_json::json!({"queued": 5}),
+        "{list:#}"
+    );
+    assert_eq!(list[1]["name"], "dril_");
+    assert_eq!(list[1]["last_outcomes"], serde_json::json!({}), "{list:#}");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Nobody is free: the sample's 5 are skipped.
+    let out = env.ok(&["schedule", "run", "drill"]);
+    assert!(out.contains("jobs=0\tskipped=5"), "{out}");
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 50);
+}
+
+/// 1,000 active tenants as catalog rows only (ping does not touch their databases).
+async fn thousand_tenants(env: &TestEnv) {
+    sqlx::query(
+        "INSERT INTO tenants (slug, name, plan, status, db_server, db_name) \
+         SELECT 'fan' || g || '-x', 'Fan ' || g, 'enterprise', 'active', 'default', $1 || '_fan' || g \
+         FROM generate_series(1, 1000) g",
+    )
+    .bind(&env.catalog_db)
+    .execute(&env.catalog)
+    .await
+    .unwrap();
+}
+
+/// Each of the 1,000 tenants has exactly one job (and one message) of the one firing.
+async fn one_job_each(env: &TestEnv, what: &str) {
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 1000, "{what}");
+    assert_eq!(
+        env.count("SELECT count(DISTINCT tenant_id) FROM jobs")
+            .await,
+        1000,
+        "{what}"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM outbox WHERE job_id IS NOT NULL")
+            .await,
+        1000,
+        "{what}: one message per job"
+    );
+    assert_eq!(
+        env.count("SELECT count(*) FROM schedule_firings WHERE status = 'done' AND jobs = 1000")
+            .await,
+        1,
+        "{what}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_fan_outs_of_one_firing_make_each_job_once() {
+    use landlord::{
+        config::ScheduleSpec,
+        scheduler::{IfBusy, Schedule, fan_out},
+    };
+    let env = TestEnv::new().await;
+    thousand_tenants(&env).await;
+    let registry = landlord::workers::registry();
+    let spec: ScheduleSpec =
+        toml::from_str("name = \"yearly\"\ncron = \"0 0 1 1 *\"\nkind = \"ping\"\n").unwrap();
+    let schedule = Schedule::parse(&spec, &registry).unwrap();
+    let fire_at = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap();
+    // Four processes' worth at once: three wait their turn, one would rather skip.
+    let (a, b, c, d) = tokio::join!(
+        fan_out(
+            &env.catalog,
+            &registry,
+            &schedule,
+            fire_at,
+            "a",
+            IfBusy::Wait
+        ),
+        fan_out(
+            &env.catalog,
+            &registry,
+            &schedule,
+            fire_at,
+            "b",
+            IfBusy::Wait
+        ),
+        fan_out(
+            &env.catalog,
+            &registry,
+            &schedule,
+            fire_at,
+            "c",
+            IfBusy::Wait
+        ),
+        fan_out(
+            &env.catalog,
+            &registry,
+            &schedule,
+            fire_at,
+            "d",
+            IfBusy::Skip
+        ),
+    );
+    for f in [a, b, c] {
+        assert_eq!(f.unwrap().unwrap().jobs, 1000);
+    }
+    if let Some(f) = d.unwrap() {
+        assert_eq!(f.jobs, 1000);
+    }
+    one_job_each(&env, "concurrent fan-outs").await;
+    // Even a key whose job has finished is not written again.
+    sqlx::query("UPDATE jobs SET status = 'succeeded'")
+        .execute(&env.catalog)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE schedule_firings SET status = 'fanning_out'")
+        .execute(&env.catalog)
+        .await
+        .unwrap();
+    let f = fan_out(
+        &env.catalog,
+        &registry,
+        &schedule,
+        fire_at,
+        "e",
+        IfBusy::Wait,
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(
+        f,
+        landlord::scheduler::FanOut {
+            jobs: 1000,
+            skipped: 0
+        }
+    );
+    one_job_each(&env, "a fan-out over finished jobs").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_scheduler_leaves_a_firing_that_schedule_run_is_fanning_out() {
+    let mut env = TestEnv::new().await;
+    thousand_tenants(&env).await;
+    write_config(
+        &env,
+        "[[schedules]]\nname = \"yearly\"\ncron = \"0 0 1 1 *\"\nkind = \"ping\"\n",
+    );
+    let scheduler = env.spawn(&["scheduler"], &[]);
+    let deadline = Instant::now() + secs(30);
+    while !scheduler.log_text().contains("became leader") {
+        assert!(Instant::now() < deadline, "{}", scheduler.log_text());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // `schedule run` stops for 3 s after its first chunk: the firing sits
+    // half done, marked fanning_out, while the leader ticks six times.
+    let run = env.spawn(
+        &["schedule", "run", "yearly"],
+        &[("LANDLORD_FAILPOINTS", "scheduler.fanout_pause=3000")],
+    );
+    assert_eq!(env.wait_exit(&run, secs(60)), Some(0), "{}", run.log_text());
+    assert!(run.log_text().contains("jobs=1000"), "{}", run.log_text());
+    assert!(
+        !scheduler
+            .log_text()
+            .contains("finished an interrupted fan-out"),
+        "the leader fanned out a firing schedule run held\n{}",
+        scheduler.log_text()
+    );
+    one_job_each(&env, "schedule run while a scheduler leads").await;
 }

@@ -1,7 +1,9 @@
 //! `maintenance`: the seed's tenants:maintenance on one tenant database,
 //! step by step, each recorded in the result with its timings and figures:
 //! cleanup (old rows, in small batches), VACUUM (ANALYZE) (`full` only when
-//! asked), REINDEX … CONCURRENTLY (the tenant keeps working), ANALYZE.
+//! asked), REINDEX … CONCURRENTLY (the tenant keeps working; invalid
+//! `_ccnew`/`_ccold` leftovers of an interrupted one are dropped first),
+//! ANALYZE.
 //! `dry_run` reports what each step would do and changes nothing.
 //!
 //! VACUUM and REINDEX are heavy: at most `LANDLORD_HEAVY_PER_SERVER` of them
@@ -128,8 +130,10 @@ async fn cleanup(
         } else {
             let mut deleted = 0i64;
             loop {
+                // (tableoid, ctid): a ctid alone is not unique across the
+                // partitions of a partitioned table.
                 let n = sqlx::query(&format!(
-                    "DELETE FROM {table} WHERE ctid IN (SELECT ctid FROM {table} \
+                    "DELETE FROM {table} WHERE (tableoid, ctid) IN (SELECT tableoid, ctid FROM {table} \
                      WHERE {column} < now() - make_interval(days => $1){tenant} LIMIT $2)"
                 ))
                 .bind(keep_days as i32)
@@ -174,15 +178,48 @@ async fn vacuum(db: &PgPool, full: bool, dry_run: bool) -> Result<Value, JobErro
     Ok(json!({"full": full, "dead_rows": dead_rows, "tables": dead.len()}))
 }
 
+/// Invalid indexes an interrupted `REINDEX … CONCURRENTLY` left behind
+/// (`…_ccnew`, `…_ccold`, maybe with a digit), as (schema, index); not those
+/// of a build still in progress.
+async fn leftover_indexes(db: &PgPool) -> Result<Vec<(String, String)>, JobError> {
+    sqlx::query_as(
+        "SELECT s.schemaname::text, s.indexrelname::text FROM pg_stat_user_indexes s \
+         JOIN pg_index i ON i.indexrelid = s.indexrelid \
+         WHERE NOT i.indisvalid AND s.indexrelname ~ '_cc(new|old)[0-9]*$' \
+           AND NOT EXISTS (SELECT 1 FROM pg_stat_progress_create_index p WHERE p.relid = i.indrelid) \
+         ORDER BY 1, 2",
+    )
+    .fetch_all(db)
+    .await
+    .map_err(db_err)
+}
+
 async fn optimize(db: &PgPool, dry_run: bool) -> Result<Value, JobError> {
-    let indexes: Vec<(String, String, i64)> = sqlx::query_as(
+    // Leftovers of an interrupted REINDEX CONCURRENTLY: REINDEX skips invalid
+    // indexes, so they would stay (and be maintained on every write) forever.
+    let leftovers = leftover_indexes(db).await?;
+    let dropped: Vec<String> = leftovers
+        .iter()
+        .map(|(schema, index)| format!("{schema}.{index}"))
+        .collect();
+    let mut indexes: Vec<(String, String, i64)> = sqlx::query_as(
         "SELECT schemaname::text, indexrelname::text, pg_relation_size(indexrelid) FROM pg_stat_user_indexes ORDER BY 1, 2",
     )
     .fetch_all(db)
     .await
     .map_err(db_err)?;
+    indexes.retain(|(schema, index, _)| !leftovers.iter().any(|(s, i)| s == schema && i == index));
     let bytes: i64 = indexes.iter().map(|(_, _, b)| b).sum();
     if !dry_run {
+        for (schema, index) in &leftovers {
+            sqlx::raw_sql(&format!(
+                "DROP INDEX CONCURRENTLY IF EXISTS {}",
+                qualified(schema, index)
+            ))
+            .execute(db)
+            .await
+            .map_err(db_err)?;
+        }
         for (schema, table) in tables(db).await? {
             // CONCURRENTLY: the tenant keeps reading and writing meanwhile.
             sqlx::raw_sql(&format!(
@@ -194,7 +231,12 @@ async fn optimize(db: &PgPool, dry_run: bool) -> Result<Value, JobError> {
             .map_err(db_err)?;
         }
     }
-    Ok(json!({"indexes": indexes.len(), "index_bytes": bytes, "concurrently": true}))
+    Ok(json!({
+        "indexes": indexes.len(),
+        "index_bytes": bytes,
+        "concurrently": true,
+        "invalid_dropped": dropped,
+    }))
 }
 
 async fn analyze(db: &PgPool, dry_run: bool) -> Result<Value, JobError> {

@@ -12,7 +12,7 @@ use crate::{
     cli::{BadInput, catalog},
     config::Settings,
     runtime::{Registry, relay, worker::owner_id},
-    scheduler::{self, Schedule},
+    scheduler::{self, IfBusy, Schedule},
 };
 
 #[derive(Debug, Subcommand)]
@@ -22,7 +22,7 @@ pub enum ScheduleCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Fire a schedule now (same dedupe rules as the scheduler).
+    /// Fire a schedule now (same dedupe rules as the scheduler; waits while another process fans it out).
     Run { name: String },
     /// Past firings of a schedule, newest first.
     History {
@@ -82,11 +82,7 @@ pub async fn run(
                     Some(f) => sqlx::query_as(
                         "SELECT status, count(*) FROM jobs WHERE dedupe_key LIKE $1 GROUP BY status ORDER BY status",
                     )
-                    .bind(format!(
-                        "sched:{}:%:{}",
-                        s.name(),
-                        f.fire_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-                    ))
+                    .bind(scheduler::firing_pattern(s.name(), f.fire_at))
                     .fetch_all(&pool)
                     .await?,
                     None => Vec::new(),
@@ -137,7 +133,10 @@ pub async fn run(
             let fire_at =
                 DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_else(Utc::now);
             let me = owner_id("cli");
-            let f = scheduler::fan_out(&pool, &registry, s, fire_at, &me).await?;
+            // Waits while another process (the scheduler) fans this schedule out.
+            let f = scheduler::fan_out(&pool, &registry, s, fire_at, &me, IfBusy::Wait)
+                .await?
+                .unwrap_or_default();
             let broker = Broker::new(&settings.broker, &me);
             relay::drain(&pool, &broker).await;
             broker.close().await;

@@ -1,11 +1,18 @@
 //! One firing of one schedule: recorded once (schedule + fire time), then one
 //! job per tenant with the dedupe key `sched:{schedule}:{tenant}:{fire time}`.
-//! A fan-out cut short (crash, lost leadership) is resumed by the next
-//! leader; tenants that already have their job are not given another.
+//!
+//! Only one process fans a schedule out at a time: the fan-out holds a
+//! session advisory lock (per schedule, so per firing too) on its own catalog
+//! connection and does all its writes on that connection, so losing the
+//! connection also ends the writes. Another process either waits for the lock
+//! (`schedule run`) or leaves the firing alone (the scheduler). A fan-out cut
+//! short (crash, lost connection) is resumed by the next leader; tenants that
+//! already have their job are not given another, and the insert itself skips
+//! any key that already exists.
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::PgPool;
+use sqlx::{Connection, PgPool, Postgres, pool::PoolConnection};
 
 use crate::{
     broker::topology, failpoint, message::JobMessage, runtime::Registry, scheduler::Schedule,
@@ -17,21 +24,43 @@ const CHUNK: usize = 500;
 /// What a firing produced.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct FanOut {
+    /// Jobs of the firing (all of them, also those made before a resume).
     pub jobs: i64,
+    /// Tenants left out because their previous run of the schedule was still live.
     pub skipped: i64,
 }
 
-fn like_escape(s: &str) -> String {
+/// What to do when another process is fanning the same schedule out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IfBusy {
+    /// Wait for it to finish, then report (or finish) the firing.
+    Wait,
+    /// Leave the firing alone; [`fan_out`] returns `None`.
+    Skip,
+}
+
+/// Escapes `\`, `%` and `_` for a LIKE pattern (default escape character).
+pub(crate) fn like_escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_")
 }
 
+fn fire_text(fire_at: DateTime<Utc>) -> String {
+    fire_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
 /// The dedupe key of one tenant's job of one firing.
 pub fn job_key(schedule: &str, slug: &str, fire_at: DateTime<Utc>) -> String {
+    format!("sched:{schedule}:{slug}:{}", fire_text(fire_at))
+}
+
+/// A LIKE pattern matching the dedupe keys of every job of one firing.
+pub fn firing_pattern(schedule: &str, fire_at: DateTime<Utc>) -> String {
     format!(
-        "sched:{schedule}:{slug}:{}",
-        fire_at.to_rfc3339_opts(SecondsFormat::Secs, true)
+        "{}%{}",
+        like_escape(&format!("sched:{schedule}:")),
+        like_escape(&format!(":{}", fire_text(fire_at)))
     )
 }
 
@@ -56,15 +85,64 @@ pub async fn record_missed(
     Ok(n == 1)
 }
 
-/// Fans one firing out (or finishes a fan-out an earlier leader started).
+/// Takes the schedule's fan-out lock on a connection of its own (closed, not
+/// pooled, when dropped: that is what releases the lock on every path).
+async fn lock(
+    pool: &PgPool,
+    schedule: &str,
+    if_busy: IfBusy,
+) -> Result<Option<PoolConnection<Postgres>>> {
+    let mut conn = pool.acquire().await.context("fan-out connection")?;
+    conn.close_on_drop();
+    let key = format!("landlord-fanout:{schedule}");
+    match if_busy {
+        IfBusy::Wait => {
+            sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+                .bind(&key)
+                .execute(&mut *conn)
+                .await
+                .context("waiting for the fan-out lock")?;
+            Ok(Some(conn))
+        }
+        IfBusy::Skip => {
+            let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                .bind(&key)
+                .fetch_one(&mut *conn)
+                .await
+                .context("taking the fan-out lock")?;
+            Ok(got.then_some(conn))
+        }
+    }
+}
+
+/// One tenant in the firing's scope.
+#[derive(sqlx::FromRow)]
+struct Candidate {
+    id: i64,
+    slug: String,
+    /// This firing already gave it its job (a resumed fan-out).
+    has_job: bool,
+    /// Skipped: a previous run of the schedule is still live (overlap policy).
+    busy: bool,
+}
+
+/// Fans one firing out (or finishes a fan-out an earlier process started).
+/// `None`: another process holds the schedule and `if_busy` is [`IfBusy::Skip`].
 pub async fn fan_out(
     pool: &PgPool,
     registry: &Registry,
     s: &Schedule,
     fire_at: DateTime<Utc>,
     leader: &str,
-) -> Result<FanOut> {
+    if_busy: IfBusy,
+) -> Result<Option<FanOut>> {
     let name = s.name();
+    let kind = registry
+        .get(&s.spec.kind)
+        .with_context(|| format!("schedule {name}: unknown job kind {}", s.spec.kind))?;
+    let Some(mut conn) = lock(pool, name, if_busy).await? else {
+        return Ok(None);
+    };
     sqlx::query(
         "INSERT INTO schedule_firings (schedule, fire_at, status, leader) VALUES ($1, $2, 'fanning_out', $3) \
          ON CONFLICT DO NOTHING",
@@ -72,7 +150,7 @@ pub async fn fan_out(
     .bind(name)
     .bind(fire_at)
     .bind(leader)
-    .execute(pool)
+    .execute(&mut *conn)
     .await
     .context("recording the firing")?;
     let (status, jobs, skipped): (String, i32, i32) = sqlx::query_as(
@@ -80,166 +158,133 @@ pub async fn fan_out(
     )
     .bind(name)
     .bind(fire_at)
-    .fetch_one(pool)
+    .fetch_one(&mut *conn)
     .await
     .context("reading the firing")?;
     if status != "fanning_out" {
-        return Ok(FanOut {
+        return Ok(Some(FanOut {
             jobs: i64::from(jobs),
             skipped: i64::from(skipped),
-        });
+        }));
     }
-    // A sample (restore drills) is a pseudo-random pick that is the same for
-    // the same firing, so a resumed fan-out chooses the same tenants.
-    let tenants: Vec<(i64, String)> = sqlx::query_as(
-        "SELECT id, slug FROM ( \
-           SELECT id, slug FROM tenants \
-           WHERE status = 'active' AND ($1::text[] IS NULL OR slug = ANY($1)) \
-           ORDER BY CASE WHEN $2::bigint IS NULL THEN '' ELSE md5(slug || $3) END, id \
-           LIMIT $2 \
-         ) picked ORDER BY id",
+    let key_prefix = format!("sched:{name}:");
+    let key_suffix = format!(":{}", fire_text(fire_at));
+    // Every tenant in scope, with whether this firing already gave it its job
+    // and whether an earlier run of the schedule is still live (overlap).
+    // Tenants that have their job come first and busy ones last, so a sample
+    // (restore drills) is taken from the free tenants, and a resumed sampled
+    // fan-out keeps what it already picked. The rest of a sample is a
+    // pseudo-random pick that is the same for the same firing.
+    let tenants: Vec<Candidate> = sqlx::query_as(
+        "WITH live AS ( \
+           SELECT DISTINCT split_part(substr(dedupe_key, length($4) + 1), ':', 1) AS slug FROM jobs \
+           WHERE $6 AND status IN ('queued', 'running', 'retrying') AND dedupe_key LIKE $7 \
+         ), scope AS ( \
+           SELECT t.id, t.slug, \
+                  EXISTS (SELECT 1 FROM jobs j WHERE j.dedupe_key = $4 || t.slug || $5) AS has_job, \
+                  EXISTS (SELECT 1 FROM live l WHERE l.slug = t.slug) AS live \
+           FROM tenants t \
+           WHERE t.status = 'active' AND ($1::text[] IS NULL OR t.slug = ANY($1)) \
+         ) \
+         SELECT id, slug, has_job, (live AND NOT has_job) AS busy FROM scope \
+         ORDER BY has_job DESC, (live AND NOT has_job), \
+                  CASE WHEN $2::bigint IS NULL THEN '' ELSE md5(slug || $3) END, id \
+         LIMIT $2",
     )
     .bind(s.spec.tenants.as_deref())
     .bind(s.spec.sample.map(i64::from))
     .bind(fire_at.to_rfc3339())
-    .fetch_all(pool)
+    .bind(&key_prefix)
+    .bind(&key_suffix)
+    .bind(s.spec.skip_overlap)
+    .bind(format!("{}%", like_escape(&key_prefix)))
+    .fetch_all(&mut *conn)
     .await
     .context("listing the schedule's tenants")?;
-    let kind = registry
-        .get(&s.spec.kind)
-        .with_context(|| format!("schedule {name}: unknown job kind {}", s.spec.kind))?;
-    let spread = i64::from(s.spec.spread_seconds);
-    let key_prefix = format!("sched:{name}:");
-    let mut skipped_now = 0i64;
-    for (i, chunk) in tenants.chunks(CHUNK).enumerate() {
-        let mut tx = pool.begin().await.context("starting transaction")?;
-        // Set-based per chunk: which tenants already have this firing's job,
-        // which still have a live run of this schedule (overlap), then one
-        // INSERT for the jobs and one for their outbox rows.
-        let keys: Vec<String> = chunk
-            .iter()
-            .map(|(_, slug)| job_key(name, slug, fire_at))
-            .collect();
-        let existing: std::collections::HashSet<String> =
-            sqlx::query_scalar("SELECT dedupe_key FROM jobs WHERE dedupe_key = ANY($1)")
-                .bind(&keys)
-                .fetch_all(&mut *tx)
-                .await?
-                .into_iter()
-                .collect();
-        let busy: std::collections::HashSet<String> = if s.spec.skip_overlap {
-            let prefixes: Vec<String> = chunk
-                .iter()
-                .map(|(_, slug)| format!("{}%", like_escape(&format!("{key_prefix}{slug}:"))))
-                .collect();
-            let live: Vec<String> = sqlx::query_scalar(
-                "SELECT dedupe_key FROM jobs WHERE dedupe_key LIKE ANY($1) \
-                 AND status IN ('queued', 'running', 'retrying')",
-            )
-            .bind(&prefixes)
-            .fetch_all(&mut *tx)
-            .await?;
-            live.iter()
-                .filter_map(|k| {
-                    k.strip_prefix(&key_prefix)?
-                        .split(':')
-                        .next()
-                        .map(str::to_string)
-                })
-                .collect()
-        } else {
-            Default::default()
-        };
+    let skipped = tenants.iter().filter(|t| t.busy).count() as i64;
+    let todo: Vec<&Candidate> = tenants.iter().filter(|t| !t.has_job && !t.busy).collect();
+    let spread_ms = i64::from(s.spec.spread_seconds) * 1000;
+    let chunks: Vec<&[&Candidate]> = todo.chunks(CHUNK).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
         let (mut ids, mut tenant_ids, mut dedupe, mut run_ats, mut payloads) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for ((tenant_id, slug), key) in chunk.iter().zip(keys) {
-            if existing.contains(&key) {
-                continue;
-            }
-            if busy.contains(slug) {
-                skipped_now += 1;
-                continue;
-            }
-            // Spread start times over the window, stably per tenant.
-            let offset = if spread > 0 {
-                i64::from(crc(slug)) % spread
+        for t in chunk.iter() {
+            // Spread start times over the window, stably per tenant, to the millisecond.
+            let offset_ms = if spread_ms > 0 {
+                i64::from(crc(&t.slug)) % spread_ms
             } else {
                 0
             };
             let id = uuid::Uuid::now_v7();
-            let msg = JobMessage::new(id, kind.kind, Some(slug), s.spec.args.clone());
+            let msg = JobMessage::new(id, kind.kind, Some(&t.slug), s.spec.args.clone());
             payloads.push(serde_json::to_value(&msg).context("encoding message")?);
             ids.push(id);
-            tenant_ids.push(*tenant_id);
-            dedupe.push(key);
-            run_ats.push(fire_at + chrono::Duration::seconds(offset));
+            tenant_ids.push(t.id);
+            dedupe.push(job_key(name, &t.slug, fire_at));
+            run_ats.push(fire_at + chrono::Duration::milliseconds(offset_ms));
         }
-        if !ids.is_empty() {
-            sqlx::query(
-                "INSERT INTO jobs (id, kind, queue, tenant_id, args, status, max_attempts, dedupe_key, run_at, origin) \
-                 SELECT u.id, $5, $6, u.tenant_id, $7, 'queued', $8, u.key, u.run_at, 'catalog' \
-                 FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[]) AS u(id, tenant_id, key, run_at)",
-            )
-            .bind(&ids)
-            .bind(&tenant_ids)
-            .bind(&dedupe)
-            .bind(&run_ats)
-            .bind(kind.kind)
-            .bind(kind.queue)
-            .bind(&s.spec.args)
-            .bind(kind.max_attempts as i32)
-            .execute(&mut *tx)
-            .await
-            .context("writing the firing's jobs")?;
-            let message_ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-            sqlx::query(
-                "INSERT INTO outbox (exchange, routing_key, payload, message_id, job_id, available_at) \
-                 SELECT $5, $6, u.payload, u.message_id, u.job_id, u.run_at \
-                 FROM UNNEST($1::jsonb[], $2::text[], $3::uuid[], $4::timestamptz[]) AS u(payload, message_id, job_id, run_at)",
-            )
-            .bind(&payloads)
-            .bind(&message_ids)
-            .bind(&ids)
-            .bind(&run_ats)
-            .bind(topology::WORK)
-            .bind(kind.queue)
-            .execute(&mut *tx)
-            .await
-            .context("writing the firing's outbox rows")?;
-        }
+        let message_ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+        let mut tx = conn.begin().await.context("starting transaction")?;
+        // Idempotent: a key that exists in any state is not inserted again
+        // (the lock makes that check exact), and the live-key unique index
+        // backs it up. Outbox rows only for the jobs actually written.
+        sqlx::query(
+            "WITH new AS ( \
+               INSERT INTO jobs (id, kind, queue, tenant_id, args, status, max_attempts, dedupe_key, run_at, origin) \
+               SELECT u.id, $6, $7, u.tenant_id, $8, 'queued', $9, u.key, u.run_at, 'catalog' \
+               FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[]) AS u(id, tenant_id, key, run_at) \
+               WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.dedupe_key = u.key) \
+               ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running', 'retrying') \
+               DO NOTHING \
+               RETURNING id \
+             ) \
+             INSERT INTO outbox (exchange, routing_key, payload, message_id, job_id, available_at) \
+             SELECT $10, $7, u.payload, u.message_id, u.job_id, u.run_at \
+             FROM UNNEST($5::jsonb[], $11::text[], $1::uuid[], $4::timestamptz[]) AS u(payload, message_id, job_id, run_at) \
+             WHERE u.job_id IN (SELECT id FROM new)",
+        )
+        .bind(&ids)
+        .bind(&tenant_ids)
+        .bind(&dedupe)
+        .bind(&run_ats)
+        .bind(&payloads)
+        .bind(kind.kind)
+        .bind(kind.queue)
+        .bind(&s.spec.args)
+        .bind(kind.max_attempts as i32)
+        .bind(topology::WORK)
+        .bind(&message_ids)
+        .execute(&mut *tx)
+        .await
+        .context("writing the firing's jobs")?;
         tx.commit().await.context("committing a fan-out chunk")?;
-        if i == 0 && tenants.len() > CHUNK {
+        if i + 1 < chunks.len() {
             failpoint::hit("scheduler.mid_fanout");
+            failpoint::pause("scheduler.fanout_pause").await;
         }
     }
-    let pattern = format!(
-        "{}%{}",
-        like_escape(&format!("sched:{name}:")),
-        like_escape(&format!(
-            ":{}",
-            fire_at.to_rfc3339_opts(SecondsFormat::Secs, true)
-        ))
-    );
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE dedupe_key LIKE $1")
-        .bind(&pattern)
-        .fetch_one(pool)
+        .bind(firing_pattern(name, fire_at))
+        .fetch_one(&mut *conn)
         .await
         .context("counting the firing's jobs")?;
+    // Set, not added: a resumed fan-out looked at every tenant still without
+    // its job, so its count of skipped tenants is the firing's.
     sqlx::query(
-        "UPDATE schedule_firings SET status = 'done', jobs = $3, skipped = skipped + $4, finished_at = now() \
-         WHERE schedule = $1 AND fire_at = $2",
+        "UPDATE schedule_firings SET status = 'done', jobs = $3, skipped = $4, finished_at = now() \
+         WHERE schedule = $1 AND fire_at = $2 AND status = 'fanning_out'",
     )
     .bind(name)
     .bind(fire_at)
     .bind(jobs as i32)
-    .bind(skipped_now as i32)
-    .execute(pool)
+    .bind(skipped as i32)
+    .execute(&mut *conn)
     .await
     .context("closing the firing")?;
-    Ok(FanOut {
-        jobs,
-        skipped: skipped_now,
-    })
+    let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
+        .execute(&mut *conn)
+        .await;
+    Ok(Some(FanOut { jobs, skipped }))
 }
 
 /// A small stable hash (FNV-1a) for spreading.

@@ -6,19 +6,21 @@
 //! its connection closes, the lock is free, and another replica takes over
 //! within a second. Firings are rows keyed by schedule and fire time, and each
 //! tenant's job has a dedupe key built from both, so a change of leader or a
-//! crash in the middle of a fan-out never doubles a job. This module never
-//! runs jobs itself.
+//! crash in the middle of a fan-out never doubles a job. One process at a time
+//! fans a schedule out (a lock per schedule, see `fanout.rs`): the leader leaves
+//! alone a firing that `schedule run` or a previous leader is still fanning
+//! out. This module never runs jobs itself.
 
 mod fanout;
 mod schedule;
 
 use std::{sync::Arc, time::Duration};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use chrono::{DateTime, Utc};
 use sqlx::{PgPool, Postgres, pool::PoolConnection};
 
-pub use fanout::{FanOut, fan_out, job_key};
+pub use fanout::{FanOut, IfBusy, fan_out, firing_pattern, job_key};
 pub use schedule::{Schedule, parse_all};
 
 use crate::{
@@ -58,9 +60,19 @@ fn due(s: &Schedule, after: DateTime<Utc>, now: DateTime<Utc>) -> Vec<DateTime<U
     out
 }
 
+/// Whether the leader lock's connection still answers (the lock is held as
+/// long as it does).
+async fn still_leader(lock: &mut PoolConnection<Postgres>) -> bool {
+    sqlx::query("SELECT 1").execute(&mut **lock).await.is_ok()
+}
+
 /// One pass of the leader: finish interrupted fan-outs, then fire what is due.
+/// A firing another process is fanning out (`schedule run`, a previous
+/// leader still finishing) is left to it; the pass stops as soon as the
+/// leader lock is lost.
 async fn tick(
     pool: &PgPool,
+    lock: &mut PoolConnection<Postgres>,
     registry: &Registry,
     schedules: &[Schedule],
     since: DateTime<Utc>,
@@ -74,8 +86,17 @@ async fn tick(
             .context("finding interrupted fan-outs")?;
     for (name, fire_at) in open {
         if let Some(s) = schedules.iter().find(|s| s.name() == name) {
-            let f = fan_out(pool, registry, s, fire_at, leader).await?;
-            tracing::info!(schedule = %name, %fire_at, jobs = f.jobs, "finished an interrupted fan-out");
+            if !still_leader(lock).await {
+                bail!("lost the leader lock");
+            }
+            match fan_out(pool, registry, s, fire_at, leader, IfBusy::Skip).await? {
+                Some(f) => {
+                    tracing::info!(schedule = %name, %fire_at, jobs = f.jobs, "finished an interrupted fan-out")
+                }
+                None => {
+                    tracing::debug!(schedule = %name, %fire_at, "another process is fanning this schedule out")
+                }
+            }
         }
     }
     for s in schedules {
@@ -110,7 +131,14 @@ async fn tick(
             }
             continue;
         }
-        let f = fan_out(pool, registry, s, latest, leader).await?;
+        if !still_leader(lock).await {
+            bail!("lost the leader lock");
+        }
+        // Busy: someone else fans this schedule out now; due again next pass.
+        let Some(f) = fan_out(pool, registry, s, latest, leader, IfBusy::Skip).await? else {
+            tracing::debug!(schedule = s.name(), fire_at = %latest, "another process is fanning this schedule out");
+            continue;
+        };
         metrics::get()
             .firings
             .with_label_values(&[s.name(), "fired"])
@@ -148,14 +176,14 @@ pub async fn run(
                 Err(e) => tracing::warn!(error = %format!("{e:#}"), "cannot reach the catalog"),
             }
         } else if let Some(c) = lock.as_mut()
-            && sqlx::query("SELECT 1").execute(&mut **c).await.is_err()
+            && !still_leader(c).await
         {
             tracing::warn!("lost the leader lock's connection; no longer leader");
             metrics::get().scheduler_leader.set(0);
             lock = None;
         }
-        if lock.is_some() {
-            match tick(&pool, &registry, &schedules, since, &me).await {
+        if let Some(c) = lock.as_mut() {
+            match tick(&pool, c, &registry, &schedules, since, &me).await {
                 Ok(()) => {
                     // Publish what the fan-outs wrote now; workers' relays would too.
                     relay::drain(&pool, &broker).await;
