@@ -2,7 +2,13 @@
 //! a configured server. Connection details go through `PG*` environment
 //! variables, never the command line, so passwords do not show in `ps`.
 
-use std::process::{Command, Stdio};
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    process::{Command, Stdio},
+    sync::{Mutex, OnceLock},
+    time::Instant,
+};
 
 use anyhow::{Context, Result, bail};
 
@@ -73,9 +79,25 @@ fn percent_decode(s: &str) -> String {
         .unwrap_or_else(|| s.to_string())
 }
 
-/// The major version of a client program (`pg_dump --version` → 15).
-pub fn major_version(settings: &Settings, program: &str) -> Result<u32> {
-    let out = Command::new(settings.backup.pg_tool(program))
+/// How long a client program's `--version` answer is reused: every backup
+/// checks it, and spawning it each time costs more than a small dump.
+const VERSION_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+type VersionCache = HashMap<PathBuf, (Instant, String)>;
+
+static VERSIONS: OnceLock<Mutex<VersionCache>> = OnceLock::new();
+
+/// The `--version` output of a client program, cached for [`VERSION_TTL`].
+fn version_text(settings: &Settings, program: &str) -> Result<String> {
+    let path = PathBuf::from(settings.backup.pg_tool(program));
+    let cache = VERSIONS.get_or_init(|| Mutex::new(HashMap::new()));
+    if let Ok(c) = cache.lock()
+        && let Some((at, text)) = c.get(&path)
+        && at.elapsed() < VERSION_TTL
+    {
+        return Ok(text.clone());
+    }
+    let out = Command::new(&path)
         .arg("--version")
         .output()
         .with_context(|| {
@@ -84,19 +106,23 @@ pub fn major_version(settings: &Settings, program: &str) -> Result<u32> {
     if !out.status.success() {
         bail!("{program} --version failed");
     }
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    if let Ok(mut c) = cache.lock() {
+        c.insert(path, (Instant::now(), text.clone()));
+    }
+    Ok(text)
+}
+
+/// The major version of a client program (`pg_dump --version` → 15).
+pub fn major_version(settings: &Settings, program: &str) -> Result<u32> {
+    let text = version_text(settings, program)?;
     parse_major(&text)
         .with_context(|| format!("cannot read the version of {program} from {text:?}"))
 }
 
 /// The full version line of a client program.
 pub fn version_line(settings: &Settings, program: &str) -> String {
-    Command::new(settings.backup.pg_tool(program))
-        .arg("--version")
-        .output()
-        .ok()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_default()
+    version_text(settings, program).unwrap_or_default()
 }
 
 fn parse_major(text: &str) -> Option<u32> {

@@ -6,7 +6,11 @@
 //! This module moves bytes and never decides what to keep: naming,
 //! retention and the catalog live in the other backup modules.
 
-use std::path::{Path, PathBuf};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Mutex, OnceLock},
+};
 
 use anyhow::{Context, Result, anyhow, bail};
 use aws_sdk_s3::{
@@ -56,7 +60,29 @@ fn s3_err(what: &str, e: impl std::error::Error) -> anyhow::Error {
 
 impl Store {
     /// Opens the configured store (an S3 client or the local directory).
+    /// An S3 client is built once per process and configuration and then
+    /// shared: building one (credentials chain, TLS roots, connection pool)
+    /// costs more than backing up a small tenant.
     pub async fn open(settings: &BackupSettings) -> Result<Self> {
+        static CLIENTS: OnceLock<Mutex<HashMap<String, Store>>> = OnceLock::new();
+        let key = format!("{:?}|{:?}", settings.location, settings.s3);
+        let cache = CLIENTS.get_or_init(|| Mutex::new(HashMap::new()));
+        if matches!(settings.location, Location::S3 { .. })
+            && let Ok(c) = cache.lock()
+            && let Some(store) = c.get(&key)
+        {
+            return Ok(store.clone());
+        }
+        let store = Self::build(settings).await?;
+        if matches!(store, Self::S3 { .. })
+            && let Ok(mut c) = cache.lock()
+        {
+            c.insert(key, store.clone());
+        }
+        Ok(store)
+    }
+
+    async fn build(settings: &BackupSettings) -> Result<Self> {
         match &settings.location {
             Location::S3 { bucket, prefix } => {
                 let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
