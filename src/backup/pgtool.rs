@@ -89,7 +89,7 @@ static VERSIONS: OnceLock<Mutex<VersionCache>> = OnceLock::new();
 
 /// The `--version` output of a client program, cached for [`VERSION_TTL`].
 fn version_text(settings: &Settings, program: &str) -> Result<String> {
-    let path = PathBuf::from(settings.backup.pg_tool(program));
+    let path = settings.backup.pg_tool(program);
     let cache = VERSIONS.get_or_init(|| Mutex::new(HashMap::new()));
     if let Ok(c) = cache.lock()
         && let Some((at, text)) = c.get(&path)
