@@ -9,9 +9,13 @@
 //! `\Llandlord-shared v1 {header}`, then per table `\Ltable {…}` followed by
 //! its COPY rows, then `\Lend {row counts}`.
 //!
-//! Runs as the server's admin connection (which RLS does not filter); the
-//! tenant value reaches SQL only through a transaction-local setting, never
-//! spliced into the text.
+//! Runs as the server's admin connection, which must be a superuser or have
+//! BYPASSRLS (checked first: row-level security would otherwise hide or
+//! refuse the rows); the tenant value reaches SQL only through a
+//! transaction-local setting, never spliced into the text. Every name and
+//! type spliced into SQL comes from the database's catalog, quoted; nothing
+//! from a backup file reaches SQL text except column names that exist in the
+//! current table, quoted.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -164,6 +168,37 @@ pub async fn tables(db: &PgPool, scope: &Scope) -> Result<Vec<Table>> {
         .collect())
 }
 
+/// Refuses a connection that row-level security would filter: shared-tenant
+/// backups, restores and deletions must see (and delete) exactly the
+/// tenant's rows, whatever the policies of the database say.
+async fn require_bypass(db: &PgPool, what: &str) -> Result<()> {
+    let (role, bypasses): (String, Option<bool>) = sqlx::query_as(
+        "SELECT current_user::text, \
+                (SELECT rolsuper OR rolbypassrls FROM pg_catalog.pg_roles WHERE rolname = current_user)",
+    )
+    .fetch_one(db)
+    .await
+    .context("checking the connecting role's attributes")?;
+    if bypasses != Some(true) {
+        bail!(
+            "{what} needs a connection that bypasses row-level security, but role {role:?} is \
+             neither a superuser nor BYPASSRLS; configure the server's admin URL with such a role \
+             (ALTER ROLE {} BYPASSRLS)",
+            quote_ident(&role)
+        );
+    }
+    Ok(())
+}
+
+/// The pool must have one connection: the raw BEGIN/COMMIT below rely on
+/// every statement running on the same connection.
+fn require_one_connection(db: &PgPool) -> Result<()> {
+    if db.options().get_max_connections() != 1 {
+        bail!("shared-tenant transfers need a pool of exactly one connection");
+    }
+    Ok(())
+}
+
 async fn set_key(db: &PgPool, key: &str) -> Result<()> {
     sqlx::query("SELECT set_config($1, $2, true)")
         .bind(KEY_SETTING)
@@ -173,6 +208,8 @@ async fn set_key(db: &PgPool, key: &str) -> Result<()> {
     Ok(())
 }
 
+/// `column = setting::type`. `t` must come from [`tables`] (the catalog),
+/// never from a backup file: its `key_type` is spliced as a type name.
 fn filter(t: &Table, column: &str) -> String {
     // The setting is cast to the column's type; the column is never cast.
     format!(
@@ -203,12 +240,16 @@ pub async fn export(
     res
 }
 
-async fn export_on(
+/// [`export`] on `pool`, a one-connection pool on the shared database as a
+/// role that bypasses row-level security.
+pub async fn export_on(
     pool: &PgPool,
     t: &Tenant,
     scope: &Scope,
     out: mpsc::Sender<Bytes>,
 ) -> Result<BTreeMap<String, u64>> {
+    require_one_connection(pool)?;
+    require_bypass(pool, "a shared-tenant backup").await?;
     // One connection (the pool has exactly one), so these statements share
     // the transaction: one snapshot for every table.
     sqlx::raw_sql("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
@@ -320,13 +361,17 @@ fn control<'a>(line: &'a [u8], prefix: &str) -> Option<&'a [u8]> {
     line.strip_prefix(prefix.as_bytes())
 }
 
-async fn import_on(
+/// [`import`] on `pool`, a one-connection pool on the shared database as a
+/// role that bypasses row-level security.
+pub async fn import_on(
     pool: &PgPool,
     t: &Tenant,
     scope: &Scope,
     input: mpsc::Receiver<Bytes>,
     commit: oneshot::Receiver<bool>,
 ) -> Result<Imported> {
+    require_one_connection(pool)?;
+    require_bypass(pool, "a shared-tenant restore").await?;
     let mut lines = Lines {
         input,
         buf: Vec::new(),
@@ -349,6 +394,9 @@ async fn import_on(
     sqlx::raw_sql("BEGIN").execute(pool).await?;
     set_key(pool, &key).await?;
     let now = tables(pool, scope).await?;
+    // The backup's tables, each paired with the database's own description
+    // of it: only the latter's names and key type ever reach SQL.
+    let mut current: Vec<(&Table, &Table)> = Vec::with_capacity(header.tables.len());
     for h in &header.tables {
         let Some(cur) = now
             .iter()
@@ -356,9 +404,22 @@ async fn import_on(
         else {
             bail!("table {} of the backup no longer exists", h.name());
         };
+        if h.key_type != cur.key_type {
+            bail!(
+                "the backup says the tenant column of {} has type {:?}, but it has type {:?}; \
+                 nothing was changed",
+                h.name(),
+                h.key_type,
+                cur.key_type
+            );
+        }
         if let Some(missing) = h.columns.iter().find(|c| !cur.columns.contains(c)) {
             bail!("column {missing} of {} no longer exists", h.name());
         }
+        if current.iter().any(|(seen, _)| seen.name() == h.name()) {
+            bail!("table {} is twice in the backup header", h.name());
+        }
+        current.push((h, cur));
     }
     // Children first, so foreign keys never see a missing parent.
     let mut deleted = 0u64;
@@ -385,13 +446,18 @@ async fn import_on(
             bail!("unexpected data outside a table section");
         };
         let table: Table = serde_json::from_slice(j).context("reading a table header")?;
-        if !header.tables.contains(&table) {
+        let Some((_, cur)) = current.iter().find(|(h, _)| **h == table) else {
             bail!("table {} is not in the backup header", table.name());
+        };
+        if rows.contains_key(&table.name()) {
+            bail!("table {} has two sections in the backup", table.name());
         }
+        // The backup's columns (each checked above to exist in the current
+        // table), quoted, on the current table's name.
         let mut copy = pool
             .copy_in_raw(&format!(
                 "COPY {} ({}) FROM STDIN",
-                table.qualified(),
+                cur.qualified(),
                 table.column_list()
             ))
             .await?;
@@ -425,12 +491,13 @@ async fn import_on(
     if expected != rows {
         bail!("the backup announced {expected:?} rows but held {rows:?}");
     }
-    // Every row loaded must belong to this tenant.
-    for table in &header.tables {
+    // Every row loaded must belong to this tenant. The filter's type is the
+    // database's (`cur`), never the backup file's.
+    for (table, cur) in &current {
         let n: i64 = sqlx::query_scalar(&format!(
             "SELECT count(*) FROM {} WHERE {}",
-            table.qualified(),
-            filter(table, &scope.column)
+            cur.qualified(),
+            filter(cur, &scope.column)
         ))
         .fetch_one(pool)
         .await?;
@@ -479,7 +546,11 @@ pub async fn delete_rows(
     res
 }
 
-async fn delete_on(pool: &PgPool, key: &str, scope: &Scope) -> Result<BTreeMap<String, u64>> {
+/// [`delete_rows`] on `pool`, a one-connection pool on the shared database as
+/// a role that bypasses row-level security.
+pub async fn delete_on(pool: &PgPool, key: &str, scope: &Scope) -> Result<BTreeMap<String, u64>> {
+    require_one_connection(pool)?;
+    require_bypass(pool, "deleting a shared tenant's rows").await?;
     sqlx::raw_sql("BEGIN").execute(pool).await?;
     set_key(pool, key).await?;
     let mut out = BTreeMap::new();

@@ -10,7 +10,11 @@ use secrecy::ExposeSecret;
 use crate::{
     cli::{BadInput, EXIT_FAILED},
     config::Settings,
-    tenancy::{EnforcementMode, config::TenancyConfig, inspect, install},
+    tenancy::{
+        EnforcementMode,
+        config::{Source, TenancyConfig},
+        inspect, install,
+    },
     tenant_schema,
 };
 
@@ -24,6 +28,10 @@ pub enum TenancyCommand {
         /// Its server (a configured name).
         #[arg(long, default_value = "default")]
         server: String,
+        /// Remove the protection even though tenancy is off only because
+        /// auto-detect found no multi-tenant channel (TENANCY_ENABLED unset).
+        #[arg(long)]
+        force: bool,
         #[arg(long)]
         json: bool,
     },
@@ -59,10 +67,12 @@ pub async fn run(c: TenancyCommand, settings: &Settings) -> Result<ExitCode> {
         TenancyCommand::Apply {
             database,
             server,
+            force,
             json,
         } => {
             check_db(settings, &server, &database)?;
             let mode = cfg.effective_mode();
+            let guess = disabled_by_auto_detect(cfg);
             let secret: Vec<u8> = match (&cfg.context_secret, mode) {
                 (Some(s), _) => s.expose_secret().to_vec(),
                 (None, EnforcementMode::Disabled) => Vec::new(),
@@ -74,6 +84,32 @@ pub async fn run(c: TenancyCommand, settings: &Settings) -> Result<ExitCode> {
                 }
             };
             let pool = tenant_schema::pool_on(settings, &server, &database).await?;
+            if guess && !force {
+                // Removing every policy is never a guess: refuse unless the
+                // operator said so (or there is nothing to remove).
+                let protected = install::protected_tables(&pool, &cfg.tenant_column.value).await;
+                let protected = match protected {
+                    Ok(p) => p,
+                    Err(e) => {
+                        pool.close().await;
+                        return Err(e);
+                    }
+                };
+                if !protected.is_empty() {
+                    pool.close().await;
+                    return Err(BadInput(format!(
+                        "tenancy is off only because auto-detect found no channel with \
+                         tenant_mode = \"multi\" (TENANCY_ENABLED and [tenancy] enabled are unset), \
+                         and applying that would remove the row-level security of {} table(s) of \
+                         {database} ({}); nothing was changed. To remove it, say so: \
+                         TENANCY_ENABLED=false, TENANCY_ENFORCEMENT_MODE=disabled, or --force. \
+                         To keep it, set TENANCY_ENABLED=true or a channel's tenant_mode = \"multi\".",
+                        protected.len(),
+                        protected.join(", ")
+                    ))
+                    .into());
+                }
+            }
             let applied = install::apply(
                 &pool,
                 &install::Plan {
@@ -127,15 +163,21 @@ pub async fn run(c: TenancyCommand, settings: &Settings) -> Result<ExitCode> {
                 let pool = tenant_schema::pool_on(settings, &server, db).await?;
                 let st = inspect::inspect(
                     &pool,
-                    cfg.effective_mode(),
-                    &cfg.tenant_column.value,
-                    &cfg.exempt_tables.value,
-                    app_role.as_deref(),
+                    inspect::Expected {
+                        mode: cfg.effective_mode(),
+                        column: &cfg.tenant_column.value,
+                        exempt: &cfg.exempt_tables.value,
+                        exempt_configured: cfg.exempt_tables.source != Source::Default,
+                        app_role: app_role.as_deref(),
+                    },
                 )
                 .await;
                 pool.close().await;
                 let st = st?;
                 warnings.extend(st.warnings.iter().cloned());
+                if let Some(w) = violation_warning(cfg, &st) {
+                    warnings.push(w);
+                }
                 db_status = Some(st);
             }
             if json {
@@ -193,6 +235,39 @@ pub async fn run(c: TenancyCommand, settings: &Settings) -> Result<ExitCode> {
             })
         }
     }
+}
+
+/// Mode in force `disabled` only because `enabled` was left to auto-detect
+/// and no channel is multi-tenant (not an explicit TENANCY_ENABLED=false or
+/// enforcement mode `disabled`).
+fn disabled_by_auto_detect(cfg: &TenancyConfig) -> bool {
+    cfg.effective_mode() == EnforcementMode::Disabled
+        && cfg.enabled.source == Source::AutoDetect
+        && cfg.enforcement_mode.value != EnforcementMode::Disabled
+}
+
+/// TENANCY_ALERT_VIOLATIONS: queries that ran without a tenant context
+/// (soft mode records them) are a warning, so `status` exits 1.
+fn violation_warning(cfg: &TenancyConfig, st: &inspect::DatabaseStatus) -> Option<String> {
+    if !cfg.alert_violations.value
+        || st.violations == 0
+        || cfg.effective_mode() == EnforcementMode::Disabled
+    {
+        return None;
+    }
+    let last = st
+        .last_violation
+        .map(|t| format!(", the latest at {}", t.to_rfc3339()))
+        .unwrap_or_default();
+    Some(format!(
+        "{} quer{} ran without a tenant context (soft mode let {} through unfiltered{last}); strict \
+         mode would refuse {}: see landlord_tenancy.violations, fix the code, then delete the rows \
+         (or set TENANCY_ALERT_VIOLATIONS=false).",
+        st.violations,
+        if st.violations == 1 { "y" } else { "ies" },
+        if st.violations == 1 { "it" } else { "them" },
+        if st.violations == 1 { "it" } else { "them" },
+    ))
 }
 
 fn yes(b: bool) -> &'static str {

@@ -32,6 +32,11 @@ pub const KNOWN_CHANNELS: [&str; 4] = ["admin", "mobile", "site", "partner"];
 /// The tenant column when none is configured.
 pub const DEFAULT_TENANT_COLUMN: &str = "tenant_id";
 
+/// The tables of the seed's `exempt_models` default (`Countries`, `States`,
+/// `Tenants`, `Error_logs`: lookup, system and global log tables), exempt in
+/// every schema unless `exempt_tables` is configured.
+pub const DEFAULT_EXEMPT_TABLES: [&str; 4] = ["countries", "states", "tenants", "error_logs"];
+
 /// The app-context `tenant_mode` of a channel whose rows belong to tenants.
 pub const TENANT_MODE_MULTI: &str = "multi";
 /// The app-context `tenant_mode` of a channel that sees no tenant filter.
@@ -503,7 +508,13 @@ impl TenancyConfig {
                     )
                 })
                 .transpose()?,
-            Resolved::new(Vec::new(), Source::Default),
+            Resolved::new(
+                DEFAULT_EXEMPT_TABLES
+                    .iter()
+                    .map(|t| t.to_string())
+                    .collect(),
+                Source::Default,
+            ),
         );
 
         let log_bypasses = layer(
@@ -869,8 +880,20 @@ mod tests {
         assert_eq!(c.enforcement_mode.source, Source::Default);
         assert_eq!(c.tenant_column.value, "tenant_id");
         assert_eq!(c.tenant_column.source, Source::Default);
-        assert!(c.exempt_tables.value.is_empty());
+        assert_eq!(
+            c.exempt_tables.value,
+            ["countries", "states", "tenants", "error_logs"]
+        );
         assert_eq!(c.exempt_tables.source, Source::Default);
+        assert!(c.is_exempt("public", "error_logs") && c.is_exempt("geo", "states"));
+        // Configuring the list replaces the default, as the seed's array does.
+        let custom = resolve(
+            &[("TENANCY_EXEMPT_TABLES", "plans")],
+            &FileTenancy::default(),
+        )
+        .unwrap();
+        assert_eq!(custom.exempt_tables.value, ["plans"]);
+        assert!(!custom.is_exempt("public", "countries"));
         for r in [&c.log_bypasses, &c.alert_violations, &c.cache_context] {
             assert!(r.value);
             assert_eq!(r.source, Source::Default);

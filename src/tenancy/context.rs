@@ -6,6 +6,11 @@
 //! each use is written to the database's audit table first, with who, what
 //! and why; `without_tenant` runs on a separate BYPASSRLS role.
 //!
+//! A context on a channel whose tenancy is off (the seed's hybrid case: the
+//! `site` channel with `tenant_mode = single`) runs unfiltered, on the
+//! BYPASSRLS role too: that is the configuration, not a bypass, so it is not
+//! audited (only logged at debug level). Without a bypass role it is refused.
+//!
 //! Never sets a session-level tenant, never lets a non-superuser bypass.
 
 use std::{collections::HashMap, sync::Mutex};
@@ -34,6 +39,11 @@ pub enum TenancyError {
     NoSecret,
     #[error("no bypass role configured (TENANCY_BYPASS_URL)")]
     NoBypass,
+    #[error(
+        "channel {0:?} is not isolated (its tenancy is off), so its queries run unfiltered on the \
+         BYPASSRLS role, but no bypass role is configured (TENANCY_BYPASS_URL)"
+    )]
+    UnisolatedNoBypass(String),
     #[error("a reason is required for {0}")]
     NoReason(&'static str),
     #[error("tenant {0:?} is not a valid tenant key")]
@@ -48,6 +58,8 @@ pub struct TenantDb {
     bypass: Option<PgPool>,
     secret: Option<SecretSlice<u8>>,
     mode: EnforcementMode,
+    /// The configuration, for which channels are isolated.
+    config: TenancyConfig,
     log_bypasses: bool,
     alert_violations: bool,
     /// Signatures by tenant (TENANCY_CACHE_CONTEXT).
@@ -64,7 +76,8 @@ fn valid_key(tenant: &str) -> bool {
 
 impl TenantDb {
     /// `pool` connects as the application's role (not a superuser, no
-    /// BYPASSRLS); `bypass`, if given, as a BYPASSRLS role for `without_tenant`.
+    /// BYPASSRLS); `bypass`, if given, as a BYPASSRLS role for `without_tenant`
+    /// and for the channels whose tenancy is off.
     pub fn new(
         pool: PgPool,
         bypass: Option<PgPool>,
@@ -79,6 +92,7 @@ impl TenantDb {
             bypass,
             secret: cfg.context_secret.clone(),
             mode,
+            config: cfg.clone(),
             log_bypasses: cfg.log_bypasses.value,
             alert_violations: cfg.alert_violations.value,
             cache: cfg.cache_context.value.then(|| Mutex::new(HashMap::new())),
@@ -123,13 +137,31 @@ impl TenantDb {
         Ok(tx)
     }
 
+    /// Whether contexts on `channel` are isolated (see
+    /// [`TenancyConfig::channel_enabled`]).
+    pub fn channel_isolated(&self, channel: &str) -> bool {
+        self.config.channel_enabled(channel)
+    }
+
     /// A transaction as `ctx`: its tenant set for this transaction only. A
     /// context without a tenant gets a plain transaction, which strict mode
-    /// refuses at the first protected query and soft mode records.
+    /// refuses at the first protected query and soft mode records. A context
+    /// on a channel that is not isolated (while row-level security is
+    /// enforced) runs unfiltered on the bypass role, whatever its tenant, as
+    /// the seed's single-tenant channels do; without a bypass role that is
+    /// [`TenancyError::UnisolatedNoBypass`].
     pub async fn begin(
         &self,
         ctx: &TenantContext,
     ) -> Result<Transaction<'static, Postgres>, TenancyError> {
+        if self.mode != EnforcementMode::Disabled && !self.channel_isolated(&ctx.channel) {
+            let bypass = self
+                .bypass
+                .as_ref()
+                .ok_or_else(|| TenancyError::UnisolatedNoBypass(ctx.channel.clone()))?;
+            tracing::debug!(actor = %ctx.actor, channel = %ctx.channel, "unfiltered transaction: the channel is not isolated");
+            return Ok(bypass.begin().await?);
+        }
         match &ctx.tenant {
             Some(t) => self.scoped(t).await,
             None => {

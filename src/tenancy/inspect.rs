@@ -42,17 +42,33 @@ pub struct DatabaseStatus {
     pub warnings: Vec<String>,
     /// Rows in `landlord_tenancy.violations`, 0 if absent or unreadable.
     pub violations: i64,
+    /// When the latest of them was recorded.
+    pub last_violation: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// `app_role`: the role the application connects as (warn if it is a
-/// superuser, has BYPASSRLS, or owns a protected table without FORCE).
-pub async fn inspect(
-    db: &PgPool,
-    mode: EnforcementMode,
-    column: &str,
-    exempt: &[String],
-    app_role: Option<&str>,
-) -> Result<DatabaseStatus> {
+/// What `inspect` compares the database with.
+#[derive(Debug, Clone, Copy)]
+pub struct Expected<'a> {
+    pub mode: EnforcementMode,
+    pub column: &'a str,
+    pub exempt: &'a [String],
+    /// The exempt list was configured (not the seed's default): warn about
+    /// entries that match no table, which are likely typos.
+    pub exempt_configured: bool,
+    /// The role the application connects as (warn if it is a superuser, has
+    /// BYPASSRLS, or owns a protected table without FORCE).
+    pub app_role: Option<&'a str>,
+}
+
+/// The state of `db` against the configuration in `want`.
+pub async fn inspect(db: &PgPool, want: Expected<'_>) -> Result<DatabaseStatus> {
+    let Expected {
+        mode,
+        column,
+        exempt,
+        exempt_configured,
+        app_role,
+    } = want;
     validate_column(column)?;
     let mut conn = db
         .acquire()
@@ -70,7 +86,7 @@ pub async fn inspect(
     for s in &states {
         table_warnings(s, mode, column, exempt, &mut warnings);
     }
-    for entry in exempt {
+    for entry in exempt.iter().filter(|_| exempt_configured) {
         let entry = entry.trim();
         let matched = states
             .iter()
@@ -82,7 +98,8 @@ pub async fn inspect(
         }
     }
 
-    let (violations, installed_mode) = support_state(&mut conn, &mut warnings).await?;
+    let (violations, last_violation, installed_mode) =
+        support_state(&mut conn, &mut warnings).await?;
     if let Some(installed) = installed_mode
         && installed != mode.as_str()
     {
@@ -127,6 +144,7 @@ pub async fn inspect(
         tables,
         warnings,
         violations,
+        last_violation,
     })
 }
 
@@ -201,11 +219,12 @@ fn table_warnings(
     }
 }
 
-/// The violation count and the mode the support functions were installed for.
+/// The violation count, the latest violation and the mode the support
+/// functions were installed for.
 async fn support_state(
     conn: &mut sqlx::PgConnection,
     warnings: &mut Vec<String>,
-) -> Result<(i64, Option<String>)> {
+) -> Result<(i64, Option<chrono::DateTime<chrono::Utc>>, Option<String>)> {
     let (violations_exist, violations_readable, settings_readable): (bool, bool, bool) =
         sqlx::query_as(
             "SELECT to_regclass('landlord_tenancy.violations') IS NOT NULL,
@@ -218,11 +237,13 @@ async fn support_state(
         .await
         .context("looking for the landlord_tenancy schema")?;
     let mut violations = 0;
+    let mut last = None;
     if violations_readable {
-        violations = sqlx::query_scalar("SELECT count(*) FROM landlord_tenancy.violations")
-            .fetch_one(&mut *conn)
-            .await
-            .context("counting the tenancy violations")?;
+        (violations, last) =
+            sqlx::query_as("SELECT count(*), max(at) FROM landlord_tenancy.violations")
+                .fetch_one(&mut *conn)
+                .await
+                .context("counting the tenancy violations")?;
     } else if violations_exist {
         warnings.push(
             "This connection may not read landlord_tenancy.violations, so the violation count \
@@ -237,7 +258,7 @@ async fn support_state(
     } else {
         None
     };
-    Ok((violations, mode))
+    Ok((violations, last, mode))
 }
 
 async fn role_warnings(
@@ -457,10 +478,13 @@ mod tests {
         assert_send(&async move {
             inspect(
                 &db,
-                EnforcementMode::Strict,
-                "tenant_id",
-                &exempt,
-                Some("app"),
+                Expected {
+                    mode: EnforcementMode::Strict,
+                    column: "tenant_id",
+                    exempt: &exempt,
+                    exempt_configured: true,
+                    app_role: Some("app"),
+                },
             )
             .await
         });

@@ -3,7 +3,10 @@
 //! registry of protected tables, the definer function that verifies the
 //! transaction-local tenant context) and, on every table with the tenant
 //! column, forced row-level security with one policy and two triggers.
-//! [`apply`] is idempotent and runs in one transaction.
+//! [`apply`] is idempotent and runs in one transaction. In mode `disabled` it
+//! removes all of it again: policies, triggers, functions, the secret, the
+//! registry and the settings; only the two logs (`violations`, `bypasses`)
+//! are kept while they hold rows, as the record of what happened.
 //!
 //! This file is the security boundary of seed 004. It must never splice a
 //! name or value into SQL unquoted (table, schema and role names from the
@@ -122,9 +125,7 @@ pub async fn apply(db: &PgPool, plan: &Plan<'_>) -> Result<Vec<Applied>> {
         .await?;
 
     check_schema_owners(&mut tx).await?;
-    if plan.mode == EnforcementMode::Disabled {
-        record_disabled(&mut tx).await?;
-    } else {
+    if plan.mode != EnforcementMode::Disabled {
         install_support(&mut tx, plan.mode, plan.secret).await?;
     }
 
@@ -184,6 +185,11 @@ pub async fn apply(db: &PgPool, plan: &Plan<'_>) -> Result<Vec<Applied>> {
                 action: action.to_owned(),
             });
         }
+    }
+    if plan.mode == EnforcementMode::Disabled {
+        // Every table is unprotected by now: nothing of ours uses the
+        // functions any more.
+        remove_support(&mut tx).await?;
     }
     tx.commit()
         .await
@@ -406,19 +412,92 @@ SELECT o.kind, o.name, r.rolname::text
     Ok(())
 }
 
-/// Disabled mode keeps the schema (the violation log stays readable and
-/// nothing refers to it any more) and only records the mode.
-async fn record_disabled(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT to_regclass('landlord_tenancy.settings') IS NOT NULL")
+/// Disabled mode, after every table was unprotected: drops the functions,
+/// the secret, the registry and the settings. The violation log and the
+/// bypass audit are kept while they hold rows (they are the record of what
+/// happened); the schema goes when nothing is left in it. Anything else
+/// still using the functions (a policy of another author, say) makes this
+/// fail, and the whole `apply` with it: nothing is dropped under a user.
+async fn remove_support(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+    let exists: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)",
+    )
+    .bind(SCHEMA)
+    .fetch_one(&mut **tx)
+    .await?;
+    if !exists {
+        return Ok(());
+    }
+    run(
+        tx,
+        "DROP FUNCTION IF EXISTS landlord_tenancy.current_tenant();
+         DROP FUNCTION IF EXISTS landlord_tenancy.fill_tenant();
+         DROP FUNCTION IF EXISTS landlord_tenancy.guard_tenant();
+         DROP FUNCTION IF EXISTS landlord_tenancy.record_bypass(text, text, text, text, text);
+         DROP TABLE IF EXISTS landlord_tenancy.secret, landlord_tenancy.settings, landlord_tenancy.managed",
+    )
+    .await
+    .context(
+        "removing landlord_tenancy's functions and secret (if other objects still use them, \
+         drop those first or keep mode strict or soft)",
+    )?;
+    for log in ["violations", "bypasses"] {
+        let table = qualified_support(log);
+        let present: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(format!("{SCHEMA}.{log}"))
             .fetch_one(&mut **tx)
             .await?;
-    if exists {
-        sqlx::query("UPDATE landlord_tenancy.settings SET mode = 'disabled' WHERE id = 1")
-            .execute(&mut **tx)
+        if !present {
+            continue;
+        }
+        let empty: bool = sqlx::query_scalar(&format!("SELECT NOT EXISTS (SELECT 1 FROM {table})"))
+            .fetch_one(&mut **tx)
             .await?;
+        let used: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                             WHERE d.refclassid = 'pg_catalog.pg_class'::regclass
+                               AND d.refobjid = pg_catalog.to_regclass($1)
+                               AND d.deptype = 'n')",
+        )
+        .bind(format!("{SCHEMA}.{log}"))
+        .fetch_one(&mut **tx)
+        .await?;
+        if empty && !used {
+            run(tx, &format!("DROP TABLE {table}")).await?;
+        }
+    }
+    let left: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.relnamespace = n.oid)
+             OR EXISTS (SELECT 1 FROM pg_catalog.pg_proc p WHERE p.pronamespace = n.oid)
+             OR EXISTS (SELECT 1 FROM pg_catalog.pg_type t WHERE t.typnamespace = n.oid)
+             OR EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                         WHERE d.refclassid = 'pg_catalog.pg_namespace'::regclass
+                           AND d.refobjid = n.oid AND d.deptype = 'n')
+           FROM pg_catalog.pg_namespace n WHERE n.nspname = $1",
+    )
+    .bind(SCHEMA)
+    .fetch_one(&mut **tx)
+    .await?;
+    if !left {
+        run(tx, &format!("DROP SCHEMA {}", quote_ident(SCHEMA))).await?;
     }
     Ok(())
+}
+
+/// The tables of `db` that carry landlord's policy or triggers (`schema.table`):
+/// what `apply` in mode `disabled` would unprotect.
+pub async fn protected_tables(db: &PgPool, column: &str) -> Result<Vec<String>> {
+    validate_column(column)?;
+    let mut conn = db
+        .acquire()
+        .await
+        .context("connecting to list protected tables")?;
+    Ok(table_states(&mut conn, column, None)
+        .await?
+        .into_iter()
+        .filter(TableState::has_removable)
+        .map(|s| format!("{}.{}", s.schema, s.table))
+        .collect())
 }
 
 /// Revokes every privilege on an object from everyone but its owner (default
