@@ -938,6 +938,72 @@ async fn a_shared_tenant_backs_up_restores_and_deletes_only_its_rows() {
             .unwrap();
     assert!(exists);
     admin.close().await.ok();
+
+    // maintenance --cleanup on a shared tenant deletes only its own old rows.
+    admin_exec(
+        &s.db,
+        "ALTER TABLE orders ADD COLUMN placed_at timestamptz NOT NULL DEFAULT now();
+         UPDATE orders SET placed_at = now() - interval '400 days' WHERE id % 2 = 0",
+    )
+    .await;
+    let old_rows = |db: String, key: String| async move {
+        let mut c = PgConnection::connect(&format!("{PG_SERVER}/{db}"))
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query_scalar(&format!(
+            "SELECT count(*) FROM orders WHERE tenant_id = {key} AND placed_at < now() - interval '365 days'"
+        ))
+        .fetch_one(&mut c)
+        .await
+        .unwrap();
+        c.close().await.ok();
+        n
+    };
+    let (alpha_key, (gamma, gamma_key)) = (keys[0].1.clone(), keys[2].clone());
+    let alpha_old = old_rows(s.db.clone(), alpha_key.clone()).await;
+    let gamma_old = old_rows(s.db.clone(), gamma_key.clone()).await;
+    assert!(alpha_old > 0 && gamma_old > 0);
+    let rules = [("LANDLORD_CLEANUP_RULES", "orders:placed_at")];
+    let maintenance = |dry: bool| {
+        let mut args = vec![
+            "maintenance",
+            "--tenant",
+            gamma.as_str(),
+            "--cleanup",
+            "--days",
+            "365",
+        ];
+        if dry {
+            args.push("--dry-run");
+        }
+        args.extend(["--sync", "--json"]);
+        let out = env.run_with(&args, &rules);
+        let job: Value =
+            serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap())
+                .unwrap();
+        assert_eq!(job["status"], "succeeded", "{job}");
+        job
+    };
+    let dry = maintenance(true);
+    assert_eq!(old_rows(s.db.clone(), gamma_key.clone()).await, gamma_old);
+    let real = maintenance(false);
+    for job in [&dry, &real] {
+        assert_eq!(
+            job["result"]["steps"]["cleanup"]["rows"].as_i64(),
+            Some(gamma_old),
+            "{job}"
+        );
+    }
+    assert_eq!(
+        old_rows(s.db.clone(), gamma_key).await,
+        0,
+        "gamma's old rows gone"
+    );
+    assert_eq!(
+        old_rows(s.db.clone(), alpha_key).await,
+        alpha_old,
+        "alpha's untouched"
+    );
     let _ = secs(1);
 }
 

@@ -111,9 +111,29 @@ async fn cleanup(
         let keep_days = days.or(rule.days).unwrap_or(DEFAULT_DAYS);
         let table = qualified("public", &rule.table);
         let column = quote_ident(&rule.column);
-        // A shared tenant's cleanup touches its own rows only ($3 is its key).
+        // A shared tenant's cleanup touches its own rows only ($3 is its key,
+        // cast to the column's type as the catalog names it, so the column's
+        // index serves the filter).
         let tenant = match only {
-            Some(o) => format!(" AND {}::text = $3", quote_ident(o.column)),
+            Some(o) => {
+                let column_type: Option<String> = sqlx::query_scalar(
+                    "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+                     WHERE a.attrelid = to_regclass($1) AND a.attname = $2 AND NOT a.attisdropped",
+                )
+                .bind(&table)
+                .bind(o.column)
+                .fetch_optional(db)
+                .await
+                .map_err(db_err)?;
+                let Some(column_type) = column_type else {
+                    per_table.insert(
+                        rule.table.clone(),
+                        json!({"skipped": format!("no tenant column {}", o.column)}),
+                    );
+                    continue;
+                };
+                format!(" AND {} = $3::{column_type}", quote_ident(o.column))
+            }
             None => String::new(),
         };
         let key = only.map(|o| o.key.to_string()).unwrap_or_default();
