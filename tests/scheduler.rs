@@ -10,6 +10,22 @@ use std::time::{Duration, Instant};
 
 use common::{TestEnv, secs};
 
+/// `n` active tenants `{prefix}{i}-x` as catalog rows only (jobs like ping
+/// never touch their databases).
+async fn active_tenants(env: &TestEnv, prefix: &str, n: i32) {
+    sqlx::query(
+        "INSERT INTO tenants (slug, name, plan, status, db_server, db_name) \
+         SELECT $2 || g || '-x', initcap($2) || ' ' || g, 'enterprise', 'active', 'default', $1 || '_' || $2 || g \
+         FROM generate_series(1, $3) g",
+    )
+    .bind(&env.catalog_db)
+    .bind(prefix)
+    .bind(n)
+    .execute(&env.catalog)
+    .await
+    .unwrap();
+}
+
 fn write_config(env: &TestEnv, toml: &str) {
     std::fs::write(env.log_dir.join("landlord.toml"), toml).unwrap();
 }
@@ -223,15 +239,7 @@ async fn two_schedulers_fire_each_firing_once_and_hand_over() {
 async fn a_fan_out_cut_short_is_finished_without_duplicates() {
     let mut env = TestEnv::new().await;
     // 1,000 tenants (ping does not touch their databases, so rows suffice).
-    sqlx::query(
-        "INSERT INTO tenants (slug, name, plan, status, db_server, db_name) \
-         SELECT 'fan' || g || '-x', 'Fan ' || g, 'enterprise', 'active', 'default', $1 || '_fan' || g \
-         FROM generate_series(1, 1000) g",
-    )
-    .bind(&env.catalog_db)
-    .execute(&env.catalog)
-    .await
-    .unwrap();
+    active_tenants(&env, "fan", 1000).await;
     write_config(
         &env,
         "[[schedules]]\nname = \"yearly\"\ncron = \"0 0 1 1 *\"\nkind = \"ping\"\n",
@@ -289,15 +297,7 @@ async fn a_fan_out_cut_short_is_finished_without_duplicates() {
 async fn missed_firings_run_once_within_the_deadline_and_overlaps_are_skipped() {
     let mut env = TestEnv::new().await;
     // 20 tenants (ping does not touch their databases, so rows suffice).
-    sqlx::query(
-        "INSERT INTO tenants (slug, name, plan, status, db_server, db_name) \
-         SELECT 'late' || g || '-x', 'Late ' || g, 'enterprise', 'active', 'default', $1 || '_late' || g \
-         FROM generate_series(1, 20) g",
-    )
-    .bind(&env.catalog_db)
-    .execute(&env.catalog)
-    .await
-    .unwrap();
+    active_tenants(&env, "late", 20).await;
     write_config(
         &env,
         "[[schedules]]\nname = \"often\"\ncron = \"*/10 * * * * *\"\nkind = \"ping\"\nstarting_deadline_seconds = 30\nspread_seconds = 5\n",
@@ -372,15 +372,7 @@ async fn missed_firings_run_once_within_the_deadline_and_overlaps_are_skipped() 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_sampled_schedule_fans_out_to_that_many_free_tenants() {
     let env = TestEnv::new().await;
-    sqlx::query(
-        "INSERT INTO tenants (slug, name, plan, status, db_server, db_name) \
-         SELECT 'drill' || g || '-x', 'Drill ' || g, 'enterprise', 'active', 'default', $1 || '_drill' || g \
-         FROM generate_series(1, 50) g",
-    )
-    .bind(&env.catalog_db)
-    .execute(&env.catalog)
-    .await
-    .unwrap();
+    active_tenants(&env, "drill", 50).await;
     // 40 of the 50 still have a live run of the schedule from an old firing.
     sqlx::query(
         "INSERT INTO jobs (id, kind, queue, tenant_id, status, max_attempts, dedupe_key) \
@@ -446,15 +438,7 @@ async fn a_sampled_schedule_fans_out_to_that_many_free_tenants() {
 
 /// 1,000 active tenants as catalog rows only (ping does not touch their databases).
 async fn thousand_tenants(env: &TestEnv) {
-    sqlx::query(
-        "INSERT INTO tenants (slug, name, plan, status, db_server, db_name) \
-         SELECT 'fan' || g || '-x', 'Fan ' || g, 'enterprise', 'active', 'default', $1 || '_fan' || g \
-         FROM generate_series(1, 1000) g",
-    )
-    .bind(&env.catalog_db)
-    .execute(&env.catalog)
-    .await
-    .unwrap();
+    active_tenants(env, "fan", 1000).await;
 }
 
 /// Each of the 1,000 tenants has exactly one job (and one message) of the one firing.

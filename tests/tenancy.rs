@@ -144,6 +144,42 @@ fn hex(s: &str) -> Vec<u8> {
         .collect()
 }
 
+/// The JWT signing secret of these tests.
+const JWT_SECRET: &str = "a-test-signing-secret-of-at-least-32-bytes!";
+
+/// A token signed with [`JWT_SECRET`].
+fn sign(claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// A token of actor `u1` for channel `aud`, valid ten minutes.
+fn token(aud: &str, tid: Option<&str>) -> String {
+    let mut claims =
+        serde_json::json!({"sub": "u1", "aud": aud, "exp": chrono::Utc::now().timestamp() + 600});
+    if let Some(t) = tid {
+        claims["tid"] = t.into();
+    }
+    sign(&claims)
+}
+
+/// The layer's gate for one channel.
+fn gate(cfg: &std::sync::Arc<TenancyConfig>, channel: &str) -> landlord::tenancy::jwt::ChannelGate {
+    landlord::tenancy::jwt::ChannelGate {
+        config: cfg.clone(),
+        channel: channel.into(),
+    }
+}
+
+/// The job row a `--sync --json` command printed first.
+fn sync_result(out: &std::process::Output) -> Value {
+    serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap()
+}
+
 fn ctx(tenant: Option<i64>) -> TenantContext {
     TenantContext {
         tenant: tenant.map(|t| t.to_string()),
@@ -650,43 +686,28 @@ async fn superuser_bypasses_are_audited_and_jwt_contexts_follow_the_channels() {
     );
 
     // Tokens: tid + aud resolve the context; a token for another channel is refused.
-    let jwt_secret = "a-test-signing-secret-of-at-least-32-bytes!";
     let cfg = std::sync::Arc::new(config(&[
         ("TENANCY_ENABLED", "true"),
         ("TENANCY_CONTEXT_SECRET", SECRET),
-        ("TENANCY_JWT_SECRET", jwt_secret),
+        ("TENANCY_JWT_SECRET", JWT_SECRET),
         ("TENANCY_ADMIN_TENANT_MODE", "multi"),
         ("TENANCY_SITE_TENANT_MODE", "single"),
     ]));
-    let token = |aud: &str, tid: Option<&str>| {
-        let mut claims = serde_json::json!({"sub": "u1", "aud": aud, "exp": chrono::Utc::now().timestamp() + 600});
-        if let Some(t) = tid {
-            claims["tid"] = t.into();
-        }
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(jwt_secret.as_bytes()),
-        )
-        .unwrap()
-    };
-    let gate = |ch: &str| landlord::tenancy::jwt::ChannelGate {
-        config: cfg.clone(),
-        channel: ch.into(),
-    };
-    let c = landlord::tenancy::jwt::resolve(&gate("admin"), &token("admin", Some("3"))).unwrap();
+    let c =
+        landlord::tenancy::jwt::resolve(&gate(&cfg, "admin"), &token("admin", Some("3"))).unwrap();
     assert_eq!(c.tenant.as_deref(), Some("3"));
     assert!(
-        landlord::tenancy::jwt::resolve(&gate("admin"), &token("site", Some("3"))).is_err(),
+        landlord::tenancy::jwt::resolve(&gate(&cfg, "admin"), &token("site", Some("3"))).is_err(),
         "audience must match the channel"
     );
     assert!(
-        landlord::tenancy::jwt::resolve(&gate("admin"), &token("admin", None)).is_err(),
+        landlord::tenancy::jwt::resolve(&gate(&cfg, "admin"), &token("admin", None)).is_err(),
         "multi-tenant channel needs tid"
     );
-    let site = landlord::tenancy::jwt::resolve(&gate("site"), &token("site", Some("3"))).unwrap();
+    let site =
+        landlord::tenancy::jwt::resolve(&gate(&cfg, "site"), &token("site", Some("3"))).unwrap();
     assert_eq!(site.tenant, None, "single-tenant channel: no filter");
-    assert!(landlord::tenancy::jwt::resolve(&gate("admin"), "not.a.token").is_err());
+    assert!(landlord::tenancy::jwt::resolve(&gate(&cfg, "admin"), "not.a.token").is_err());
     app.close().await;
     bypass.close().await;
 }
@@ -881,8 +902,7 @@ async fn a_shared_tenant_backs_up_restores_and_deletes_only_its_rows() {
     let before = snapshot(s.db.clone()).await;
     let (beta, beta_key) = keys[1].clone();
     let out = env.run(&["backup", "--tenant", &beta, "--sync", "--json"]);
-    let job: Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let job: Value = sync_result(&out);
     assert_eq!(job["status"], "succeeded", "{job}");
     // Damage beta, and change alpha (which the restore must not undo).
     admin_exec(
@@ -911,8 +931,7 @@ async fn a_shared_tenant_backs_up_restores_and_deletes_only_its_rows() {
         "--sync",
         "--json",
     ]);
-    let job: Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let job: Value = sync_result(&out);
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(snapshot(s.db.clone()).await, after);
     // Deleting beta removes its rows only; the shared database stays.
@@ -1060,12 +1079,11 @@ async fn hybrid_case_admin_is_isolated_and_site_runs_unfiltered() {
         ),
     )
     .await;
-    let jwt_secret = "a-test-signing-secret-of-at-least-32-bytes!";
     let cfg = config(&[
         ("TENANCY_ENABLED", "true"),
         ("TENANCY_ENFORCEMENT_MODE", "soft"),
         ("TENANCY_CONTEXT_SECRET", SECRET),
-        ("TENANCY_JWT_SECRET", jwt_secret),
+        ("TENANCY_JWT_SECRET", JWT_SECRET),
         ("TENANCY_ADMIN_TENANT_MODE", "multi"),
         ("TENANCY_SITE_TENANT_MODE", "single"),
     ]);
@@ -1084,22 +1102,10 @@ async fn hybrid_case_admin_is_isolated_and_site_runs_unfiltered() {
 
     // The contexts as the JWT layer resolves them, one per channel.
     let cfg = std::sync::Arc::new(cfg);
-    let token = |aud: &str, tid: &str| {
-        let claims = serde_json::json!({"sub": "u1", "aud": aud, "tid": tid,
-            "exp": chrono::Utc::now().timestamp() + 600});
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(jwt_secret.as_bytes()),
-        )
-        .unwrap()
-    };
-    let gate = |ch: &str| landlord::tenancy::jwt::ChannelGate {
-        config: cfg.clone(),
-        channel: ch.into(),
-    };
-    let admin_ctx = landlord::tenancy::jwt::resolve(&gate("admin"), &token("admin", "2")).unwrap();
-    let site_ctx = landlord::tenancy::jwt::resolve(&gate("site"), &token("site", "2")).unwrap();
+    let admin_ctx =
+        landlord::tenancy::jwt::resolve(&gate(&cfg, "admin"), &token("admin", Some("2"))).unwrap();
+    let site_ctx =
+        landlord::tenancy::jwt::resolve(&gate(&cfg, "site"), &token("site", Some("2"))).unwrap();
     assert_eq!(admin_ctx.tenant.as_deref(), Some("2"));
     assert_eq!(site_ctx.tenant, None);
 
@@ -1217,17 +1223,13 @@ async fn hybrid_case_admin_is_isolated_and_site_runs_unfiltered() {
 #[tokio::test]
 async fn the_axum_layer_resolves_contexts_and_refuses_bad_tokens() {
     use axum::{Extension, Router, middleware, routing::get};
-    let jwt_secret = "a-test-signing-secret-of-at-least-32-bytes!";
     let cfg = std::sync::Arc::new(config(&[
         ("TENANCY_ENABLED", "true"),
         ("TENANCY_CONTEXT_SECRET", SECRET),
-        ("TENANCY_JWT_SECRET", jwt_secret),
+        ("TENANCY_JWT_SECRET", JWT_SECRET),
         ("TENANCY_ADMIN_TENANT_MODE", "multi"),
     ]));
-    let gate = landlord::tenancy::jwt::ChannelGate {
-        config: cfg,
-        channel: "admin".into(),
-    };
+    let gate = gate(&cfg, "admin");
     async fn whoami(Extension(ctx): Extension<TenantContext>) -> String {
         serde_json::to_string(&ctx).unwrap()
     }
@@ -1241,14 +1243,6 @@ async fn the_axum_layer_resolves_contexts_and_refuses_bad_tokens() {
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
     let url = format!("http://{addr}/whoami");
-    let token = |claims: Value| {
-        jsonwebtoken::encode(
-            &jsonwebtoken::Header::default(),
-            &claims,
-            &jsonwebtoken::EncodingKey::from_secret(jwt_secret.as_bytes()),
-        )
-        .unwrap()
-    };
     let now = chrono::Utc::now().timestamp();
     let http = reqwest::Client::new();
     let call = |auth: Option<String>| {
@@ -1266,16 +1260,16 @@ async fn the_axum_layer_resolves_contexts_and_refuses_bad_tokens() {
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("bearer token is required"), "{body}");
     let expired =
-        token(serde_json::json!({"sub": "u1", "aud": "admin", "tid": "3", "exp": now - 3600}));
+        sign(&serde_json::json!({"sub": "u1", "aud": "admin", "tid": "3", "exp": now - 3600}));
     let (status, body) = call(Some(format!("Bearer {expired}"))).await;
     assert_eq!(status, 401, "{body}");
     assert!(body.contains("invalid token"), "{body}");
     let good =
-        token(serde_json::json!({"sub": "u1", "aud": "admin", "tid": "3", "exp": now + 600}));
+        sign(&serde_json::json!({"sub": "u1", "aud": "admin", "tid": "3", "exp": now + 600}));
     let (status, _) = call(Some(format!("Basic {good}"))).await;
     assert_eq!(status, 401, "only Bearer");
     let other =
-        token(serde_json::json!({"sub": "u1", "aud": "site", "tid": "3", "exp": now + 600}));
+        sign(&serde_json::json!({"sub": "u1", "aud": "site", "tid": "3", "exp": now + 600}));
     let (status, _) = call(Some(format!("Bearer {other}"))).await;
     assert_eq!(status, 401, "audience must be the route's channel");
     let (status, body) = call(Some(format!("Bearer {good}"))).await;
