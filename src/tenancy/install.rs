@@ -64,7 +64,7 @@ pub struct Applied {
 /// The version string stored as the policy comment; a table whose comment
 /// equals it (and whose RLS switches and triggers are in place) is current.
 pub fn policy_version(mode: EnforcementMode, column: &str) -> String {
-    format!("landlord-tenancy v1 mode={} column={column}", mode.as_str())
+    format!("landlord-tenancy v2 mode={} column={column}", mode.as_str())
 }
 
 /// The tenant column must be a plain lowercase identifier.
@@ -850,15 +850,18 @@ async fn apply_table(
 
 /// The policy expression: the setting is cast to the column's type (never
 /// the column to text) so an index on the column serves it, and the scalar
-/// subquery makes the check an InitPlan evaluated once per query.
+/// subquery makes the check an InitPlan evaluated once per query. The cast
+/// is inside the subquery: outside it, it would run again for every row the
+/// filter looks at (a text-to-bigint parse per row on a backward scan).
 fn policy_expression(mode: EnforcementMode, column: &str, column_type: &str) -> String {
     let col = quote_ident(column);
-    let tenant = format!("(SELECT {}.current_tenant())", quote_ident(SCHEMA));
+    let schema = quote_ident(SCHEMA);
+    let typed = format!("(SELECT {schema}.current_tenant()::{column_type})");
     match mode {
         EnforcementMode::Soft => {
-            format!("{tenant} IS NULL OR {col} = {tenant}::{column_type}")
+            format!("(SELECT {schema}.current_tenant()) IS NULL OR {col} = {typed}")
         }
-        _ => format!("{col} = {tenant}::{column_type}"),
+        _ => format!("{col} = {typed}"),
     }
 }
 
@@ -1081,7 +1084,7 @@ mod tests {
     fn versions_and_expressions() {
         assert_eq!(
             policy_version(EnforcementMode::Strict, "tenant_id"),
-            "landlord-tenancy v1 mode=strict column=tenant_id"
+            "landlord-tenancy v2 mode=strict column=tenant_id"
         );
         assert_ne!(
             policy_version(EnforcementMode::Soft, "tenant_id"),
@@ -1089,7 +1092,7 @@ mod tests {
         );
         assert_eq!(
             policy_expression(EnforcementMode::Strict, "tenant_id", "bigint"),
-            "\"tenant_id\" = (SELECT \"landlord_tenancy\".current_tenant())::bigint"
+            "\"tenant_id\" = (SELECT \"landlord_tenancy\".current_tenant()::bigint)"
         );
         assert!(
             policy_expression(EnforcementMode::Soft, "tenant_id", "uuid")
