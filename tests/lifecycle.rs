@@ -740,12 +740,17 @@ async fn two_hundred_tenants_provisioned_at_once_by_two_workers() {
         let active = env
             .count("SELECT count(*) FROM tenants WHERE status = 'active'")
             .await;
-        if active == 200 {
+        // The tenant turns active inside the handler; its job is recorded
+        // as succeeded just after, so wait for both.
+        let recorded = env
+            .count("SELECT count(*) FROM jobs WHERE kind = 'provision' AND status IN ('succeeded', 'failed', 'dead')")
+            .await;
+        if active == 200 && recorded == 200 {
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "only {active}/200 active\n{}",
+            "only {active}/200 active, {recorded}/200 provision jobs recorded\n{}",
             env.worker_logs()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
