@@ -38,6 +38,10 @@ pub struct Options {
     pub hold: Option<String>,
 }
 
+/// Databases from this size (bytes) are compressed on two zstd worker
+/// threads; smaller ones on the reading thread.
+const ZSTD_THREADS_FROM: i64 = 64 << 20;
+
 /// Removes what earlier, interrupted attempts of this job left behind and
 /// emits the `backup.failed` they could not.
 pub async fn clean_leftovers(ctx: &JobContext, store: &Store) -> Result<usize> {
@@ -201,6 +205,7 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
             codec,
             level,
             recipients: recipients.clone(),
+            threads: if db_size >= ZSTD_THREADS_FROM { 2 } else { 0 },
         },
         cfg.part_size,
         &mut upload,

@@ -37,6 +37,9 @@ pub struct Encoding {
     pub level: i32,
     /// age recipients; empty = not encrypted.
     pub recipients: Vec<age::x25519::Recipient>,
+    /// zstd worker threads; 0 compresses on the thread reading the dump
+    /// (cheaper for small dumps, where starting threads costs more).
+    pub threads: u32,
 }
 
 /// What a finished pipeline measured.
@@ -220,14 +223,16 @@ fn encoder(enc: &Encoding, sink: PartWriter) -> Result<Compress<Crypt<PartWriter
     Ok(match enc.codec {
         Codec::Zstd => {
             let mut z = zstd::stream::write::Encoder::new(crypt, enc.level)?;
-            // Two worker threads: compression runs beside the thread reading
-            // pg_dump's pipe and uses a second core when PostgreSQL leaves
-            // one (ops/bench/backup: within 4-16% of `pg_dump | zstd -3`,
-            // against 11-35% with one thread; peak RSS 89 MiB).
-            z.multithread(2)?;
-            // Smaller jobs than zstd's default keep the worker's memory flat
-            // and well under the 100 MiB budget.
-            z.set_parameter(zstd::stream::raw::CParameter::JobSize(4 << 20))?;
+            // Worker threads (two for large dumps): compression runs beside
+            // the thread reading pg_dump's pipe and uses a second core when
+            // PostgreSQL leaves one (ops/bench/backup: within 4-16% of
+            // `pg_dump | zstd -3`, against 11-35% with one; peak RSS 89 MiB).
+            if enc.threads > 0 {
+                z.multithread(enc.threads)?;
+                // Smaller jobs than zstd's default keep the worker's memory
+                // flat and well under the 100 MiB budget.
+                z.set_parameter(zstd::stream::raw::CParameter::JobSize(4 << 20))?;
+            }
             Compress::Zstd(z)
         }
         Codec::Gzip => Compress::Gzip(flate2::write::GzEncoder::new(
