@@ -175,6 +175,14 @@ fn gate(cfg: &std::sync::Arc<TenancyConfig>, channel: &str) -> landlord::tenancy
     }
 }
 
+/// `sql` (a count) in a committed transaction of `tdb` as `ctx`.
+async fn count_in(tdb: &TenantDb, ctx: &TenantContext, sql: &str) -> i64 {
+    let mut tx = tdb.begin(ctx).await.unwrap();
+    let n: i64 = sqlx::query_scalar(sql).fetch_one(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+    n
+}
+
 /// The job row a `--sync --json` command printed first.
 fn sync_result(out: &std::process::Output) -> Value {
     serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap()
@@ -1132,19 +1140,18 @@ async fn hybrid_case_admin_is_isolated_and_site_runs_unfiltered() {
     assert_eq!(n, 20);
     tx.commit().await.unwrap();
     // The channel decides, not a tenant a context happens to carry.
-    let mut tx = tdb
-        .begin(&TenantContext {
-            tenant: Some("3".into()),
-            ..site_ctx.clone()
-        })
-        .await
-        .unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(n, 20);
-    drop(tx);
+    assert_eq!(
+        count_in(
+            &tdb,
+            &TenantContext {
+                tenant: Some("3".into()),
+                ..site_ctx.clone()
+            },
+            "SELECT count(*) FROM customers"
+        )
+        .await,
+        20
+    );
     assert_eq!(
         violation_count(&mut admin).await,
         before,
@@ -1156,27 +1163,23 @@ async fn hybrid_case_admin_is_isolated_and_site_runs_unfiltered() {
         .unwrap();
     assert_eq!(audited, 0, "nor an audited bypass");
     // The exempt table is unfiltered for everyone.
-    let mut tx = tdb.begin(&admin_ctx).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM error_logs")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(n, 2);
-    drop(tx);
+    assert_eq!(
+        count_in(&tdb, &admin_ctx, "SELECT count(*) FROM error_logs").await,
+        2
+    );
     // Admin without a tenant in soft mode: allowed and recorded (the seed's CLI/jobs).
-    let mut tx = tdb
-        .begin(&TenantContext {
-            tenant: None,
-            ..admin_ctx.clone()
-        })
-        .await
-        .unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(n, 20);
-    tx.commit().await.unwrap();
+    assert_eq!(
+        count_in(
+            &tdb,
+            &TenantContext {
+                tenant: None,
+                ..admin_ctx.clone()
+            },
+            "SELECT count(*) FROM customers"
+        )
+        .await,
+        20
+    );
     assert_eq!(violation_count(&mut admin).await, before + 1);
 
     // No bypass role configured: the site channel is refused with a clear error.
