@@ -116,6 +116,7 @@ pub async fn stream_into(
                 "reading the backup from the store: {e:#}"
             )));
         }
+        Err(stream::RestoreFailure::Start(e)) => return Err(JobError::fatal(format!("{e:#}"))),
         Err(stream::RestoreFailure::Load { error, read }) => (*read, Some(error)),
     };
     // The bytes first: a corrupt object usually breaks the decoder or the

@@ -438,6 +438,9 @@ pub enum RestoreFailure {
     /// Reading the object from the store failed (worth retrying).
     #[error("reading the backup from the store: {0:#}")]
     Read(anyhow::Error),
+    /// The loader (pg_restore, psql) could not be started.
+    #[error("{0:#}")]
+    Start(anyhow::Error),
     /// The bytes did not decode or load. The object was still read to its
     /// end, so `read` has the checksum and size of all of it.
     #[error("{error:#}")]
@@ -475,12 +478,12 @@ pub async fn restore_from(
                 .with_context(|| {
                     format!("starting {name} (is it installed? see LANDLORD_PG_BIN_DIR)")
                 })
-                .map_err(RestoreFailure::Read)?;
+                .map_err(RestoreFailure::Start)?;
             let stdin = c
                 .stdin
                 .take()
                 .context("child has no stdin")
-                .map_err(RestoreFailure::Read)?;
+                .map_err(RestoreFailure::Start)?;
             let tail = stderr_tail(&mut c);
             Some((Arc::new(Mutex::new(c)), stdin, tail))
         }
