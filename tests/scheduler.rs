@@ -478,39 +478,14 @@ async fn concurrent_fan_outs_of_one_firing_make_each_job_once() {
     let schedule = Schedule::parse(&spec, &registry).unwrap();
     let fire_at = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap();
     // Four processes' worth at once: three wait their turn, one would rather skip.
+    let run = |who: &'static str, if_busy| {
+        fan_out(&env.catalog, &registry, &schedule, fire_at, who, if_busy)
+    };
     let (a, b, c, d) = tokio::join!(
-        fan_out(
-            &env.catalog,
-            &registry,
-            &schedule,
-            fire_at,
-            "a",
-            IfBusy::Wait
-        ),
-        fan_out(
-            &env.catalog,
-            &registry,
-            &schedule,
-            fire_at,
-            "b",
-            IfBusy::Wait
-        ),
-        fan_out(
-            &env.catalog,
-            &registry,
-            &schedule,
-            fire_at,
-            "c",
-            IfBusy::Wait
-        ),
-        fan_out(
-            &env.catalog,
-            &registry,
-            &schedule,
-            fire_at,
-            "d",
-            IfBusy::Skip
-        ),
+        run("a", IfBusy::Wait),
+        run("b", IfBusy::Wait),
+        run("c", IfBusy::Wait),
+        run("d", IfBusy::Skip),
     );
     for f in [a, b, c] {
         assert_eq!(f.unwrap().unwrap().jobs, 1000);

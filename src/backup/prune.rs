@@ -108,7 +108,7 @@ pub async fn delete(pool: &PgPool, store: &Store, id: uuid::Uuid) -> Result<Dele
 }
 
 /// Removes a backup's object and manifest from the store.
-pub async fn delete_objects(store: &Store, b: &catalog::Backup) -> Result<()> {
+async fn delete_objects(store: &Store, b: &catalog::Backup) -> Result<()> {
     // Manifest first: an object without a manifest is debris, never a backup.
     if let Some(m) = &b.manifest_key {
         store.delete(m).await?;

@@ -310,28 +310,36 @@ async fn take_offline(admin: &PgPool, db: &str, to: &str) -> Result<()> {
             }
         }
     }
-    let _ = sqlx::raw_sql(&format!(
-        "ALTER DATABASE {db_q} WITH ALLOW_CONNECTIONS true"
-    ))
-    .execute(admin)
-    .await;
+    let _ = reopen(admin, db).await;
     bail!(
         "could not take {db} offline: {}",
         last_err.map(|e| e.to_string()).unwrap_or_default()
     )
 }
 
+/// Lets `db` accept connections again.
+async fn reopen(admin: &PgPool, db: &str) -> Result<()> {
+    sqlx::raw_sql(&format!(
+        "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
+        quote_ident(db)
+    ))
+    .execute(admin)
+    .await
+    .with_context(|| format!("allowing connections to {db}"))?;
+    Ok(())
+}
+
 /// Renames `from` to `to` and lets it accept connections.
 async fn rename_open(admin: &PgPool, from: &str, to: &str) -> Result<()> {
     sqlx::raw_sql(&format!(
-        "ALTER DATABASE {from_q} RENAME TO {to_q}; ALTER DATABASE {to_q} WITH ALLOW_CONNECTIONS true",
-        from_q = quote_ident(from),
-        to_q = quote_ident(to),
+        "ALTER DATABASE {} RENAME TO {}",
+        quote_ident(from),
+        quote_ident(to)
     ))
     .execute(admin)
     .await
     .with_context(|| format!("renaming {from} to {to}"))?;
-    Ok(())
+    reopen(admin, to).await
 }
 
 /// Renames `scratch` in as `live`, keeping the old live database as `pre`
@@ -451,13 +459,9 @@ async fn put_back(admin: &PgPool, t: &Tenant, scratch: &str, pre: Option<&str>) 
             .context("putting the live database back")?;
     } else if exists(admin, live).await? {
         // Killed after closing it to connections, before the rename.
-        sqlx::raw_sql(&format!(
-            "ALTER DATABASE {} WITH ALLOW_CONNECTIONS true",
-            quote_ident(live)
-        ))
-        .execute(admin)
-        .await
-        .context("reopening the live database")?;
+        reopen(admin, live)
+            .await
+            .context("reopening the live database")?;
     }
     tenant_schema::drop_database(admin, scratch).await
 }

@@ -40,7 +40,7 @@ pub enum IfBusy {
 }
 
 /// Escapes `\`, `%` and `_` for a LIKE pattern (default escape character).
-pub(crate) fn like_escape(s: &str) -> String {
+fn like_escape(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('%', "\\%")
         .replace('_', "\\_")
@@ -281,9 +281,7 @@ pub async fn fan_out(
     .execute(&mut *conn)
     .await
     .context("closing the firing")?;
-    let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
-        .execute(&mut *conn)
-        .await;
+    // Dropping `conn` closes it, which releases the lock.
     Ok(Some(FanOut { jobs, skipped }))
 }
 
