@@ -8,6 +8,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod error;
 pub mod failpoint;
 pub mod http;
 pub mod ident;
@@ -21,6 +22,7 @@ pub mod telemetry;
 pub mod tenancy;
 pub mod tenant_schema;
 pub mod tenants;
+mod text_enum;
 #[path = "../workers/mod.rs"]
 pub mod workers;
 

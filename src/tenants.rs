@@ -14,6 +14,10 @@ use thiserror::Error;
 
 use crate::{config::Settings, ident};
 
+mod state;
+
+pub use state::{Isolation, ProvisionStep, TenantStatus};
+
 /// A tenant as recorded in the catalog.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
 pub struct Tenant {
@@ -21,15 +25,15 @@ pub struct Tenant {
     pub slug: String,
     pub name: String,
     pub plan: String,
-    pub status: String,
+    pub status: TenantStatus,
     pub status_reason: Option<String>,
-    pub isolation: String,
+    pub isolation: Isolation,
     pub db_server: String,
     pub db_name: String,
     pub settings: serde_json::Value,
     pub schema_version: i64,
     pub owner_id: Option<i64>,
-    pub provision_step: String,
+    pub provision_step: ProvisionStep,
     pub db_role: Option<String>,
     /// Shared tenants: the value of the tenant column (default: the id).
     pub tenant_key: Option<String>,
@@ -251,7 +255,7 @@ pub async fn lock_in(
 }
 
 /// All tenants, optionally only those with one status.
-pub async fn list(pool: &PgPool, status: Option<&str>) -> Result<Vec<Tenant>> {
+pub async fn list(pool: &PgPool, status: Option<TenantStatus>) -> Result<Vec<Tenant>> {
     sqlx::query_as(&format!(
         "SELECT {TENANT_COLUMNS} FROM tenants WHERE ($1::text IS NULL OR status = $1) ORDER BY slug"
     ))

@@ -2,20 +2,14 @@
 //! rollback window (`LANDLORD_RESTORE_KEEP_PRE_HOURS`) is over. Only ever a
 //! database the catalog recorded as that restore's pre-restore copy.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use uuid::Uuid;
 
 use crate::{
     backup::{catalog, restore},
     runtime::{Job, JobContext, JobError},
 };
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DropPreRestore {
-    pub restore_id: Uuid,
-}
+pub use crate::backup::jobs::DropPreRestore;
 
 impl Job for DropPreRestore {
     const KIND: &'static str = "drop_pre_restore";

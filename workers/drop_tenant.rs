@@ -1,18 +1,15 @@
 //! `drop_tenant`: the end of a deletion. Drops the tenant's database and role
 //! once the grace period is over; the tenant becomes `deleted`. Idempotent.
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
     lifecycle::teardown::{self, Retirement},
-    runtime::{Job, JobContext, JobError},
-    tenants,
+    runtime::{Job, JobContext, JobError, JobStatus, ResultExt},
+    tenants::{self, TenantStatus},
 };
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DropTenant {}
+pub use crate::lifecycle::jobs::DropTenant;
 
 impl Job for DropTenant {
     const KIND: &'static str = "drop_tenant";
@@ -23,20 +20,18 @@ impl Job for DropTenant {
 
     async fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
         let slug = ctx.tenant()?.slug.clone();
-        let t = tenants::get(&ctx.catalog, &slug)
-            .await
-            .map_err(|e| JobError::retryable(e.to_string()))?;
-        if t.status == "deleted" {
+        let t = tenants::get(&ctx.catalog, &slug).await.retryable()?;
+        if t.status == TenantStatus::Deleted {
             return Ok(json!({"tenant": slug, "already_deleted": true}));
         }
-        if t.status != "deleting" {
+        if t.status != TenantStatus::Deleting {
             return Err(JobError::fatal(format!(
                 "tenant {slug} is {}, not deleting",
                 t.status
             )));
         }
         // A deletion that asked for a final backup drops nothing without it.
-        let final_backup: Option<(uuid::Uuid, String, Option<String>)> = sqlx::query_as(
+        let final_backup: Option<(uuid::Uuid, JobStatus, Option<String>)> = sqlx::query_as(
             "SELECT j.id, j.status, j.last_error FROM tenants t JOIN jobs j ON j.id = t.final_backup_job \
              WHERE t.id = $1",
         )
@@ -44,16 +39,16 @@ impl Job for DropTenant {
         .fetch_optional(&ctx.catalog)
         .await?;
         if let Some((job, status, error)) = &final_backup {
-            match status.as_str() {
-                "succeeded" => {}
-                "dead" | "failed" | "cancelled" => {
+            match status {
+                JobStatus::Succeeded => {}
+                JobStatus::Dead | JobStatus::Failed | JobStatus::Cancelled => {
                     return Err(JobError::fatal(format!(
                         "the final backup (job {job}) ended {status}: {}; the database is kept. \
                          Retry it with `landlord jobs retry {job}`, then this job",
                         error.as_deref().unwrap_or("no error recorded")
                     )));
                 }
-                _ => {
+                JobStatus::Queued | JobStatus::Running | JobStatus::Retrying => {
                     return Err(JobError::Postpone {
                         delay: std::time::Duration::from_secs(2),
                         reason: format!("waiting for the final backup (job {job})"),
@@ -66,7 +61,7 @@ impl Job for DropTenant {
             &ctx.settings,
             &t,
             Retirement {
-                status: "deleted",
+                status: TenantStatus::Deleted,
                 reason: None,
                 // Only a role landlord made (adopted tenants bring their own access).
                 drop_role: t.db_role.is_some(),
@@ -77,7 +72,7 @@ impl Job for DropTenant {
             },
         )
         .await
-        .map_err(|e| JobError::retryable(format!("{e:#}")))?;
+        .retryable()?;
         Ok(json!({"tenant": slug, "dropped": t.db_name}))
     }
 }

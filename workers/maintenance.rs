@@ -21,6 +21,7 @@ use crate::{
     config::CleanupRule,
     ident::quote_ident,
     runtime::{Job, JobContext, JobError, heavy},
+    tenants::Isolation,
 };
 
 /// Seed default for `--days`.
@@ -353,7 +354,7 @@ impl Job for Maintenance {
         ];
         let total = planned.iter().filter(|(_, on)| *on).count() as u64;
         let mut done = 0;
-        let shared = tenant.isolation == "shared";
+        let shared = tenant.isolation == Isolation::Shared;
         let key = tenant.key();
         let only = shared.then(|| OnlyTenant {
             column: &ctx.settings.tenancy.tenant_column.value,

@@ -5,28 +5,17 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::{
-    runtime::{Job, JobContext, JobError},
+    runtime::{Job, JobContext, JobError, ResultExt},
     tenant_schema,
 };
 
 /// First key of the fleet-wide migration slots ("LM").
 const SLOT_CLASS: i32 = 0x4c4d;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Migrate {
-    /// How many tenant migrations may run at once across the fleet.
-    #[serde(default = "default_concurrency")]
-    pub concurrency: u32,
-}
-
-fn default_concurrency() -> u32 {
-    4
-}
+pub use crate::lifecycle::jobs::Migrate;
 
 impl Job for Migrate {
     const KIND: &'static str = "migrate";
@@ -44,9 +33,7 @@ impl Job for Migrate {
 
     async fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
         let t = ctx.tenant()?.clone();
-        if !matches!(t.status.as_str(), "active" | "inactive" | "suspended")
-            || t.provision_step != "done"
-        {
+        if !t.is_migratable() {
             return Err(JobError::fatal(format!(
                 "tenant {} is {}; only provisioned tenants are migrated",
                 t.slug, t.status
@@ -73,13 +60,11 @@ impl Job for Migrate {
                 reason: format!("all {} migration slots are busy", self.concurrency),
             });
         };
-        let m = tenant_schema::migrator(&ctx.settings)
-            .await
-            .map_err(|e| JobError::fatal(format!("{e:#}")))?;
+        let m = tenant_schema::migrator(&ctx.settings).await.fatal()?;
         let target = tenant_schema::version(&m);
         let pool = tenant_schema::pool_on(&ctx.settings, &t.db_server, &t.db_name)
             .await
-            .map_err(|e| JobError::retryable(format!("{e:#}")))?;
+            .retryable()?;
         let res = m.run(&pool).await;
         pool.close().await;
         drop(slot_conn);

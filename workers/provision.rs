@@ -5,10 +5,44 @@
 //! starts, so a retry after a crash resumes where the last attempt stopped.
 //! When the job dies (a fatal error, or attempts spent), `on_dead` drops
 //! what the saga created and marks the tenant `failed`.
+//!
+//! # Provisioning, step by step
+//!
+//! 1. **Create** (`lifecycle::create`, from `tenants create`, the API or the
+//!    `Landlord` client): everything validated before any write; placement
+//!    picks the server (`--server`, else fewest live tenants per unit of
+//!    weight). One transaction locks the owner row, checks the plan limit,
+//!    refuses a taken slug or a database of that name already on the server
+//!    (landlord never takes over a database it did not create), writes the
+//!    tenant (`provisioning`, step `pending`) and enqueues this job (dedupe
+//!    `provision:{slug}`).
+//! 2. **Claim**: under the tenant lock, `run` reloads the tenant: already
+//!    done → success at once; not `provisioning` → fatal.
+//! 3. **pending → database**: a database that exists was made by an earlier
+//!    attempt; else clone the server's template (`tenant_schema::ensure_template`,
+//!    unless the strategy is `none`), or create an empty database if there is
+//!    no template. Failpoint `provision.after_database`.
+//! 4. **database → migrated**: apply the migrations the database lacks (none
+//!    after a clone of an up-to-date template), `ANALYZE`, record the schema
+//!    version. A failing migration is fatal, a lost connection retryable.
+//!    Failpoint `provision.after_migrate`.
+//! 5. **migrated → role**: `credentials::ensure_role` creates (or alters) the
+//!    tenant's login role with a new password, limited to its database; one
+//!    catalog transaction stores the credentials and the step. Failpoint
+//!    `provision.after_role`.
+//! 6. **role → done** (`finalize`, only `WHERE status = 'provisioning'`):
+//!    `active`, `tenant.provisioned` with per-step timings, the
+//!    `welcome_mail` job, audit; the result names the template and
+//!    `resumed_from`.
+//! 7. **On death** (fatal error, last attempt failed or lost, any failure
+//!    under `--sync`): `on_dead` → `lifecycle::teardown::retire` drops the
+//!    database and role, forgets the credentials, marks the tenant `failed`
+//!    and emits `tenant.provisioning_failed`. A worker killed mid-saga leaves
+//!    the job `running` until the reaper re-drives it; the next attempt
+//!    resumes at the recorded step.
 
 use std::time::Instant;
 
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use sqlx::migrate::{MigrateError, Migrator};
 
@@ -20,21 +54,13 @@ use crate::{
         credentials,
         teardown::{self, Retirement},
     },
-    runtime::{
-        Job, JobContext, JobError,
-        store::{self, EnqueueRequest, Origin},
-    },
+    runtime::{Job, JobContext, JobError, ResultExt, store},
     tenant_schema,
-    tenants::{self, Tenant},
+    tenants::{self, Isolation, ProvisionStep, Tenant, TenantStatus},
+    workers::welcome_mail::WelcomeMail,
 };
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Provision {}
-
-fn retry(e: anyhow::Error) -> JobError {
-    JobError::retryable(format!("{e:#}"))
-}
+pub use crate::lifecycle::jobs::Provision;
 
 /// A broken migration fails the same way every time; a lost connection may not.
 pub(crate) fn classify(e: MigrateError) -> JobError {
@@ -53,7 +79,7 @@ pub(crate) fn classify(e: MigrateError) -> JobError {
 async fn set_step(
     ctx: &JobContext,
     tenant_id: i64,
-    step: &str,
+    step: ProvisionStep,
     schema_version: Option<i64>,
 ) -> Result<(), JobError> {
     sqlx::query(
@@ -78,10 +104,10 @@ async fn create_database(
     let settings = &ctx.settings;
     let admin = tenant_schema::admin(settings, &t.db_server)
         .await
-        .map_err(retry)?;
+        .retryable()?;
     if tenant_schema::database_exists(&admin, &t.db_name)
         .await
-        .map_err(retry)?
+        .retryable()?
     {
         // Created by an earlier attempt of this saga (create() refuses names it does not own).
         return Ok(None);
@@ -113,7 +139,7 @@ async fn create_database(
     sqlx::raw_sql(&sql)
         .execute(&admin)
         .await
-        .map_err(|e| JobError::retryable(format!("creating database {}: {e}", t.db_name)))?;
+        .retryable_ctx(format_args!("creating database {}", t.db_name))?;
     Ok(template)
 }
 
@@ -121,7 +147,7 @@ async fn create_database(
 async fn migrate(ctx: &JobContext, t: &Tenant, m: &Migrator) -> Result<i64, JobError> {
     let pool = tenant_schema::pool_on(&ctx.settings, &t.db_server, &t.db_name)
         .await
-        .map_err(retry)?;
+        .retryable()?;
     let res = m.run(&pool).await;
     if res.is_ok() {
         sqlx::raw_sql("ANALYZE").execute(&pool).await?;
@@ -170,20 +196,15 @@ async fn finalize(
         data,
     )
     .await?;
-    let registry = crate::workers::registry();
-    store::enqueue_in(
-        &mut tx,
-        &registry,
-        &EnqueueRequest {
-            kind: "welcome_mail".into(),
-            tenant: Some(t.slug.clone()),
-            dedupe_key: Some(format!("welcome:{}", t.slug)),
-            ..Default::default()
-        },
-        Origin::Catalog,
-    )
-    .await
-    .map_err(|e| JobError::retryable(format!("enqueueing the welcome mail: {e}")))?;
+    WelcomeMail {}
+        .enqueue_in(
+            &mut tx,
+            Some(&t.slug),
+            Some(format!("welcome:{}", t.slug)),
+            None,
+        )
+        .await
+        .retryable_ctx("enqueueing the welcome mail")?;
     tx.commit().await?;
     Ok(())
 }
@@ -197,40 +218,36 @@ impl Job for Provision {
 
     async fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
         let slug = ctx.tenant()?.slug.clone();
-        let t = tenants::get(&ctx.catalog, &slug)
-            .await
-            .map_err(|e| JobError::retryable(e.to_string()))?;
-        if t.status == "active" && t.provision_step == "done" {
+        let t = tenants::get(&ctx.catalog, &slug).await.retryable()?;
+        if t.status == TenantStatus::Active && t.is_provisioned() {
             return Ok(json!({"tenant": t.slug, "already_active": true}));
         }
-        if t.status != "provisioning" {
+        if t.status != TenantStatus::Provisioning {
             return Err(JobError::fatal(format!(
                 "tenant {slug} is {}, not provisioning",
                 t.status
             )));
         }
-        let m = tenant_schema::migrator(&ctx.settings)
-            .await
-            .map_err(|e| JobError::fatal(format!("{e:#}")))?;
+        let m = tenant_schema::migrator(&ctx.settings).await.fatal()?;
         let mut timings = Map::new();
         let mut template: Option<String> = None;
-        let mut step = t.provision_step.clone();
-        let resumed_from = step.clone();
-        if t.isolation == "shared" {
+        let mut step = t.provision_step;
+        let resumed_from = step;
+        if t.isolation == Isolation::Shared {
             // No database, migrations or role of its own: its rows live in
             // the shared database, isolated by row-level security.
-            step = "role".into();
+            step = ProvisionStep::Role;
         }
         loop {
             let started = Instant::now();
-            let (next, label) = match step.as_str() {
-                "pending" => {
+            let (next, label) = match step {
+                ProvisionStep::Pending => {
                     template = create_database(ctx, &t, &m).await?;
-                    set_step(ctx, t.id, "database", None).await?;
+                    set_step(ctx, t.id, ProvisionStep::Database, None).await?;
                     failpoint::hit("provision.after_database");
-                    ("database", "create_database_ms")
+                    (ProvisionStep::Database, "create_database_ms")
                 }
-                "database" => {
+                ProvisionStep::Database => {
                     // A database cloned just now from the template of these very
                     // migrations is already migrated and analyzed.
                     let version = if template.is_some() {
@@ -238,41 +255,36 @@ impl Job for Provision {
                     } else {
                         migrate(ctx, &t, &m).await?
                     };
-                    set_step(ctx, t.id, "migrated", Some(version)).await?;
+                    set_step(ctx, t.id, ProvisionStep::Migrated, Some(version)).await?;
                     failpoint::hit("provision.after_migrate");
-                    ("migrated", "migrate_ms")
+                    (ProvisionStep::Migrated, "migrate_ms")
                 }
-                "migrated" => {
+                ProvisionStep::Migrated => {
                     let (role, password) =
                         credentials::ensure_role(&ctx.settings, &t.db_server, &t.db_name)
                             .await
-                            .map_err(retry)?;
+                            .retryable()?;
                     let mut tx = ctx.catalog.begin().await?;
                     credentials::store(&mut tx, t.id, &role, &password)
                         .await
-                        .map_err(retry)?;
+                        .retryable()?;
                     sqlx::query("UPDATE tenants SET provision_step = 'role' WHERE id = $1 AND status = 'provisioning'")
                         .bind(t.id)
                         .execute(&mut *tx)
                         .await?;
                     tx.commit().await?;
                     failpoint::hit("provision.after_role");
-                    ("role", "role_ms")
+                    (ProvisionStep::Role, "role_ms")
                 }
-                "role" => {
+                ProvisionStep::Role => {
                     finalize(ctx, &t, &timings, template.as_deref()).await?;
-                    ("done", "finalize_ms")
+                    (ProvisionStep::Done, "finalize_ms")
                 }
-                "done" => break,
-                other => {
-                    return Err(JobError::fatal(format!(
-                        "unknown provisioning step {other:?}"
-                    )));
-                }
+                ProvisionStep::Done => break,
             };
             timings.insert(label.into(), json!(started.elapsed().as_millis() as u64));
-            ctx.progress(step_index(next), 4, next).await;
-            step = next.to_string();
+            ctx.progress(next.index(), 4, next.as_str()).await;
+            step = next;
         }
         Ok(json!({
             "tenant": t.slug,
@@ -286,10 +298,8 @@ impl Job for Provision {
 
     async fn on_dead(&self, ctx: &JobContext, error: &str) -> Result<(), JobError> {
         let slug = ctx.tenant()?.slug.clone();
-        let t = tenants::get(&ctx.catalog, &slug)
-            .await
-            .map_err(|e| JobError::retryable(e.to_string()))?;
-        if t.status != "provisioning" {
+        let t = tenants::get(&ctx.catalog, &slug).await.retryable()?;
+        if t.status != TenantStatus::Provisioning {
             return Ok(());
         }
         let reason = crate::message::limit(error);
@@ -298,7 +308,7 @@ impl Job for Provision {
             &ctx.settings,
             &t,
             Retirement {
-                status: "failed",
+                status: TenantStatus::Failed,
                 reason: Some(&reason),
                 drop_role: true,
                 event: "tenant.provisioning_failed",
@@ -308,15 +318,6 @@ impl Job for Provision {
             },
         )
         .await
-        .map_err(retry)
-    }
-}
-
-fn step_index(step: &str) -> u64 {
-    match step {
-        "database" => 1,
-        "migrated" => 2,
-        "role" => 3,
-        _ => 4,
+        .retryable()
     }
 }

@@ -10,6 +10,7 @@ use crate::{
     backup::{catalog, restore},
     config::Settings,
     runtime::{Job, JobContext, JobError},
+    tenants::Isolation,
 };
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -50,7 +51,7 @@ impl Job for Restore {
         // An attempt killed mid-swap may have left the live name free: put
         // the tenant's database back and drop the scratch copy.
         let t = ctx.tenant()?.clone();
-        if t.isolation == "database" {
+        if t.isolation == Isolation::Database {
             restore::clean_leftovers(ctx, &t).await?;
         }
         Ok(())

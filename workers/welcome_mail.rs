@@ -12,7 +12,7 @@ use lettre::{
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::runtime::{Job, JobContext, JobError};
+use crate::runtime::{Job, JobContext, JobError, ResultExt};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -82,19 +82,19 @@ impl Job for WelcomeMail {
                     .mail
                     .from
                     .parse()
-                    .map_err(|e| JobError::fatal(format!("LANDLORD_MAIL_FROM: {e}")))?,
+                    .fatal_ctx("LANDLORD_MAIL_FROM")?,
             )
             .to(recipient
                 .parse()
-                .map_err(|e| JobError::fatal(format!("owner address {recipient:?}: {e}")))?)
+                .fatal_ctx(format_args!("owner address {recipient:?}"))?)
             .subject(subject.clone())
             .message_id(Some(message_id.clone()))
             .header(ContentType::TEXT_PLAIN)
             .body(body)
-            .map_err(|e| JobError::fatal(format!("building the mail: {e}")))?;
+            .fatal_ctx("building the mail")?;
         let url = url::Url::parse(smtp.expose())
             .context("LANDLORD_SMTP_URL")
-            .map_err(|e| JobError::fatal(format!("{e:#}")))?;
+            .fatal()?;
         let host = url
             .host_str()
             .ok_or_else(|| JobError::fatal("LANDLORD_SMTP_URL has no host"))?;
@@ -102,10 +102,7 @@ impl Job for WelcomeMail {
         let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
             .port(url.port().unwrap_or(25))
             .build();
-        mailer
-            .send(email)
-            .await
-            .map_err(|e| JobError::retryable(format!("sending mail: {e}")))?;
+        mailer.send(email).await.retryable_ctx("sending mail")?;
         sqlx::query(
             "INSERT INTO mail_receipts (dedupe_key, tenant_id, recipient, message_id) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (dedupe_key) DO NOTHING",

@@ -199,13 +199,13 @@ async fn log_request(req: Request, next: Next) -> Response {
 
 /// Runs `landlord api` until `shutdown` resolves: migrate the catalog, bind,
 /// serve; then stop accepting, let in-flight requests finish (at most 30 s).
+/// The caller resolves `api` (listen address, tokens) from flags and environment.
 pub async fn run(
     settings: Arc<Settings>,
     registry: Arc<Registry>,
-    listen: Option<String>,
+    api: ApiSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let api = ApiSettings::from_env(listen).map_err(|e| crate::cli::BadInput(format!("{e:#}")))?;
     if api.has_tokens() {
         let scopes: Vec<String> = api.scopes().map(ToString::to_string).collect();
         tracing::info!(scopes = %scopes.join(","), "api tokens loaded");

@@ -19,19 +19,8 @@ use super::{
 };
 use crate::{
     lifecycle::{self, NewTenant, TargetStatus},
-    tenants,
+    tenants::{self, TenantStatus},
 };
-
-/// Tenant statuses a list may filter on.
-pub const STATUSES: [&str; 7] = [
-    "provisioning",
-    "active",
-    "inactive",
-    "suspended",
-    "failed",
-    "deleting",
-    "deleted",
-];
 
 /// Body of `POST /v1/tenants`.
 #[derive(Debug, Deserialize)]
@@ -77,14 +66,7 @@ pub async fn create(
                 key: body.tenant_key,
             }),
     };
-    let created = lifecycle::create(
-        &state.pool,
-        &state.settings,
-        &state.registry,
-        &new,
-        &caller.actor(),
-    )
-    .await?;
+    let created = lifecycle::create(&state.pool, &state.settings, &new, &caller.actor()).await?;
     state.publish_soon(created.job.outbox_id);
     tracing::info!(tenant = %created.tenant.slug, job_id = %created.job.id, "tenant created");
     Ok(respond(
@@ -102,16 +84,16 @@ pub async fn list(
     caller.require_admin()?;
     let mut status = None;
     for (_, v) in query_pairs(uri.query(), &["status"])? {
-        if !STATUSES.contains(&v.as_str()) {
-            return Err(ApiError::invalid(format!(
+        let parsed = v.parse::<TenantStatus>().map_err(|e| {
+            ApiError::invalid(format!(
                 "unknown status {:?}; statuses: {}",
-                crate::message::truncate(&v),
-                STATUSES.join(", ")
-            )));
-        }
-        status = Some(v);
+                crate::message::truncate(&e.value),
+                e.valid.join(", ")
+            ))
+        })?;
+        status = Some(parsed);
     }
-    let all = tenants::list(&state.pool, status.as_deref()).await?;
+    let all = tenants::list(&state.pool, status).await?;
     Ok(respond(StatusCode::OK, &json!({"tenants": all})))
 }
 
@@ -143,17 +125,12 @@ pub async fn change_status(
     ApiJson(body): ApiJson<ChangeStatus>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let to = match body.status.as_str() {
-        "active" => TargetStatus::Active,
-        "inactive" => TargetStatus::Inactive,
-        "suspended" => TargetStatus::Suspended,
-        other => {
-            return Err(ApiError::invalid(format!(
-                "status {:?} cannot be set; use active, inactive or suspended",
-                crate::message::truncate(other)
-            )));
-        }
-    };
+    let to = body.status.parse::<TargetStatus>().map_err(|e| {
+        ApiError::invalid(format!(
+            "status {:?} cannot be set; use active, inactive or suspended",
+            crate::message::truncate(&e.value)
+        ))
+    })?;
     let t = lifecycle::change_status(
         &state.pool,
         &state.settings,

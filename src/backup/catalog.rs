@@ -1,6 +1,10 @@
 //! The catalog's record of backups and restores. A backup row is listed,
 //! restored or counted only once it is `complete`, which happens after its
 //! object and manifest are in the store.
+//!
+//! Every query is checked at compile time against the catalog migrations
+//! (`sqlx::query!` and friends, offline data in `.sqlx/`; run `ops/sqlx
+//! prepare` after changing one). None is built at run time.
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
@@ -8,19 +12,22 @@ use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
+use super::state::{BackupFormat, BackupStatus, RestoreStatus};
+use crate::config::backup::Codec;
+
 /// One backup row.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Backup {
     pub id: Uuid,
     pub tenant_id: i64,
     pub job_id: Option<Uuid>,
-    pub status: String,
+    pub status: BackupStatus,
     pub store: String,
     pub object_key: String,
     pub manifest_key: Option<String>,
     pub upload_id: Option<String>,
-    pub format: String,
-    pub codec: String,
+    pub format: BackupFormat,
+    pub codec: Codec,
     pub level: Option<i32>,
     pub encrypted: bool,
     pub raw_bytes: Option<i64>,
@@ -49,6 +56,23 @@ impl Backup {
     }
 }
 
+/// `query_as!` of [`Backup`]s: every column, the states decoded as enums,
+/// followed by the rest of the query (`WHERE …`) and its arguments.
+macro_rules! select_backups {
+    ($rest:literal $($args:tt)*) => {
+        sqlx::query_as!(
+            Backup,
+            r#"SELECT id, tenant_id, job_id, status AS "status: BackupStatus", store, object_key,
+                      manifest_key, upload_id, format AS "format: BackupFormat",
+                      codec AS "codec: Codec", level, encrypted, raw_bytes, stored_bytes, sha256,
+                      schema_version, server_version, pg_dump_version, held, held_reason,
+                      imported, error, started_at, completed_at, duration_ms, deleted_at
+               FROM backups "# + $rest
+            $($args)*
+        )
+    };
+}
+
 /// What a new backup row records before any byte is written.
 pub struct NewBackup<'a> {
     pub id: Uuid,
@@ -57,27 +81,27 @@ pub struct NewBackup<'a> {
     pub store: &'a str,
     pub object_key: &'a str,
     pub manifest_key: Option<&'a str>,
-    pub format: &'a str,
-    pub codec: &'a str,
+    pub format: BackupFormat,
+    pub codec: Codec,
     pub level: Option<i32>,
     pub encrypted: bool,
 }
 
 pub async fn insert(pool: &PgPool, b: &NewBackup<'_>) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO backups (id, tenant_id, job_id, store, object_key, manifest_key, format, codec, level, encrypted) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        b.id,
+        b.tenant_id,
+        b.job_id,
+        b.store,
+        b.object_key,
+        b.manifest_key,
+        b.format.as_str(),
+        b.codec.as_str(),
+        b.level,
+        b.encrypted,
     )
-    .bind(b.id)
-    .bind(b.tenant_id)
-    .bind(b.job_id)
-    .bind(b.store)
-    .bind(b.object_key)
-    .bind(b.manifest_key)
-    .bind(b.format)
-    .bind(b.codec)
-    .bind(b.level)
-    .bind(b.encrypted)
     .execute(pool)
     .await
     .context("recording the backup")?;
@@ -85,12 +109,14 @@ pub async fn insert(pool: &PgPool, b: &NewBackup<'_>) -> Result<()> {
 }
 
 pub async fn set_upload_id(pool: &PgPool, id: Uuid, upload_id: &str) -> Result<()> {
-    sqlx::query("UPDATE backups SET upload_id = $2 WHERE id = $1")
-        .bind(id)
-        .bind(upload_id)
-        .execute(pool)
-        .await
-        .context("recording the upload id")?;
+    sqlx::query!(
+        "UPDATE backups SET upload_id = $2 WHERE id = $1",
+        id,
+        upload_id
+    )
+    .execute(pool)
+    .await
+    .context("recording the upload id")?;
     Ok(())
 }
 
@@ -110,19 +136,21 @@ pub async fn complete(
     id: Uuid,
     c: &Completion<'_>,
 ) -> Result<()> {
-    sqlx::query(
+    // Bound as locals: an `as` cast in the argument list would turn off its type check.
+    let (raw_bytes, stored_bytes) = (c.raw_bytes as i64, c.stored_bytes as i64);
+    sqlx::query!(
         "UPDATE backups SET status = 'complete', upload_id = NULL, raw_bytes = $2, stored_bytes = $3, \
          sha256 = $4, schema_version = $5, server_version = $6, pg_dump_version = $7, \
          duration_ms = $8, completed_at = now(), error = NULL WHERE id = $1 AND status = 'running'",
+        id,
+        raw_bytes,
+        stored_bytes,
+        c.sha256,
+        c.schema_version,
+        c.server_version,
+        c.pg_dump_version,
+        c.duration_ms,
     )
-    .bind(id)
-    .bind(c.raw_bytes as i64)
-    .bind(c.stored_bytes as i64)
-    .bind(c.sha256)
-    .bind(c.schema_version)
-    .bind(c.server_version)
-    .bind(c.pg_dump_version)
-    .bind(c.duration_ms)
     .execute(&mut **tx)
     .await
     .context("marking the backup complete")?;
@@ -130,12 +158,12 @@ pub async fn complete(
 }
 
 pub async fn fail(pool: &PgPool, id: Uuid, error: &str) -> Result<()> {
-    sqlx::query(
+    sqlx::query!(
         "UPDATE backups SET status = 'failed', upload_id = NULL, error = $2, completed_at = now() \
          WHERE id = $1 AND status = 'running'",
+        id,
+        error,
     )
-    .bind(id)
-    .bind(error)
     .execute(pool)
     .await
     .context("marking the backup failed")?;
@@ -144,16 +172,14 @@ pub async fn fail(pool: &PgPool, id: Uuid, error: &str) -> Result<()> {
 
 /// Rows an earlier attempt of this job left `running` (it was killed).
 pub async fn leftovers(pool: &PgPool, job_id: Uuid) -> Result<Vec<Backup>> {
-    sqlx::query_as("SELECT * FROM backups WHERE job_id = $1 AND status = 'running'")
-        .bind(job_id)
+    select_backups!("WHERE job_id = $1 AND status = 'running'", job_id)
         .fetch_all(pool)
         .await
         .context("looking up earlier attempts")
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Backup>> {
-    sqlx::query_as("SELECT * FROM backups WHERE id = $1")
-        .bind(id)
+    select_backups!("WHERE id = $1", id)
         .fetch_optional(pool)
         .await
         .context("looking up the backup")
@@ -161,11 +187,10 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Backup>> {
 
 /// Complete backups of a tenant, newest first.
 pub async fn complete_of(pool: &PgPool, tenant_id: i64) -> Result<Vec<Backup>> {
-    sqlx::query_as(
-        "SELECT * FROM backups WHERE tenant_id = $1 AND status = 'complete' \
-         ORDER BY completed_at DESC, id DESC",
+    select_backups!(
+        "WHERE tenant_id = $1 AND status = 'complete' ORDER BY completed_at DESC, id DESC",
+        tenant_id,
     )
-    .bind(tenant_id)
     .fetch_all(pool)
     .await
     .context("listing backups")
@@ -184,12 +209,12 @@ pub async fn find(pool: &PgPool, tenant_id: i64, name: &str) -> Result<Option<Ba
 }
 
 pub async fn set_held(pool: &PgPool, id: Uuid, held: bool, reason: Option<&str>) -> Result<bool> {
-    let n = sqlx::query(
+    let n = sqlx::query!(
         "UPDATE backups SET held = $2, held_reason = $3 WHERE id = $1 AND status = 'complete'",
+        id,
+        held,
+        reason,
     )
-    .bind(id)
-    .bind(held)
-    .bind(reason)
     .execute(pool)
     .await
     .context("changing the hold")?
@@ -202,8 +227,7 @@ pub async fn lock_complete(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     id: Uuid,
 ) -> Result<Option<Backup>> {
-    sqlx::query_as("SELECT * FROM backups WHERE id = $1 AND status = 'complete' FOR UPDATE")
-        .bind(id)
+    select_backups!("WHERE id = $1 AND status = 'complete' FOR UPDATE", id)
         .fetch_optional(&mut **tx)
         .await
         .context("locking the backup")
@@ -213,25 +237,29 @@ pub async fn mark_deleted(
     db: impl sqlx::Executor<'_, Database = sqlx::Postgres>,
     id: Uuid,
 ) -> Result<()> {
-    sqlx::query("UPDATE backups SET status = 'deleted', deleted_at = now() WHERE id = $1")
-        .bind(id)
-        .execute(db)
-        .await
-        .context("marking the backup deleted")?;
+    sqlx::query!(
+        "UPDATE backups SET status = 'deleted', deleted_at = now() WHERE id = $1",
+        id
+    )
+    .execute(db)
+    .await
+    .context("marking the backup deleted")?;
     Ok(())
 }
 
 /// Every row that claims an object in the store (for reconcile).
 pub async fn live_keys(pool: &PgPool, store: &str) -> Result<Vec<Backup>> {
-    sqlx::query_as("SELECT * FROM backups WHERE store = $1 AND status IN ('complete', 'running')")
-        .bind(store)
-        .fetch_all(pool)
-        .await
-        .context("listing backup rows")
+    select_backups!(
+        "WHERE store = $1 AND status IN ('complete', 'running')",
+        store
+    )
+    .fetch_all(pool)
+    .await
+    .context("listing backup rows")
 }
 
 /// Per-tenant figures from the catalog (no store listing).
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Stats {
     pub count: i64,
     pub stored_bytes: i64,
@@ -244,32 +272,34 @@ pub struct Stats {
 }
 
 pub async fn stats(pool: &PgPool, tenant_id: i64) -> Result<Stats> {
-    sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE status = 'complete') AS count, \
-                coalesce(sum(stored_bytes) FILTER (WHERE status = 'complete'), 0)::bigint AS stored_bytes, \
-                coalesce(sum(raw_bytes) FILTER (WHERE status = 'complete'), 0)::bigint AS raw_bytes, \
-                min(completed_at) FILTER (WHERE status = 'complete') AS oldest, \
-                max(completed_at) FILTER (WHERE status = 'complete') AS newest, \
-                (SELECT duration_ms FROM backups b2 WHERE b2.tenant_id = $1 AND b2.status = 'complete' \
-                 ORDER BY completed_at DESC LIMIT 1) AS last_duration_ms, \
-                count(*) FILTER (WHERE status = 'complete' AND held) AS held, \
-                count(*) FILTER (WHERE status = 'failed' AND started_at > now() - interval '7 days') AS failed_last_7d \
-         FROM backups WHERE tenant_id = $1",
+    // Aggregates are never NULL here (count, coalesce); `!` tells the macro so.
+    sqlx::query_as!(
+        Stats,
+        r#"SELECT count(*) FILTER (WHERE status = 'complete') AS "count!",
+                coalesce(sum(stored_bytes) FILTER (WHERE status = 'complete'), 0)::bigint AS "stored_bytes!",
+                coalesce(sum(raw_bytes) FILTER (WHERE status = 'complete'), 0)::bigint AS "raw_bytes!",
+                min(completed_at) FILTER (WHERE status = 'complete') AS oldest,
+                max(completed_at) FILTER (WHERE status = 'complete') AS newest,
+                (SELECT duration_ms FROM backups b2 WHERE b2.tenant_id = $1 AND b2.status = 'complete'
+                 ORDER BY completed_at DESC LIMIT 1) AS last_duration_ms,
+                count(*) FILTER (WHERE status = 'complete' AND held) AS "held!",
+                count(*) FILTER (WHERE status = 'failed' AND started_at > now() - interval '7 days') AS "failed_last_7d!"
+         FROM backups WHERE tenant_id = $1"#,
+        tenant_id,
     )
-    .bind(tenant_id)
     .fetch_one(pool)
     .await
     .context("computing backup stats")
 }
 
 /// A restore row.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct Restore {
     pub id: Uuid,
     pub tenant_id: i64,
     pub backup_id: Option<Uuid>,
     pub job_id: Option<Uuid>,
-    pub status: String,
+    pub status: RestoreStatus,
     pub scratch_db: String,
     pub pre_restore_db: Option<String>,
     pub keep_until: Option<DateTime<Utc>>,
@@ -279,17 +309,30 @@ pub struct Restore {
     pub completed_at: Option<DateTime<Utc>>,
 }
 
+/// `query_as!` of [`Restore`]s: every column, the state decoded as an enum,
+/// followed by the rest of the query (`WHERE …`) and its arguments.
+macro_rules! select_restores {
+    ($rest:literal $($args:tt)*) => {
+        sqlx::query_as!(
+            Restore,
+            r#"SELECT id, tenant_id, backup_id, job_id, status AS "status: RestoreStatus",
+                      scratch_db, pre_restore_db, keep_until, dropped_at, error, started_at,
+                      completed_at
+               FROM restores "# + $rest
+            $($args)*
+        )
+    };
+}
+
 pub async fn restore_leftovers(pool: &PgPool, job_id: Uuid) -> Result<Vec<Restore>> {
-    sqlx::query_as("SELECT * FROM restores WHERE job_id = $1 AND status = 'running'")
-        .bind(job_id)
+    select_restores!("WHERE job_id = $1 AND status = 'running'", job_id)
         .fetch_all(pool)
         .await
         .context("looking up earlier restore attempts")
 }
 
 pub async fn get_restore(pool: &PgPool, id: Uuid) -> Result<Option<Restore>> {
-    sqlx::query_as("SELECT * FROM restores WHERE id = $1")
-        .bind(id)
+    select_restores!("WHERE id = $1", id)
         .fetch_optional(pool)
         .await
         .context("looking up the restore")

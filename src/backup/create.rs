@@ -4,8 +4,41 @@
 //! the upload, removes what was written, marks the row failed and records
 //! `backup.failed`. An attempt killed half-way is cleaned up by the next
 //! attempt of the same job (or by `backups reconcile`).
+//!
+//! # A backup, step by step
+//!
+//! 1. **Before** (in `workers/backup.rs`, or inside `maintenance --backup`):
+//!    the tenant lock (the kind is tenant-exclusive), then a heavy slot on
+//!    the tenant's server (`runtime::heavy`; postponed, no attempt spent,
+//!    while every slot is taken).
+//! 2. **Refuse what cannot work** (fatal): a deleted tenant, one whose
+//!    provisioning is not done, a `pg_dump` older than the server.
+//! 3. **Clean up earlier attempts** (`clean_leftovers`): every `running`
+//!    row of this job has its upload aborted, its object and manifest
+//!    deleted, and is marked `failed`.
+//! 4. **Row**: the `backups` row is inserted `running` (keys, format, codec,
+//!    encryption) before any byte is written.
+//! 5. **Stream** (`stream::dump_into`): `pg_dump` (a shared tenant: its rows,
+//!    exported by `backup::shared` from one snapshot) → zstd|gzip → age →
+//!    parts → the store, SHA-256 and sizes measured on the way; the multipart upload
+//!    id goes onto the row at the first part; progress after every part.
+//!    Failpoints `backup.after_upload_started`, `backup.pause_after_part`.
+//! 6. **Complete the object**, only once `pg_dump` exited 0 and the job still
+//!    owns its claim. Failpoint `backup.after_object`.
+//! 7. **Manifest last**: `{object key}.manifest.json`.
+//! 8. **Row `complete`** (only from `running`; a hold in the same
+//!    transaction). From here the backup is listed and restorable;
+//!    `backup.completed` goes out with the job's success.
+//! 9. **Retention** (`prune::apply`): a failure is logged, reported in the
+//!    result and retried after the next backup.
+//!
+//! A failure in steps 5–7 aborts the upload, deletes object and manifest,
+//! marks the row `failed`, commits `backup.failed` at once and returns a
+//! retryable error. A worker killed in steps 5–8 leaves a `running` row that
+//! nothing lists, removed by the next attempt, by `Backup::on_dead` or by
+//! `backups reconcile --fix`.
 
-use std::time::Instant;
+use std::{collections::BTreeMap, time::Instant};
 
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -18,14 +51,15 @@ use super::{
     manifest::{self, Manifest},
     pgtool, prune,
     retention::Policy,
-    settings::Codec,
     shared,
-    store::Store,
+    state::BackupFormat,
+    store::{Store, Upload},
     stream::{self, Encoding},
 };
 use crate::{
-    runtime::{JobContext, JobError, store as jobs},
-    tenants::Tenant,
+    config::backup::Codec,
+    runtime::{JobContext, JobError, ResultExt, store as jobs},
+    tenants::{Isolation, Tenant},
 };
 
 /// What the caller may override for this one backup.
@@ -113,16 +147,73 @@ async fn record_failure(ctx: &JobContext, t: &Tenant, backup_id: Uuid, error: &s
     }
 }
 
+/// What preflight settled: the store, the server's facts and the encoding.
+struct Preflight {
+    store: Store,
+    /// Rows of interrupted earlier attempts cleaned up.
+    cleaned: usize,
+    shared: bool,
+    server_version: String,
+    schema_version: Option<i64>,
+    db_size: i64,
+    pg_dump_version: String,
+    format: BackupFormat,
+    codec: Codec,
+    level: i32,
+    /// age recipients; empty = not encrypted.
+    recipients: Vec<age::x25519::Recipient>,
+}
+
+impl Preflight {
+    fn encrypted(&self) -> bool {
+        !self.recipients.is_empty()
+    }
+}
+
+/// The backup's row, written `running` before any byte.
+struct Row {
+    id: Uuid,
+    started: chrono::DateTime<Utc>,
+    key: String,
+    manifest_key: String,
+}
+
+/// What the stream reads from and writes to.
+struct Started {
+    clock: Instant,
+    source: stream::Source,
+    /// A shared tenant's export task, which reports its own errors.
+    export: Option<tokio::task::JoinHandle<Result<BTreeMap<String, u64>>>>,
+    upload: Upload,
+}
+
+/// A stream that did not end in a complete object and manifest.
+struct Failed {
+    error: anyhow::Error,
+    upload_id: Option<String>,
+}
+
 /// Takes one backup of `t`. Retryable errors for what may heal (network,
 /// store, a killed connection), fatal ones for what will not.
 pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Value, JobError> {
-    if t.status == "deleted" || t.provision_step != "done" {
+    let pre = preflight(ctx, t, opts).await?;
+    let (row, started) = start(ctx, t, &pre).await?;
+    match stream_dump(ctx, t, &pre, &row, started).await {
+        Ok((measured, manifest)) => finish(ctx, t, opts, &pre, &row, &measured, &manifest).await,
+        Err(failed) => Err(cleanup(ctx, t, &pre, &row, failed).await),
+    }
+}
+
+/// Refuses what cannot work (fatal), cleans up earlier attempts, reads the
+/// server's facts and picks codec, level and recipients.
+async fn preflight(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Preflight, JobError> {
+    if !t.has_data() {
         return Err(JobError::fatal(format!(
             "tenant {} has no database to back up (status {}, provisioning step {})",
             t.slug, t.status, t.provision_step
         )));
     }
-    let shared = t.isolation == "shared";
+    let shared = t.isolation == Isolation::Shared;
     let cfg = &ctx.settings.backup;
     let store = Store::open(cfg).await?;
     let cleaned = clean_leftovers(ctx, &store).await?;
@@ -137,7 +228,11 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
     }
     let pg_dump_version = pgtool::version_line(&ctx.settings, "pg_dump");
 
-    let format = if shared { "shared" } else { "custom" };
+    let format = if shared {
+        BackupFormat::Shared
+    } else {
+        BackupFormat::Custom
+    };
     let codec = opts.codec.unwrap_or(cfg.codec);
     let level = if opts.codec.is_some_and(|c| c != cfg.codec) {
         codec.default_level()
@@ -149,15 +244,36 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
         .iter()
         .map(|r| r.parse::<age::x25519::Recipient>())
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| JobError::fatal(format!("bad age recipient: {e}")))?;
-    let encrypted = !recipients.is_empty();
+        .fatal_ctx("bad age recipient")?;
+    Ok(Preflight {
+        store,
+        cleaned,
+        shared,
+        server_version,
+        schema_version,
+        db_size,
+        pg_dump_version,
+        format,
+        codec,
+        level,
+        recipients,
+    })
+}
+
+/// Writes the row (`running`), then prepares the source (pg_dump, or a
+/// shared tenant's export task) and the upload.
+async fn start(ctx: &JobContext, t: &Tenant, pre: &Preflight) -> Result<(Row, Started), JobError> {
     let id = Uuid::now_v7();
     let started = Utc::now();
-    let key = store.key(&manifest::object_name(
-        &t.slug, started, id, codec, encrypted,
+    let key = pre.store.key(&manifest::object_name(
+        &t.slug,
+        started,
+        id,
+        pre.codec,
+        pre.encrypted(),
     ));
     let manifest_key = manifest::manifest_key(&key);
-    let store_name = store.describe();
+    let store_name = pre.store.describe();
     catalog::insert(
         &ctx.catalog,
         &NewBackup {
@@ -167,10 +283,10 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
             store: &store_name,
             object_key: &key,
             manifest_key: Some(&manifest_key),
-            format,
-            codec: codec.as_str(),
-            level: Some(level),
-            encrypted,
+            format: pre.format,
+            codec: pre.codec,
+            level: Some(pre.level),
+            encrypted: pre.encrypted(),
         },
     )
     .await?;
@@ -179,7 +295,7 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
     let clock = Instant::now();
     // A database tenant is pg_dump's; a shared tenant's rows come from an
     // export task reading one snapshot of the shared database.
-    let (source, export) = if shared {
+    let (source, export) = if pre.shared {
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let (settings, tenant, scope) = (
             ctx.settings.clone(),
@@ -195,19 +311,51 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
         cmd.args(["--format=custom", "--compress=0", "--no-sync"]);
         (stream::Source::Child(cmd), None)
     };
-    let mut upload = store.start(&key)?;
+    let upload = pre.store.start(&key)?;
+    let row = Row {
+        id,
+        started,
+        key,
+        manifest_key,
+    };
+    let started = Started {
+        clock,
+        source,
+        export,
+        upload,
+    };
+    Ok((row, started))
+}
+
+/// Streams the dump into the store (the upload id onto the row at the first
+/// part, progress after every part), then completes the object and writes
+/// the manifest, last.
+async fn stream_dump(
+    ctx: &JobContext,
+    t: &Tenant,
+    pre: &Preflight,
+    row: &Row,
+    s: Started,
+) -> Result<(stream::Measured, Manifest), Failed> {
+    let Started {
+        clock,
+        source,
+        export,
+        mut upload,
+    } = s;
+    let (id, db_size) = (row.id, pre.db_size);
     let progress_ctx = ctx.clone();
     let catalog_pool = ctx.catalog.clone();
     let mut recorded_upload = false;
     let dumped = stream::dump_into(
         source,
         Encoding {
-            codec,
-            level,
-            recipients: recipients.clone(),
+            codec: pre.codec,
+            level: pre.level,
+            recipients: pre.recipients.clone(),
             threads: if db_size >= ZSTD_THREADS_FROM { 2 } else { 0 },
         },
-        cfg.part_size,
+        ctx.settings.backup.part_size,
         &mut upload,
         &ctx.cancel,
         move |uid, raw| {
@@ -233,7 +381,7 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
     )
     .await;
     let upload_id = upload.id().map(str::to_string);
-    let outcome: Result<(stream::Measured, Manifest)> = async {
+    let sealed: Result<(stream::Measured, Manifest)> = async {
         let m = dumped?;
         let tables = match export {
             Some(task) => Some(task.await.context("export task panicked")??),
@@ -244,36 +392,10 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
         }
         upload.complete().await.context("completing the upload")?;
         crate::failpoint::hit("backup.after_object");
-        let finished = Utc::now();
-        let manifest = Manifest {
-            manifest_version: 1,
-            backup_id: id,
-            tenant: t.slug.clone(),
-            tenant_id: t.id,
-            database: t.db_name.clone(),
-            server: t.db_server.clone(),
-            server_version: server_version.clone(),
-            pg_dump_version: pg_dump_version.clone(),
-            schema_version,
-            format: format.into(),
-            tables: tables.clone(),
-            codec: codec.as_str().into(),
-            level,
-            encryption: encrypted.then(|| "age-x25519".to_string()),
-            recipients: recipients.iter().map(|r| r.to_string()).collect(),
-            object_key: key.clone(),
-            raw_bytes: m.raw_bytes,
-            stored_bytes: m.stored_bytes,
-            sha256: m.sha256.clone(),
-            parts: m.parts,
-            started_at: started,
-            finished_at: finished,
-            duration_ms: clock.elapsed().as_millis() as i64,
-            landlord_version: env!("CARGO_PKG_VERSION").into(),
-        };
-        store
+        let manifest = manifest_of(t, pre, row, &m, tables, clock);
+        pre.store
             .put(
-                &manifest_key,
+                &row.manifest_key,
                 Bytes::from(serde_json::to_vec_pretty(&manifest)?),
             )
             .await
@@ -281,23 +403,77 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
         Ok((m, manifest))
     }
     .await;
-    let (measured, manifest) = match outcome {
-        Ok(v) => v,
-        Err(e) => {
-            let msg = format!("{e:#}");
-            tracing::warn!(backup = %id, error = %msg, "backup failed; aborting the upload");
-            if let Some(uid) = &upload_id
-                && let Err(e) = store.abort(&key, uid).await
-            {
-                tracing::warn!(error = %e, "could not abort the upload; reconcile will find it");
-            }
-            let _ = store.delete(&key).await;
-            let _ = store.delete(&manifest_key).await;
-            let _ = catalog::fail(&ctx.catalog, id, &msg).await;
-            record_failure(ctx, t, id, &msg).await;
-            return Err(JobError::retryable(msg));
-        }
-    };
+    sealed.map_err(|error| Failed { error, upload_id })
+}
+
+/// The manifest of a streamed backup.
+fn manifest_of(
+    t: &Tenant,
+    pre: &Preflight,
+    row: &Row,
+    m: &stream::Measured,
+    tables: Option<BTreeMap<String, u64>>,
+    clock: Instant,
+) -> Manifest {
+    Manifest {
+        manifest_version: 1,
+        backup_id: row.id,
+        tenant: t.slug.clone(),
+        tenant_id: t.id,
+        database: t.db_name.clone(),
+        server: t.db_server.clone(),
+        server_version: pre.server_version.clone(),
+        pg_dump_version: pre.pg_dump_version.clone(),
+        schema_version: pre.schema_version,
+        format: pre.format.as_str().into(),
+        tables,
+        codec: pre.codec.as_str().into(),
+        level: pre.level,
+        encryption: pre.encrypted().then(|| "age-x25519".to_string()),
+        recipients: pre.recipients.iter().map(|r| r.to_string()).collect(),
+        object_key: row.key.clone(),
+        raw_bytes: m.raw_bytes,
+        stored_bytes: m.stored_bytes,
+        sha256: m.sha256.clone(),
+        parts: m.parts,
+        started_at: row.started,
+        finished_at: Utc::now(),
+        duration_ms: clock.elapsed().as_millis() as i64,
+        landlord_version: env!("CARGO_PKG_VERSION").into(),
+    }
+}
+
+/// After a failed stream: aborts the upload, deletes object and manifest,
+/// marks the row failed and commits `backup.failed` at once. Returns the
+/// (retryable) error to end the attempt with.
+async fn cleanup(ctx: &JobContext, t: &Tenant, pre: &Preflight, row: &Row, f: Failed) -> JobError {
+    let (store, id, key) = (&pre.store, row.id, &row.key);
+    let msg = format!("{:#}", f.error);
+    tracing::warn!(backup = %id, error = %msg, "backup failed; aborting the upload");
+    if let Some(uid) = &f.upload_id
+        && let Err(e) = store.abort(key, uid).await
+    {
+        tracing::warn!(error = %e, "could not abort the upload; reconcile will find it");
+    }
+    let _ = store.delete(key).await;
+    let _ = store.delete(&row.manifest_key).await;
+    let _ = catalog::fail(&ctx.catalog, id, &msg).await;
+    record_failure(ctx, t, id, &msg).await;
+    JobError::retryable(msg)
+}
+
+/// Marks the row complete (and held, if asked), announces the backup, then
+/// applies retention; a retention failure is reported, not fatal.
+async fn finish(
+    ctx: &JobContext,
+    t: &Tenant,
+    opts: &Options,
+    pre: &Preflight,
+    row: &Row,
+    measured: &stream::Measured,
+    manifest: &Manifest,
+) -> Result<Value, JobError> {
+    let (id, key) = (row.id, &row.key);
     let mut tx = ctx.catalog.begin().await?;
     catalog::complete(
         &mut tx,
@@ -306,9 +482,9 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
             raw_bytes: measured.raw_bytes,
             stored_bytes: measured.stored_bytes,
             sha256: &measured.sha256,
-            schema_version,
-            server_version: &server_version,
-            pg_dump_version: &pg_dump_version,
+            schema_version: pre.schema_version,
+            server_version: &pre.server_version,
+            pg_dump_version: &pre.pg_dump_version,
             duration_ms: manifest.duration_ms,
         },
     )
@@ -326,8 +502,8 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
         "backup_id": id,
         "key": key,
         "name": key.rsplit('/').next(),
-        "codec": codec.as_str(),
-        "encrypted": encrypted,
+        "codec": pre.codec.as_str(),
+        "encrypted": pre.encrypted(),
         "raw_bytes": measured.raw_bytes,
         "stored_bytes": measured.stored_bytes,
         "sha256": measured.sha256,
@@ -341,8 +517,8 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
     let policy = opts
         .retention
         .clone()
-        .unwrap_or_else(|| cfg.retention.clone());
-    let pruned = prune::apply(&ctx.catalog, &store, t, &policy, false).await;
+        .unwrap_or_else(|| ctx.settings.backup.retention.clone());
+    let pruned = prune::apply(&ctx.catalog, &pre.store, t, &policy, false).await;
     let retention = match pruned {
         Ok(p) => json!({"policy": policy.to_string(), "deleted": p.deleted, "kept": p.kept}),
         Err(e) => {
@@ -352,6 +528,6 @@ pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Valu
     };
     let mut result = summary;
     result["retention"] = retention;
-    result["cleaned_interrupted_attempts"] = json!(cleaned);
+    result["cleaned_interrupted_attempts"] = json!(pre.cleaned);
     Ok(result)
 }

@@ -4,13 +4,16 @@
 //! reachable, the store writable, disk space for a local store. Changes
 //! nothing except a probe object it writes and deletes.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use bytes::Bytes;
 use serde::Serialize;
 
-use super::{pgtool, settings::Location, store::Store};
-use crate::{broker::Broker, config::Settings};
+use super::{pgtool, store::Store};
+use crate::{
+    broker::Broker,
+    config::{SecretUrl, Settings, backup::Location},
+};
 
 /// One check's outcome.
 #[derive(Debug, Clone, Serialize)]
@@ -52,101 +55,108 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
         ));
     }
     for (name, url) in &settings.servers {
-        let res: Result<String, String> = async {
-            let opts: sqlx::postgres::PgConnectOptions =
-                url.expose().parse().map_err(|e| format!("bad URL: {e}"))?;
-            let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(5))
-                .connect_with(opts)
-                .await
-                .map_err(|e| format!("cannot connect: {e}"))?;
-            let num: String = sqlx::query_scalar("SHOW server_version_num")
-                .fetch_one(&pool)
-                .await
-                .map_err(|e| e.to_string())?;
-            pool.close().await;
-            let major = num.parse::<u32>().unwrap_or(0) / 10000;
-            let old: Vec<String> = tools
-                .iter()
-                .filter(|(_, v)| *v < major)
-                .map(|(t, v)| format!("{t} {v}"))
-                .collect();
-            if old.is_empty() {
-                Ok(format!("PostgreSQL {major}; client tools are new enough"))
-            } else {
-                Err(format!(
-                    "PostgreSQL {major} but {} is older: dumps would fail",
-                    old.join(", ")
-                ))
-            }
-        }
-        .await;
-        out.push(check(format!("server {name}"), res));
+        out.push(check(
+            format!("server {name}"),
+            server_version(url, &tools).await,
+        ));
     }
-    let catalog = async {
-        let pool = crate::db::connect(settings)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
-        sqlx::query("SELECT 1")
-            .execute(&pool)
-            .await
-            .map_err(|e| e.to_string())?;
-        pool.close().await;
-        Ok(settings.catalog.url.masked())
+    out.push(check("catalog", catalog(settings).await));
+    out.push(check("broker", broker(settings).await));
+    out.push(check("backup store", store_probe(settings).await));
+    if let Location::Local { root, .. } = &settings.backup.location {
+        out.push(check("disk space", disk_space(root)));
     }
-    .await;
-    out.push(check("catalog", catalog));
+    out
+}
+
+/// The server answers, and no client tool in `tools` is older than it.
+async fn server_version(url: &SecretUrl, tools: &[(&str, u32)]) -> Result<String, String> {
+    let opts: sqlx::postgres::PgConnectOptions =
+        url.expose().parse().map_err(|e| format!("bad URL: {e}"))?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(opts)
+        .await
+        .map_err(|e| format!("cannot connect: {e}"))?;
+    let num: String = sqlx::query_scalar("SHOW server_version_num")
+        .fetch_one(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    pool.close().await;
+    let major = num.parse::<u32>().unwrap_or(0) / 10000;
+    let old: Vec<String> = tools
+        .iter()
+        .filter(|(_, v)| *v < major)
+        .map(|(t, v)| format!("{t} {v}"))
+        .collect();
+    if old.is_empty() {
+        Ok(format!("PostgreSQL {major}; client tools are new enough"))
+    } else {
+        Err(format!(
+            "PostgreSQL {major} but {} is older: dumps would fail",
+            old.join(", ")
+        ))
+    }
+}
+
+async fn catalog(settings: &Settings) -> Result<String, String> {
+    let pool = crate::db::connect(settings)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    sqlx::query("SELECT 1")
+        .execute(&pool)
+        .await
+        .map_err(|e| e.to_string())?;
+    pool.close().await;
+    Ok(settings.catalog.url.masked())
+}
+
+async fn broker(settings: &Settings) -> Result<String, String> {
     let broker = Broker::new(
         &settings.broker,
         &crate::runtime::worker::owner_id("doctor"),
     );
     let reached = tokio::time::timeout(Duration::from_secs(10), broker.connect()).await;
     broker.close().await;
-    out.push(check(
-        "broker",
-        match reached {
-            Ok(Ok(())) => Ok(settings.broker.url.masked()),
-            Ok(Err(e)) => Err(format!("{e:#}")),
-            Err(_) => Err("no answer within 10 s".into()),
-        },
+    match reached {
+        Ok(Ok(())) => Ok(settings.broker.url.masked()),
+        Ok(Err(e)) => Err(format!("{e:#}")),
+        Err(_) => Err("no answer within 10 s".into()),
+    }
+}
+
+/// Writes, reads back and deletes a probe object.
+async fn store_probe(settings: &Settings) -> Result<String, String> {
+    let store = Store::open(&settings.backup)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let key = store.key(&format!(
+        ".landlord-doctor/{}",
+        uuid::Uuid::new_v4().simple()
     ));
-    let store = async {
-        let store = Store::open(&settings.backup)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
-        let key = store.key(&format!(
-            ".landlord-doctor/{}",
-            uuid::Uuid::new_v4().simple()
-        ));
-        store
-            .put(&key, Bytes::from_static(b"landlord doctor probe"))
-            .await
-            .map_err(|e| format!("cannot write: {e:#}"))?;
-        let size = store.head(&key).await.map_err(|e| format!("{e:#}"))?;
-        store
-            .delete(&key)
-            .await
-            .map_err(|e| format!("cannot delete: {e:#}"))?;
-        if size != Some(21) {
-            return Err(format!("wrote 21 bytes, read back {size:?}"));
-        }
-        Ok(format!("{} is writable", store.describe()))
+    store
+        .put(&key, Bytes::from_static(b"landlord doctor probe"))
+        .await
+        .map_err(|e| format!("cannot write: {e:#}"))?;
+    let size = store.head(&key).await.map_err(|e| format!("{e:#}"))?;
+    store
+        .delete(&key)
+        .await
+        .map_err(|e| format!("cannot delete: {e:#}"))?;
+    if size != Some(21) {
+        return Err(format!("wrote 21 bytes, read back {size:?}"));
     }
-    .await;
-    out.push(check("backup store", store));
-    if let Location::Local { root, .. } = &settings.backup.location {
-        let res = fs4::available_space(root)
-            .map_err(|e| format!("{}: {e}", root.display()))
-            .and_then(|free| {
-                let text = format!("{} MiB free in {}", free >> 20, root.display());
-                if free < MIN_FREE {
-                    Err(format!("only {text}"))
-                } else {
-                    Ok(text)
-                }
-            });
-        out.push(check("disk space", res));
+    Ok(format!("{} is writable", store.describe()))
+}
+
+/// Free space of a local store's root, at least [`MIN_FREE`].
+fn disk_space(root: &Path) -> Result<String, String> {
+    let free = fs4::available_space(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let text = format!("{} MiB free in {}", free >> 20, root.display());
+    if free < MIN_FREE {
+        Err(format!("only {text}"))
+    } else {
+        Ok(text)
     }
-    out
 }

@@ -6,7 +6,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::settings::Codec;
+use super::state::BackupFormat;
+use crate::config::backup::Codec;
 
 /// What a backup is, as written to the store.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -67,7 +68,7 @@ pub fn manifest_key(object_key: &str) -> String {
 /// What a file name says about a dump: (format, codec, encrypted), or `None`
 /// if it is not a backup name landlord can restore. Knows landlord's names and
 /// the seed's `tenant_{slug}_{YYYY-mm-dd_HH-MM-SS}.sql.gz`.
-pub fn classify(name: &str) -> Option<(&'static str, Codec, bool)> {
+pub fn classify(name: &str) -> Option<(BackupFormat, Codec, bool)> {
     let (base, encrypted) = match name.strip_suffix(".age") {
         Some(b) => (b, true),
         None => (name, false),
@@ -75,14 +76,14 @@ pub fn classify(name: &str) -> Option<(&'static str, Codec, bool)> {
     if let Some(b) = base.strip_suffix(".zst") {
         return b
             .ends_with(".dump")
-            .then_some(("custom", Codec::Zstd, encrypted));
+            .then_some((BackupFormat::Custom, Codec::Zstd, encrypted));
     }
     if let Some(b) = base.strip_suffix(".gz") {
         if b.ends_with(".dump") {
-            return Some(("custom", Codec::Gzip, encrypted));
+            return Some((BackupFormat::Custom, Codec::Gzip, encrypted));
         }
         if b.ends_with(".sql") {
-            return Some(("plain", Codec::Gzip, encrypted));
+            return Some((BackupFormat::Plain, Codec::Gzip, encrypted));
         }
     }
     None
@@ -103,12 +104,18 @@ mod tests {
             n,
             "tenants/acme/20260115T020000Z_00000000000000000000000000000000.dump.zst.age"
         );
-        assert_eq!(classify(&n), Some(("custom", Codec::Zstd, true)));
+        assert_eq!(
+            classify(&n),
+            Some((BackupFormat::Custom, Codec::Zstd, true))
+        );
         assert_eq!(
             classify("tenant_acme_2024-01-15_02-00-00.sql.gz"),
-            Some(("plain", Codec::Gzip, false))
+            Some((BackupFormat::Plain, Codec::Gzip, false))
         );
-        assert_eq!(classify("x.dump.gz"), Some(("custom", Codec::Gzip, false)));
+        assert_eq!(
+            classify("x.dump.gz"),
+            Some((BackupFormat::Custom, Codec::Gzip, false))
+        );
         assert_eq!(classify("notes.txt"), None);
         assert_eq!(classify("x.manifest.json"), None);
         assert_eq!(manifest_key("a/b.dump.zst"), "a/b.dump.zst.manifest.json");

@@ -11,7 +11,11 @@ use anyhow::Result;
 use serde::Serialize;
 use sqlx::PgPool;
 
-use super::{manifest, store::Store};
+use super::{
+    manifest,
+    state::{BackupFormat, BackupStatus},
+    store::Store,
+};
 
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
@@ -39,7 +43,7 @@ impl Report {
 #[derive(sqlx::FromRow)]
 struct Row {
     id: uuid::Uuid,
-    status: String,
+    status: BackupStatus,
     object_key: String,
     manifest_key: Option<String>,
     job_running: bool,
@@ -64,13 +68,13 @@ pub async fn run(pool: &PgPool, store: &Store, fix: bool) -> Result<Report> {
     let mut claimed: HashSet<&str> = HashSet::new();
     let mut in_progress: HashSet<&str> = HashSet::new();
     for r in &rows {
-        if r.status == "complete" || r.job_running {
+        if r.status.is_complete() || r.job_running {
             claimed.insert(&r.object_key);
             if let Some(m) = &r.manifest_key {
                 claimed.insert(m);
             }
         }
-        if r.status == "running" && r.job_running {
+        if r.status == BackupStatus::Running && r.job_running {
             in_progress.insert(&r.object_key);
         }
     }
@@ -87,11 +91,11 @@ pub async fn run(pool: &PgPool, store: &Store, fix: bool) -> Result<Report> {
         }
         let file = o.key.rsplit('/').next().unwrap_or(&o.key);
         match manifest::classify(file) {
-            Some(("plain", _, _)) => report.importable.push(o.key.clone()),
+            Some((BackupFormat::Plain, _, _)) => report.importable.push(o.key.clone()),
             _ => report.orphan_objects.push(o.key.clone()),
         }
     }
-    for r in rows.iter().filter(|r| r.status == "complete") {
+    for r in rows.iter().filter(|r| r.status.is_complete()) {
         for key in std::iter::once(&r.object_key).chain(r.manifest_key.iter()) {
             if !present.contains_key(key.as_str()) {
                 report.missing_objects.push((r.id.to_string(), key.clone()));

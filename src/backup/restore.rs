@@ -4,6 +4,47 @@
 //! the swap nothing touches the live database, and every failure before it
 //! drops the scratch database; a failed swap puts the live one back.
 //! Also the scratch-database check shared with `verify --restore-test`.
+//!
+//! # A restore, step by step
+//!
+//! 1. **Enqueue**: `landlord restore` resolves the backup among the tenant's
+//!    complete ones (or imports a seed-format file found in the store,
+//!    `backup::import`), asks for confirmation and enqueues `restore` with the
+//!    backup id; the API accepts `restore` from admin tokens only. The job
+//!    runs under the tenant lock.
+//! 2. **Refuse** (fatal): a deleted tenant, one never fully provisioned, a
+//!    backup that is not a complete backup of this tenant. Shared tenants
+//!    take the row path (`backup::shared`: the tenant's rows replaced in one
+//!    transaction).
+//! 3. **Clean up earlier attempts** (`clean_leftovers`): for each `running`
+//!    restore of this job, put the live database back as it was before that
+//!    attempt (whichever rename it was killed between), drop the scratch
+//!    database, mark the row `failed`. `Restore::on_dead` runs the same.
+//! 4. **Row**: the `restores` row (`running`) with fresh scratch
+//!    (`{db}_rst_…`) and pre-restore (`{db}_pre_…`) names.
+//! 5. **Scratch** (`restore_into_scratch`): the manifest must name this
+//!    backup and its SHA-256; the object is streamed (decrypted, decoded)
+//!    into `pg_restore` or `psql` and always read to its end, so size and
+//!    checksum are compared even when the loader stops early; then `check`
+//!    (tables present, the manifest's schema version). A store read error is
+//!    retryable, everything else fatal.
+//! 6. **Grant** the tenant's role access to the scratch database; stop here
+//!    if the job lost its claim.
+//! 7. **Swap** (`swap`, on the server's `postgres` database): the live
+//!    database closed to connections (failpoint `restore.after_block`), its
+//!    sessions ended and renamed to the pre-restore name (failpoint
+//!    `restore.mid_swap`), the scratch renamed in; if that fails, the
+//!    pre-restore database is renamed back and reopened. Failpoint
+//!    `restore.after_swap`.
+//! 8. **Record**, one transaction: the restore `complete` with the
+//!    pre-restore database and its `keep_until`, the tenant's schema version,
+//!    a `drop_pre_restore` job due at `keep_until`, audit `tenant.restored`;
+//!    `restore.completed` goes out with the job's success.
+//!
+//! A failure in steps 5–7 drops the scratch database, marks the row `failed`
+//! and commits `restore.failed` at once. The pre-restore database stays
+//! closed to connections until `drop_pre_restore` drops it (the README shows
+//! how to swap it back by hand).
 
 use std::{sync::Arc, time::Duration};
 
@@ -15,19 +56,19 @@ use uuid::Uuid;
 
 use super::{
     catalog::{self, Backup},
+    jobs::DropPreRestore,
     manifest::Manifest,
-    pgtool,
-    settings::Codec,
-    shared,
+    pgtool, shared,
+    state::BackupFormat,
     store::Store,
     stream::{self, Decoding, Sink},
 };
 use crate::{
     config::Settings,
     ident::quote_ident,
-    runtime::{JobContext, JobError, store as jobs},
+    runtime::{Job, JobContext, JobError, ResultExt, store as jobs},
     tenant_schema,
-    tenants::Tenant,
+    tenants::{Isolation, Tenant},
 };
 
 /// A database name derived from `db` with a tag and a short random suffix,
@@ -66,9 +107,8 @@ pub fn identities(settings: &Settings) -> Result<Vec<age::x25519::Identity>, Job
 
 /// How to decode a backup's object.
 pub fn decoding(settings: &Settings, b: &Backup) -> Result<Decoding, JobError> {
-    let codec = Codec::parse(&b.codec).map_err(JobError::fatal)?;
     Ok(Decoding {
-        codec,
+        codec: b.codec,
         identities: if b.encrypted {
             Some(identities(settings)?)
         } else {
@@ -85,9 +125,9 @@ pub async fn manifest_of(store: &Store, b: &Backup) -> Result<Option<Manifest>, 
     let raw = store
         .get_bytes(key)
         .await
-        .map_err(|e| JobError::retryable(format!("reading the manifest: {e:#}")))?;
-    let m: Manifest = serde_json::from_slice(&raw)
-        .map_err(|e| JobError::fatal(format!("the manifest {key} is not valid: {e}")))?;
+        .retryable_ctx("reading the manifest")?;
+    let m: Manifest =
+        serde_json::from_slice(&raw).fatal_ctx(format_args!("the manifest {key} is not valid"))?;
     if m.backup_id != b.id || Some(&m.sha256) != b.sha256.as_ref() {
         return Err(JobError::fatal(format!(
             "the manifest {key} does not match the catalog (backup {}, sha256 {:?})",
@@ -105,10 +145,7 @@ pub async fn stream_into(
     sink: Sink,
 ) -> Result<stream::Measured, JobError> {
     let dec = decoding(settings, b)?;
-    let object = store
-        .get(&b.object_key)
-        .await
-        .map_err(|e| JobError::retryable(format!("{e:#}")))?;
+    let object = store.get(&b.object_key).await.retryable()?;
     let (measured, load_error) = match stream::restore_from(object, dec, sink).await {
         Ok(m) => (m, None),
         Err(stream::RestoreFailure::Read(e)) => {
@@ -152,16 +189,19 @@ pub fn loader(
     settings: &Settings,
     server: &str,
     db: &str,
-    format: &str,
+    format: BackupFormat,
 ) -> Result<std::process::Command> {
-    if format == "plain" {
-        let mut cmd = pgtool::command(settings, server, db, "psql")?;
-        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
-        Ok(cmd)
-    } else {
-        let mut cmd = pgtool::command(settings, server, db, "pg_restore")?;
-        cmd.args(["--exit-on-error", "--no-owner", &format!("--dbname={db}")]);
-        Ok(cmd)
+    match format {
+        BackupFormat::Plain => {
+            let mut cmd = pgtool::command(settings, server, db, "psql")?;
+            cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]);
+            Ok(cmd)
+        }
+        BackupFormat::Custom | BackupFormat::Shared => {
+            let mut cmd = pgtool::command(settings, server, db, "pg_restore")?;
+            cmd.args(["--exit-on-error", "--no-owner", &format!("--dbname={db}")]);
+            Ok(cmd)
+        }
     }
 }
 
@@ -258,11 +298,11 @@ pub async fn restore_into_scratch(
     let created = create_db(&admin, scratch).await;
     admin.close().await;
     created?;
-    let cmd = loader(settings, &t.db_server, scratch, &b.format).map_err(JobError::fatal)?;
+    let cmd = loader(settings, &t.db_server, scratch, b.format).map_err(JobError::fatal)?;
     let measured = stream_into(settings, store, b, Sink::Child(cmd)).await?;
     let checked = check(settings, &t.db_server, scratch, manifest.as_ref())
         .await
-        .map_err(|e| JobError::fatal(format!("the restored database failed its check: {e:#}")))?;
+        .fatal_ctx("the restored database failed its check")?;
     Ok((measured, checked))
 }
 
@@ -422,7 +462,7 @@ pub async fn clean_leftovers(ctx: &JobContext, t: &Tenant) -> Result<usize> {
         for r in &rows {
             // A shared tenant's restore writes into the live shared database:
             // there is nothing to rename or drop.
-            if t.isolation == "database" && r.scratch_db != t.db_name {
+            if t.isolation == Isolation::Database && r.scratch_db != t.db_name {
                 put_back(&admin, t, &r.scratch_db, r.pre_restore_db.as_deref()).await?;
             }
             sqlx::query("UPDATE restores SET status = 'failed', error = 'attempt interrupted', completed_at = now() WHERE id = $1")
@@ -500,7 +540,7 @@ pub async fn shared_rows(
     b: &Backup,
     commit: bool,
 ) -> Result<(stream::Measured, shared::Imported), JobError> {
-    if b.format != "shared" {
+    if b.format != BackupFormat::Shared {
         return Err(JobError::fatal(format!(
             "backup {} is a {} dump of a whole database, not a shared tenant's rows",
             b.name(),
@@ -518,11 +558,9 @@ pub async fn shared_rows(
     let task = tokio::spawn(async move { shared::import(&s, &tenant, &scope, rx, decided).await });
     let streamed = stream_into(settings, store, b, Sink::Channel(tx)).await;
     let _ = go.send(commit && streamed.is_ok());
-    let imported = task
-        .await
-        .map_err(|e| JobError::retryable(format!("import task: {e}")))?;
+    let imported = task.await.retryable_ctx("import task")?;
     // The import's own error says more than "the import stopped".
-    let imported = imported.map_err(|e| JobError::fatal(format!("{e:#}")))?;
+    let imported = imported.fatal()?;
     let measured = streamed?;
     Ok((measured, imported))
 }
@@ -582,21 +620,16 @@ async fn restore_shared(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Valu
 
 /// Restores backup `b` over tenant `t`'s live database.
 pub async fn restore(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Value, JobError> {
-    if t.isolation == "shared"
-        && t.provision_step == "done"
-        && t.status != "deleted"
-        && b.tenant_id == t.id
-        && b.status == "complete"
-    {
+    if t.has_shared_rows() && b.tenant_id == t.id && b.status.is_complete() {
         return restore_shared(ctx, t, b).await;
     }
-    if t.isolation != "database" || t.provision_step != "done" || t.status == "deleted" {
+    if !t.has_own_database() {
         return Err(JobError::fatal(format!(
             "tenant {} cannot be restored (status {}, isolation {}, provisioning step {})",
             t.slug, t.status, t.isolation, t.provision_step
         )));
     }
-    if b.tenant_id != t.id || b.status != "complete" {
+    if b.tenant_id != t.id || !b.status.is_complete() {
         return Err(JobError::fatal(format!(
             "backup {} is not a complete backup of tenant {}",
             b.id, t.slug
@@ -679,21 +712,15 @@ pub async fn restore(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Value, 
             .await?;
     }
     if pre_db.is_some() {
-        jobs::enqueue_in(
-            &mut tx,
-            &crate::workers::registry(),
-            &jobs::EnqueueRequest {
-                kind: "drop_pre_restore".into(),
-                tenant: Some(t.slug.clone()),
-                args: json!({"restore_id": restore_id}),
-                dedupe_key: Some(format!("drop-pre:{restore_id}")),
-                run_at: Some(keep_until),
-                ..Default::default()
-            },
-            jobs::Origin::Catalog,
-        )
-        .await
-        .map_err(|e| JobError::retryable(format!("scheduling the pre-restore drop: {e}")))?;
+        DropPreRestore { restore_id }
+            .enqueue_in(
+                &mut tx,
+                Some(&t.slug),
+                Some(format!("drop-pre:{restore_id}")),
+                Some(keep_until),
+            )
+            .await
+            .retryable_ctx("scheduling the pre-restore drop")?;
     }
     jobs::audit(
         &mut tx,

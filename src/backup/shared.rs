@@ -377,6 +377,40 @@ pub async fn import_on(
         buf: Vec::new(),
         eof: false,
     };
+    let header = read_header(&mut lines, t, scope).await?;
+    sqlx::raw_sql("BEGIN").execute(pool).await?;
+    set_key(pool, &t.key()).await?;
+    let now = tables(pool, scope).await?;
+    let current = match_tables(&header, &now)?;
+    let deleted = delete_tenant_rows(pool, &now, &scope.column)
+        .await?
+        .values()
+        .sum();
+    let (rows, expected) = load_sections(pool, &mut lines, &current).await?;
+    let expected = expected.context("the backup ends before its trailer (truncated?)")?;
+    if expected != rows {
+        bail!("the backup announced {expected:?} rows but held {rows:?}");
+    }
+    require_only_tenant_rows(pool, &current, &scope.column, &rows).await?;
+    let go = commit.await.unwrap_or(false);
+    if go {
+        sqlx::raw_sql("COMMIT")
+            .execute(pool)
+            .await
+            .context("committing the restore")?;
+    } else {
+        sqlx::raw_sql("ROLLBACK").execute(pool).await?;
+    }
+    Ok(Imported {
+        deleted,
+        rows,
+        committed: go,
+    })
+}
+
+/// The stream's first line, which must be a header for tenant `t`'s key in
+/// the configured column.
+async fn read_header(lines: &mut Lines, t: &Tenant, scope: &Scope) -> Result<Header> {
     let first = lines.next().await.context("the backup is empty")?;
     let header: Header = control(&first, MAGIC)
         .context("not a landlord shared-tenant backup")
@@ -391,11 +425,14 @@ pub async fn import_on(
             scope.column
         );
     }
-    sqlx::raw_sql("BEGIN").execute(pool).await?;
-    set_key(pool, &key).await?;
-    let now = tables(pool, scope).await?;
-    // The backup's tables, each paired with the database's own description
-    // of it: only the latter's names and key type ever reach SQL.
+    Ok(header)
+}
+
+/// The backup's tables, each paired with the database's own description of
+/// it (`now`, from [`tables`]): only the latter's names and key type ever
+/// reach SQL. Refuses a table or column that no longer exists, a changed key
+/// type, and a table listed twice.
+fn match_tables<'a>(header: &'a Header, now: &'a [Table]) -> Result<Vec<(&'a Table, &'a Table)>> {
     let mut current: Vec<(&Table, &Table)> = Vec::with_capacity(header.tables.len());
     for h in &header.tables {
         let Some(cur) = now
@@ -421,26 +458,47 @@ pub async fn import_on(
         }
         current.push((h, cur));
     }
-    // Children first, so foreign keys never see a missing parent.
-    let mut deleted = 0u64;
-    for table in now.iter().rev() {
-        deleted += sqlx::query(&format!(
+    Ok(current)
+}
+
+/// Deletes the tenant's rows (the key set by [`set_key`]) from `tables`
+/// (parents first, as [`tables`] returns them), children first so foreign
+/// keys never see a missing parent; returns rows deleted per table.
+async fn delete_tenant_rows(
+    pool: &PgPool,
+    tables: &[Table],
+    column: &str,
+) -> Result<BTreeMap<String, u64>> {
+    let mut out = BTreeMap::new();
+    for table in tables.iter().rev() {
+        let n = sqlx::query(&format!(
             "DELETE FROM {} WHERE {}",
             table.qualified(),
-            filter(table, &scope.column)
+            filter(table, column)
         ))
         .execute(pool)
         .await
         .with_context(|| format!("deleting the tenant's rows of {}", table.name()))?
         .rows_affected();
+        out.insert(table.name(), n);
     }
+    Ok(out)
+}
+
+/// Loads every table section after the header; returns rows loaded per
+/// table and the trailer's announced counts (`None`: the stream ended
+/// before its trailer).
+async fn load_sections(
+    pool: &PgPool,
+    lines: &mut Lines,
+    current: &[(&Table, &Table)],
+) -> Result<(BTreeMap<String, u64>, Option<BTreeMap<String, u64>>)> {
     let mut rows: BTreeMap<String, u64> = BTreeMap::new();
-    let mut expected: Option<BTreeMap<String, u64>> = None;
     let mut pending = lines.next().await;
     while let Some(l) = pending.take() {
         if let Some(j) = control(&l, END) {
-            expected = Some(serde_json::from_slice(j).context("reading the backup trailer")?);
-            break;
+            let expected = serde_json::from_slice(j).context("reading the backup trailer")?;
+            return Ok((rows, Some(expected)));
         }
         let Some(j) = control(&l, TABLE) else {
             bail!("unexpected data outside a table section");
@@ -452,52 +510,72 @@ pub async fn import_on(
         if rows.contains_key(&table.name()) {
             bail!("table {} has two sections in the backup", table.name());
         }
-        // The backup's columns (each checked above to exist in the current
-        // table), quoted, on the current table's name.
-        let mut copy = pool
-            .copy_in_raw(&format!(
-                "COPY {} ({}) FROM STDIN",
-                cur.qualified(),
-                table.column_list()
-            ))
-            .await?;
-        let mut n = 0u64;
-        let mut batch = Vec::with_capacity(1 << 20);
-        loop {
-            match lines.next().await {
-                Some(row) if row.starts_with(b"\\L") => {
-                    pending = Some(row);
-                    break;
-                }
-                Some(row) => {
-                    n += 1;
-                    batch.extend_from_slice(&row);
-                    if batch.len() >= 1 << 20 {
-                        copy.send(std::mem::take(&mut batch)).await?;
-                    }
-                }
-                None => break,
-            }
-        }
-        if !batch.is_empty() {
-            copy.send(batch).await?;
-        }
-        copy.finish()
-            .await
-            .with_context(|| format!("loading {}", table.name()))?;
+        let (n, next) = copy_section(pool, lines, &table, cur).await?;
+        pending = next;
         rows.insert(table.name(), n);
     }
-    let expected = expected.context("the backup ends before its trailer (truncated?)")?;
-    if expected != rows {
-        bail!("the backup announced {expected:?} rows but held {rows:?}");
+    Ok((rows, None))
+}
+
+/// COPYs one section's rows into `cur`, up to the next control line, which
+/// it returns (`None` at the end of the stream) with the number of rows.
+async fn copy_section(
+    pool: &PgPool,
+    lines: &mut Lines,
+    table: &Table,
+    cur: &Table,
+) -> Result<(u64, Option<Vec<u8>>)> {
+    // The backup's columns (each checked by `match_tables` to exist in the
+    // current table), quoted, on the current table's name.
+    let mut copy = pool
+        .copy_in_raw(&format!(
+            "COPY {} ({}) FROM STDIN",
+            cur.qualified(),
+            table.column_list()
+        ))
+        .await?;
+    let mut n = 0u64;
+    let mut next = None;
+    let mut batch = Vec::with_capacity(1 << 20);
+    loop {
+        match lines.next().await {
+            Some(row) if row.starts_with(b"\\L") => {
+                next = Some(row);
+                break;
+            }
+            Some(row) => {
+                n += 1;
+                batch.extend_from_slice(&row);
+                if batch.len() >= 1 << 20 {
+                    copy.send(std::mem::take(&mut batch)).await?;
+                }
+            }
+            None => break,
+        }
     }
-    // Every row loaded must belong to this tenant. The filter's type is the
-    // database's (`cur`), never the backup file's.
-    for (table, cur) in &current {
+    if !batch.is_empty() {
+        copy.send(batch).await?;
+    }
+    copy.finish()
+        .await
+        .with_context(|| format!("loading {}", table.name()))?;
+    Ok((n, next))
+}
+
+/// Every row loaded must belong to this tenant: each table holds exactly as
+/// many rows of the key as were loaded into it. The filter's type is the
+/// database's (`cur`), never the backup file's.
+async fn require_only_tenant_rows(
+    pool: &PgPool,
+    current: &[(&Table, &Table)],
+    column: &str,
+    rows: &BTreeMap<String, u64>,
+) -> Result<()> {
+    for (table, cur) in current {
         let n: i64 = sqlx::query_scalar(&format!(
             "SELECT count(*) FROM {} WHERE {}",
             cur.qualified(),
-            filter(cur, &scope.column)
+            filter(cur, column)
         ))
         .fetch_one(pool)
         .await?;
@@ -508,20 +586,7 @@ pub async fn import_on(
             );
         }
     }
-    let go = commit.await.unwrap_or(false);
-    if go {
-        sqlx::raw_sql("COMMIT")
-            .execute(pool)
-            .await
-            .context("committing the restore")?;
-    } else {
-        sqlx::raw_sql("ROLLBACK").execute(pool).await?;
-    }
-    Ok(Imported {
-        deleted,
-        rows,
-        committed: go,
-    })
+    Ok(())
 }
 
 /// The scope configured for shared tenants (tenancy's column and exempt tables).
@@ -553,19 +618,7 @@ pub async fn delete_on(pool: &PgPool, key: &str, scope: &Scope) -> Result<BTreeM
     require_bypass(pool, "deleting a shared tenant's rows").await?;
     sqlx::raw_sql("BEGIN").execute(pool).await?;
     set_key(pool, key).await?;
-    let mut out = BTreeMap::new();
-    for table in tables(pool, scope).await?.iter().rev() {
-        let n = sqlx::query(&format!(
-            "DELETE FROM {} WHERE {}",
-            table.qualified(),
-            filter(table, &scope.column)
-        ))
-        .execute(pool)
-        .await
-        .with_context(|| format!("deleting the tenant's rows of {}", table.name()))?
-        .rows_affected();
-        out.insert(table.name(), n);
-    }
+    let out = delete_tenant_rows(pool, &tables(pool, scope).await?, &scope.column).await?;
     sqlx::raw_sql("COMMIT").execute(pool).await?;
     Ok(out)
 }

@@ -23,7 +23,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncWriteExt;
 
-use super::settings::{BackupSettings, Location};
+use crate::config::backup::{BackupSettings, Location};
 
 /// An object in the store.
 #[derive(Debug, Clone)]

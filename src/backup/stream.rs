@@ -13,7 +13,7 @@
 
 use std::{
     io::{self, Read, Write},
-    process::{Child, Command, Stdio},
+    process::{Child, ChildStdin, Command, Stdio},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -25,10 +25,8 @@ use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::{
-    settings::Codec,
-    store::{ObjectReader, Upload},
-};
+use super::store::{ObjectReader, Upload};
+use crate::config::backup::Codec;
 
 /// How the dump is encoded.
 #[derive(Clone)]
@@ -470,126 +468,33 @@ pub async fn restore_from(
         None if out_tx.is_some() => "the import".to_string(),
         None => String::new(),
     };
-    let spawned = match cmd {
-        Some(mut cmd) => {
-            cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
-            let mut c = cmd
-                .spawn()
-                .with_context(|| {
-                    format!("starting {name} (is it installed? see LANDLORD_PG_BIN_DIR)")
-                })
-                .map_err(RestoreFailure::Start)?;
-            let stdin = c
-                .stdin
-                .take()
-                .context("child has no stdin")
-                .map_err(RestoreFailure::Start)?;
-            let tail = stderr_tail(&mut c);
-            Some((Arc::new(Mutex::new(c)), stdin, tail))
-        }
+    let loader = match cmd {
+        Some(cmd) => Some(Loader::spawn(cmd, &name).map_err(RestoreFailure::Start)?),
         None => None,
     };
-    let guard = spawned.as_ref().map(|(c, _, _)| ChildGuard(c.clone()));
-    let identities = dec.identities.is_some();
-    let worker = tokio::task::spawn_blocking(move || -> Result<u64> {
-        let mut input = decoder(
-            &dec,
-            ChannelReader {
-                rx,
-                cur: Bytes::new(),
-            },
-        )?;
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut raw = 0u64;
-        let (mut stdin, child): (Option<Box<dyn Write + Send>>, _) = match (spawned, out_tx) {
-            (Some((c, stdin, tail)), _) => (Some(Box::new(stdin)), Some((c, tail))),
-            (None, Some(tx)) => (Some(Box::new(ChannelWriter(tx))), None),
-            (None, None) => (None, None),
+    let guard = loader.as_ref().map(|l| ChildGuard(l.child.clone()));
+    let worker = tokio::task::spawn_blocking(move || {
+        let input = ChannelReader {
+            rx,
+            cur: Bytes::new(),
         };
-        loop {
-            let n = match input.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let what = if identities {
-                        "decrypting/decompressing"
-                    } else {
-                        "decompressing"
-                    };
-                    return Err(anyhow!(
-                        "{what} the backup: {e} (corrupt or truncated object?)"
-                    ));
-                }
-            };
-            raw += n as u64;
-            if let Some(w) = &mut stdin
-                && let Err(e) = w.write_all(&buf[..n])
-            {
-                if peek && e.kind() == io::ErrorKind::BrokenPipe {
-                    stdin = None;
-                } else {
-                    drop(stdin.take());
-                    let tail = match child {
-                        Some((_, t)) => t.join().unwrap_or_default(),
-                        None => String::new(),
-                    };
-                    bail!("{name} stopped reading: {e}: {tail}");
-                }
-            }
-        }
-        // Anything after the end of the compressed stream is corruption too.
-        drop(stdin);
-        if let Some((c, tail)) = child {
-            let status = c
-                .lock()
-                .map_err(|_| anyhow!("child lock poisoned"))?
-                .wait()?;
-            let tail = tail.join().unwrap_or_default();
-            if !status.success() {
-                bail!("{name} failed ({status}): {tail}");
-            }
-        }
-        Ok(raw)
+        decode_into(&dec, input, loader, out_tx, peek, &name)
     });
-    let mut hasher = Sha256::new();
-    let mut stored = 0u64;
-    let mut parts = 0u64;
-    let mut tx = Some(tx);
     // Read the object to its end even when the decoder or the loader gave
     // up early, so a failure can say whether the bytes themselves are wrong.
-    loop {
-        match object.next().await {
-            Ok(Some(chunk)) => {
-                hasher.update(&chunk);
-                stored += chunk.len() as u64;
-                parts += 1;
-                if let Some(t) = &tx
-                    && t.send(chunk).await.is_err()
-                {
-                    tx = None;
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                drop(tx);
-                let _ = worker.await;
-                return Err(RestoreFailure::Read(e));
-            }
+    let mut read = match read_object(&mut object, tx).await {
+        Ok(read) => read,
+        Err(e) => {
+            let _ = worker.await;
+            return Err(RestoreFailure::Read(e));
         }
-    }
-    drop(tx);
+    };
     let decoded = worker
         .await
         .context("restore thread panicked")
         .and_then(|r| r);
     drop(guard);
-    let read = Measured {
-        raw_bytes: *decoded.as_ref().unwrap_or(&0),
-        stored_bytes: stored,
-        sha256: hex(&hasher.finalize()),
-        parts,
-    };
+    read.raw_bytes = *decoded.as_ref().unwrap_or(&0);
     match decoded {
         Ok(_) => Ok(read),
         Err(error) => Err(RestoreFailure::Load {
@@ -597,4 +502,120 @@ pub async fn restore_from(
             read: Box::new(read),
         }),
     }
+}
+
+/// A started loader (pg_restore, psql): its stdin and the tail of its stderr.
+struct Loader {
+    child: Arc<Mutex<Child>>,
+    stdin: ChildStdin,
+    tail: std::thread::JoinHandle<String>,
+}
+
+impl Loader {
+    fn spawn(mut cmd: Command, name: &str) -> Result<Self> {
+        cmd.stdin(Stdio::piped()).stderr(Stdio::piped());
+        let mut c = cmd.spawn().with_context(|| {
+            format!("starting {name} (is it installed? see LANDLORD_PG_BIN_DIR)")
+        })?;
+        let stdin = c.stdin.take().context("child has no stdin")?;
+        let tail = stderr_tail(&mut c);
+        Ok(Self {
+            child: Arc::new(Mutex::new(c)),
+            stdin,
+            tail,
+        })
+    }
+}
+
+/// The blocking side of [`restore_from`]: decodes `input` into the loader
+/// (or `out_tx`, or nowhere), then waits for the loader to exit 0. Returns
+/// the decoded size. A `peek` loader may stop reading early; the rest is
+/// still decoded.
+fn decode_into(
+    dec: &Decoding,
+    input: ChannelReader,
+    loader: Option<Loader>,
+    out_tx: Option<mpsc::Sender<Bytes>>,
+    peek: bool,
+    name: &str,
+) -> Result<u64> {
+    let identities = dec.identities.is_some();
+    let mut input = decoder(dec, input)?;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut raw = 0u64;
+    let (mut stdin, child): (Option<Box<dyn Write + Send>>, _) = match (loader, out_tx) {
+        (Some(l), _) => (Some(Box::new(l.stdin)), Some((l.child, l.tail))),
+        (None, Some(tx)) => (Some(Box::new(ChannelWriter(tx))), None),
+        (None, None) => (None, None),
+    };
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                let what = if identities {
+                    "decrypting/decompressing"
+                } else {
+                    "decompressing"
+                };
+                return Err(anyhow!(
+                    "{what} the backup: {e} (corrupt or truncated object?)"
+                ));
+            }
+        };
+        raw += n as u64;
+        if let Some(w) = &mut stdin
+            && let Err(e) = w.write_all(&buf[..n])
+        {
+            if peek && e.kind() == io::ErrorKind::BrokenPipe {
+                stdin = None;
+            } else {
+                drop(stdin.take());
+                let tail = match child {
+                    Some((_, t)) => t.join().unwrap_or_default(),
+                    None => String::new(),
+                };
+                bail!("{name} stopped reading: {e}: {tail}");
+            }
+        }
+    }
+    // Anything after the end of the compressed stream is corruption too.
+    drop(stdin);
+    if let Some((c, tail)) = child {
+        let status = c
+            .lock()
+            .map_err(|_| anyhow!("child lock poisoned"))?
+            .wait()?;
+        let tail = tail.join().unwrap_or_default();
+        if !status.success() {
+            bail!("{name} failed ({status}): {tail}");
+        }
+    }
+    Ok(raw)
+}
+
+/// Reads `object` to its end, hashing and counting it, and passes each part
+/// to `tx` for as long as the decoder takes them. `raw_bytes` is left 0.
+async fn read_object(object: &mut ObjectReader, tx: mpsc::Sender<Bytes>) -> Result<Measured> {
+    let mut hasher = Sha256::new();
+    let mut stored = 0u64;
+    let mut parts = 0u64;
+    let mut tx = Some(tx);
+    while let Some(chunk) = object.next().await? {
+        hasher.update(&chunk);
+        stored += chunk.len() as u64;
+        parts += 1;
+        if let Some(t) = &tx
+            && t.send(chunk).await.is_err()
+        {
+            tx = None;
+        }
+    }
+    Ok(Measured {
+        raw_bytes: 0,
+        stored_bytes: stored,
+        sha256: hex(&hasher.finalize()),
+        parts,
+    })
 }

@@ -8,10 +8,15 @@ use serde_json::{Value, json};
 use super::{
     catalog::Backup,
     restore::{self, derived_name},
+    state::BackupFormat,
     store::Store,
     stream::Sink,
 };
-use crate::{config::Settings, runtime::JobError, tenants::Tenant};
+use crate::{
+    config::Settings,
+    runtime::{JobError, ResultExt},
+    tenants::Tenant,
+};
 
 pub async fn verify(
     settings: &Settings,
@@ -22,7 +27,7 @@ pub async fn verify(
     let store = Store::open(&settings.backup).await?;
     let clock = std::time::Instant::now();
     let manifest = restore::manifest_of(&store, b).await?;
-    if b.format == "shared" {
+    if b.format == BackupFormat::Shared {
         // A restore test of shared rows is an import rolled back at the end.
         let (m, imported) = if restore_test {
             let (m, i) = restore::shared_rows(settings, &store, t, b, false).await?;
@@ -48,7 +53,7 @@ pub async fn verify(
         }));
     }
     if !restore_test {
-        let sink = if b.format == "custom" {
+        let sink = if b.format == BackupFormat::Custom {
             let mut cmd = std::process::Command::new(settings.backup.pg_tool("pg_restore"));
             // The listing proves the archive's table of contents is readable;
             // the rest of the stream is still decoded and checksummed.
@@ -75,7 +80,7 @@ pub async fn verify(
     let res = restore::restore_into_scratch(settings, &store, t, b, &scratch).await;
     let dropped = restore::drop_db(settings, &t.db_server, &scratch).await;
     let (m, checked) = res?;
-    dropped.map_err(|e| JobError::retryable(format!("dropping the scratch database: {e:#}")))?;
+    dropped.retryable_ctx("dropping the scratch database")?;
     Ok(json!({
         "tenant": t.slug,
         "backup_id": b.id,

@@ -4,6 +4,13 @@
 //!
 //! Publishing always uses publisher confirms; a message counts as sent only
 //! once the broker acknowledged it (and, for work and dead letters, routed it).
+//!
+//! Why not lapin's auto-recovery: it must be enabled per connection, every
+//! caller must catch a recoverable error and wait for each channel's
+//! recovery, and a restarted broker may have lost definitions that must be
+//! declared again anyway. Throwing the session away makes recovery the same
+//! code path as start-up; since workers hold no long-lived consumers
+//! (`basic.get`, see `runtime::worker`), there is nothing else to replay.
 
 pub mod topology;
 

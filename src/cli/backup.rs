@@ -11,7 +11,7 @@ use crate::{
     cli::{BadInput, RunOpts, catalog, enqueue},
     config::Settings,
     runtime::{Job, Registry, store::EnqueueRequest},
-    tenants,
+    tenants::{self, TenantStatus},
     workers::backup::Backup,
 };
 
@@ -64,10 +64,10 @@ pub async fn run(
     job.validate().map_err(BadInput)?;
     let pool = catalog(&settings).await?;
     let slugs: Vec<String> = if a.all {
-        tenants::list(&pool, Some("active"))
+        tenants::list(&pool, Some(TenantStatus::Active))
             .await?
             .into_iter()
-            .filter(|t| t.provision_step == "done")
+            .filter(|t| t.is_provisioned())
             .map(|t| t.slug)
             .collect()
     } else {

@@ -10,11 +10,13 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    backup::{Store, catalog, monitor, prune, reconcile, retention},
+    backup::{
+        Store, catalog, manage, manage::BackupChangeError, monitor, prune, reconcile, retention,
+    },
     cli::{BadInput, EXIT_FAILED, RunOpts, actor, catalog as open_catalog, enqueue},
     config::Settings,
     runtime::{Job, Registry, store::EnqueueRequest},
-    tenants::{self, Tenant},
+    tenants::{self, Tenant, TenantStatus},
     workers::verify_backup::VerifyBackup,
 };
 
@@ -139,214 +141,200 @@ pub async fn run(
             let t = tenant_arg(&pool, &tenant).await?;
             print_list(&pool, &t, json).await
         }
-        BackupsCommand::Stats { tenant, json } => {
-            let t = tenant_arg(&pool, &tenant).await?;
-            let s = catalog::stats(&pool, t.id).await?;
-            let ratio = if s.stored_bytes > 0 {
-                s.raw_bytes as f64 / s.stored_bytes as f64
-            } else {
-                0.0
-            };
-            if json {
-                let mut v = serde_json::to_value(&s)?;
-                v["tenant"] = t.slug.clone().into();
-                v["ratio"] = ratio.into();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else {
-                println!("tenant          {}", t.slug);
-                println!("backups         {} ({} held)", s.count, s.held);
-                println!(
-                    "stored          {} ({} raw, ratio {ratio:.2})",
-                    human(s.stored_bytes),
-                    human(s.raw_bytes)
-                );
-                println!(
-                    "oldest          {}",
-                    s.oldest
-                        .map(|d| d.to_rfc3339())
-                        .unwrap_or_else(|| "-".into())
-                );
-                println!(
-                    "newest          {}",
-                    s.newest
-                        .map(|d| d.to_rfc3339())
-                        .unwrap_or_else(|| "-".into())
-                );
-                println!(
-                    "last duration   {}",
-                    s.last_duration_ms
-                        .map(|d| format!("{:.1} s", d as f64 / 1000.0))
-                        .unwrap_or_else(|| "-".into())
-                );
-                println!("failed (7 days) {}", s.failed_last_7d);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        BackupsCommand::Delete { id } => {
-            let b = catalog::get(&pool, id)
-                .await?
-                .filter(|b| b.status == "complete")
-                .ok_or_else(|| BadInput(format!("no complete backup {id}")))?;
-            let store = Store::open(&settings.backup).await?;
-            match prune::delete(&pool, &store, id).await? {
-                prune::Deleted::Yes => {}
-                prune::Deleted::NotComplete => {
-                    return Err(BadInput(format!("no complete backup {id}")).into());
-                }
-                prune::Deleted::Held(reason) => {
-                    return Err(BadInput(format!(
-                        "backup {id} is on legal hold ({}); release it first with `landlord backups hold {id} --release`",
-                        reason.as_deref().unwrap_or("no reason given")
-                    ))
-                    .into());
-                }
-            }
-            audit(
-                &pool,
-                "backup.deleted",
-                b.tenant_id,
-                serde_json::json!({"backup_id": b.id, "key": b.object_key}),
-            )
-            .await?;
-            println!("deleted {} ({})", b.id, b.name());
-            Ok(ExitCode::SUCCESS)
-        }
+        BackupsCommand::Stats { tenant, json } => stats(&pool, &tenant, json).await,
+        BackupsCommand::Delete { id } => delete(&pool, &settings, id).await,
         BackupsCommand::Hold {
             id,
             release,
             reason,
-        } => {
-            let b = catalog::get(&pool, id)
-                .await?
-                .ok_or_else(|| BadInput(format!("no backup {id}")))?;
-            if !catalog::set_held(&pool, id, !release, reason.as_deref()).await? {
-                return Err(BadInput(format!("backup {id} is {}, not complete", b.status)).into());
-            }
-            let action = if release {
-                "backup.hold_released"
-            } else {
-                "backup.held"
-            };
-            audit(
-                &pool,
-                action,
-                b.tenant_id,
-                serde_json::json!({"backup_id": id, "reason": reason}),
-            )
-            .await?;
-            println!(
-                "{} {id} ({})",
-                if release { "released" } else { "held" },
-                b.name()
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        } => hold(&pool, id, release, reason.as_deref()).await,
         BackupsCommand::Prune(a) => prune_cmd(&pool, &settings, a).await,
-        BackupsCommand::Verify(a) => {
-            if a.backup.is_some() && (a.all || a.tenant.len() != 1) {
-                return Err(BadInput("--backup needs exactly one --tenant".into()).into());
+        BackupsCommand::Verify(a) => verify(&pool, settings, registry, a).await,
+        BackupsCommand::Monitor(a) => monitor_cmd(&pool, a).await,
+        BackupsCommand::Reconcile { fix, json } => reconcile_cmd(&pool, &settings, fix, json).await,
+    }
+}
+
+/// `backups stats`: the catalog's figures for one tenant.
+async fn stats(pool: &PgPool, tenant: &str, json: bool) -> Result<ExitCode> {
+    let t = tenant_arg(pool, tenant).await?;
+    let s = catalog::stats(pool, t.id).await?;
+    let ratio = if s.stored_bytes > 0 {
+        s.raw_bytes as f64 / s.stored_bytes as f64
+    } else {
+        0.0
+    };
+    if json {
+        let mut v = serde_json::to_value(&s)?;
+        v["tenant"] = t.slug.clone().into();
+        v["ratio"] = ratio.into();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let or_dash = |d: Option<chrono::DateTime<chrono::Utc>>| {
+        d.map(|d| d.to_rfc3339()).unwrap_or_else(|| "-".into())
+    };
+    println!("tenant          {}", t.slug);
+    println!("backups         {} ({} held)", s.count, s.held);
+    println!(
+        "stored          {} ({} raw, ratio {ratio:.2})",
+        human(s.stored_bytes),
+        human(s.raw_bytes)
+    );
+    println!("oldest          {}", or_dash(s.oldest));
+    println!("newest          {}", or_dash(s.newest));
+    println!(
+        "last duration   {}",
+        s.last_duration_ms
+            .map(|d| format!("{:.1} s", d as f64 / 1000.0))
+            .unwrap_or_else(|| "-".into())
+    );
+    println!("failed (7 days) {}", s.failed_last_7d);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Refusals are bad input; anything else is a failure.
+fn change_err(e: BackupChangeError) -> anyhow::Error {
+    match e {
+        BackupChangeError::Other(e) => e,
+        other => BadInput(other.to_string()).into(),
+    }
+}
+
+/// `backups delete`.
+async fn delete(pool: &PgPool, settings: &Settings, id: Uuid) -> Result<ExitCode> {
+    let b = manage::delete(pool, &settings.backup, id, &actor())
+        .await
+        .map_err(change_err)?;
+    println!("deleted {} ({})", b.id, b.name());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `backups hold [--release]`.
+async fn hold(pool: &PgPool, id: Uuid, release: bool, reason: Option<&str>) -> Result<ExitCode> {
+    let b = manage::set_hold(pool, id, !release, reason, &actor())
+        .await
+        .map_err(change_err)?;
+    println!(
+        "{} {id} ({})",
+        if release { "released" } else { "held" },
+        b.name()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `backups verify`: one `verify_backup` job per tenant.
+async fn verify(
+    pool: &PgPool,
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+    a: VerifyArgs,
+) -> Result<ExitCode> {
+    if a.backup.is_some() && (a.all || a.tenant.len() != 1) {
+        return Err(BadInput("--backup needs exactly one --tenant".into()).into());
+    }
+    let job = VerifyBackup {
+        backup: a.backup.clone(),
+        restore_test: a.restore_test,
+    };
+    let slugs = slugs(pool, &a.tenant, a.all).await?;
+    let args = serde_json::to_value(&job)?;
+    let reqs = slugs
+        .into_iter()
+        .map(|slug| EnqueueRequest {
+            kind: VerifyBackup::KIND.into(),
+            tenant: Some(slug),
+            args: args.clone(),
+            ..Default::default()
+        })
+        .collect();
+    enqueue::submit(pool, settings, registry, reqs, &a.run).await
+}
+
+/// `backups monitor`: exit 1 when any tenant is stale or over the limit.
+async fn monitor_cmd(pool: &PgPool, a: MonitorArgs) -> Result<ExitCode> {
+    let report = monitor::run(pool, a.max_age_hours, a.max_storage_mib.map(|m| m << 20)).await?;
+    if let Some(path) = &a.metrics_file {
+        let text = format!(
+            "# HELP landlord_backup_monitor_tenants Tenants per backup health check result\n\
+             # TYPE landlord_backup_monitor_tenants gauge\n\
+             landlord_backup_monitor_tenants{{check=\"stale\"}} {}\n\
+             landlord_backup_monitor_tenants{{check=\"oversize\"}} {}\n\
+             landlord_backup_monitor_tenants{{check=\"healthy\"}} {}\n",
+            report.stale.len(),
+            report.oversize.len(),
+            report.healthy
+        );
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "{} tenants: {} healthy, {} stale (newest backup older than {} h), {} over the storage limit",
+            report.tenants,
+            report.healthy,
+            report.stale.len(),
+            report.max_age_hours,
+            report.oversize.len()
+        );
+        for (slug, newest) in &report.stale {
+            match newest {
+                Some(n) => println!("stale     {slug}: newest backup {}", n.to_rfc3339()),
+                None => println!("stale     {slug}: no backup"),
             }
-            let job = VerifyBackup {
-                backup: a.backup.clone(),
-                restore_test: a.restore_test,
-            };
-            let slugs = slugs(&pool, &a.tenant, a.all).await?;
-            let args = serde_json::to_value(&job)?;
-            let reqs = slugs
-                .into_iter()
-                .map(|slug| EnqueueRequest {
-                    kind: VerifyBackup::KIND.into(),
-                    tenant: Some(slug),
-                    args: args.clone(),
-                    ..Default::default()
-                })
-                .collect();
-            enqueue::submit(&pool, settings, registry, reqs, &a.run).await
         }
-        BackupsCommand::Monitor(a) => {
-            let report =
-                monitor::run(&pool, a.max_age_hours, a.max_storage_mib.map(|m| m << 20)).await?;
-            if let Some(path) = &a.metrics_file {
-                let text = format!(
-                    "# HELP landlord_backup_monitor_tenants Tenants per backup health check result\n\
-                     # TYPE landlord_backup_monitor_tenants gauge\n\
-                     landlord_backup_monitor_tenants{{check=\"stale\"}} {}\n\
-                     landlord_backup_monitor_tenants{{check=\"oversize\"}} {}\n\
-                     landlord_backup_monitor_tenants{{check=\"healthy\"}} {}\n",
-                    report.stale.len(),
-                    report.oversize.len(),
-                    report.healthy
-                );
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, text)?;
-                std::fs::rename(&tmp, path)?;
-            }
-            if a.json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!(
-                    "{} tenants: {} healthy, {} stale (newest backup older than {} h), {} over the storage limit",
-                    report.tenants,
-                    report.healthy,
-                    report.stale.len(),
-                    report.max_age_hours,
-                    report.oversize.len()
-                );
-                for (slug, newest) in &report.stale {
-                    match newest {
-                        Some(n) => println!("stale     {slug}: newest backup {}", n.to_rfc3339()),
-                        None => println!("stale     {slug}: no backup"),
-                    }
-                }
-                for (slug, bytes) in &report.oversize {
-                    println!("oversize  {slug}: {}", human(*bytes));
-                }
-            }
-            Ok(if report.is_healthy() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_FAILED)
-            })
-        }
-        BackupsCommand::Reconcile { fix, json } => {
-            let store = Store::open(&settings.backup).await?;
-            let report = reconcile::run(&pool, &store, fix).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                println!("{}: {} objects", report.store, report.objects);
-                for k in &report.orphan_objects {
-                    println!(
-                        "orphan object      {k}{}",
-                        if fix { " (deleted)" } else { "" }
-                    );
-                }
-                for (id, k) in &report.missing_objects {
-                    println!(
-                        "missing object     {k} of backup {id}{}",
-                        if fix { " (row marked failed)" } else { "" }
-                    );
-                }
-                for (k, id) in &report.incomplete_uploads {
-                    println!(
-                        "incomplete upload  {k} ({id}){}",
-                        if fix { " (aborted)" } else { "" }
-                    );
-                }
-                for k in &report.importable {
-                    println!("importable         {k} (restore --backup NAME imports it)");
-                }
-                if report.is_clean() {
-                    println!("clean");
-                }
-            }
-            Ok(if report.is_clean() || fix {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_FAILED)
-            })
+        for (slug, bytes) in &report.oversize {
+            println!("oversize  {slug}: {}", human(*bytes));
         }
     }
+    Ok(if report.is_healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
+}
+
+/// `backups reconcile [--fix]`: exit 1 when unclean and not fixed.
+async fn reconcile_cmd(
+    pool: &PgPool,
+    settings: &Settings,
+    fix: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let store = Store::open(&settings.backup).await?;
+    let report = reconcile::run(pool, &store, fix).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        let done = |what: &'static str| if fix { what } else { "" };
+        println!("{}: {} objects", report.store, report.objects);
+        for k in &report.orphan_objects {
+            println!("orphan object      {k}{}", done(" (deleted)"));
+        }
+        for (id, k) in &report.missing_objects {
+            println!(
+                "missing object     {k} of backup {id}{}",
+                done(" (row marked failed)")
+            );
+        }
+        for (k, id) in &report.incomplete_uploads {
+            println!("incomplete upload  {k} ({id}){}", done(" (aborted)"));
+        }
+        for k in &report.importable {
+            println!("importable         {k} (restore --backup NAME imports it)");
+        }
+        if report.is_clean() {
+            println!("clean");
+        }
+    }
+    Ok(if report.is_clean() || fix {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
 }
 
 async fn tenant_arg(pool: &PgPool, slug: &str) -> Result<Tenant> {
@@ -355,12 +343,13 @@ async fn tenant_arg(pool: &PgPool, slug: &str) -> Result<Tenant> {
         .map_err(|e| BadInput(e.to_string()))?)
 }
 
+/// The named tenants (each must exist), or with `all` every active provisioned one.
 async fn slugs(pool: &PgPool, named: &[String], all: bool) -> Result<Vec<String>> {
     if all {
-        return Ok(tenants::list(pool, Some("active"))
+        return Ok(tenants::list(pool, Some(TenantStatus::Active))
             .await?
             .into_iter()
-            .filter(|t| t.provision_step == "done")
+            .filter(|t| t.is_provisioned())
             .map(|t| t.slug)
             .collect());
     }
@@ -370,18 +359,7 @@ async fn slugs(pool: &PgPool, named: &[String], all: bool) -> Result<Vec<String>
     Ok(named.to_vec())
 }
 
-async fn audit(
-    pool: &PgPool,
-    action: &str,
-    tenant_id: i64,
-    details: serde_json::Value,
-) -> Result<()> {
-    let mut tx = pool.begin().await?;
-    crate::runtime::store::audit(&mut tx, &actor(), action, Some(tenant_id), None, details).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
+/// `backups prune`: apply a policy to each tenant, or show what it would do.
 async fn prune_cmd(pool: &PgPool, settings: &Settings, a: PruneArgs) -> Result<ExitCode> {
     let policy = match (a.keep, &a.retention) {
         (Some(0), _) => return Err(BadInput("--keep must be at least 1".into()).into()),
@@ -390,12 +368,7 @@ async fn prune_cmd(pool: &PgPool, settings: &Settings, a: PruneArgs) -> Result<E
         (None, None) => settings.backup.retention.clone(),
     };
     let slugs = if a.all {
-        sqlx::query_scalar(
-            "SELECT DISTINCT t.slug FROM tenants t JOIN backups b ON b.tenant_id = t.id \
-             WHERE b.status = 'complete' ORDER BY 1",
-        )
-        .fetch_all(pool)
-        .await?
+        prune::tenants_with_backups(pool).await?
     } else {
         slugs(pool, &a.tenant, false).await?
     };

@@ -12,7 +12,7 @@ use crate::{
     cli::{BadInput, JobFailed, RunOpts, wait},
     config::Settings,
     runtime::{
-        Registry,
+        JobStatus, Registry,
         relay::relay_once,
         store::{self, EnqueueError, EnqueueRequest, JobRow, Origin},
         sync::run_sync,
@@ -126,18 +126,18 @@ pub fn report(rows: &[JobRow], json: bool) -> Result<ExitCode> {
             if let Some(res) = &r.result {
                 println!("  result: {res}");
             }
-            if r.status != "succeeded"
+            if r.status != JobStatus::Succeeded
                 && let Some(e) = &r.last_error
             {
                 println!("  error: {e}");
             }
         }
-        if r.status != "succeeded" {
+        if r.status != JobStatus::Succeeded {
             failures.push(format!(
                 "{} ({}, tenant {tenant}): {}",
                 r.id,
                 r.kind,
-                r.last_error.as_deref().unwrap_or(&r.status)
+                r.last_error.as_deref().unwrap_or(r.status.as_str())
             ));
         }
     }

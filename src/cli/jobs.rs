@@ -10,7 +10,7 @@ use crate::{
     cli::{BadInput, RunOpts, actor, catalog, enqueue},
     config::Settings,
     runtime::{
-        Registry,
+        Job, JobStatus, Registry,
         store::{self, EnqueueRequest, JobActionError, ListFilter},
     },
     workers::ping::{FailMode, Ping},
@@ -139,16 +139,6 @@ fn action_err(e: JobActionError) -> anyhow::Error {
     }
 }
 
-const STATUSES: [&str; 7] = [
-    "queued",
-    "running",
-    "retrying",
-    "succeeded",
-    "failed",
-    "dead",
-    "cancelled",
-];
-
 pub async fn run(
     cmd: JobsCommand,
     settings: Arc<Settings>,
@@ -157,20 +147,16 @@ pub async fn run(
     let pool = catalog(&settings).await?;
     match cmd {
         JobsCommand::List(a) => {
-            if let Some(s) = &a.status
-                && !STATUSES.contains(&s.as_str())
-            {
-                return Err(BadInput(format!(
-                    "unknown status {:?}; one of {}",
-                    crate::message::truncate(s),
-                    STATUSES.join(", ")
-                ))
-                .into());
-            }
+            let status = a
+                .status
+                .as_deref()
+                .map(JobStatus::from_str)
+                .transpose()
+                .map_err(|e| BadInput(e.to_string()))?;
             let rows = store::list(
                 &pool,
                 &ListFilter {
-                    status: a.status,
+                    status,
                     kind: a.kind,
                     tenant: a.tenant,
                     limit: a.limit,
@@ -262,13 +248,9 @@ pub async fn run(
                 fail_times: a.fail_times,
             };
             let req = EnqueueRequest {
-                kind: "ping".into(),
-                tenant: a.tenant,
-                args: serde_json::to_value(&ping)?,
                 queue: Some(a.queue),
-                dedupe_key: a.dedupe_key,
                 max_attempts: a.max_attempts,
-                run_at: None,
+                ..ping.request(a.tenant.as_deref(), a.dedupe_key, None)?
             };
             enqueue::submit(&pool, settings, registry, vec![req], &a.run).await
         }

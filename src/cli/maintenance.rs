@@ -10,7 +10,7 @@ use crate::{
     cli::{BadInput, RunOpts, catalog, enqueue},
     config::Settings,
     runtime::{Job, Registry, store::EnqueueRequest},
-    tenants,
+    tenants::{self, TenantStatus},
     workers::maintenance::Maintenance,
 };
 
@@ -73,7 +73,7 @@ pub async fn run(
     job.validate().map_err(BadInput)?;
     let pool = catalog(&settings).await?;
     let slugs: Vec<String> = if a.all {
-        tenants::list(&pool, Some("active"))
+        tenants::list(&pool, Some(TenantStatus::Active))
             .await?
             .into_iter()
             .map(|t| t.slug)

@@ -1,5 +1,11 @@
 //! The `landlord` command line: argument definitions and dispatch.
 //! Each subcommand's work lives in its own file; this one only routes.
+//! Every flag's documentation is its doc comment here or in that file, shown
+//! by `--help`.
+//!
+//! Nothing outside this module and `src/main.rs` imports it. It never writes
+//! to the catalog itself: commands call the lifecycle library, the job store
+//! or the backup modules, exactly as the HTTP API and the `Landlord` client do.
 
 mod backup;
 mod backups;
@@ -19,16 +25,7 @@ use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::{self, Settings};
-
-/// Exit code for bad input (nothing was changed).
-pub const EXIT_BAD_INPUT: u8 = 2;
-/// Exit code for a job that ended in failure, or an operation that failed.
-pub const EXIT_FAILED: u8 = 1;
-
-/// Bad input from the operator: shown as is, exit code 2, nothing changed.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct BadInput(pub String);
+pub use crate::error::{BadInput, EXIT_BAD_INPUT, EXIT_FAILED};
 
 /// A followed job that did not succeed: exit code 1.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +114,27 @@ pub struct WorkerArgs {
     pub listen: Option<String>,
 }
 
+impl WorkerArgs {
+    /// Puts the flags over the configured worker settings.
+    fn apply(self, settings: &mut Settings) -> Result<()> {
+        if let Some(q) = self.queues {
+            settings.worker.queues =
+                config::parse_queues(&q.join(",")).map_err(|e| BadInput(e.to_string()))?;
+        }
+        if let Some(c) = self.concurrency {
+            if c == 0 || c > 256 {
+                return Err(BadInput("--concurrency must be between 1 and 256".into()).into());
+            }
+            settings.worker.concurrency = c;
+            settings.catalog.max_connections = config::CatalogSettings::pool_size(c);
+        }
+        if let Some(l) = self.listen {
+            settings.observability.listen = (l != "off").then_some(l);
+        }
+        Ok(())
+    }
+}
+
 /// Options every enqueuing command shares.
 #[derive(Debug, Args, Clone, Default)]
 pub struct RunOpts {
@@ -148,11 +166,7 @@ pub fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.downcast_ref::<BadInput>().is_some() {
-                ExitCode::from(EXIT_BAD_INPUT)
-            } else {
-                ExitCode::from(EXIT_FAILED)
-            }
+            crate::error::exit_code(&e)
         }
     }
 }
@@ -183,20 +197,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Worker(a) => {
-            if let Some(q) = a.queues {
-                settings.worker.queues =
-                    config::parse_queues(&q.join(",")).map_err(|e| BadInput(e.to_string()))?;
-            }
-            if let Some(c) = a.concurrency {
-                if c == 0 || c > 256 {
-                    return Err(BadInput("--concurrency must be between 1 and 256".into()).into());
-                }
-                settings.worker.concurrency = c;
-                settings.catalog.max_connections = (c as u32) * 2 + 6;
-            }
-            if let Some(l) = a.listen {
-                settings.observability.listen = (l != "off").then_some(l);
-            }
+            a.apply(&mut settings)?;
             crate::runtime::worker::run(Arc::new(settings), registry, crate::shutdown::signal())
                 .await?;
             Ok(ExitCode::SUCCESS)
@@ -210,18 +211,17 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Doctor { json } => doctor::run(&settings, json).await,
         Command::Tenancy(c) => tenancy::run(c, &settings).await,
         Command::Scheduler => {
-            crate::scheduler::run(Arc::new(settings), registry, crate::shutdown::signal()).await?;
+            let schedules = crate::scheduler::parse_all(&settings.schedules, &registry)
+                .map_err(|e| BadInput(format!("invalid schedules:\n{e}")))?;
+            let settings = Arc::new(settings);
+            crate::scheduler::run(settings, registry, schedules, crate::shutdown::signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Schedule(c) => schedule::run(c, Arc::new(settings), registry).await,
         Command::Api(a) => {
-            crate::api::run(
-                Arc::new(settings),
-                registry,
-                a.listen,
-                crate::shutdown::signal(),
-            )
-            .await?;
+            let api = crate::api::ApiSettings::from_env(a.listen)
+                .map_err(|e| BadInput(format!("{e:#}")))?;
+            crate::api::run(Arc::new(settings), registry, api, crate::shutdown::signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
     }

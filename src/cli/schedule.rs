@@ -12,7 +12,7 @@ use crate::{
     cli::{BadInput, catalog},
     config::Settings,
     runtime::{Registry, relay, worker::owner_id},
-    scheduler::{self, IfBusy, Schedule},
+    scheduler::{self, FiringStatus, IfBusy, Schedule},
 };
 
 #[derive(Debug, Subcommand)]
@@ -52,7 +52,7 @@ fn find<'a>(schedules: &'a [Schedule], name: &str) -> Result<&'a Schedule> {
 #[derive(sqlx::FromRow, serde::Serialize)]
 struct Firing {
     fire_at: DateTime<Utc>,
-    status: String,
+    status: FiringStatus,
     jobs: i32,
     skipped: i32,
     leader: Option<String>,

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 use clap::Subcommand;
 use secrecy::ExposeSecret;
+use sqlx::PgPool;
 
 use crate::{
     cli::{BadInput, EXIT_FAILED},
@@ -62,87 +63,13 @@ fn check_db(settings: &Settings, server: &str, db: &str) -> Result<()> {
 }
 
 pub async fn run(c: TenancyCommand, settings: &Settings) -> Result<ExitCode> {
-    let cfg = &settings.tenancy;
     match c {
         TenancyCommand::Apply {
             database,
             server,
             force,
             json,
-        } => {
-            check_db(settings, &server, &database)?;
-            let mode = cfg.effective_mode();
-            let guess = disabled_by_auto_detect(cfg);
-            let secret: Vec<u8> = match (&cfg.context_secret, mode) {
-                (Some(s), _) => s.expose_secret().to_vec(),
-                (None, EnforcementMode::Disabled) => Vec::new(),
-                (None, _) => {
-                    return Err(BadInput(
-                        "tenancy is on but TENANCY_CONTEXT_SECRET is not set (64 hex characters); nothing was changed".into(),
-                    )
-                    .into());
-                }
-            };
-            let pool = tenant_schema::pool_on(settings, &server, &database).await?;
-            if guess && !force {
-                // Removing every policy is never a guess: refuse unless the
-                // operator said so (or there is nothing to remove).
-                let protected = install::protected_tables(&pool, &cfg.tenant_column.value).await;
-                let protected = match protected {
-                    Ok(p) => p,
-                    Err(e) => {
-                        pool.close().await;
-                        return Err(e);
-                    }
-                };
-                if !protected.is_empty() {
-                    pool.close().await;
-                    return Err(BadInput(format!(
-                        "tenancy is off only because auto-detect found no channel with \
-                         tenant_mode = \"multi\" (TENANCY_ENABLED and [tenancy] enabled are unset), \
-                         and applying that would remove the row-level security of {} table(s) of \
-                         {database} ({}); nothing was changed. To remove it, say so: \
-                         TENANCY_ENABLED=false, TENANCY_ENFORCEMENT_MODE=disabled, or --force. \
-                         To keep it, set TENANCY_ENABLED=true or a channel's tenant_mode = \"multi\".",
-                        protected.len(),
-                        protected.join(", ")
-                    ))
-                    .into());
-                }
-            }
-            let applied = install::apply(
-                &pool,
-                &install::Plan {
-                    mode,
-                    column: &cfg.tenant_column.value,
-                    exempt: &cfg.exempt_tables.value,
-                    secret: &secret,
-                },
-            )
-            .await;
-            pool.close().await;
-            let applied = applied?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(
-                        &serde_json::json!({"mode": mode, "database": database, "tables": applied})
-                    )?
-                );
-            } else {
-                println!("{database}: mode {}", mode.as_str());
-                for a in &applied {
-                    println!("  {:<10} {}.{}", a.action, a.schema, a.table);
-                }
-                if applied.is_empty() {
-                    println!(
-                        "  no table has the tenant column {:?}",
-                        cfg.tenant_column.value
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => apply(settings, &server, &database, force, json).await,
         TenancyCommand::Status {
             detailed,
             database,
@@ -150,91 +77,217 @@ pub async fn run(c: TenancyCommand, settings: &Settings) -> Result<ExitCode> {
             app_role,
             json,
         } => {
-            let mut warnings = config_warnings(cfg);
-            let mut db_status = None;
-            if detailed {
-                let Some(db) = &database else {
+            let database = match (detailed, database) {
+                (false, _) => None,
+                (true, Some(db)) => Some(db),
+                (true, None) => {
                     return Err(BadInput(
                         "--detailed needs --database (the shared database)".into(),
                     )
                     .into());
-                };
-                check_db(settings, &server, db)?;
-                let pool = tenant_schema::pool_on(settings, &server, db).await?;
-                let st = inspect::inspect(
-                    &pool,
-                    inspect::Expected {
-                        mode: cfg.effective_mode(),
-                        column: &cfg.tenant_column.value,
-                        exempt: &cfg.exempt_tables.value,
-                        exempt_configured: cfg.exempt_tables.source != Source::Default,
-                        app_role: app_role.as_deref(),
-                    },
-                )
-                .await;
-                pool.close().await;
-                let st = st?;
-                warnings.extend(st.warnings.iter().cloned());
-                if let Some(w) = violation_warning(cfg, &st) {
-                    warnings.push(w);
                 }
-                db_status = Some(st);
-            }
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&serde_json::json!({
-                        "config": cfg,
-                        "effective_mode": cfg.effective_mode(),
-                        "secrets": {
-                            "context_secret": cfg.context_secret.is_some(),
-                            "jwt_secret": cfg.jwt_secret.is_some(),
-                            "bypass_url": cfg.bypass_url.is_some(),
-                        },
-                        "database": db_status,
-                        "warnings": warnings,
-                    }))?
-                );
-            } else {
-                print_config(cfg);
-                if let Some(st) = &db_status {
-                    println!();
-                    println!(
-                        "{:<32} {:<8} {:<12} {:<7} {:<4} {:<6} {:<7} EXEMPT",
-                        "TABLE", "COLUMN", "TYPE", "INDEX", "RLS", "FORCED", "POLICY"
-                    );
-                    for t in &st.tables {
-                        println!(
-                            "{:<32} {:<8} {:<12} {:<7} {:<4} {:<6} {:<7} {}",
-                            format!("{}.{}", t.schema, t.table),
-                            yes(t.has_column),
-                            t.column_type.as_deref().unwrap_or("-"),
-                            yes(t.indexed),
-                            yes(t.rls_enabled),
-                            yes(t.rls_forced),
-                            if t.policy_current {
-                                "current"
-                            } else if t.policy.is_some() {
-                                "old"
-                            } else {
-                                "-"
-                            },
-                            yes(t.exempt)
-                        );
-                    }
-                    println!("violations recorded (soft mode): {}", st.violations);
-                }
-                for w in &warnings {
-                    println!("warning: {w}");
-                }
-            }
-            Ok(if warnings.is_empty() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(EXIT_FAILED)
-            })
+            };
+            status(
+                settings,
+                &server,
+                database.as_deref(),
+                app_role.as_deref(),
+                json,
+            )
+            .await
         }
     }
+}
+
+/// `tenancy apply`: checks the inputs and the secret, refuses a removal that
+/// only auto-detect asked for, installs (or removes) the policies, prints them.
+async fn apply(
+    settings: &Settings,
+    server: &str,
+    database: &str,
+    force: bool,
+    json: bool,
+) -> Result<ExitCode> {
+    let cfg = &settings.tenancy;
+    check_db(settings, server, database)?;
+    let mode = cfg.effective_mode();
+    let secret = context_secret(cfg, mode)?;
+    let pool = tenant_schema::pool_on(settings, server, database).await?;
+    if disabled_by_auto_detect(cfg)
+        && !force
+        && let Err(e) = refuse_guessed_removal(&pool, cfg, database).await
+    {
+        pool.close().await;
+        return Err(e);
+    }
+    let applied = install::apply(
+        &pool,
+        &install::Plan {
+            mode,
+            column: &cfg.tenant_column.value,
+            exempt: &cfg.exempt_tables.value,
+            secret: &secret,
+        },
+    )
+    .await;
+    pool.close().await;
+    let applied = applied?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"mode": mode, "database": database, "tables": applied})
+            )?
+        );
+    } else {
+        println!("{database}: mode {}", mode.as_str());
+        for a in &applied {
+            println!("  {:<10} {}.{}", a.action, a.schema, a.table);
+        }
+        if applied.is_empty() {
+            println!(
+                "  no table has the tenant column {:?}",
+                cfg.tenant_column.value
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The secret the policies verify tenant contexts with; none is needed to
+/// remove them.
+fn context_secret(cfg: &TenancyConfig, mode: EnforcementMode) -> Result<Vec<u8>> {
+    match (&cfg.context_secret, mode) {
+        (Some(s), _) => Ok(s.expose_secret().to_vec()),
+        (None, EnforcementMode::Disabled) => Ok(Vec::new()),
+        (None, _) => Err(BadInput(
+            "tenancy is on but TENANCY_CONTEXT_SECRET is not set (64 hex characters); nothing was changed".into(),
+        )
+        .into()),
+    }
+}
+
+/// Removing every policy is never a guess: refuses unless there is nothing
+/// to remove (the caller skips this when the operator said so).
+async fn refuse_guessed_removal(pool: &PgPool, cfg: &TenancyConfig, database: &str) -> Result<()> {
+    let protected = install::protected_tables(pool, &cfg.tenant_column.value).await?;
+    if protected.is_empty() {
+        return Ok(());
+    }
+    Err(BadInput(format!(
+        "tenancy is off only because auto-detect found no channel with \
+         tenant_mode = \"multi\" (TENANCY_ENABLED and [tenancy] enabled are unset), \
+         and applying that would remove the row-level security of {} table(s) of \
+         {database} ({}); nothing was changed. To remove it, say so: \
+         TENANCY_ENABLED=false, TENANCY_ENFORCEMENT_MODE=disabled, or --force. \
+         To keep it, set TENANCY_ENABLED=true or a channel's tenant_mode = \"multi\".",
+        protected.len(),
+        protected.join(", ")
+    ))
+    .into())
+}
+
+/// `tenancy status`: the configuration, with `database` (given with
+/// --detailed) inspected table by table; exits 1 when there is a warning.
+async fn status(
+    settings: &Settings,
+    server: &str,
+    database: Option<&str>,
+    app_role: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
+    let cfg = &settings.tenancy;
+    let mut warnings = config_warnings(cfg);
+    let mut db_status = None;
+    if let Some(db) = database {
+        let st = inspect_database(settings, server, db, app_role).await?;
+        warnings.extend(st.warnings.iter().cloned());
+        if let Some(w) = violation_warning(cfg, &st) {
+            warnings.push(w);
+        }
+        db_status = Some(st);
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "config": cfg,
+                "effective_mode": cfg.effective_mode(),
+                "secrets": {
+                    "context_secret": cfg.context_secret.is_some(),
+                    "jwt_secret": cfg.jwt_secret.is_some(),
+                    "bypass_url": cfg.bypass_url.is_some(),
+                },
+                "database": db_status,
+                "warnings": warnings,
+            }))?
+        );
+    } else {
+        print_config(cfg);
+        if let Some(st) = &db_status {
+            print_tables(st);
+        }
+        for w in &warnings {
+            println!("warning: {w}");
+        }
+    }
+    Ok(if warnings.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    })
+}
+
+async fn inspect_database(
+    settings: &Settings,
+    server: &str,
+    db: &str,
+    app_role: Option<&str>,
+) -> Result<inspect::DatabaseStatus> {
+    let cfg = &settings.tenancy;
+    check_db(settings, server, db)?;
+    let pool = tenant_schema::pool_on(settings, server, db).await?;
+    let st = inspect::inspect(
+        &pool,
+        inspect::Expected {
+            mode: cfg.effective_mode(),
+            column: &cfg.tenant_column.value,
+            exempt: &cfg.exempt_tables.value,
+            exempt_configured: cfg.exempt_tables.source != Source::Default,
+            app_role,
+        },
+    )
+    .await;
+    pool.close().await;
+    st
+}
+
+fn print_tables(st: &inspect::DatabaseStatus) {
+    println!();
+    println!(
+        "{:<32} {:<8} {:<12} {:<7} {:<4} {:<6} {:<7} EXEMPT",
+        "TABLE", "COLUMN", "TYPE", "INDEX", "RLS", "FORCED", "POLICY"
+    );
+    for t in &st.tables {
+        println!(
+            "{:<32} {:<8} {:<12} {:<7} {:<4} {:<6} {:<7} {}",
+            format!("{}.{}", t.schema, t.table),
+            yes(t.has_column),
+            t.column_type.as_deref().unwrap_or("-"),
+            yes(t.indexed),
+            yes(t.rls_enabled),
+            yes(t.rls_forced),
+            if t.policy_current {
+                "current"
+            } else if t.policy.is_some() {
+                "old"
+            } else {
+                "-"
+            },
+            yes(t.exempt)
+        );
+    }
+    println!("violations recorded (soft mode): {}", st.violations);
 }
 
 /// Mode in force `disabled` only because `enabled` was left to auto-detect

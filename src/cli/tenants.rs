@@ -4,13 +4,14 @@ use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Result;
 use clap::Subcommand;
+use sqlx::PgPool;
 
 use crate::{
     cli::{BadInput, JobFailed, RunOpts, actor, catalog, enqueue, wait},
     config::Settings,
-    lifecycle::{self, LifecycleError, NewTenant, TargetStatus},
+    lifecycle::{self, FleetMigration, LifecycleError, MigrationTargets, NewTenant, TargetStatus},
     runtime::Registry,
-    tenants::{self, Registration, TenantError},
+    tenants::{self, Registration, TenantError, TenantStatus},
 };
 
 #[derive(Debug, Subcommand)]
@@ -182,13 +183,23 @@ fn tenant_err(e: TenantError) -> anyhow::Error {
     }
 }
 
+/// What every subcommand works with.
+struct Cx {
+    pool: PgPool,
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+}
+
 pub async fn run(
     cmd: TenantsCommand,
     settings: Arc<Settings>,
     registry: Arc<Registry>,
 ) -> Result<ExitCode> {
-    let pool = catalog(&settings).await?;
-    let settings = &settings;
+    let cx = Cx {
+        pool: catalog(&settings).await?,
+        settings,
+        registry,
+    };
     match cmd {
         TenantsCommand::Create {
             slug,
@@ -201,272 +212,56 @@ pub async fn run(
             key,
             run,
         } => {
-            let parsed = lifecycle::settings::parse_pairs(&pairs).map_err(BadInput)?;
-            let created = lifecycle::create(
-                &pool,
-                settings,
-                &registry,
-                &NewTenant {
-                    slug,
-                    name,
-                    plan,
-                    owner_email: owner,
-                    settings: parsed,
-                    server,
-                    shared: shared.map(|database| lifecycle::SharedPlacement { database, key }),
-                },
-                &actor(),
-            )
-            .await
-            .map_err(life_err)?;
-            let job = created.job.id;
-            if run.sync {
-                let row = crate::runtime::sync::run_existing(
-                    &pool,
-                    settings.clone(),
-                    registry.clone(),
-                    job,
-                )
-                .await?;
-                enqueue::report(&[row], run.json)?;
-            } else {
-                enqueue::publish_now(&pool, settings, created.job.outbox_id.as_slice()).await;
-                if run.json {
-                    println!(
-                        "{}",
-                        serde_json::json!({"tenant": created.tenant.slug, "job_id": job, "status": created.tenant.status})
-                    );
-                } else {
-                    println!("{job}\tprovision\t{}\tqueued", created.tenant.slug);
-                }
-                if !run.wait {
-                    return Ok(ExitCode::SUCCESS);
-                }
-                let rows = wait::follow(&pool, &[job], run.json).await?;
-                enqueue::report(&rows, run.json)?;
-            }
-            let t = tenants::get(&pool, &created.tenant.slug)
-                .await
-                .map_err(tenant_err)?;
-            if !run.json {
-                println!(
-                    "tenant {} is {} (database {} on {})",
-                    t.slug, t.status, t.db_name, t.db_server
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            let new = NewTenant {
+                slug,
+                name,
+                plan,
+                owner_email: owner,
+                settings: lifecycle::settings::parse_pairs(&pairs).map_err(BadInput)?,
+                server,
+                shared: shared.map(|database| lifecycle::SharedPlacement { database, key }),
+            };
+            create(&cx, &new, &run).await
         }
         TenantsCommand::CanProvision { owner, plan, json } => {
-            let a = lifecycle::can_provision(&pool, &owner, &plan)
-                .await
-                .map_err(life_err)?;
-            if json {
-                println!("{}", serde_json::to_string(&a)?);
-            } else {
-                let limit = a
-                    .limit
-                    .map(|l| l.to_string())
-                    .unwrap_or_else(|| "unlimited".into());
-                println!(
-                    "{}: {} has {} of {} tenant(s) on plan {}",
-                    if a.allowed { "yes" } else { "no" },
-                    a.owner,
-                    a.used,
-                    limit,
-                    a.plan
-                );
-            }
-            if a.allowed {
-                Ok(ExitCode::SUCCESS)
-            } else {
-                Err(JobFailed(format!(
-                    "{} may not create another tenant on plan {}",
-                    a.owner, a.plan
-                ))
-                .into())
-            }
+            can_provision(&cx, &owner, &plan, json).await
         }
         TenantsCommand::Activate { slug } => {
-            let t = lifecycle::change_status(
-                &pool,
-                settings,
-                &slug,
-                TargetStatus::Active,
-                None,
-                &actor(),
-            )
-            .await
-            .map_err(life_err)?;
-            println!("tenant {} is {}", t.slug, t.status);
-            Ok(ExitCode::SUCCESS)
+            set_status(&cx, &slug, TargetStatus::Active, None).await
         }
         TenantsCommand::Deactivate { slug, reason } => {
-            let t = lifecycle::change_status(
-                &pool,
-                settings,
-                &slug,
-                TargetStatus::Inactive,
-                reason.as_deref(),
-                &actor(),
-            )
-            .await
-            .map_err(life_err)?;
-            println!("tenant {} is {}", t.slug, t.status);
-            Ok(ExitCode::SUCCESS)
+            set_status(&cx, &slug, TargetStatus::Inactive, reason.as_deref()).await
         }
         TenantsCommand::Suspend { slug, reason } => {
-            let t = lifecycle::change_status(
-                &pool,
-                settings,
-                &slug,
-                TargetStatus::Suspended,
-                Some(&reason),
-                &actor(),
-            )
-            .await
-            .map_err(life_err)?;
-            println!("tenant {} is {}", t.slug, t.status);
-            Ok(ExitCode::SUCCESS)
+            set_status(&cx, &slug, TargetStatus::Suspended, Some(&reason)).await
         }
         TenantsCommand::Settings {
             slug,
             set,
             unset,
             json,
-        } => {
-            let changes = lifecycle::settings::parse_pairs(&set).map_err(BadInput)?;
-            let t = if changes.is_empty() && unset.is_empty() {
-                tenants::get(&pool, &slug).await.map_err(tenant_err)?
-            } else {
-                lifecycle::update_settings(&pool, &slug, &changes, &unset, &actor())
-                    .await
-                    .map_err(life_err)?
-            };
-            if json {
-                println!("{}", serde_json::to_string_pretty(&t.settings)?);
-            } else if let Some(obj) = t.settings.as_object() {
-                for (k, v) in obj {
-                    println!("{k} = {v}");
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        TenantsCommand::Credentials { slug, json } => {
-            let c = lifecycle::credentials::fetch(&pool, &slug)
-                .await
-                .map_err(life_err)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&c)?);
-            } else {
-                println!(
-                    "server   {}\ndatabase {}\nrole     {}\npassword {}",
-                    c.server, c.database, c.role, c.password
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => tenant_settings(&cx, &slug, &set, &unset, json).await,
+        TenantsCommand::Credentials { slug, json } => credentials(&cx, &slug, json).await,
         TenantsCommand::Delete {
             slug,
             no_final_backup,
             now,
             run,
-        } => {
-            let grace = if now {
-                std::time::Duration::ZERO
-            } else {
-                std::time::Duration::from_secs(settings.provisioning.delete_grace_days * 86_400)
-            };
-            let job = lifecycle::delete(
-                &pool,
-                settings,
-                &registry,
-                &slug,
-                &lifecycle::DeleteOptions {
-                    no_final_backup,
-                    grace,
-                },
-                &actor(),
-            )
-            .await
-            .map_err(life_err)?;
-            enqueue::publish_now(&pool, settings, job.outbox_id.as_slice()).await;
-            println!("{}\tdrop_tenant\t{slug}\tscheduled", job.id);
-            if run.sync && now {
-                let row = crate::runtime::sync::run_existing(
-                    &pool,
-                    settings.clone(),
-                    registry.clone(),
-                    job.id,
-                )
-                .await?;
-                return enqueue::report(&[row], run.json);
-            }
-            if run.wait {
-                let rows = wait::follow(&pool, &[job.id], run.json).await?;
-                return enqueue::report(&rows, run.json);
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => delete(&cx, &slug, no_final_backup, now, &run).await,
         TenantsCommand::Migrate {
             tenant,
             all,
             concurrency,
             run,
         } => {
-            if !(1..=256).contains(&concurrency) {
-                return Err(BadInput("--concurrency must be between 1 and 256".into()).into());
-            }
-            let m = crate::tenant_schema::migrator(settings).await?;
-            let version = crate::tenant_schema::version(&m);
-            if settings.provisioning.template != crate::config::TemplateStrategy::None {
-                for server in settings.servers.keys() {
-                    let name =
-                        crate::tenant_schema::ensure_template(&pool, settings, server, &m).await?;
-                    eprintln!("template on {server}: {name}");
-                }
-            }
-            let slugs: Vec<String> = if all {
-                tenants::list(&pool, None)
-                    .await?
-                    .into_iter()
-                    .filter(|t| {
-                        matches!(t.status.as_str(), "active" | "inactive" | "suspended")
-                            && t.provision_step == "done"
-                    })
-                    .map(|t| t.slug)
-                    .collect()
+            let targets = if all {
+                MigrationTargets::All
             } else {
-                for s in &tenant {
-                    tenants::get(&pool, s).await.map_err(tenant_err)?;
-                }
-                tenant
+                MigrationTargets::Named(tenant)
             };
-            let reqs = slugs
-                .into_iter()
-                .map(|slug| crate::runtime::store::EnqueueRequest {
-                    kind: "migrate".into(),
-                    dedupe_key: Some(format!("migrate:{slug}:{version}")),
-                    tenant: Some(slug),
-                    args: serde_json::json!({"concurrency": concurrency}),
-                    ..Default::default()
-                })
-                .collect::<Vec<_>>();
-            if reqs.is_empty() {
-                eprintln!("no provisioned tenants to migrate");
-                return Ok(ExitCode::SUCCESS);
-            }
-            enqueue::submit(&pool, settings.clone(), registry, reqs, &run).await
+            migrate(&cx, targets, concurrency, &run).await
         }
-        TenantsCommand::RotateCredentials { slug } => {
-            let c = lifecycle::credentials::rotate(&pool, settings, &slug, &actor())
-                .await
-                .map_err(life_err)?;
-            println!(
-                "rotated the password of role {} (tenant {})",
-                c.role, c.tenant
-            );
-            Ok(ExitCode::SUCCESS)
-        }
+        TenantsCommand::RotateCredentials { slug } => rotate_credentials(&cx, &slug).await,
         TenantsCommand::Register {
             slug,
             database,
@@ -475,52 +270,286 @@ pub async fn run(
             plan,
             json,
         } => {
-            let t = tenants::register(
-                &pool,
-                settings,
-                &Registration {
-                    slug,
-                    name,
-                    plan,
-                    server,
-                    database,
-                },
-                &actor(),
-            )
-            .await
-            .map_err(tenant_err)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&t)?);
-            } else {
-                println!(
-                    "registered tenant {} (database {} on {})",
-                    t.slug, t.db_name, t.db_server
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+            let r = Registration {
+                slug,
+                name,
+                plan,
+                server,
+                database,
+            };
+            register(&cx, &r, json).await
         }
         TenantsCommand::List { status, json } => {
-            let rows = tenants::list(&pool, status.as_deref()).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
-            } else {
-                println!(
-                    "{:<24} {:<12} {:<11} {:<10} database",
-                    "slug", "plan", "status", "server"
-                );
-                for t in rows {
-                    println!(
-                        "{:<24} {:<12} {:<11} {:<10} {}",
-                        t.slug, t.plan, t.status, t.db_server, t.db_name
-                    );
-                }
-            }
-            Ok(ExitCode::SUCCESS)
+            let status = status
+                .map(|s| s.parse::<TenantStatus>())
+                .transpose()
+                .map_err(|e| BadInput(e.to_string()))?;
+            list(&cx, status, json).await
         }
         TenantsCommand::Show { slug, json } => {
-            let t = tenants::get(&pool, &slug).await.map_err(tenant_err)?;
+            let t = tenants::get(&cx.pool, &slug).await.map_err(tenant_err)?;
             print_tenant(&t, json)?;
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `tenants create`: enqueue the provisioning saga, then follow or run it.
+async fn create(cx: &Cx, new: &NewTenant, run: &RunOpts) -> Result<ExitCode> {
+    let created = lifecycle::create(&cx.pool, &cx.settings, new, &actor())
+        .await
+        .map_err(life_err)?;
+    let job = created.job.id;
+    if run.sync {
+        let row = crate::runtime::sync::run_existing(
+            &cx.pool,
+            cx.settings.clone(),
+            cx.registry.clone(),
+            job,
+        )
+        .await?;
+        enqueue::report(&[row], run.json)?;
+    } else {
+        enqueue::publish_now(&cx.pool, &cx.settings, created.job.outbox_id.as_slice()).await;
+        if run.json {
+            println!(
+                "{}",
+                serde_json::json!({"tenant": created.tenant.slug, "job_id": job, "status": created.tenant.status})
+            );
+        } else {
+            println!("{job}\tprovision\t{}\tqueued", created.tenant.slug);
+        }
+        if !run.wait {
+            return Ok(ExitCode::SUCCESS);
+        }
+        let rows = wait::follow(&cx.pool, &[job], run.json).await?;
+        enqueue::report(&rows, run.json)?;
+    }
+    let t = tenants::get(&cx.pool, &created.tenant.slug)
+        .await
+        .map_err(tenant_err)?;
+    if !run.json {
+        println!(
+            "tenant {} is {} (database {} on {})",
+            t.slug, t.status, t.db_name, t.db_server
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tenants can-provision`: exit 1 when the plan's limit is reached.
+async fn can_provision(cx: &Cx, owner: &str, plan: &str, json: bool) -> Result<ExitCode> {
+    let a = lifecycle::can_provision(&cx.pool, owner, plan)
+        .await
+        .map_err(life_err)?;
+    if json {
+        println!("{}", serde_json::to_string(&a)?);
+    } else {
+        let limit = a
+            .limit
+            .map(|l| l.to_string())
+            .unwrap_or_else(|| "unlimited".into());
+        println!(
+            "{}: {} has {} of {} tenant(s) on plan {}",
+            if a.allowed { "yes" } else { "no" },
+            a.owner,
+            a.used,
+            limit,
+            a.plan
+        );
+    }
+    if a.allowed {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(JobFailed(format!(
+            "{} may not create another tenant on plan {}",
+            a.owner, a.plan
+        ))
+        .into())
+    }
+}
+
+/// `tenants activate|deactivate|suspend`.
+async fn set_status(
+    cx: &Cx,
+    slug: &str,
+    to: TargetStatus,
+    reason: Option<&str>,
+) -> Result<ExitCode> {
+    let t = lifecycle::change_status(&cx.pool, &cx.settings, slug, to, reason, &actor())
+        .await
+        .map_err(life_err)?;
+    println!("tenant {} is {}", t.slug, t.status);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tenants settings`: show, or change then show.
+async fn tenant_settings(
+    cx: &Cx,
+    slug: &str,
+    set: &[String],
+    unset: &[String],
+    json: bool,
+) -> Result<ExitCode> {
+    let changes = lifecycle::settings::parse_pairs(set).map_err(BadInput)?;
+    let t = if changes.is_empty() && unset.is_empty() {
+        tenants::get(&cx.pool, slug).await.map_err(tenant_err)?
+    } else {
+        lifecycle::update_settings(&cx.pool, slug, &changes, unset, &actor())
+            .await
+            .map_err(life_err)?
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&t.settings)?);
+    } else if let Some(obj) = t.settings.as_object() {
+        for (k, v) in obj {
+            println!("{k} = {v}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tenants credentials`.
+async fn credentials(cx: &Cx, slug: &str, json: bool) -> Result<ExitCode> {
+    let c = lifecycle::credentials::fetch(&cx.pool, slug)
+        .await
+        .map_err(life_err)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&c)?);
+    } else {
+        println!(
+            "server   {}\ndatabase {}\nrole     {}\npassword {}",
+            c.server, c.database, c.role, c.password
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tenants delete`: schedule the drop; `--sync --now` runs it here.
+async fn delete(
+    cx: &Cx,
+    slug: &str,
+    no_final_backup: bool,
+    now: bool,
+    run: &RunOpts,
+) -> Result<ExitCode> {
+    let grace = if now {
+        std::time::Duration::ZERO
+    } else {
+        std::time::Duration::from_secs(cx.settings.provisioning.delete_grace_days * 86_400)
+    };
+    let job = lifecycle::delete(
+        &cx.pool,
+        &cx.settings,
+        slug,
+        &lifecycle::DeleteOptions {
+            no_final_backup,
+            grace,
+        },
+        &actor(),
+    )
+    .await
+    .map_err(life_err)?;
+    enqueue::publish_now(&cx.pool, &cx.settings, job.outbox_id.as_slice()).await;
+    println!("{}\tdrop_tenant\t{slug}\tscheduled", job.id);
+    if run.sync && now {
+        let row = crate::runtime::sync::run_existing(
+            &cx.pool,
+            cx.settings.clone(),
+            cx.registry.clone(),
+            job.id,
+        )
+        .await?;
+        return enqueue::report(&[row], run.json);
+    }
+    if run.wait {
+        let rows = wait::follow(&cx.pool, &[job.id], run.json).await?;
+        return enqueue::report(&rows, run.json);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tenants migrate`: templates first (reported on stderr as each is ready),
+/// then one `migrate` job per tenant, enqueued or run with `--sync`.
+async fn migrate(
+    cx: &Cx,
+    targets: MigrationTargets,
+    concurrency: u32,
+    run: &RunOpts,
+) -> Result<ExitCode> {
+    if !lifecycle::migrate::CONCURRENCY.contains(&concurrency) {
+        return Err(BadInput("--concurrency must be between 1 and 256".into()).into());
+    }
+    let opts = FleetMigration {
+        targets,
+        concurrency,
+    };
+    let plan = lifecycle::migrate::plan(&cx.pool, &cx.settings, &opts, |t| {
+        eprintln!("template on {}: {}", t.server, t.template)
+    })
+    .await
+    .map_err(|e| match e {
+        LifecycleError::Other(e) => e,
+        other => BadInput(other.to_string()).into(),
+    })?;
+    if plan.jobs.is_empty() {
+        eprintln!("no provisioned tenants to migrate");
+        return Ok(ExitCode::SUCCESS);
+    }
+    enqueue::submit(
+        &cx.pool,
+        cx.settings.clone(),
+        cx.registry.clone(),
+        plan.jobs,
+        run,
+    )
+    .await
+}
+
+/// `tenants rotate-credentials`.
+async fn rotate_credentials(cx: &Cx, slug: &str) -> Result<ExitCode> {
+    let c = lifecycle::credentials::rotate(&cx.pool, &cx.settings, slug, &actor())
+        .await
+        .map_err(life_err)?;
+    println!(
+        "rotated the password of role {} (tenant {})",
+        c.role, c.tenant
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tenants register`: adopt an existing database.
+async fn register(cx: &Cx, r: &Registration, json: bool) -> Result<ExitCode> {
+    let t = tenants::register(&cx.pool, &cx.settings, r, &actor())
+        .await
+        .map_err(tenant_err)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+    } else {
+        println!(
+            "registered tenant {} (database {} on {})",
+            t.slug, t.db_name, t.db_server
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `tenants list`.
+async fn list(cx: &Cx, status: Option<TenantStatus>, json: bool) -> Result<ExitCode> {
+    let rows = tenants::list(&cx.pool, status).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!(
+            "{:<24} {:<12} {:<11} {:<10} database",
+            "slug", "plan", "status", "server"
+        );
+        for t in rows {
+            println!(
+                "{:<24} {:<12} {:<11} {:<10} {}",
+                t.slug, t.plan, t.status, t.db_server, t.db_name
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

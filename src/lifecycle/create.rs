@@ -4,19 +4,19 @@
 
 use anyhow::Context;
 use serde_json::{Map, Value};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::{
     config::Settings,
     ident,
-    lifecycle::{LifecycleError, plans, settings as tenant_settings},
+    lifecycle::{LifecycleError, jobs::Provision, plans, settings as tenant_settings},
     message::truncate,
     runtime::{
-        Registry,
-        store::{self, EnqueueError, EnqueueRequest, Enqueued, Origin},
+        Job,
+        store::{self, EnqueueError, Enqueued},
     },
     tenant_schema,
-    tenants::{self, Tenant},
+    tenants::{self, Isolation, Tenant, TenantStatus},
 };
 
 /// What `tenants create` asks for.
@@ -127,14 +127,38 @@ pub fn pick_server(servers: &[(String, u32, i64)]) -> Option<String> {
         .map(|(n, _, _)| n.clone())
 }
 
+/// Where a new tenant's data goes, once validated.
+struct Placement {
+    server: String,
+    db_name: String,
+}
+
 /// Validates a new tenant and writes it with its provisioning job.
 pub async fn create(
     pool: &PgPool,
     settings: &Settings,
-    registry: &Registry,
     new: &NewTenant,
     actor: &str,
 ) -> Result<Created, LifecycleError> {
+    let placement = validate(pool, settings, new).await?;
+    let mut tx = pool.begin().await?;
+    let owner_id = check_plan_limit(&mut tx, new).await?;
+    check_free(&mut tx, settings, new, &placement).await?;
+    let (tenant_id, job) = write(&mut tx, new, &placement, owner_id, actor).await?;
+    tx.commit().await.context("committing tenant")?;
+    let tenant = tenants::by_id(pool, tenant_id)
+        .await?
+        .ok_or_else(|| LifecycleError::Other(anyhow::anyhow!("tenant vanished")))?;
+    Ok(Created { tenant, job })
+}
+
+/// Checks everything that needs no lock (names, owner, settings, server,
+/// shared key) and picks the server and database name.
+async fn validate(
+    pool: &PgPool,
+    settings: &Settings,
+    new: &NewTenant,
+) -> Result<Placement, LifecycleError> {
     ident::validate_slug(&new.slug).map_err(|e| {
         LifecycleError::Invalid(format!("invalid slug {:?}: {e}", truncate(&new.slug)))
     })?;
@@ -179,26 +203,33 @@ pub async fn create(
     }
     ident::validate_db_name(&db_name)
         .map_err(|e| LifecycleError::Invalid(format!("database name {db_name}: {e}")))?;
+    Ok(Placement { server, db_name })
+}
 
-    let mut tx = pool.begin().await?;
+/// Writes (or finds) the owner, locks it and checks the plan's limit; the
+/// lock serializes creations per owner until `tx` ends. Returns the owner's id.
+async fn check_plan_limit(
+    tx: &mut Transaction<'_, Postgres>,
+    new: &NewTenant,
+) -> Result<i64, LifecycleError> {
     let owner_id: i64 = sqlx::query_scalar(
         "INSERT INTO owners (email) VALUES ($1) ON CONFLICT (email) DO UPDATE SET email = excluded.email RETURNING id",
     )
     .bind(&new.owner_email)
-    .fetch_one(&mut *tx)
+    .fetch_one(&mut **tx)
     .await?;
     // Serializes creations per owner so two concurrent requests cannot both pass the limit.
     sqlx::query("SELECT id FROM owners WHERE id = $1 FOR UPDATE")
         .bind(owner_id)
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
-    let allowance = match plans::allowance(&mut tx, &new.owner_email, &new.plan).await? {
+    let allowance = match plans::allowance(tx, &new.owner_email, &new.plan).await? {
         Some(a) => a,
         None => {
             return Err(LifecycleError::Invalid(format!(
                 "unknown plan {:?}; plans: {}",
                 truncate(&new.plan),
-                plans::names(&mut tx).await?.join(", ")
+                plans::names(tx).await?.join(", ")
             )));
         }
     };
@@ -209,13 +240,26 @@ pub async fn create(
             used: allowance.used,
         });
     }
-    let existing: Option<(i64, String)> =
+    Ok(owner_id)
+}
+
+/// Refuses a slug in use (a failed tenant's may be taken over; its row stays
+/// locked) and a database landlord does not own; a shared tenant's database
+/// must already exist.
+async fn check_free(
+    tx: &mut Transaction<'_, Postgres>,
+    settings: &Settings,
+    new: &NewTenant,
+    placement: &Placement,
+) -> Result<(), LifecycleError> {
+    let Placement { server, db_name } = placement;
+    let existing: Option<(i64, TenantStatus)> =
         sqlx::query_as("SELECT id, status FROM tenants WHERE slug = $1 FOR UPDATE")
             .bind(&new.slug)
-            .fetch_optional(&mut *tx)
+            .fetch_optional(&mut **tx)
             .await?;
     if let Some((_, status)) = &existing
-        && status != "failed"
+        && *status != TenantStatus::Failed
     {
         return Err(LifecycleError::Exists(format!(
             "tenant {:?} already exists ({status})",
@@ -224,8 +268,8 @@ pub async fn create(
     }
     // A database of that name that landlord does not know about is never
     // touched; a shared tenant's database must already exist.
-    let admin = tenant_schema::admin(settings, &server).await?;
-    let taken = tenant_schema::database_exists(&admin, &db_name).await?;
+    let admin = tenant_schema::admin(settings, server).await?;
+    let taken = tenant_schema::database_exists(&admin, db_name).await?;
     drop(admin);
     if new.shared.is_some() && !taken {
         return Err(LifecycleError::Invalid(format!(
@@ -237,6 +281,19 @@ pub async fn create(
             "database {db_name} already exists on server {server}; landlord will not take it over (use tenants register to adopt it)"
         )));
     }
+    Ok(())
+}
+
+/// Writes the tenant row (`provisioning`, step `pending`), its `provision`
+/// job and the audit entry. Returns the tenant's id and the job.
+async fn write(
+    tx: &mut Transaction<'_, Postgres>,
+    new: &NewTenant,
+    placement: &Placement,
+    owner_id: i64,
+    actor: &str,
+) -> Result<(i64, Enqueued), LifecycleError> {
+    let Placement { server, db_name } = placement;
     let settings_json = Value::Object(new.settings.clone());
     // A new row, or a failed tenant's row taken over (checked above, under lock).
     let tenant_id: i64 = sqlx::query_scalar(
@@ -254,12 +311,16 @@ pub async fn create(
     .bind(&new.name)
     .bind(owner_id)
     .bind(&new.plan)
-    .bind(&server)
-    .bind(&db_name)
+    .bind(server)
+    .bind(db_name)
     .bind(&settings_json)
-    .bind(if new.shared.is_some() { "shared" } else { "database" })
+    .bind(if new.shared.is_some() {
+        Isolation::Shared
+    } else {
+        Isolation::Database
+    })
     .bind(new.shared.as_ref().and_then(|s| s.key.clone()))
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await
     .map_err(|e| match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => {
@@ -268,25 +329,20 @@ pub async fn create(
         _ => LifecycleError::Other(anyhow::Error::new(e).context("inserting tenant")),
     })?
     .ok_or_else(|| LifecycleError::Exists(format!("tenant {:?} already exists", new.slug)))?;
-    let job = store::enqueue_in(
-        &mut tx,
-        registry,
-        &EnqueueRequest {
-            kind: "provision".into(),
-            tenant: Some(new.slug.clone()),
-            args: serde_json::json!({}),
-            dedupe_key: Some(format!("provision:{}", new.slug)),
-            ..Default::default()
-        },
-        Origin::Catalog,
-    )
-    .await
-    .map_err(|e| match e {
-        EnqueueError::Other(e) => LifecycleError::Other(e),
-        other => LifecycleError::Other(anyhow::anyhow!("enqueueing provision job: {other}")),
-    })?;
+    let job = Provision {}
+        .enqueue_in(
+            tx,
+            Some(&new.slug),
+            Some(format!("provision:{}", new.slug)),
+            None,
+        )
+        .await
+        .map_err(|e| match e {
+            EnqueueError::Other(e) => LifecycleError::Other(e),
+            other => LifecycleError::Other(anyhow::anyhow!("enqueueing provision job: {other}")),
+        })?;
     store::audit(
-        &mut tx,
+        tx,
         actor,
         "tenant.created",
         Some(tenant_id),
@@ -294,11 +350,7 @@ pub async fn create(
         serde_json::json!({"plan": new.plan, "owner": new.owner_email, "server": server}),
     )
     .await?;
-    tx.commit().await.context("committing tenant")?;
-    let tenant = tenants::by_id(pool, tenant_id)
-        .await?
-        .ok_or_else(|| LifecycleError::Other(anyhow::anyhow!("tenant vanished")))?;
-    Ok(Created { tenant, job })
+    Ok((tenant_id, job))
 }
 
 #[cfg(test)]

@@ -8,11 +8,12 @@ use anyhow::Context;
 use sqlx::PgPool;
 
 use crate::{
+    backup::jobs::Backup,
     config::Settings,
-    lifecycle::LifecycleError,
+    lifecycle::{LifecycleError, jobs::DropTenant},
     runtime::{
-        Registry,
-        store::{self, EnqueueError, EnqueueRequest, Enqueued, Origin},
+        Job,
+        store::{self, EnqueueError, Enqueued},
     },
     tenants,
 };
@@ -30,17 +31,13 @@ pub struct DeleteOptions {
 pub async fn delete(
     pool: &PgPool,
     settings: &Settings,
-    registry: &Registry,
     slug: &str,
     opts: &DeleteOptions,
     actor: &str,
 ) -> Result<Enqueued, LifecycleError> {
     let mut tx = pool.begin().await?;
     let t = tenants::lock_in(&mut tx, slug).await?;
-    if !matches!(
-        t.status.as_str(),
-        "active" | "inactive" | "suspended" | "failed"
-    ) {
+    if !t.status.is_deletable() {
         return Err(LifecycleError::Conflict(format!(
             "tenant {slug} is {}; only active, inactive, suspended or failed tenants can be deleted",
             t.status
@@ -60,44 +57,40 @@ pub async fn delete(
     .bind(drop_at)
     .execute(&mut *tx)
     .await?;
-    let job = store::enqueue_in(
-        &mut tx,
-        registry,
-        &EnqueueRequest {
-            kind: "drop_tenant".into(),
-            tenant: Some(t.slug.clone()),
-            dedupe_key: Some(format!("drop:{}", t.slug)),
-            run_at: Some(drop_at),
-            ..Default::default()
-        },
-        Origin::Catalog,
-    )
-    .await
-    .map_err(|e| match e {
-        EnqueueError::Other(e) => LifecycleError::Other(e),
-        other => LifecycleError::Other(anyhow::anyhow!("enqueueing drop_tenant: {other}")),
-    })?;
-    // The final backup, held forever; drop_tenant waits for it to succeed.
-    let final_backup = if opts.no_final_backup || t.provision_step != "done" {
-        None
-    } else {
-        let b = store::enqueue_in(
+    let job = DropTenant {}
+        .enqueue_in(
             &mut tx,
-            registry,
-            &EnqueueRequest {
-                kind: "backup".into(),
-                tenant: Some(t.slug.clone()),
-                args: serde_json::json!({"hold": format!("final backup before deletion ({actor})")}),
-                dedupe_key: Some(format!("final-backup:{}", t.slug)),
-                ..Default::default()
-            },
-            Origin::Catalog,
+            Some(&t.slug),
+            Some(format!("drop:{}", t.slug)),
+            Some(drop_at),
         )
         .await
         .map_err(|e| match e {
             EnqueueError::Other(e) => LifecycleError::Other(e),
-            other => LifecycleError::Other(anyhow::anyhow!("enqueueing the final backup: {other}")),
+            other => LifecycleError::Other(anyhow::anyhow!("enqueueing drop_tenant: {other}")),
         })?;
+    // The final backup, held forever; drop_tenant waits for it to succeed.
+    let final_backup = if opts.no_final_backup || !t.is_provisioned() {
+        None
+    } else {
+        let backup = Backup {
+            hold: Some(format!("final backup before deletion ({actor})")),
+            ..Default::default()
+        };
+        let b = backup
+            .enqueue_in(
+                &mut tx,
+                Some(&t.slug),
+                Some(format!("final-backup:{}", t.slug)),
+                None,
+            )
+            .await
+            .map_err(|e| match e {
+                EnqueueError::Other(e) => LifecycleError::Other(e),
+                other => {
+                    LifecycleError::Other(anyhow::anyhow!("enqueueing the final backup: {other}"))
+                }
+            })?;
         sqlx::query("UPDATE tenants SET final_backup_job = $2 WHERE id = $1")
             .bind(t.id)
             .bind(b.id)

@@ -10,23 +10,24 @@ use crate::{
     config::Settings,
     lifecycle::{LifecycleError, settings as tenant_settings},
     runtime::store,
-    tenants::{self, Tenant},
+    tenants::{self, Tenant, TenantStatus},
 };
 
-/// Statuses an operator can set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TargetStatus {
-    Active,
-    Inactive,
-    Suspended,
+crate::text_enum::text_enum! {
+    /// Statuses an operator can set.
+    pub enum TargetStatus("status") {
+        Active = "active",
+        Inactive = "inactive",
+        Suspended = "suspended",
+    }
 }
 
-impl TargetStatus {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Inactive => "inactive",
-            Self::Suspended => "suspended",
+impl From<TargetStatus> for TenantStatus {
+    fn from(s: TargetStatus) -> Self {
+        match s {
+            TargetStatus::Active => Self::Active,
+            TargetStatus::Inactive => Self::Inactive,
+            TargetStatus::Suspended => Self::Suspended,
         }
     }
 }
@@ -55,13 +56,13 @@ pub async fn change_status(
     }
     let mut tx = pool.begin().await?;
     let t = tenants::lock_in(&mut tx, slug).await?;
-    if !matches!(t.status.as_str(), "active" | "inactive" | "suspended") {
+    if !t.status.is_in_service() {
         return Err(LifecycleError::Conflict(format!(
             "tenant {slug} is {}; only active, inactive or suspended tenants change status",
             t.status
         )));
     }
-    if t.status == to.as_str() && t.status_reason.as_deref() == reason {
+    if t.status == TenantStatus::from(to) && t.status_reason.as_deref() == reason {
         return Ok(t);
     }
     if let Some(role) = &t.db_role {

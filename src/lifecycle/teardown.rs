@@ -10,14 +10,18 @@ use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::{
-    config::Settings, lifecycle::credentials, runtime::store, tenant_schema, tenants::Tenant,
+    config::Settings,
+    lifecycle::credentials,
+    runtime::store,
+    tenant_schema,
+    tenants::{Isolation, Tenant, TenantStatus},
 };
 
 /// What the tenant becomes and how it is announced.
 #[derive(Debug, Clone)]
 pub struct Retirement<'a> {
-    /// `failed` or `deleted`.
-    pub status: &'a str,
+    /// `Failed` or `Deleted`.
+    pub status: TenantStatus,
     pub reason: Option<&'a str>,
     /// Whether to drop `{db}_app` (only roles landlord made).
     pub drop_role: bool,
@@ -34,7 +38,7 @@ pub async fn retire(
     t: &Tenant,
     r: Retirement<'_>,
 ) -> Result<()> {
-    if t.isolation == "shared" {
+    if t.isolation == Isolation::Shared {
         // Only this tenant's rows go; the shared database stays.
         crate::backup::shared::delete_rows(settings, t, &crate::backup::shared::scope(settings))
             .await

@@ -1,8 +1,15 @@
 //! Runs one claimed attempt: heartbeat, timeout, panic capture, fencing, and
 //! recording the outcome. Used by fleet workers and by `--sync` alike, so a
 //! job behaves the same wherever it runs.
+//!
+//! `Executor::attempt` goes phase by phase: start (the kind's handler and
+//! context), heartbeat (`Heartbeat`), run (`run_handler`), settle (what the
+//! stop means) and record. It never writes an outcome for an attempt that
+//! lost its lease or its tenant lock: every write goes through `store`,
+//! fenced on lease owner and claim token.
 
 use std::{
+    ops::ControlFlow,
     sync::{
         Arc,
         atomic::{AtomicU8, Ordering},
@@ -107,7 +114,7 @@ impl Executor {
         m.jobs
             .with_label_values(&[job.kind.as_str(), outcome])
             .inc();
-        if outcome == "retrying" {
+        if matches!(ending, Ending::Failed(FailOutcome::Retrying { .. }, _)) {
             m.retries.with_label_values(&[job.kind.as_str()]).inc();
         }
         let _e = span.enter();
@@ -128,142 +135,94 @@ impl Executor {
         Ok(ending)
     }
 
+    /// One attempt, phase by phase: start (the kind's handler and context),
+    /// heartbeat, run (the handler under its timeout), then record.
     async fn attempt(
         &self,
         job: &Claimed,
         tenant: Option<Tenant>,
-        lock: Arc<tokio::sync::Mutex<Option<TenantLock>>>,
+        lock: SharedLock,
         hard_stop: CancellationToken,
         sync: bool,
     ) -> Result<Ending> {
         let Some(spec) = self.registry.get(&job.kind).copied() else {
-            let err = JobError::fatal(format!("this worker does not know job kind {:?}", job.kind));
-            let policy = self.policy();
-            let out = self
-                .persist(|| store::fail(&self.catalog, job, &self.owner, &err, &policy, sync))
-                .await?;
-            return Ok(Ending::Failed(out, err.to_string()));
+            return self.refuse_unknown_kind(job, sync).await;
         };
         let ctx = self.context(job, tenant);
-        let (cancel, events) = (ctx.cancel.clone(), ctx.events.clone());
-
-        // Heartbeat: keep the lease (every lease/3) and check the tenant lock
-        // (every second). If the row is no longer ours, the lock is gone, or
-        // the catalog has been unreachable for two thirds of a lease (the
-        // reaper may re-drive at expiry), stop the handler.
-        let lost = Arc::new(AtomicU8::new(HELD));
-        let hb_stop = CancellationToken::new();
-        let heartbeat = {
-            let (pool, job, owner, lease) = (
-                self.catalog.clone(),
-                job.clone(),
-                self.owner.clone(),
-                self.settings.worker.lease,
-            );
-            let (lost, cancel, hb_stop, lock) =
-                (lost.clone(), cancel.clone(), hb_stop.clone(), lock.clone());
-            tokio::spawn(
-                async move {
-                    let beat = lease / 3;
-                    let mut tick = tokio::time::interval(beat.min(Duration::from_secs(1)));
-                    tick.tick().await;
-                    let mut last_ok = Instant::now();
-                    let mut last_beat = Instant::now();
-                    loop {
-                        tokio::select! {
-                            _ = hb_stop.cancelled() => break,
-                            _ = tick.tick() => {}
-                        }
-                        let mut why = HELD;
-                        if last_beat.elapsed() >= beat {
-                            last_beat = Instant::now();
-                            match store::heartbeat(&pool, &job, &owner, lease).await {
-                                Ok(true) => last_ok = Instant::now(),
-                                Ok(false) => why = LEASE_LOST,
-                                Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-                            }
-                        }
-                        if why == HELD && last_ok.elapsed() >= lease - beat {
-                            why = LEASE_LOST;
-                        }
-                        if why == HELD
-                            && let Some(l) = lock.lock().await.as_mut()
-                            && !l.still_held().await
-                        {
-                            why = LOCK_LOST;
-                        }
-                        if why != HELD {
-                            tracing::warn!(
-                                lease_lost = why == LEASE_LOST,
-                                tenant_lock_lost = why == LOCK_LOST,
-                                "attempt lost the job; stopping it"
-                            );
-                            lost.store(why, Ordering::SeqCst);
-                            cancel.cancel();
-                            break;
-                        }
-                    }
-                }
-                .in_current_span(),
-            )
-        };
-
+        let heartbeat = Heartbeat::start(self, job, ctx.cancel.clone(), lock.clone());
         let timeout = spec.timeout(&job.args, &self.settings);
-        let mut handle = tokio::spawn(spec.run(job.args.clone(), ctx.clone()).in_current_span());
-        enum Stop {
-            Done(Result<Result<serde_json::Value, JobError>, tokio::task::JoinError>),
-            Lost,
-            Timeout,
-            Shutdown,
-        }
-        let stop = tokio::select! {
-            r = &mut handle => Stop::Done(r),
-            _ = cancel.cancelled() => Stop::Lost,
-            _ = tokio::time::sleep(timeout) => Stop::Timeout,
-            _ = hard_stop.cancelled() => Stop::Shutdown,
+        let stop = run_handler(&spec, job, &ctx, timeout, &hard_stop).await;
+        let lost = heartbeat.stop().await;
+        let result = match self.settle(job, stop, lost, timeout).await? {
+            ControlFlow::Break(ending) => return Ok(ending),
+            ControlFlow::Continue(result) => result,
         };
-        if !matches!(stop, Stop::Done(_)) {
-            handle.abort();
-            let _ = handle.await;
-        }
-        hb_stop.cancel();
-        let _ = heartbeat.await;
+        self.record(job, &spec, ctx, &lock, result, sync).await
+    }
 
+    /// Fails a job whose kind this build does not know; no attempt runs.
+    async fn refuse_unknown_kind(&self, job: &Claimed, sync: bool) -> Result<Ending> {
+        let err = JobError::fatal(format!("this worker does not know job kind {:?}", job.kind));
+        let policy = self.policy();
+        let out = self
+            .persist(|| store::fail(&self.catalog, job, &self.owner, &err, &policy, sync))
+            .await?;
+        Ok(Ending::Failed(out, err.to_string()))
+    }
+
+    /// What the attempt's stop means: the handler's result to record, or an
+    /// ending with nothing to record (lease lost, handed back at shutdown).
+    /// `lost` is why the heartbeat stopped the attempt, if it did.
+    async fn settle(
+        &self,
+        job: &Claimed,
+        stop: Stop,
+        lost: u8,
+        timeout: Duration,
+    ) -> Result<ControlFlow<Ending, Result<serde_json::Value, JobError>>> {
         let result: Result<serde_json::Value, JobError> = match stop {
-            Stop::Lost if lost.load(Ordering::SeqCst) == LOCK_LOST => {
+            Stop::Lost if lost == LOCK_LOST => {
                 Err(JobError::retryable("tenant lock lost during the attempt"))
             }
-            Stop::Lost => return Ok(Ending::Lost),
+            Stop::Lost => return Ok(ControlFlow::Break(Ending::Lost)),
             Stop::Shutdown => {
-                return Ok(
+                return Ok(ControlFlow::Break(
                     if store::hand_back(&self.catalog, job, &self.owner).await? {
                         Ending::HandedBack
                     } else {
                         Ending::Lost
                     },
-                );
+                ));
             }
             Stop::Timeout => Err(JobError::retryable(format!(
                 "timed out after {}s",
                 timeout.as_secs()
             ))),
-            Stop::Done(Err(join)) if join.is_panic() => {
-                let p = join.into_panic();
-                let what = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "non-string panic".to_string());
-                Err(JobError::retryable(format!("handler panicked: {what}")))
-            }
+            Stop::Done(Err(join)) if join.is_panic() => Err(JobError::retryable(format!(
+                "handler panicked: {}",
+                panic_message(join.into_panic())
+            ))),
             Stop::Done(Err(join)) => Err(JobError::retryable(format!("handler aborted: {join}"))),
             Stop::Done(Ok(r)) => r,
         };
-        if lost.load(Ordering::SeqCst) == LEASE_LOST {
-            return Ok(Ending::Lost);
+        if lost == LEASE_LOST {
+            return Ok(ControlFlow::Break(Ending::Lost));
         }
-        // Fencing: the tenant lock must still be ours before anything is recorded
-        // (the writes themselves are fenced by the claim token).
+        Ok(ControlFlow::Continue(result))
+    }
+
+    /// Records the attempt's result, fenced: nothing is written unless the
+    /// tenant lock is still ours (the writes themselves are fenced by the
+    /// claim token).
+    async fn record(
+        &self,
+        job: &Claimed,
+        spec: &KindSpec,
+        ctx: JobContext,
+        lock: &SharedLock,
+        result: Result<serde_json::Value, JobError>,
+        sync: bool,
+    ) -> Result<Ending> {
         let held = match lock.lock().await.as_mut() {
             Some(l) => l.still_held().await,
             None => true,
@@ -275,7 +234,7 @@ impl Executor {
         };
         match result {
             Ok(value) => {
-                let evs = events.lock().map(|e| e.clone()).unwrap_or_default();
+                let evs = ctx.events.lock().map(|e| e.clone()).unwrap_or_default();
                 let done = self
                     .persist(|| store::complete(&self.catalog, job, &self.owner, &value, &evs))
                     .await?;
@@ -295,7 +254,7 @@ impl Executor {
                     Ending::Lost
                 })
             }
-            Err(err) => self.record_failure(job, &spec, ctx, err, sync).await,
+            Err(err) => self.record_failure(job, spec, ctx, err, sync).await,
         }
     }
 
@@ -375,6 +334,143 @@ impl Executor {
                     wait = (wait * 2).min(Duration::from_secs(2));
                 }
                 Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// The tenant lock an attempt holds, shared with its heartbeat.
+type SharedLock = Arc<tokio::sync::Mutex<Option<TenantLock>>>;
+
+/// Why the handler's task stopped.
+enum Stop {
+    Done(Result<Result<serde_json::Value, JobError>, tokio::task::JoinError>),
+    /// The heartbeat cancelled the attempt (lease or tenant lock lost).
+    Lost,
+    Timeout,
+    /// The shutdown deadline passed.
+    Shutdown,
+}
+
+/// Runs the handler in its own task until it ends, the attempt loses the job
+/// (`ctx.cancel`), `timeout` passes or the shutdown deadline comes; a handler
+/// that did not end by itself is aborted before this returns.
+async fn run_handler(
+    spec: &KindSpec,
+    job: &Claimed,
+    ctx: &JobContext,
+    timeout: Duration,
+    hard_stop: &CancellationToken,
+) -> Stop {
+    let mut handle = tokio::spawn(spec.run(job.args.clone(), ctx.clone()).in_current_span());
+    let stop = tokio::select! {
+        r = &mut handle => Stop::Done(r),
+        _ = ctx.cancel.cancelled() => Stop::Lost,
+        _ = tokio::time::sleep(timeout) => Stop::Timeout,
+        _ = hard_stop.cancelled() => Stop::Shutdown,
+    };
+    if !matches!(stop, Stop::Done(_)) {
+        handle.abort();
+        let _ = handle.await;
+    }
+    stop
+}
+
+/// The text of a handler's panic.
+fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic".to_string())
+}
+
+/// An attempt's heartbeat task. It keeps the lease (every lease/3) and checks
+/// the tenant lock (every second). If the row is no longer ours, the lock is
+/// gone, or the catalog has been unreachable for two thirds of a lease (the
+/// reaper may re-drive at expiry), it cancels the handler.
+struct Heartbeat {
+    lost: Arc<AtomicU8>,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Heartbeat {
+    fn start(exec: &Executor, job: &Claimed, cancel: CancellationToken, lock: SharedLock) -> Self {
+        let lost = Arc::new(AtomicU8::new(HELD));
+        let stop = CancellationToken::new();
+        let beat = Beat {
+            pool: exec.catalog.clone(),
+            job: job.clone(),
+            owner: exec.owner.clone(),
+            lease: exec.settings.worker.lease,
+            lost: lost.clone(),
+            cancel,
+            stop: stop.clone(),
+            lock,
+        };
+        let task = tokio::spawn(beat.run().in_current_span());
+        Self { lost, stop, task }
+    }
+
+    /// Stops the task; returns why it stopped the attempt ([`HELD`] if it did not).
+    async fn stop(self) -> u8 {
+        self.stop.cancel();
+        let _ = self.task.await;
+        self.lost.load(Ordering::SeqCst)
+    }
+}
+
+/// What the heartbeat task owns.
+struct Beat {
+    pool: PgPool,
+    job: Claimed,
+    owner: String,
+    lease: Duration,
+    lost: Arc<AtomicU8>,
+    cancel: CancellationToken,
+    stop: CancellationToken,
+    lock: SharedLock,
+}
+
+impl Beat {
+    async fn run(self) {
+        let beat = self.lease / 3;
+        let mut tick = tokio::time::interval(beat.min(Duration::from_secs(1)));
+        tick.tick().await;
+        let mut last_ok = Instant::now();
+        let mut last_beat = Instant::now();
+        loop {
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = tick.tick() => {}
+            }
+            let mut why = HELD;
+            if last_beat.elapsed() >= beat {
+                last_beat = Instant::now();
+                match store::heartbeat(&self.pool, &self.job, &self.owner, self.lease).await {
+                    Ok(true) => last_ok = Instant::now(),
+                    Ok(false) => why = LEASE_LOST,
+                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+                }
+            }
+            if why == HELD && last_ok.elapsed() >= self.lease - beat {
+                why = LEASE_LOST;
+            }
+            if why == HELD
+                && let Some(l) = self.lock.lock().await.as_mut()
+                && !l.still_held().await
+            {
+                why = LOCK_LOST;
+            }
+            if why != HELD {
+                tracing::warn!(
+                    lease_lost = why == LEASE_LOST,
+                    tenant_lock_lost = why == LOCK_LOST,
+                    "attempt lost the job; stopping it"
+                );
+                self.lost.store(why, Ordering::SeqCst);
+                self.cancel.cancel();
+                break;
             }
         }
     }

@@ -3,12 +3,20 @@
 
 use std::{future::Future, sync::Arc, time::Duration};
 
+use chrono::{DateTime, Utc};
 use serde::{Serialize, de::DeserializeOwned};
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::{config::Settings, runtime::JobError, tenants::Tenant};
+use crate::{
+    config::Settings,
+    runtime::{
+        JobError, Registry,
+        store::{self, EnqueueError, EnqueueRequest, Enqueued, Origin},
+    },
+    tenants::Tenant,
+};
 
 /// A kind of job.
 pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
@@ -50,6 +58,48 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), JobError>> + Send {
         let _ = (ctx, error);
         async { Ok(()) }
+    }
+
+    /// This job as a request for `store::enqueue`: its kind, its arguments
+    /// serialised, the kind's own family and attempts.
+    fn request(
+        &self,
+        tenant: Option<&str>,
+        dedupe_key: Option<String>,
+        run_at: Option<DateTime<Utc>>,
+    ) -> Result<EnqueueRequest, EnqueueError> {
+        let args = serde_json::to_value(self).map_err(|e| {
+            EnqueueError::InvalidArgs(format!("invalid arguments for {}: {e}", Self::KIND))
+        })?;
+        Ok(EnqueueRequest {
+            kind: Self::KIND.to_string(),
+            tenant: tenant.map(str::to_string),
+            args,
+            dedupe_key,
+            run_at,
+            ..Default::default()
+        })
+    }
+
+    /// Writes this job (validated like any other enqueue) and the outbox row
+    /// that publishes it inside the caller's transaction, so the job commits
+    /// with the state that asks for it:
+    /// `DropPreRestore { restore_id }.enqueue_in(&mut tx, Some(slug), key, run_at)`.
+    /// Needs no registry: the kind is `Self`. On [`EnqueueError::DedupeRace`]
+    /// the transaction is aborted and must be rolled back.
+    fn enqueue_in(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        tenant: Option<&str>,
+        dedupe_key: Option<String>,
+        run_at: Option<DateTime<Utc>>,
+    ) -> impl Future<Output = Result<Enqueued, EnqueueError>> + Send {
+        let req = self.request(tenant, dedupe_key, run_at);
+        async move {
+            let mut kind = Registry::default();
+            kind.register::<Self>();
+            store::enqueue_in(tx, &kind, &req?, Origin::Catalog).await
+        }
     }
 }
 

@@ -4,7 +4,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use futures::future::BoxFuture;
 
-use crate::runtime::{Job, JobContext, JobError};
+use crate::runtime::{Job, JobContext, JobError, ResultExt};
 
 type RunFn =
     fn(serde_json::Value, JobContext) -> BoxFuture<'static, Result<serde_json::Value, JobError>>;
@@ -94,7 +94,7 @@ fn on_dead_erased<J: Job>(
 ) -> BoxFuture<'static, Result<(), JobError>> {
     Box::pin(async move {
         let job: J = serde_json::from_value(args)
-            .map_err(|e| JobError::fatal(format!("invalid arguments for {}: {e}", J::KIND)))?;
+            .fatal_ctx(format_args!("invalid arguments for {}", J::KIND))?;
         job.on_dead(&ctx, &error).await
     })
 }

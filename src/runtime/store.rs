@@ -4,6 +4,10 @@
 //! Changes made on behalf of a running attempt are fenced: they apply only
 //! while the row still names that worker as lease owner and that attempt
 //! number. A worker that lost its lease can never record a result.
+//!
+//! Every query is checked at compile time against the catalog migrations
+//! (`sqlx::query!` and friends, offline data in `.sqlx/`; run `ops/sqlx
+//! prepare` after changing one). None is built at run time.
 
 use std::time::Duration;
 
@@ -17,12 +21,14 @@ use uuid::Uuid;
 use crate::{
     broker::topology,
     message::{JobMessage, truncate},
-    runtime::{JobError, PendingEvent, Registry, RetryPolicy},
+    runtime::{JobError, JobStatus, PendingEvent, Registry, RetryPolicy},
     tenants::{self, Tenant},
 };
 
+pub use crate::runtime::state::Origin;
+
 /// A job as `jobs list/show` report it.
-#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, Serialize)]
 pub struct JobRow {
     pub id: Uuid,
     pub kind: String,
@@ -30,7 +36,7 @@ pub struct JobRow {
     pub tenant_id: Option<i64>,
     pub tenant: Option<String>,
     pub args: serde_json::Value,
-    pub status: String,
+    pub status: JobStatus,
     pub attempts: i32,
     pub max_attempts: i32,
     pub dedupe_key: Option<String>,
@@ -40,7 +46,7 @@ pub struct JobRow {
     pub last_error: Option<String>,
     pub result: Option<serde_json::Value>,
     pub progress: Option<serde_json::Value>,
-    pub origin: String,
+    pub origin: Origin,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
@@ -49,20 +55,30 @@ pub struct JobRow {
 
 impl JobRow {
     pub fn is_terminal(&self) -> bool {
-        matches!(
-            self.status.as_str(),
-            "succeeded" | "failed" | "dead" | "cancelled"
-        )
+        self.status.is_terminal()
     }
 }
 
-const JOB_SELECT: &str = "SELECT j.id, j.kind, j.queue, j.tenant_id, t.slug AS tenant, j.args, j.status, \
-     j.attempts, j.max_attempts, j.dedupe_key, j.lease_owner, j.lease_expires_at, j.run_at, \
-     j.last_error, j.result, j.progress, j.origin, j.created_at, j.updated_at, j.started_at, \
-     j.finished_at FROM jobs j LEFT JOIN tenants t ON t.id = j.tenant_id";
+/// `query_as!` of [`JobRow`]s: their columns (with the tenant's slug) followed
+/// by the rest of the query (`WHERE …`) and its arguments, checked at compile
+/// time like every query here.
+macro_rules! select_jobs {
+    ($rest:literal $($args:tt)*) => {
+        sqlx::query_as!(
+            JobRow,
+            r#"SELECT j.id, j.kind, j.queue, j.tenant_id, t.slug AS "tenant?", j.args,
+                      j.status AS "status: JobStatus", j.attempts, j.max_attempts, j.dedupe_key,
+                      j.lease_owner, j.lease_expires_at, j.run_at, j.last_error, j.result,
+                      j.progress, j.origin AS "origin: Origin", j.created_at, j.updated_at,
+                      j.started_at, j.finished_at
+               FROM jobs j LEFT JOIN tenants t ON t.id = j.tenant_id "# + $rest
+            $($args)*
+        )
+    };
+}
 
 /// A job an attempt has claimed.
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: Uuid,
     pub kind: String,
@@ -114,15 +130,6 @@ pub struct Enqueued {
     /// True when a live job with the same dedupe key was returned instead.
     pub existing: bool,
     pub outbox_id: Option<i64>,
-}
-
-/// Where a new job row comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// Enqueued through landlord; published through the outbox.
-    Catalog,
-    /// Run in-process by `--sync`; never published.
-    Sync,
 }
 
 /// Checks a request and writes the job row plus its outbox row, in one transaction.
@@ -205,22 +212,19 @@ pub async fn enqueue_in(
             outbox_id: None,
         });
     }
-    let inserted = sqlx::query(
+    let inserted = sqlx::query!(
         "INSERT INTO jobs (id, kind, queue, tenant_id, args, status, max_attempts, dedupe_key, run_at, origin) \
          VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, coalesce($8, now()), $9)",
+        id,
+        spec.kind,
+        &queue,
+        tenant.as_ref().map(|t| t.id),
+        &args,
+        max_attempts,
+        req.dedupe_key.as_deref(),
+        req.run_at,
+        origin.as_str(),
     )
-    .bind(id)
-    .bind(spec.kind)
-    .bind(&queue)
-    .bind(tenant.as_ref().map(|t| t.id))
-    .bind(&args)
-    .bind(max_attempts)
-    .bind(&req.dedupe_key)
-    .bind(req.run_at)
-    .bind(match origin {
-        Origin::Catalog => "catalog",
-        Origin::Sync => "sync",
-    })
     .execute(&mut **tx)
     .await;
     if let Err(e) = inserted {
@@ -231,8 +235,8 @@ pub async fn enqueue_in(
         }
         return Err(anyhow::Error::new(e).context("inserting job").into());
     }
-    let outbox_id = match origin {
-        Origin::Catalog => Some(
+    let outbox_id = if origin.publishes_through_outbox() {
+        Some(
             insert_job_message(
                 tx,
                 id,
@@ -243,8 +247,9 @@ pub async fn enqueue_in(
                 req.run_at,
             )
             .await?,
-        ),
-        Origin::Sync => None,
+        )
+    } else {
+        None
     };
     Ok(Enqueued {
         id,
@@ -254,10 +259,10 @@ pub async fn enqueue_in(
 }
 
 async fn live_by_dedupe(tx: &mut Transaction<'_, Postgres>, key: &str) -> Result<Option<Uuid>> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "SELECT id FROM jobs WHERE dedupe_key = $1 AND status IN ('queued', 'running', 'retrying')",
+        key,
     )
-    .bind(key)
     .fetch_optional(&mut **tx)
     .await
     .context("looking for a duplicate job")
@@ -274,16 +279,17 @@ pub async fn insert_job_message(
     available_at: Option<DateTime<Utc>>,
 ) -> Result<i64> {
     let msg = JobMessage::new(id, kind, tenant, args.clone());
-    sqlx::query_scalar(
+    let payload = serde_json::to_value(&msg).context("encoding message")?;
+    sqlx::query_scalar!(
         "INSERT INTO outbox (exchange, routing_key, payload, message_id, job_id, available_at) \
          VALUES ($1, $2, $3, $4, $5, coalesce($6, now())) RETURNING id",
+        topology::WORK,
+        queue,
+        payload,
+        id.to_string(),
+        id,
+        available_at,
     )
-    .bind(topology::WORK)
-    .bind(queue)
-    .bind(serde_json::to_value(&msg).context("encoding message")?)
-    .bind(id.to_string())
-    .bind(id)
-    .bind(available_at)
     .fetch_one(&mut **tx)
     .await
     .context("writing outbox")
@@ -307,15 +313,15 @@ pub async fn insert_event(
         "job_id": job_id,
         "data": data,
     });
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "INSERT INTO outbox (exchange, routing_key, payload, message_id, job_id) \
          VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        topology::EVENTS,
+        name,
+        payload,
+        event_id.to_string(),
+        job_id,
     )
-    .bind(topology::EVENTS)
-    .bind(name)
-    .bind(payload)
-    .bind(event_id.to_string())
-    .bind(job_id)
     .fetch_one(&mut **tx)
     .await
     .context("writing event to outbox")
@@ -327,8 +333,7 @@ async fn slug_of(
 ) -> Result<Option<String>> {
     match tenant_id {
         None => Ok(None),
-        Some(id) => sqlx::query_scalar("SELECT slug FROM tenants WHERE id = $1")
-            .bind(id)
+        Some(id) => sqlx::query_scalar!("SELECT slug FROM tenants WHERE id = $1", id)
             .fetch_optional(&mut **tx)
             .await
             .context("looking up tenant slug"),
@@ -344,53 +349,71 @@ pub enum Adoption {
     Duplicate(Uuid),
 }
 
+/// Why a message could not be adopted; its `Display` is the reason logged
+/// (and, for [`AdoptError::Refused`], written to the dead-letter queue).
+#[derive(Debug, Error)]
+pub enum AdoptError {
+    /// The message can never become a job (unknown kind, bad arguments,
+    /// unknown tenant): dead-letter it.
+    #[error("{0}")]
+    Refused(String),
+    /// The catalog could not be read or written: give the message back.
+    #[error("catalog unavailable: {0}")]
+    CatalogUnavailable(String),
+}
+
 /// Writes the catalog row for a message another program published.
-/// The error is a reason fit for the dead-letter queue.
 pub async fn adopt(
     pool: &PgPool,
     registry: &Registry,
     msg: &JobMessage,
     family: &str,
-) -> Result<Adoption, String> {
+) -> Result<Adoption, AdoptError> {
     let spec = registry
         .get(&msg.kind)
-        .ok_or_else(|| format!("unknown job kind {:?}", msg.kind))?;
-    spec.validate(&msg.args)?;
+        .ok_or_else(|| AdoptError::Refused(format!("unknown job kind {:?}", msg.kind)))?;
+    spec.validate(&msg.args).map_err(AdoptError::Refused)?;
     let tenant_id = match (&msg.tenant, spec.needs_tenant) {
         (Some(slug), _) => Some(
             tenants::find(pool, slug)
                 .await
-                .map_err(|e| format!("catalog unavailable: {e:#}"))?
-                .ok_or_else(|| format!("unknown tenant {slug:?}"))?
+                .map_err(|e| AdoptError::CatalogUnavailable(format!("{e:#}")))?
+                .ok_or_else(|| AdoptError::Refused(format!("unknown tenant {slug:?}")))?
                 .id,
         ),
-        (None, true) => return Err(format!("job kind {} needs a tenant", msg.kind)),
+        (None, true) => {
+            return Err(AdoptError::Refused(format!(
+                "job kind {} needs a tenant",
+                msg.kind
+            )));
+        }
         (None, false) => None,
     };
     if let Some(key) = &msg.dedupe_key {
-        let existing: Option<Uuid> = sqlx::query_scalar(
+        let existing = sqlx::query_scalar!(
             "SELECT id FROM jobs WHERE dedupe_key = $1 AND status IN ('queued','running','retrying') AND id <> $2",
+            key,
+            msg.job_id,
         )
-        .bind(key)
-        .bind(msg.job_id)
         .fetch_optional(pool)
         .await
-        .map_err(|e| format!("catalog unavailable: {e}"))?;
+        .map_err(|e| AdoptError::CatalogUnavailable(e.to_string()))?;
         if let Some(id) = existing {
             return Ok(Adoption::Duplicate(id));
         }
     }
-    let res = sqlx::query(
+    let max_attempts = spec.max_attempts as i32;
+    let res = sqlx::query!(
         "INSERT INTO jobs (id, kind, queue, tenant_id, args, status, max_attempts, dedupe_key, origin, last_published_at) \
          VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, 'adopted', now()) ON CONFLICT (id) DO NOTHING",
+        msg.job_id,
+        spec.kind,
+        family,
+        tenant_id,
+        &msg.args,
+        max_attempts,
+        msg.dedupe_key.as_deref(),
     )
-    .bind(msg.job_id)
-    .bind(spec.kind)
-    .bind(family)
-    .bind(tenant_id)
-    .bind(&msg.args)
-    .bind(spec.max_attempts as i32)
-    .bind(&msg.dedupe_key)
     .execute(pool)
     .await;
     match res {
@@ -398,23 +421,22 @@ pub async fn adopt(
         Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
             // A concurrent adopter wrote a live job with the same dedupe key.
             let key = msg.dedupe_key.clone().unwrap_or_default();
-            let other: Option<Uuid> = sqlx::query_scalar(
+            let other = sqlx::query_scalar!(
                 "SELECT id FROM jobs WHERE dedupe_key = $1 AND status IN ('queued','running','retrying')",
+                key,
             )
-            .bind(&key)
             .fetch_optional(pool)
             .await
-            .map_err(|e| format!("catalog unavailable: {e}"))?;
+            .map_err(|e| AdoptError::CatalogUnavailable(e.to_string()))?;
             Ok(Adoption::Duplicate(other.unwrap_or(msg.job_id)))
         }
-        Err(e) => Err(format!("catalog unavailable: {e}")),
+        Err(e) => Err(AdoptError::CatalogUnavailable(e.to_string())),
     }
 }
 
 /// Loads one job.
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<JobRow>> {
-    sqlx::query_as(&format!("{JOB_SELECT} WHERE j.id = $1"))
-        .bind(id)
+    select_jobs!("WHERE j.id = $1", id)
         .fetch_optional(pool)
         .await
         .context("loading job")
@@ -423,7 +445,7 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<JobRow>> {
 /// Filters for `jobs list`.
 #[derive(Debug, Clone, Default)]
 pub struct ListFilter {
-    pub status: Option<String>,
+    pub status: Option<JobStatus>,
     pub kind: Option<String>,
     pub tenant: Option<String>,
     pub limit: i64,
@@ -431,14 +453,15 @@ pub struct ListFilter {
 
 /// Recent jobs, newest first.
 pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<JobRow>> {
-    sqlx::query_as(&format!(
-        "{JOB_SELECT} WHERE ($1::text IS NULL OR j.status = $1) AND ($2::text IS NULL OR j.kind = $2) \
-         AND ($3::text IS NULL OR t.slug = $3) ORDER BY j.created_at DESC, j.id DESC LIMIT $4"
-    ))
-    .bind(&f.status)
-    .bind(&f.kind)
-    .bind(&f.tenant)
-    .bind(f.limit.clamp(1, 10_000))
+    // Optional filters as NULL-able parameters keep the query static (and checked).
+    select_jobs!(
+        "WHERE ($1::text IS NULL OR j.status = $1) AND ($2::text IS NULL OR j.kind = $2) \
+         AND ($3::text IS NULL OR t.slug = $3) ORDER BY j.created_at DESC, j.id DESC LIMIT $4",
+        f.status.map(JobStatus::as_str),
+        f.kind.as_deref(),
+        f.tenant.as_deref(),
+        f.limit.clamp(1, 10_000),
+    )
     .fetch_all(pool)
     .await
     .context("listing jobs")
@@ -451,16 +474,17 @@ pub async fn claim(
     owner: &str,
     lease: Duration,
 ) -> Result<Option<Claimed>> {
-    sqlx::query_as(
+    sqlx::query_as!(
+        Claimed,
         "UPDATE jobs SET status = 'running', attempts = attempts + 1, lease_owner = $2, claim_token = gen_random_uuid(), \
          lease_expires_at = now() + make_interval(secs => $3), started_at = now(), \
          updated_at = now(), progress = NULL \
          WHERE id = $1 AND status IN ('queued', 'retrying') AND run_at <= now() \
          RETURNING id, kind, queue, tenant_id, args, attempts, max_attempts, claim_token",
+        id,
+        owner,
+        lease.as_secs_f64(),
     )
-    .bind(id)
-    .bind(owner)
-    .bind(lease.as_secs_f64())
     .fetch_optional(pool)
     .await
     .context("claiming job")
@@ -468,14 +492,14 @@ pub async fn claim(
 
 /// Extends the lease. `false` means the attempt no longer owns the job.
 pub async fn heartbeat(pool: &PgPool, job: &Claimed, owner: &str, lease: Duration) -> Result<bool> {
-    let n = sqlx::query(
+    let n = sqlx::query!(
         "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $4) \
          WHERE id = $1 AND lease_owner = $2 AND claim_token = $3 AND status = 'running'",
+        job.id,
+        owner,
+        job.claim_token,
+        lease.as_secs_f64(),
     )
-    .bind(job.id)
-    .bind(owner)
-    .bind(job.claim_token)
-    .bind(lease.as_secs_f64())
     .execute(pool)
     .await
     .context("extending lease")?
@@ -492,15 +516,15 @@ pub async fn complete(
     events: &[PendingEvent],
 ) -> Result<bool> {
     let mut tx = pool.begin().await.context("starting transaction")?;
-    let n = sqlx::query(
+    let n = sqlx::query!(
         "UPDATE jobs SET status = 'succeeded', result = $4, finished_at = now(), updated_at = now(), \
          lease_owner = NULL, lease_expires_at = NULL, last_error = NULL \
          WHERE id = $1 AND lease_owner = $2 AND claim_token = $3 AND status = 'running'",
+        job.id,
+        owner,
+        job.claim_token,
+        result,
     )
-    .bind(job.id)
-    .bind(owner)
-    .bind(job.claim_token)
-    .bind(result)
     .execute(&mut *tx)
     .await
     .context("recording success")?
@@ -580,24 +604,24 @@ async fn fail_in_tx(
         }
     };
     let (status, delay_secs) = match &outcome {
-        FailOutcome::Retrying { delay } => ("retrying", delay.as_secs_f64()),
-        FailOutcome::Dead => ("dead", 0.0),
-        _ => ("failed", 0.0),
+        FailOutcome::Retrying { delay } => (JobStatus::Retrying, delay.as_secs_f64()),
+        FailOutcome::Dead => (JobStatus::Dead, 0.0),
+        _ => (JobStatus::Failed, 0.0),
     };
-    let run_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+    let run_at = sqlx::query_scalar!(
         "UPDATE jobs SET status = $4, last_error = $5, updated_at = now(), \
          lease_owner = NULL, lease_expires_at = NULL, \
          run_at = CASE WHEN $4 = 'retrying' THEN now() + make_interval(secs => $6) ELSE run_at END, \
          finished_at = CASE WHEN $4 = 'retrying' THEN NULL ELSE now() END \
          WHERE id = $1 AND ($2::text IS NULL OR lease_owner = $2) AND claim_token = $3 AND status = 'running' \
          RETURNING run_at",
+        job.id,
+        owner,
+        job.claim_token,
+        status.as_str(),
+        &msg,
+        delay_secs,
     )
-    .bind(job.id)
-    .bind(owner)
-    .bind(job.claim_token)
-    .bind(status)
-    .bind(&msg)
-    .bind(delay_secs)
     .fetch_optional(&mut **tx)
     .await
     .context("recording failure")?;
@@ -643,40 +667,31 @@ async fn fail_in_tx(
     Ok(outcome)
 }
 
-/// Kind, queue, tenant id, args and run_at of a postponed job.
-type Postponed = (
-    String,
-    String,
-    Option<i64>,
-    serde_json::Value,
-    DateTime<Utc>,
-);
-
 /// Puts back a job whose tenant was busy: later, without spending an attempt.
 pub async fn postpone(pool: &PgPool, id: Uuid, delay: Duration) -> Result<bool> {
     let mut tx = pool.begin().await.context("starting transaction")?;
-    let row: Option<Postponed> = sqlx::query_as(
+    let row = sqlx::query!(
         "UPDATE jobs SET run_at = greatest(run_at, now() + make_interval(secs => $2)), updated_at = now() \
          WHERE id = $1 AND status IN ('queued', 'retrying') \
          RETURNING kind, queue, tenant_id, args, run_at",
+        id,
+        delay.as_secs_f64(),
     )
-    .bind(id)
-    .bind(delay.as_secs_f64())
     .fetch_optional(&mut *tx)
     .await
     .context("postponing job")?;
-    let Some((kind, queue, tenant_id, args, run_at)) = row else {
+    let Some(job) = row else {
         return Ok(false);
     };
-    let slug = slug_of(&mut tx, tenant_id).await?;
+    let slug = slug_of(&mut tx, job.tenant_id).await?;
     insert_job_message(
         &mut tx,
         id,
-        &kind,
-        &queue,
+        &job.kind,
+        &job.queue,
         slug.as_deref(),
-        &args,
-        Some(run_at),
+        &job.args,
+        Some(job.run_at),
     )
     .await?;
     tx.commit().await.context("committing postponement")?;
@@ -705,17 +720,17 @@ pub async fn give_back(
     why: &str,
 ) -> Result<bool> {
     let mut tx = pool.begin().await.context("starting transaction")?;
-    let run_at: Option<DateTime<Utc>> = sqlx::query_scalar(
+    let run_at = sqlx::query_scalar!(
         "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_owner = NULL, \
          lease_expires_at = NULL, run_at = now() + make_interval(secs => $4), updated_at = now(), \
          last_error = $5 \
          WHERE id = $1 AND lease_owner = $2 AND claim_token = $3 AND status = 'running' RETURNING run_at",
+        job.id,
+        owner,
+        job.claim_token,
+        delay.as_secs_f64(),
+        why,
     )
-    .bind(job.id)
-    .bind(owner)
-    .bind(job.claim_token)
-    .bind(delay.as_secs_f64())
-    .bind(why)
     .fetch_optional(&mut *tx)
     .await
     .context("handing job back")?;
@@ -744,7 +759,8 @@ pub async fn reap_expired(
     policy: &RetryPolicy,
 ) -> Result<Vec<(Claimed, FailOutcome)>> {
     let mut tx = pool.begin().await.context("starting transaction")?;
-    let expired: Vec<Claimed> = sqlx::query_as(
+    let expired = sqlx::query_as!(
+        Claimed,
         "SELECT id, kind, queue, tenant_id, args, attempts, max_attempts, claim_token FROM jobs \
          WHERE status = 'running' AND lease_expires_at < now() \
          ORDER BY lease_expires_at LIMIT 100 FOR UPDATE SKIP LOCKED",
@@ -776,7 +792,7 @@ pub async fn republish_stale(
     empty_queues: &[String],
 ) -> Result<u64> {
     let mut tx = pool.begin().await.context("starting transaction")?;
-    let stale: Vec<(Uuid, String, String, Option<i64>, serde_json::Value)> = sqlx::query_as(
+    let stale = sqlx::query!(
         "SELECT j.id, j.kind, j.queue, j.tenant_id, j.args FROM jobs j \
          WHERE j.status IN ('queued', 'retrying') AND j.origin <> 'sync' AND j.queue = ANY($2) \
          AND j.run_at < now() - make_interval(secs => $1) \
@@ -784,23 +800,32 @@ pub async fn republish_stale(
          AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.id AND o.published_at IS NULL \
                          AND o.exchange = 'work') \
          LIMIT 100 FOR UPDATE OF j SKIP LOCKED",
+        stale_after.as_secs_f64(),
+        empty_queues,
     )
-    .bind(stale_after.as_secs_f64())
-    .bind(empty_queues)
     .fetch_all(&mut *tx)
     .await
     .context("finding stale jobs")?;
-    for (id, kind, queue, tenant_id, args) in &stale {
-        let slug = slug_of(&mut tx, *tenant_id).await?;
-        insert_job_message(&mut tx, *id, kind, queue, slug.as_deref(), args, None).await?;
+    for j in &stale {
+        let slug = slug_of(&mut tx, j.tenant_id).await?;
+        insert_job_message(
+            &mut tx,
+            j.id,
+            &j.kind,
+            &j.queue,
+            slug.as_deref(),
+            &j.args,
+            None,
+        )
+        .await?;
     }
     // A `--sync` run that died between writing its row and claiming it.
-    let abandoned = sqlx::query(
+    let abandoned = sqlx::query!(
         "UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), \
          last_error = 'abandoned: the --sync run that wrote this job never started it' \
          WHERE origin = 'sync' AND status = 'queued' AND created_at < now() - make_interval(secs => $1)",
+        stale_after.as_secs_f64(),
     )
-    .bind(stale_after.as_secs_f64())
     .execute(&mut *tx)
     .await
     .context("closing abandoned sync jobs")?
@@ -817,7 +842,7 @@ pub enum JobActionError {
     #[error("job {id} is {status}; {action} applies only to {allowed} jobs")]
     WrongStatus {
         id: Uuid,
-        status: String,
+        status: JobStatus,
         action: &'static str,
         allowed: &'static str,
     },
@@ -831,12 +856,12 @@ pub enum JobActionError {
 /// next heartbeat and stops; its result is never recorded.
 pub async fn cancel(pool: &PgPool, id: Uuid, actor: &str) -> Result<(), JobActionError> {
     let mut tx = pool.begin().await.context("starting transaction")?;
-    let row: Option<Option<i64>> = sqlx::query_scalar(
+    let row = sqlx::query_scalar!(
         "UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), \
          lease_owner = NULL, lease_expires_at = NULL \
          WHERE id = $1 AND status IN ('queued', 'retrying', 'running') RETURNING tenant_id",
+        id,
     )
-    .bind(id)
     .fetch_optional(&mut *tx)
     .await
     .context("cancelling job")?;
@@ -868,29 +893,28 @@ pub async fn cancel(pool: &PgPool, id: Uuid, actor: &str) -> Result<(), JobActio
 /// Queues again a dead, failed or cancelled job, with its attempts reset.
 pub async fn retry(pool: &PgPool, id: Uuid, actor: &str) -> Result<Option<i64>, JobActionError> {
     let mut tx = pool.begin().await.context("starting transaction")?;
-    let row: Result<Option<Claimed>, sqlx::Error> = sqlx::query_as(
+    let row = sqlx::query_as!(
+        Claimed,
         "UPDATE jobs SET status = 'queued', attempts = 0, run_at = now(), updated_at = now(), \
          finished_at = NULL, result = NULL, progress = NULL, origin = CASE WHEN origin = 'sync' THEN 'catalog' ELSE origin END \
          WHERE id = $1 AND status IN ('dead', 'failed', 'cancelled') \
          RETURNING id, kind, queue, tenant_id, args, attempts, max_attempts, claim_token",
+        id,
     )
-    .bind(id)
     .fetch_optional(&mut *tx)
     .await;
     let row = match row {
         Ok(r) => r,
         Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
             drop(tx);
-            let key: Option<String> =
-                sqlx::query_scalar("SELECT dedupe_key FROM jobs WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(pool)
-                    .await
-                    .context("loading job")?;
-            let other: Uuid = sqlx::query_scalar(
+            let key = sqlx::query_scalar!("SELECT dedupe_key FROM jobs WHERE id = $1", id)
+                .fetch_one(pool)
+                .await
+                .context("loading job")?;
+            let other = sqlx::query_scalar!(
                 "SELECT id FROM jobs WHERE dedupe_key = $1 AND status IN ('queued','running','retrying')",
+                key,
             )
-            .bind(key)
             .fetch_one(pool)
             .await
             .context("finding duplicate")?;
@@ -966,15 +990,17 @@ pub async fn audit(
     job_id: Option<Uuid>,
     details: serde_json::Value,
 ) -> Result<()> {
-    sqlx::query("INSERT INTO audit_log (actor, action, tenant_id, job_id, details) VALUES ($1, $2, $3, $4, $5)")
-        .bind(actor)
-        .bind(action)
-        .bind(tenant_id)
-        .bind(job_id)
-        .bind(details)
-        .execute(&mut **tx)
-        .await
-        .context("writing audit log")?;
+    sqlx::query!(
+        "INSERT INTO audit_log (actor, action, tenant_id, job_id, details) VALUES ($1, $2, $3, $4, $5)",
+        actor,
+        action,
+        tenant_id,
+        job_id,
+        details,
+    )
+    .execute(&mut **tx)
+    .await
+    .context("writing audit log")?;
     Ok(())
 }
 
@@ -985,3 +1011,6 @@ pub async fn tenant_of(pool: &PgPool, job: &Claimed) -> Result<Option<Tenant>> {
         Some(id) => tenants::by_id(pool, id).await,
     }
 }
+
+#[cfg(test)]
+mod tests;

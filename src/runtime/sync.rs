@@ -77,7 +77,7 @@ async fn drive(
                 if row.is_terminal() {
                     return Ok(());
                 }
-                if row.status == "queued" || row.status == "retrying" {
+                if row.status.is_claimable() {
                     // Not due yet (postponed): wait for its time, then claim.
                     tokio::time::sleep(Duration::from_millis(300)).await;
                     continue;

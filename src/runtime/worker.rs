@@ -28,7 +28,7 @@ use crate::{
     runtime::{
         Executor, Registry,
         relay::{backlog, relay_once},
-        store::{self, Adoption},
+        store::{self, AdoptError, Adoption},
         tenant_lock::TenantLock,
     },
 };
@@ -233,14 +233,14 @@ impl Worker {
                     tracing::info!(%other, "dropping message: a live job has the same dedupe key");
                     return ack(d).await;
                 }
-                Err(reason) if reason.starts_with("catalog unavailable") => {
-                    return self.catalog_down(d, &reason).await;
+                Err(e @ AdoptError::CatalogUnavailable(_)) => {
+                    return self.catalog_down(d, &e.to_string()).await;
                 }
-                Err(reason) => return self.dead_letter(d, &reason).await,
+                Err(AdoptError::Refused(reason)) => return self.dead_letter(d, &reason).await,
             },
             Err(e) => return self.catalog_down(d, &format!("{e:#}")).await,
         };
-        if row.status != "queued" && row.status != "retrying" {
+        if !row.status.is_claimable() {
             tracing::debug!(status = %row.status, "dropping duplicate delivery");
             return ack(d).await;
         }

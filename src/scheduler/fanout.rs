@@ -12,10 +12,14 @@
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, SecondsFormat, Utc};
-use sqlx::{Connection, PgPool, Postgres, pool::PoolConnection};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, pool::PoolConnection};
 
 use crate::{
-    broker::topology, failpoint, message::JobMessage, runtime::Registry, scheduler::Schedule,
+    broker::topology,
+    failpoint,
+    message::JobMessage,
+    runtime::{KindSpec, Registry},
+    scheduler::{FiringStatus, Schedule},
 };
 
 /// Tenants written per transaction.
@@ -143,6 +147,33 @@ pub async fn fan_out(
     let Some(mut conn) = lock(pool, name, if_busy).await? else {
         return Ok(None);
     };
+    if let Some(finished) = open_firing(&mut conn, name, fire_at, leader).await? {
+        return Ok(Some(finished));
+    }
+    let tenants = candidates(&mut conn, s, fire_at).await?;
+    let skipped = tenants.iter().filter(|t| t.busy).count() as i64;
+    let todo: Vec<&Candidate> = tenants.iter().filter(|t| !t.has_job && !t.busy).collect();
+    let chunks: Vec<&[&Candidate]> = todo.chunks(CHUNK).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        write_chunk(&mut conn, kind, s, fire_at, chunk).await?;
+        if i + 1 < chunks.len() {
+            failpoint::hit("scheduler.mid_fanout");
+            failpoint::pause("scheduler.fanout_pause").await;
+        }
+    }
+    let jobs = close_firing(&mut conn, name, fire_at, skipped).await?;
+    // Dropping `conn` closes it, which releases the lock.
+    Ok(Some(FanOut { jobs, skipped }))
+}
+
+/// Records the firing (once) and reads it back: its counts if it is already
+/// finished, `None` if it is fanning out (new, or cut short earlier).
+async fn open_firing(
+    conn: &mut PgConnection,
+    name: &str,
+    fire_at: DateTime<Utc>,
+    leader: &str,
+) -> Result<Option<FanOut>> {
     sqlx::query(
         "INSERT INTO schedule_firings (schedule, fire_at, status, leader) VALUES ($1, $2, 'fanning_out', $3) \
          ON CONFLICT DO NOTHING",
@@ -153,7 +184,7 @@ pub async fn fan_out(
     .execute(&mut *conn)
     .await
     .context("recording the firing")?;
-    let (status, jobs, skipped): (String, i32, i32) = sqlx::query_as(
+    let (status, jobs, skipped): (FiringStatus, i32, i32) = sqlx::query_as(
         "SELECT status, jobs, skipped FROM schedule_firings WHERE schedule = $1 AND fire_at = $2",
     )
     .bind(name)
@@ -161,21 +192,27 @@ pub async fn fan_out(
     .fetch_one(&mut *conn)
     .await
     .context("reading the firing")?;
-    if status != "fanning_out" {
-        return Ok(Some(FanOut {
-            jobs: i64::from(jobs),
-            skipped: i64::from(skipped),
-        }));
-    }
-    let key_prefix = format!("sched:{name}:");
+    Ok(status.is_finished().then_some(FanOut {
+        jobs: i64::from(jobs),
+        skipped: i64::from(skipped),
+    }))
+}
+
+/// Every tenant in the firing's scope (at most the sample), with whether this
+/// firing already gave it its job and whether an earlier run of the schedule
+/// is still live (overlap).
+async fn candidates(
+    conn: &mut PgConnection,
+    s: &Schedule,
+    fire_at: DateTime<Utc>,
+) -> Result<Vec<Candidate>> {
+    let key_prefix = format!("sched:{}:", s.name());
     let key_suffix = format!(":{}", fire_text(fire_at));
-    // Every tenant in scope, with whether this firing already gave it its job
-    // and whether an earlier run of the schedule is still live (overlap).
     // Tenants that have their job come first and busy ones last, so a sample
     // (restore drills) is taken from the free tenants, and a resumed sampled
     // fan-out keeps what it already picked. The rest of a sample is a
     // pseudo-random pick that is the same for the same firing.
-    let tenants: Vec<Candidate> = sqlx::query_as(
+    sqlx::query_as(
         "WITH live AS ( \
            SELECT DISTINCT split_part(substr(dedupe_key, length($4) + 1), ':', 1) AS slug FROM jobs \
            WHERE $6 AND status IN ('queued', 'running', 'retrying') AND dedupe_key LIKE $7 \
@@ -200,69 +237,80 @@ pub async fn fan_out(
     .bind(format!("{}%", like_escape(&key_prefix)))
     .fetch_all(&mut *conn)
     .await
-    .context("listing the schedule's tenants")?;
-    let skipped = tenants.iter().filter(|t| t.busy).count() as i64;
-    let todo: Vec<&Candidate> = tenants.iter().filter(|t| !t.has_job && !t.busy).collect();
+    .context("listing the schedule's tenants")
+}
+
+/// Writes one chunk's jobs and their outbox rows in one transaction.
+async fn write_chunk(
+    conn: &mut PgConnection,
+    kind: &KindSpec,
+    s: &Schedule,
+    fire_at: DateTime<Utc>,
+    chunk: &[&Candidate],
+) -> Result<()> {
+    let name = s.name();
     let spread_ms = i64::from(s.spec.spread_seconds) * 1000;
-    let chunks: Vec<&[&Candidate]> = todo.chunks(CHUNK).collect();
-    for (i, chunk) in chunks.iter().enumerate() {
-        let (mut ids, mut tenant_ids, mut dedupe, mut run_ats, mut payloads) =
-            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for t in chunk.iter() {
-            // Spread start times over the window, stably per tenant, to the millisecond.
-            let offset_ms = if spread_ms > 0 {
-                i64::from(crc(&t.slug)) % spread_ms
-            } else {
-                0
-            };
-            let id = uuid::Uuid::now_v7();
-            let msg = JobMessage::new(id, kind.kind, Some(&t.slug), s.spec.args.clone());
-            payloads.push(serde_json::to_value(&msg).context("encoding message")?);
-            ids.push(id);
-            tenant_ids.push(t.id);
-            dedupe.push(job_key(name, &t.slug, fire_at));
-            run_ats.push(fire_at + chrono::Duration::milliseconds(offset_ms));
-        }
-        let message_ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
-        let mut tx = conn.begin().await.context("starting transaction")?;
-        // Idempotent: a key that exists in any state is not inserted again
-        // (the lock makes that check exact), and the live-key unique index
-        // backs it up. Outbox rows only for the jobs actually written.
-        sqlx::query(
-            "WITH new AS ( \
-               INSERT INTO jobs (id, kind, queue, tenant_id, args, status, max_attempts, dedupe_key, run_at, origin) \
-               SELECT u.id, $6, $7, u.tenant_id, $8, 'queued', $9, u.key, u.run_at, 'catalog' \
-               FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[]) AS u(id, tenant_id, key, run_at) \
-               WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.dedupe_key = u.key) \
-               ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running', 'retrying') \
-               DO NOTHING \
-               RETURNING id \
-             ) \
-             INSERT INTO outbox (exchange, routing_key, payload, message_id, job_id, available_at) \
-             SELECT $10, $7, u.payload, u.message_id, u.job_id, u.run_at \
-             FROM UNNEST($5::jsonb[], $11::text[], $1::uuid[], $4::timestamptz[]) AS u(payload, message_id, job_id, run_at) \
-             WHERE u.job_id IN (SELECT id FROM new)",
-        )
-        .bind(&ids)
-        .bind(&tenant_ids)
-        .bind(&dedupe)
-        .bind(&run_ats)
-        .bind(&payloads)
-        .bind(kind.kind)
-        .bind(kind.queue)
-        .bind(&s.spec.args)
-        .bind(kind.max_attempts as i32)
-        .bind(topology::WORK)
-        .bind(&message_ids)
-        .execute(&mut *tx)
-        .await
-        .context("writing the firing's jobs")?;
-        tx.commit().await.context("committing a fan-out chunk")?;
-        if i + 1 < chunks.len() {
-            failpoint::hit("scheduler.mid_fanout");
-            failpoint::pause("scheduler.fanout_pause").await;
-        }
+    let (mut ids, mut tenant_ids, mut dedupe, mut run_ats, mut payloads) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for t in chunk.iter() {
+        // Spread start times over the window, stably per tenant, to the millisecond.
+        let offset_ms = if spread_ms > 0 {
+            i64::from(crc(&t.slug)) % spread_ms
+        } else {
+            0
+        };
+        let id = uuid::Uuid::now_v7();
+        let msg = JobMessage::new(id, kind.kind, Some(&t.slug), s.spec.args.clone());
+        payloads.push(serde_json::to_value(&msg).context("encoding message")?);
+        ids.push(id);
+        tenant_ids.push(t.id);
+        dedupe.push(job_key(name, &t.slug, fire_at));
+        run_ats.push(fire_at + chrono::Duration::milliseconds(offset_ms));
     }
+    let message_ids: Vec<String> = ids.iter().map(ToString::to_string).collect();
+    let mut tx = conn.begin().await.context("starting transaction")?;
+    // Idempotent: a key that exists in any state is not inserted again
+    // (the lock makes that check exact), and the live-key unique index
+    // backs it up. Outbox rows only for the jobs actually written.
+    sqlx::query(
+        "WITH new AS ( \
+           INSERT INTO jobs (id, kind, queue, tenant_id, args, status, max_attempts, dedupe_key, run_at, origin) \
+           SELECT u.id, $6, $7, u.tenant_id, $8, 'queued', $9, u.key, u.run_at, 'catalog' \
+           FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[]) AS u(id, tenant_id, key, run_at) \
+           WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.dedupe_key = u.key) \
+           ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running', 'retrying') \
+           DO NOTHING \
+           RETURNING id \
+         ) \
+         INSERT INTO outbox (exchange, routing_key, payload, message_id, job_id, available_at) \
+         SELECT $10, $7, u.payload, u.message_id, u.job_id, u.run_at \
+         FROM UNNEST($5::jsonb[], $11::text[], $1::uuid[], $4::timestamptz[]) AS u(payload, message_id, job_id, run_at) \
+         WHERE u.job_id IN (SELECT id FROM new)",
+    )
+    .bind(&ids)
+    .bind(&tenant_ids)
+    .bind(&dedupe)
+    .bind(&run_ats)
+    .bind(&payloads)
+    .bind(kind.kind)
+    .bind(kind.queue)
+    .bind(&s.spec.args)
+    .bind(kind.max_attempts as i32)
+    .bind(topology::WORK)
+    .bind(&message_ids)
+    .execute(&mut *tx)
+    .await
+    .context("writing the firing's jobs")?;
+    tx.commit().await.context("committing a fan-out chunk")
+}
+
+/// Counts the firing's jobs and marks it done; returns the count.
+async fn close_firing(
+    conn: &mut PgConnection,
+    name: &str,
+    fire_at: DateTime<Utc>,
+    skipped: i64,
+) -> Result<i64> {
     let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE dedupe_key LIKE $1")
         .bind(firing_pattern(name, fire_at))
         .fetch_one(&mut *conn)
@@ -281,8 +329,7 @@ pub async fn fan_out(
     .execute(&mut *conn)
     .await
     .context("closing the firing")?;
-    // Dropping `conn` closes it, which releases the lock.
-    Ok(Some(FanOut { jobs, skipped }))
+    Ok(jobs)
 }
 
 /// A small stable hash (FNV-1a) for spreading.

@@ -10,9 +10,21 @@
 //! fans a schedule out (a lock per schedule, see `fanout.rs`): the leader leaves
 //! alone a firing that `schedule run` or a previous leader is still fanning
 //! out. This module never runs jobs itself.
+//!
+//! Each tick the leader re-checks its lock, finishes firings left
+//! `fanning_out` by a crashed leader, then per schedule computes the fire
+//! times since its last recorded firing (or the process start): all but the
+//! latest are recorded `missed`, and the latest fans out if it is still within
+//! the schedule's `starting_deadline_seconds` (else it is `missed` too).
+//! Afterwards it relays the outbox itself, so the jobs go out at once.
+//!
+//! Files: `schedule` (parsing and checking `[[schedules]]`: cron, time zone,
+//! kind, arguments; any error stops the start naming the schedule), `fanout`
+//! (one firing into one job per tenant), `state` (a firing's status).
 
 mod fanout;
 mod schedule;
+mod state;
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,6 +34,7 @@ use sqlx::{PgPool, Postgres, pool::PoolConnection};
 
 pub use fanout::{FanOut, IfBusy, fan_out, firing_pattern, job_key};
 pub use schedule::{Schedule, parse_all};
+pub use state::FiringStatus;
 
 use crate::{
     broker::Broker,
@@ -148,14 +161,14 @@ async fn tick(
     Ok(())
 }
 
-/// Runs the scheduler role until `shutdown` resolves.
+/// Runs the scheduler role until `shutdown` resolves, firing `schedules`
+/// (parsed by the caller with [`parse_all`]).
 pub async fn run(
     settings: Arc<Settings>,
     registry: Arc<Registry>,
+    schedules: Vec<Schedule>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let schedules = parse_all(&settings.schedules, &registry)
-        .map_err(|e| crate::cli::BadInput(format!("invalid schedules:\n{e}")))?;
     let pool = crate::db::connect(&settings).await?;
     crate::db::migrate(&pool).await?;
     let me = owner_id("scheduler");

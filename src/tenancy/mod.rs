@@ -5,7 +5,8 @@
 //! never another tenant's rows.
 //!
 //! Files: `config` (the seed's configuration model and where each value came
-//! from), `install` (installing and removing the policies), `inspect` (what
+//! from), `install` (installing and removing the policies; its static DDL
+//! and PL/pgSQL are the `.sql` files in `sql/`), `inspect` (what
 //! a database has, for `tenancy status`), `context` (the tenant context, the
 //! scoped executor and the superuser bypass), `jwt` (the axum layer that
 //! resolves the context from a token). Shared tenants' backups and restores

@@ -1,0 +1,1285 @@
+//! The HTTP API against the real services: the real `landlord api` binary as
+//! a child process, driven with reqwest. Authentication and scopes, JSON
+//! errors with stable codes, bad input that changes nothing, plan limits,
+//! creation through provisioning to `active`, and the OpenAPI document.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::common::{TestEnv, free_port, secs};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sqlx::{Connection as _, PgConnection};
+
+const ADMIN: &str = "admin-token-0123456789abcdef";
+const ACME: &str = "acme-token-0123456789abcdef";
+
+/// A running `landlord api`; killed when dropped.
+struct Api {
+    child: Child,
+    base: String,
+    log: PathBuf,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn start(env: &TestEnv, tokens: &str) -> Api {
+        let port = free_port();
+        let log = env.log_dir.join(format!("api-{port}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let child = env
+            .command(&["api", "--listen", &format!("127.0.0.1:{port}")])
+            .env("LANDLORD_API_TOKENS", tokens)
+            .env("LANDLORD_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone"))
+            .stderr(file)
+            .spawn()
+            .expect("spawn landlord api");
+        let mut api = Api {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+            http: reqwest::Client::builder()
+                .timeout(secs(30))
+                .build()
+                .expect("client"),
+        };
+        let deadline = Instant::now() + secs(30);
+        loop {
+            if let Some(st) = api.child.try_wait().expect("try_wait") {
+                panic!("landlord api exited ({st}):\n{}", api.log_text());
+            }
+            if let Ok(r) = api.http.get(format!("{}/healthz", api.base)).send().await
+                && r.status() == StatusCode::OK
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "landlord api never answered /healthz:\n{}",
+                api.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        api
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends a request; returns status, JSON body (Null if none) and headers.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.finish(req).await
+    }
+
+    /// Sends a raw body with a content type.
+    async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        token: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .body(body);
+        if let Some(ct) = content_type {
+            req = req.header("content-type", ct);
+        }
+        self.finish(req).await
+    }
+
+    async fn finish(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
+        let res = req.send().await.expect("request");
+        let status = res.status();
+        let headers = res.headers().clone();
+        let text = res.text().await.expect("body");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+        };
+        (status, body, headers)
+    }
+
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let (s, b, _) = self.call(Method::GET, path, token, None).await;
+        (s, b)
+    }
+
+    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        let (s, b, _) = self.call(Method::POST, path, token, Some(body)).await;
+        (s, b)
+    }
+}
+
+impl Drop for Api {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- landlord api log ---\n{}", self.log_text());
+        }
+    }
+}
+
+/// Asserts an error answer: status and stable code.
+#[track_caller]
+fn assert_error(got: (StatusCode, Value), status: u16, code: &str) -> String {
+    let (s, body) = got;
+    assert_eq!(
+        s.as_u16(),
+        status,
+        "expected {status} {code}, got {s}: {body:#}"
+    );
+    assert_eq!(body["error"]["code"], code, "{body:#}");
+    let message = body["error"]["message"].as_str().expect("message");
+    assert!(!message.is_empty());
+    assert_eq!(
+        body.as_object().map(|o| o.len()),
+        Some(1),
+        "only `error`: {body:#}"
+    );
+    message.to_string()
+}
+
+/// Asserts a response body has the shape of a schema of the committed
+/// OpenAPI document: every field documented, every required field present.
+#[track_caller]
+fn assert_documented(name: &str, value: &Value) {
+    let doc: Value = serde_json::from_str(landlord::api::OPENAPI).unwrap();
+    let schema = &doc["components"]["schemas"][name];
+    let props = schema["properties"].as_object().unwrap();
+    for key in value.as_object().unwrap().keys() {
+        assert!(props.contains_key(key), "{name}.{key} is not documented");
+    }
+    for key in schema["required"].as_array().unwrap() {
+        let key = key.as_str().unwrap();
+        assert!(
+            value.get(key).is_some(),
+            "{name}.{key} is documented as required but missing: {value:#}"
+        );
+    }
+}
+
+fn tokens() -> String {
+    format!("admin={ADMIN},tenant:acme={ACME}")
+}
+
+/// Two registered tenants, acme and beta, behind a running API that knows
+/// the admin token and acme's tenant token.
+async fn two_tenants_behind_the_api() -> (TestEnv, Api) {
+    let mut env = TestEnv::new().await;
+    env.tenant("acme").await;
+    env.tenant("beta").await;
+    let api = Api::start(&env, &tokens()).await;
+    (env, api)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_without_a_valid_bearer_token_get_401() {
+    let (_env, api) = two_tenants_behind_the_api().await;
+    // Unauthenticated: 401 with a code and a WWW-Authenticate challenge.
+    let (s, b, h) = api.call(Method::GET, "/v1/tenants", None, None).await;
+    assert_error((s, b), 401, "unauthorized");
+    assert!(
+        h["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    assert_error(
+        api.get("/v1/tenants/acme", Some("nope")).await,
+        401,
+        "unauthorized",
+    );
+    let (s, b, _) = api
+        .finish(
+            api.http
+                .get(format!("{}/v1/tenants/acme", api.base))
+                .header("authorization", format!("Basic {ACME}")),
+        )
+        .await;
+    assert_error((s, b), 401, "unauthorized");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_token_reaches_only_its_own_tenant() {
+    let (env, api) = two_tenants_behind_the_api().await;
+    let (s, t) = api.get("/v1/tenants/acme", Some(ACME)).await;
+    assert_eq!(s, StatusCode::OK, "{t:#}");
+    assert_eq!(t["slug"], "acme");
+    assert_eq!(t["status"], "active");
+    assert_error(
+        api.get("/v1/tenants/beta", Some(ACME)).await,
+        403,
+        "forbidden",
+    );
+    // Scope is checked before existence: a tenant token learns nothing about others.
+    assert_error(
+        api.get("/v1/tenants/nosuch", Some(ACME)).await,
+        403,
+        "forbidden",
+    );
+    assert_error(api.get("/v1/tenants", Some(ACME)).await, 403, "forbidden");
+    let create = json!({"slug": "gamma", "name": "Gamma", "plan": "pro", "owner": "g@example.com"});
+    assert_error(
+        api.post("/v1/tenants", Some(ACME), create).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        api.post(
+            "/v1/tenants/acme/status",
+            Some(ACME),
+            json!({"status": "inactive"}),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    let (s, b, _) = api
+        .call(
+            Method::PATCH,
+            "/v1/tenants/beta/settings",
+            Some(ACME),
+            Some(json!({"unset": ["language"]})),
+        )
+        .await;
+    assert_error((s, b), 403, "forbidden");
+    assert_error(
+        api.get("/v1/tenants/beta/credentials", Some(ACME)).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        api.post(
+            "/v1/tenants/beta/jobs",
+            Some(ACME),
+            json!({"kind": "analyze"}),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    let (s, b) = api
+        .post(
+            "/v1/tenants/beta/jobs",
+            Some(ADMIN),
+            json!({"kind": "ping", "args": {"hold_seconds": 0}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
+    let beta_job = b["job_id"].as_str().unwrap().to_string();
+    assert_error(
+        api.get(&format!("/v1/jobs/{beta_job}"), Some(ACME)).await,
+        403,
+        "forbidden",
+    );
+    assert_eq!(
+        api.get(&format!("/v1/jobs/{beta_job}"), Some(ADMIN))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_tenant_list_filters_by_status_only() {
+    let (_env, api) = two_tenants_behind_the_api().await;
+    let (s, l) = api.get("/v1/tenants", Some(ADMIN)).await;
+    assert_eq!(s, StatusCode::OK);
+    let slugs: Vec<&str> = l["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(slugs, ["acme", "beta"]);
+    let (s, l) = api.get("/v1/tenants?status=suspended", Some(ADMIN)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(l["tenants"], json!([]));
+    assert_error(
+        api.get("/v1/tenants?status=bogus", Some(ADMIN)).await,
+        422,
+        "invalid_input",
+    );
+    assert_error(
+        api.get("/v1/tenants?x=1", Some(ADMIN)).await,
+        400,
+        "bad_request",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_token_changes_its_own_settings_under_audit() {
+    let (env, api) = two_tenants_behind_the_api().await;
+    let (s, b, _) = api
+        .call(
+            Method::PATCH,
+            "/v1/tenants/acme/settings",
+            Some(ACME),
+            Some(json!({"set": {"language": "es", "timezone": "Europe/Madrid"}})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b:#}");
+    assert_eq!(b["settings"]["language"], "es");
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE actor = 'api:tenant:acme' AND action = 'tenant.settings_changed'")
+            .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_settings_changes_are_refused() {
+    let (env, api) = two_tenants_behind_the_api().await;
+    let (s, b, _) = api
+        .call(
+            Method::PATCH,
+            "/v1/tenants/acme/settings",
+            Some(ACME),
+            Some(json!({"set": {"timezone": "Mars/Olympus"}})),
+        )
+        .await;
+    assert!(assert_error((s, b), 422, "invalid_input").contains("timezone"));
+    let (s, b, _) = api
+        .call(
+            Method::PATCH,
+            "/v1/tenants/acme/settings",
+            Some(ACME),
+            Some(json!({"set": {"language": "en"}, "unset": ["language"]})),
+        )
+        .await;
+    assert_error((s, b), 422, "invalid_input");
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE actor LIKE 'api:%'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_adopted_tenant_has_no_credentials_to_fetch() {
+    let (_env, api) = two_tenants_behind_the_api().await;
+    let (s, b, _) = api
+        .call(
+            Method::GET,
+            "/v1/tenants/acme/credentials",
+            Some(ACME),
+            None,
+        )
+        .await;
+    assert_error((s, b), 409, "conflict");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_token_reads_the_job_it_enqueued() {
+    let (_env, api) = two_tenants_behind_the_api().await;
+    let (s, b) = api
+        .post(
+            "/v1/tenants/acme/jobs",
+            Some(ACME),
+            json!({"kind": "analyze"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
+    assert_eq!(b["existing"], false);
+    let acme_job = b["job_id"].as_str().unwrap().to_string();
+    let (s, j) = api.get(&format!("/v1/jobs/{acme_job}"), Some(ACME)).await;
+    assert_eq!(s, StatusCode::OK, "{j:#}");
+    assert_eq!(j["kind"], "analyze");
+    assert_eq!(j["tenant"], "acme");
+    assert_eq!(j["status"], "queued");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dedupe_key_returns_the_live_job() {
+    let (env, api) = two_tenants_behind_the_api().await;
+    let (s, b) = api
+        .post(
+            "/v1/tenants/beta/jobs",
+            Some(ADMIN),
+            json!({"kind": "ping", "args": {"hold_seconds": 0}, "dedupe_key": "beta-ping"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
+    let beta_job = b["job_id"].as_str().unwrap().to_string();
+    let (_, again) = api
+        .post(
+            "/v1/tenants/beta/jobs",
+            Some(ADMIN),
+            json!({"kind": "ping", "dedupe_key": "beta-ping"}),
+        )
+        .await;
+    assert_eq!(again["job_id"], beta_job.as_str());
+    assert_eq!(again["existing"], true);
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_the_lifecycle_drives_cannot_be_enqueued_by_hand() {
+    let (_env, api) = two_tenants_behind_the_api().await;
+    // Lifecycle kinds are driven by the lifecycle, not enqueued by hand, even by admin.
+    for (token, kind) in [
+        (ACME, "provision"),
+        (ADMIN, "drop_tenant"),
+        (ADMIN, "welcome_mail"),
+    ] {
+        let msg = assert_error(
+            api.post("/v1/tenants/acme/jobs", Some(token), json!({"kind": kind}))
+                .await,
+            422,
+            "invalid_input",
+        );
+        assert!(msg.contains("lifecycle"), "{msg}");
+    }
+    // The rollback-window drop is landlord's own.
+    assert_error(
+        api.post(
+            "/v1/tenants/acme/jobs",
+            Some(ADMIN),
+            json!({"kind": "drop_pre_restore", "args": {"restore_id": "00000000-0000-0000-0000-000000000000"}}),
+        )
+        .await,
+        422,
+        "invalid_input",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_job_kind_is_refused_naming_the_enqueueable_kinds() {
+    let (_env, api) = two_tenants_behind_the_api().await;
+    let msg = assert_error(
+        api.post(
+            "/v1/tenants/acme/jobs",
+            Some(ACME),
+            json!({"kind": "backflip"}),
+        )
+        .await,
+        422,
+        "invalid_input",
+    );
+    assert!(msg.contains("analyze") && msg.contains("ping"), "{msg}");
+    assert!(
+        msg.contains("backup") && !msg.contains("drop_pre_restore"),
+        "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_token_may_enqueue_its_own_backup() {
+    let (_env, api) = two_tenants_behind_the_api().await;
+    let (s, b) = api
+        .post(
+            "/v1/tenants/acme/jobs",
+            Some(ACME),
+            json!({"kind": "backup", "args": {"keep": 3}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restores_are_admin_only() {
+    let (_env, api) = two_tenants_behind_the_api().await;
+    // A restore replaces the live database: admin only.
+    let msg = assert_error(
+        api.post(
+            "/v1/tenants/acme/jobs",
+            Some(ACME),
+            json!({"kind": "restore"}),
+        )
+        .await,
+        403,
+        "forbidden",
+    );
+    assert!(msg.contains("admin"), "{msg}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_job_arguments_are_refused() {
+    let (_env, api) = two_tenants_behind_the_api().await;
+    assert_error(
+        api.post(
+            "/v1/tenants/acme/jobs",
+            Some(ACME),
+            json!({"kind": "ping", "args": {"hold_seconds": "long"}}),
+        )
+        .await,
+        422,
+        "invalid_input",
+    );
+    assert_error(
+        api.post(
+            "/v1/tenants/acme/jobs",
+            Some(ACME),
+            json!({"kind": "ping", "args": [1]}),
+        )
+        .await,
+        422,
+        "invalid_input",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_malformed_job_id_is_a_bad_request() {
+    let (_env, api) = two_tenants_behind_the_api().await;
+    assert_error(
+        api.get("/v1/jobs/not-a-uuid", Some(ADMIN)).await,
+        400,
+        "bad_request",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_job_requests_write_nothing() {
+    let (env, api) = two_tenants_behind_the_api().await;
+    for (token, tenant, body) in [
+        (ACME, "acme", json!({"kind": "provision"})),
+        (ADMIN, "acme", json!({"kind": "drop_tenant"})),
+        (ACME, "acme", json!({"kind": "backflip"})),
+        (ACME, "acme", json!({"kind": "restore"})),
+        (ACME, "beta", json!({"kind": "analyze"})),
+        (
+            ACME,
+            "acme",
+            json!({"kind": "ping", "args": {"hold_seconds": "long"}}),
+        ),
+        (ADMIN, "nosuch", json!({"kind": "ping"})),
+    ] {
+        let (s, b) = api
+            .post(&format!("/v1/tenants/{tenant}/jobs"), Some(token), body)
+            .await;
+        assert!(s.is_client_error(), "{s}: {b:#}");
+    }
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 0);
+    assert_eq!(env.count("SELECT count(*) FROM outbox").await, 0);
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE actor LIKE 'api:%'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn accepted_jobs_are_not_audited() {
+    let (env, api) = two_tenants_behind_the_api().await;
+    for (token, kind) in [(ACME, "analyze"), (ADMIN, "ping")] {
+        let (s, b) = api
+            .post("/v1/tenants/acme/jobs", Some(token), json!({"kind": kind}))
+            .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
+    }
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 2);
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE actor LIKE 'api:%'")
+            .await,
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_resources_answer_404_with_the_error_shape() {
+    let (_env, api) = two_tenants_behind_the_api().await;
+    assert_error(
+        api.get("/v1/tenants/nosuch", Some(ADMIN)).await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        api.post(
+            "/v1/tenants/nosuch/jobs",
+            Some(ADMIN),
+            json!({"kind": "ping"}),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        api.get(&format!("/v1/jobs/{}", uuid::Uuid::new_v4()), Some(ADMIN))
+            .await,
+        404,
+        "not_found",
+    );
+    assert_error(api.get("/v2/nothing", Some(ADMIN)).await, 404, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_wrong_method_answers_405_with_the_error_shape() {
+    let (_env, api) = two_tenants_behind_the_api().await;
+    let (s, b, _) = api
+        .call(Method::DELETE, "/v1/tenants", Some(ADMIN), None)
+        .await;
+    assert_error((s, b), 405, "method_not_allowed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn requests_are_logged_with_their_scope_never_a_token() {
+    let (_env, api) = two_tenants_behind_the_api().await;
+    assert_eq!(
+        api.get("/v1/tenants/acme", Some(ACME)).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(api.get("/v1/tenants", Some(ADMIN)).await.0, StatusCode::OK);
+    assert_error(
+        api.get("/v1/tenants/beta", Some(ACME)).await,
+        403,
+        "forbidden",
+    );
+    let log = api.log_text();
+    assert!(log.contains("api listening on 127.0.0.1:"), "{log}");
+    assert!(log.contains("tenant:acme"), "{log}");
+    assert!(
+        !log.contains(ADMIN) && !log.contains(ACME),
+        "token in log:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_tokens_every_request_is_refused() {
+    let env = TestEnv::new().await;
+    let api = Api::start(&env, "").await;
+    let msg = assert_error(
+        api.get("/v1/tenants", Some("anything")).await,
+        401,
+        "unauthorized",
+    );
+    assert!(msg.contains("LANDLORD_API_TOKENS"), "{msg}");
+    assert_eq!(api.get("/healthz", None).await.0, StatusCode::OK);
+    assert!(
+        api.log_text().contains("LANDLORD_API_TOKENS is not set"),
+        "{}",
+        api.log_text()
+    );
+    // SIGTERM: a graceful stop, exit 0.
+    let mut api = api;
+    let st = std::process::Command::new("kill")
+        .args(["-TERM", &api.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let deadline = Instant::now() + secs(20);
+    let code = loop {
+        if let Some(st) = api.child.try_wait().unwrap() {
+            break st.code();
+        }
+        assert!(Instant::now() < deadline, "api did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(code, Some(0), "{}", api.log_text());
+    assert!(api.log_text().contains("api stopped"), "{}", api.log_text());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_tokens_config_fails_at_start() {
+    let env = TestEnv::new().await;
+    let out = env.run_with(
+        &["api", "--listen", "127.0.0.1:0"],
+        &[("LANDLORD_API_TOKENS", "root=hunter2-hunter2")],
+    );
+    assert_eq!(out.status.code(), Some(2), "bad input exits 2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown scope"), "{err}");
+    assert!(!err.contains("hunter2"), "token leaked: {err}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_input_changes_nothing() {
+    let env = TestEnv::new().await;
+    let api = Api::start(&env, &tokens()).await;
+    let good = json!({"slug": "delta", "name": "Delta", "plan": "pro", "owner": "d@example.com"});
+    let with = |k: &str, v: Value| {
+        let mut b = good.clone();
+        b[k] = v;
+        b
+    };
+    let cases: Vec<(&str, Value, u16, &str, &str)> = vec![
+        (
+            "hostile slug",
+            with("slug", json!("x'); DROP TABLE tenants; --")),
+            422,
+            "invalid_input",
+            "slug",
+        ),
+        (
+            "uppercase slug",
+            with("slug", json!("Delta")),
+            422,
+            "invalid_input",
+            "slug",
+        ),
+        (
+            "very long slug",
+            with("slug", json!("a".repeat(5000))),
+            422,
+            "invalid_input",
+            "slug",
+        ),
+        (
+            "unknown plan",
+            with("plan", json!("platinum")),
+            422,
+            "invalid_input",
+            "plan",
+        ),
+        (
+            "bad owner",
+            with("owner", json!("not-an-email")),
+            422,
+            "invalid_input",
+            "owner",
+        ),
+        (
+            "bad timezone",
+            with("settings", json!({"timezone": "Mars/Olympus"})),
+            422,
+            "invalid_input",
+            "timezone",
+        ),
+        (
+            "unsupported language",
+            with("settings", json!({"language": "tlh"})),
+            422,
+            "invalid_input",
+            "language",
+        ),
+        (
+            "unknown setting",
+            with("settings", json!({"colour": "red"})),
+            422,
+            "invalid_input",
+            "colour",
+        ),
+        (
+            "unknown server",
+            with("server", json!("elsewhere")),
+            422,
+            "invalid_input",
+            "server",
+        ),
+        (
+            "wrong type",
+            with("slug", json!(42)),
+            400,
+            "bad_request",
+            "invalid type",
+        ),
+        (
+            "settings not an object",
+            with("settings", json!(["timezone"])),
+            400,
+            "bad_request",
+            "invalid type",
+        ),
+        (
+            "unknown field",
+            with("colour", json!("red")),
+            400,
+            "bad_request",
+            "unknown field",
+        ),
+        (
+            "missing field",
+            json!({"slug": "delta", "name": "Delta", "plan": "pro"}),
+            400,
+            "bad_request",
+            "owner",
+        ),
+        (
+            "not an object",
+            json!(["delta"]),
+            400,
+            "bad_request",
+            "invalid type",
+        ),
+    ];
+    for (what, body, status, code, mention) in cases {
+        let msg = assert_error(
+            api.post("/v1/tenants", Some(ADMIN), body).await,
+            status,
+            code,
+        );
+        assert!(msg.contains(mention), "{what}: {msg}");
+        assert!(msg.chars().count() < 1200, "{what}: message not truncated");
+    }
+    let raw = |ct: Option<&'static str>, body: Vec<u8>| {
+        let api = &api;
+        async move { api.raw(Method::POST, "/v1/tenants", ADMIN, ct, body).await }
+    };
+    let (s, b, _) = raw(Some("application/json"), b"{\"slug\": \"delta\",".to_vec()).await;
+    assert_error((s, b), 400, "bad_request");
+    let (s, b, _) = raw(Some("application/json"), b"not json at all".to_vec()).await;
+    assert_error((s, b), 400, "bad_request");
+    let (s, b, _) = raw(None, serde_json::to_vec(&good).unwrap()).await;
+    assert_error((s, b), 415, "unsupported_media_type");
+    let (s, b, _) = raw(Some("text/plain"), serde_json::to_vec(&good).unwrap()).await;
+    assert_error((s, b), 415, "unsupported_media_type");
+    let huge = serde_json::to_vec(&with("name", json!("n".repeat(100 * 1024)))).unwrap();
+    let (s, b, _) = raw(Some("application/json"), huge).await;
+    assert_error((s, b), 413, "payload_too_large");
+    // Status changes and settings are validated too.
+    assert_error(
+        api.post(
+            "/v1/tenants/delta/status",
+            Some(ADMIN),
+            json!({"status": "deleted"}),
+        )
+        .await,
+        422,
+        "invalid_input",
+    );
+    assert_error(
+        api.post(
+            "/v1/tenants/delta/status",
+            Some(ADMIN),
+            json!({"status": 1}),
+        )
+        .await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        api.post(
+            "/v1/tenants/delta/status",
+            Some(ADMIN),
+            json!({"status": "active"}),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+
+    for table in ["tenants", "jobs", "outbox", "audit_log", "owners"] {
+        assert_eq!(
+            env.count(&format!("SELECT count(*) FROM {table}")).await,
+            0,
+            "{table} must stay empty"
+        );
+    }
+    // The server is fine afterwards.
+    let (s, b) = api.post("/v1/tenants", Some(ADMIN), good).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
+    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
+}
+
+/// Slugs and an owner unique to this test: tenant databases are named after
+/// them, outside its catalog.
+fn fresh_names(env: &TestEnv) -> (String, String) {
+    (
+        format!("api-{}", env.id),
+        format!("ana-{}@example.com", env.id),
+    )
+}
+
+/// Creates a free-plan tenant (Spanish, Madrid) as admin; returns the response body.
+async fn create_free(api: &Api, slug: &str, owner: &str) -> Value {
+    let (s, b) = api
+        .post(
+            "/v1/tenants",
+            Some(ADMIN),
+            json!({"slug": slug, "name": "Acme Inc.", "plan": "free", "owner": owner,
+                   "settings": {"timezone": "Europe/Madrid", "language": "es"}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
+    b
+}
+
+/// Polls the API until the tenant leaves `provisioning` (a worker must run).
+async fn wait_provisioned(env: &TestEnv, api: &Api, slug: &str) -> Value {
+    let deadline = Instant::now() + secs(90);
+    let tenant = loop {
+        let (s, t) = api.get(&format!("/v1/tenants/{slug}"), Some(ADMIN)).await;
+        assert_eq!(s, StatusCode::OK);
+        if t["status"] != "provisioning" {
+            break t;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still provisioning: {t:#}\n{}",
+            env.worker_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        tenant["status"],
+        "active",
+        "{tenant:#}\n{}",
+        env.worker_logs()
+    );
+    tenant
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_create_is_accepted_with_its_provision_job() {
+    let env = TestEnv::new().await;
+    let api = Api::start(&env, &tokens()).await;
+    let (slug, owner) = fresh_names(&env);
+    let b = create_free(&api, &slug, &owner).await;
+    assert_eq!(b["tenant"]["slug"], slug.as_str());
+    assert_eq!(b["tenant"]["status"], "provisioning");
+    assert_eq!(b["tenant"]["settings"]["language"], "es");
+    assert_documented("CreateTenantResponse", &b);
+    assert_documented("Tenant", &b["tenant"]);
+    let job_id = b["job_id"].as_str().unwrap().to_string();
+    let (s, j) = api.get(&format!("/v1/jobs/{job_id}"), Some(ADMIN)).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(j["kind"], "provision");
+    assert_eq!(j["tenant"], slug.as_str());
+    assert_eq!(
+        env.count(
+            "SELECT count(*) FROM audit_log WHERE actor = 'api:admin' AND action = 'tenant.created'"
+        )
+        .await,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_free_plan_allows_one_tenant_per_owner() {
+    let env = TestEnv::new().await;
+    let api = Api::start(&env, &tokens()).await;
+    let (slug, owner) = fresh_names(&env);
+    create_free(&api, &slug, &owner).await;
+    let msg = assert_error(
+        api.post(
+            "/v1/tenants",
+            Some(ADMIN),
+            json!({"slug": format!("apx-{}", env.id), "name": "Other", "plan": "free", "owner": owner}),
+        )
+        .await,
+        409,
+        "plan_limit_reached",
+    );
+    assert!(msg.contains("free"), "{msg}");
+    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_taken_slug_is_refused_even_for_another_owner() {
+    let env = TestEnv::new().await;
+    let api = Api::start(&env, &tokens()).await;
+    let (slug, owner) = fresh_names(&env);
+    create_free(&api, &slug, &owner).await;
+    // The same slug again, even for someone else on another plan.
+    assert_error(
+        api.post(
+            "/v1/tenants",
+            Some(ADMIN),
+            json!({"slug": slug, "name": "Again", "plan": "pro", "owner": "bo@example.com"}),
+        )
+        .await,
+        409,
+        "already_exists",
+    );
+    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 1);
+}
+
+/// Of concurrent creates, exactly one wins; the others lose with `loser`.
+#[track_caller]
+fn one_winner(results: Vec<(StatusCode, Value)>, loser: &str) {
+    let won = results
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::ACCEPTED)
+        .count();
+    assert_eq!(won, 1, "exactly one create wins: {results:#?}");
+    for r in results
+        .into_iter()
+        .filter(|(s, _)| *s != StatusCode::ACCEPTED)
+    {
+        assert_error(r, 409, loser);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_creates_for_one_owner_respect_the_plan_limit() {
+    let env = TestEnv::new().await;
+    let api = Api::start(&env, &tokens()).await;
+    let racer = format!("race-{}@example.com", env.id);
+    let by_owner = futures::future::join_all((0..6).map(|i| {
+        api.post(
+            "/v1/tenants",
+            Some(ADMIN),
+            json!({"slug": format!("r{i}-{}", env.id), "name": "Race", "plan": "free", "owner": racer}),
+        )
+    }))
+    .await;
+    one_winner(by_owner, "plan_limit_reached");
+    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_creates_of_one_slug_make_one_tenant() {
+    let env = TestEnv::new().await;
+    let api = Api::start(&env, &tokens()).await;
+    let same = format!("same-{}", env.id);
+    let by_slug = futures::future::join_all((0..6).map(|i| {
+        api.post(
+            "/v1/tenants",
+            Some(ADMIN),
+            json!({"slug": same, "name": "Same", "plan": "pro", "owner": format!("o{i}-{}@example.com", env.id)}),
+        )
+    }))
+    .await;
+    one_winner(by_slug, "already_exists");
+    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_changes_wait_for_provisioning() {
+    let env = TestEnv::new().await;
+    let api = Api::start(&env, &tokens()).await;
+    let (slug, owner) = fresh_names(&env);
+    create_free(&api, &slug, &owner).await;
+    assert_error(
+        api.post(
+            &format!("/v1/tenants/{slug}/status"),
+            Some(ADMIN),
+            json!({"status": "inactive"}),
+        )
+        .await,
+        409,
+        "conflict",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_created_over_http_ends_provisioned() {
+    let mut env = TestEnv::new().await;
+    let mut tap = env.events().await;
+    let api = Api::start(&env, &tokens()).await;
+    let (slug, owner) = fresh_names(&env);
+    let job_id = create_free(&api, &slug, &owner).await["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // A worker provisions it: the tenant ends active.
+    env.spawn_worker(&[], &[]);
+    let tenant = wait_provisioned(&env, &api, &slug).await;
+    assert_eq!(tenant["provision_step"], "done");
+    // Announced, and the owner welcomed in the tenant's language.
+    let ev = tap
+        .wait_for("tenant.provisioned", secs(20), |e| {
+            e["event"] == "tenant.provisioned" && e["tenant"] == slug.as_str()
+        })
+        .await;
+    assert_eq!(ev["data"]["plan"], "free");
+    let maildev =
+        std::env::var("LANDLORD_MAILDEV_URL").unwrap_or_else(|_| "http://127.0.0.1:1080".into());
+    let deadline = Instant::now() + secs(30);
+    let mail = loop {
+        let all: Vec<Value> = reqwest::get(format!("{maildev}/api/email"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap_or_default();
+        if let Some(m) = all.into_iter().find(|m| {
+            m["to"]
+                .as_array()
+                .is_some_and(|to| to.iter().any(|t| t["address"] == owner.as_str()))
+        }) {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no welcome mail for {owner}\n{}",
+            env.worker_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(mail["subject"], "Bienvenido a Acme Inc.");
+    let (_, j) = api.get(&format!("/v1/jobs/{job_id}"), Some(ADMIN)).await;
+    let deadline = Instant::now() + secs(30);
+    let mut j = j;
+    while j["status"] != "succeeded" {
+        assert!(Instant::now() < deadline, "job not succeeded: {j:#}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        j = api.get(&format!("/v1/jobs/{job_id}"), Some(ADMIN)).await.1;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_provisioned_tenants_fetched_credentials_log_in() {
+    let mut env = TestEnv::new().await;
+    let api = Api::start(&env, &tokens()).await;
+    let (slug, owner) = fresh_names(&env);
+    create_free(&api, &slug, &owner).await;
+    env.spawn_worker(&[], &[]);
+    let tenant = wait_provisioned(&env, &api, &slug).await;
+    let (s, c, h) = api
+        .call(
+            Method::GET,
+            &format!("/v1/tenants/{slug}/credentials"),
+            Some(ADMIN),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c:#}");
+    assert_eq!(h["cache-control"], "no-store");
+    assert_documented("Credentials", &c);
+    assert_eq!(c["database"], tenant["db_name"]);
+    assert_eq!(c["role"], tenant["db_role"]);
+    let password = c["password"].as_str().unwrap();
+    let url = format!(
+        "postgres://{}:{password}@127.0.0.1:5432/{}",
+        c["role"].as_str().unwrap(),
+        c["database"].as_str().unwrap()
+    );
+    PgConnection::connect(&url)
+        .await
+        .expect("the tenant role connects with the fetched credentials")
+        .close()
+        .await
+        .ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn suspending_needs_a_reason() {
+    let (_env, api) = two_tenants_behind_the_api().await;
+    let path = "/v1/tenants/acme/status";
+    assert_error(
+        api.post(path, Some(ADMIN), json!({"status": "suspended"}))
+            .await,
+        422,
+        "invalid_input",
+    );
+    let (s, t) = api
+        .post(
+            path,
+            Some(ADMIN),
+            json!({"status": "suspended", "reason": "unpaid"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t:#}");
+    assert_eq!(t["status"], "suspended");
+    assert_eq!(t["status_reason"], "unpaid");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_suspended_tenant_is_reactivated_under_audit() {
+    let (env, api) = two_tenants_behind_the_api().await;
+    let path = "/v1/tenants/acme/status";
+    let (s, t) = api
+        .post(
+            path,
+            Some(ADMIN),
+            json!({"status": "suspended", "reason": "unpaid"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t:#}");
+    let (s, t) = api
+        .post(path, Some(ADMIN), json!({"status": "active"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{t:#}");
+    assert_eq!(t["status"], "active");
+    assert!(t["status_reason"].is_null(), "{t:#}");
+    assert_eq!(
+        env.count("SELECT count(*) FROM audit_log WHERE actor = 'api:admin' AND action = 'tenant.status_changed'")
+            .await,
+        2
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn openapi_document_matches_the_router() {
+    let mut env = TestEnv::new().await;
+    env.tenant("acme").await;
+    let api = Api::start(&env, &tokens()).await;
+    let (s, doc, h) = api.call(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        h["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    assert_eq!(doc["openapi"], "3.1.0");
+    let committed: Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(doc, committed, "served document = committed openapi.json");
+
+    let paths = doc["paths"].as_object().unwrap();
+    for (method, path) in landlord::api::ROUTES {
+        assert!(
+            paths
+                .get(path)
+                .is_some_and(|p| p[method.to_lowercase()].is_object()),
+            "{method} {path} missing from openapi.json"
+        );
+        // The router really has the route: public ones answer, the others ask for a token.
+        let concrete = path
+            .replace("{slug}", "acme")
+            .replace("{id}", &uuid::Uuid::new_v4().to_string());
+        let m = Method::from_bytes(method.as_bytes()).unwrap();
+        let (s, b, _) = api.call(m, &concrete, None, None).await;
+        if landlord::api::PUBLIC_ROUTES.contains(&path) {
+            assert_eq!(s, StatusCode::OK, "{method} {path}: {b:#}");
+        } else {
+            assert_error((s, b), 401, "unauthorized");
+        }
+    }
+    let documented: usize = paths
+        .values()
+        .map(|p| {
+            p.as_object()
+                .unwrap()
+                .keys()
+                .filter(|k| *k != "parameters")
+                .count()
+        })
+        .sum();
+    assert_eq!(documented, landlord::api::ROUTES.len());
+
+    // What the API returns has the documented shape (no undocumented fields).
+    let (_, tenant) = api.get("/v1/tenants/acme", Some(ADMIN)).await;
+    let (_, enq) = api
+        .post(
+            "/v1/tenants/acme/jobs",
+            Some(ADMIN),
+            json!({"kind": "ping"}),
+        )
+        .await;
+    let (_, job) = api
+        .get(
+            &format!("/v1/jobs/{}", enq["job_id"].as_str().unwrap()),
+            Some(ADMIN),
+        )
+        .await;
+    assert_documented("Tenant", &tenant);
+    assert_documented("Job", &job);
+    assert_documented("EnqueueJobResponse", &enq);
+}
