@@ -4,7 +4,8 @@
 //! [`text_enum!`] defines such an enum from one list of `Variant = "text"`
 //! pairs, so the SQL value, the JSON value (serde), `as_str()`, `Display` and
 //! `FromStr` can never disagree. The catalog's CHECK lists stay the source of
-//! truth: an enum here must list exactly the values its column's CHECK allows.
+//! truth: an enum here must list exactly the values its column's CHECK allows
+//! (`check_lists` tests every mapped column against the migrated catalog).
 //! This module must never hold domain logic; questions about a state belong
 //! next to the enum, in its domain's module.
 
@@ -108,6 +109,9 @@ macro_rules! text_enum {
 }
 
 pub(crate) use text_enum;
+
+#[cfg(test)]
+mod check_lists;
 
 #[cfg(test)]
 mod tests {
