@@ -222,6 +222,19 @@ pub async fn set_held(pool: &PgPool, id: Uuid, held: bool, reason: Option<&str>)
     Ok(n == 1)
 }
 
+/// Puts a backup just completed in `tx` on legal hold (`backup --hold`).
+pub async fn hold_in(tx: &mut Transaction<'_, Postgres>, id: Uuid, reason: &str) -> Result<()> {
+    sqlx::query!(
+        "UPDATE backups SET held = true, held_reason = $2 WHERE id = $1",
+        id,
+        reason,
+    )
+    .execute(&mut **tx)
+    .await
+    .context("putting the backup on hold")?;
+    Ok(())
+}
+
 /// A complete backup, its row locked until `tx` ends.
 pub async fn lock_complete(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
@@ -256,6 +269,17 @@ pub async fn live_keys(pool: &PgPool, store: &str) -> Result<Vec<Backup>> {
     .fetch_all(pool)
     .await
     .context("listing backup rows")
+}
+
+/// Slugs of the tenants with at least one complete backup, in order.
+pub async fn tenants_with_backups(pool: &PgPool) -> Result<Vec<String>> {
+    sqlx::query_scalar!(
+        "SELECT DISTINCT t.slug FROM tenants t JOIN backups b ON b.tenant_id = t.id \
+         WHERE b.status = 'complete' ORDER BY 1"
+    )
+    .fetch_all(pool)
+    .await
+    .context("listing the tenants with backups")
 }
 
 /// Per-tenant figures from the catalog (no store listing).
@@ -337,3 +361,6 @@ pub async fn get_restore(pool: &PgPool, id: Uuid) -> Result<Option<Restore>> {
         .await
         .context("looking up the restore")
 }
+
+#[cfg(test)]
+mod tests;

@@ -490,11 +490,7 @@ async fn finish(
     )
     .await?;
     if let Some(reason) = &opts.hold {
-        sqlx::query("UPDATE backups SET held = true, held_reason = $2 WHERE id = $1")
-            .bind(id)
-            .bind(reason)
-            .execute(&mut *tx)
-            .await?;
+        catalog::hold_in(&mut tx, id, reason).await?;
     }
     tx.commit().await?;
     let summary = json!({

@@ -81,14 +81,7 @@ pub async fn apply(
 }
 
 /// Slugs of the tenants with at least one complete backup (`prune --all`), in order.
-pub async fn tenants_with_backups(pool: &PgPool) -> Result<Vec<String>> {
-    Ok(sqlx::query_scalar(
-        "SELECT DISTINCT t.slug FROM tenants t JOIN backups b ON b.tenant_id = t.id \
-         WHERE b.status = 'complete' ORDER BY 1",
-    )
-    .fetch_all(pool)
-    .await?)
-}
+pub use super::catalog::tenants_with_backups;
 
 /// What [`delete`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
