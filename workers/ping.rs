@@ -36,6 +36,8 @@ impl Job for Ping {
     const KIND: &'static str = "ping";
     const QUEUE: &'static str = "maintenance";
     const NEEDS_TENANT: bool = false;
+    /// With a tenant, it holds that tenant's lock: schedules may run it per tenant.
+    const PER_TENANT: bool = true;
     const TENANT_EXCLUSIVE: bool = true;
     const MAX_ATTEMPTS: u32 = 3;
 

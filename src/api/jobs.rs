@@ -14,7 +14,10 @@ use super::{
     extract::{ApiJson, ApiPath},
     json as respond,
 };
-use crate::runtime::store::{self, EnqueueRequest, Origin};
+use crate::runtime::{
+    Job,
+    store::{self, EnqueueRequest, Origin},
+};
 
 /// Job families driven by the tenant lifecycle itself (provisioning, deletion,
 /// welcome mail). Their kinds are enqueued by the lifecycle operations, never
@@ -26,7 +29,7 @@ pub const LIFECYCLE_FAMILIES: [&str; 2] = ["provision", "mail"];
 pub const ADMIN_KINDS: [&str; 2] = ["migrate", "restore"];
 
 /// Kinds landlord schedules itself (the end of a restore's rollback window).
-pub const INTERNAL_KINDS: [&str; 1] = ["drop_pre_restore"];
+pub const INTERNAL_KINDS: [&str; 1] = [<crate::backup::jobs::DropPreRestore as Job>::KIND];
 
 /// The kinds this route accepts, for error messages and the documentation.
 pub fn enqueueable(registry: &crate::runtime::Registry) -> Vec<&'static str> {
@@ -87,7 +90,7 @@ pub async fn enqueue(
         }
         // A held backup is never pruned: holds are an operator's decision.
         Some(spec)
-            if spec.kind == "backup"
+            if spec.kind == <crate::backup::jobs::Backup as Job>::KIND
                 && body.args.as_ref().is_some_and(|a| a.get("hold").is_some())
                 && !caller.is_admin() =>
         {

@@ -26,6 +26,10 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     const QUEUE: &'static str;
     /// Whether the job must name a tenant.
     const NEEDS_TENANT: bool;
+    /// Whether one run per tenant is meaningful, so that a schedule may fan the
+    /// kind out over tenants. Default: when it needs a tenant (a kind that
+    /// only takes one optionally, like `ping`, says so itself).
+    const PER_TENANT: bool = Self::NEEDS_TENANT;
     /// Whether it changes its tenant's database, and so must never run at the
     /// same time as another such job for the same tenant.
     const TENANT_EXCLUSIVE: bool;

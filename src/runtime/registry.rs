@@ -16,6 +16,8 @@ pub struct KindSpec {
     pub kind: &'static str,
     pub queue: &'static str,
     pub needs_tenant: bool,
+    /// [`Job::PER_TENANT`]: a schedule may fan it out over tenants.
+    pub per_tenant: bool,
     pub tenant_exclusive: bool,
     pub max_attempts: u32,
     validate: fn(&serde_json::Value) -> Result<(), String>,
@@ -113,6 +115,7 @@ impl Registry {
                 kind: J::KIND,
                 queue: J::QUEUE,
                 needs_tenant: J::NEEDS_TENANT,
+                per_tenant: J::PER_TENANT,
                 tenant_exclusive: J::TENANT_EXCLUSIVE,
                 max_attempts: J::MAX_ATTEMPTS,
                 validate: validate_erased::<J>,

@@ -52,7 +52,7 @@ impl Schedule {
                 crate::message::truncate(&spec.kind)
             ))
         })?;
-        if !kind.needs_tenant && kind.kind != "ping" {
+        if !kind.per_tenant {
             return Err(named(format!("job kind {} is not per tenant", kind.kind)));
         }
         kind.validate(&spec.args).map_err(named)?;
