@@ -14,7 +14,10 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
 
-use super::retention::{self, Policy};
+use super::{
+    env::{env, env_parse},
+    retention::{self, Policy},
+};
 
 crate::text_enum::text_enum! {
     /// Compression of the dump stream (also `backups.codec`).
@@ -166,24 +169,6 @@ pub struct FileBackup {
     s3_endpoint: Option<String>,
     s3_path_style: Option<bool>,
     s3_checksum: Option<String>,
-}
-
-fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn env_parse<T: std::str::FromStr>(name: &str) -> Result<Option<T>>
-where
-    T::Err: std::fmt::Display,
-{
-    match env(name) {
-        None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse::<T>()
-            .map(Some)
-            .map_err(|e| anyhow::anyhow!("{name}={v:?} is not valid: {e}")),
-    }
 }
 
 /// The local directory used when no `LANDLORD_BACKUP_URL` is configured.

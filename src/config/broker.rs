@@ -8,7 +8,7 @@ use anyhow::{Result, bail};
 
 use super::{
     SecretUrl,
-    source::{env, env_parse},
+    env::{env, env_parse},
 };
 
 /// RabbitMQ and the names landlord declares on it.

@@ -4,7 +4,7 @@
 //! The URL is a [`SecretUrl`] from the moment it is read; this module must
 //! never hold or return it as a plain string.
 
-use super::{SecretUrl, source::env};
+use super::{SecretUrl, env::env};
 
 /// The landlord catalog database.
 #[derive(Debug, Clone)]

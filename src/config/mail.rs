@@ -4,7 +4,7 @@
 //! This module must never print the SMTP URL unmasked; without one, mail jobs
 //! fail with a clear error rather than falling back to some server.
 
-use super::{SecretUrl, source::env};
+use super::{SecretUrl, env::env};
 
 /// Outgoing mail.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@
 
 use anyhow::{Result, bail};
 
-use super::source::{env, env_parse};
+use super::env::{env, env_parse};
 
 /// Per-tenant maintenance.
 #[derive(Debug, Clone)]

@@ -22,6 +22,7 @@
 pub mod backup;
 mod broker;
 mod catalog;
+mod env;
 mod mail;
 mod maintenance;
 mod observability;

@@ -8,7 +8,7 @@
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
-use super::source::env;
+use super::env::env;
 
 /// Logs and metrics.
 #[derive(Debug, Clone)]

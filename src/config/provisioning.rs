@@ -8,7 +8,7 @@
 
 use anyhow::{Result, bail};
 
-use super::source::{env, env_parse};
+use super::env::{env, env_parse};
 
 /// How new tenant databases are made.
 #[derive(Debug, Clone)]

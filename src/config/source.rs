@@ -1,6 +1,6 @@
 //! Where settings come from: the optional settings file (`LANDLORD_CONFIG`,
 //! else `./landlord.toml` if it exists) parsed into [`FileSettings`], and the
-//! `LANDLORD_*` environment read through [`env`] and [`env_parse`].
+//! `LANDLORD_*` environment is read through `config::env`.
 //!
 //! This module only reads; it must never default or validate a value (each
 //! concern's module does, so a setting's default, range and error message
@@ -8,7 +8,6 @@
 
 use std::{
     collections::BTreeMap,
-    fmt,
     path::{Path, PathBuf},
 };
 
@@ -16,7 +15,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use super::{
-    observability::FileObservability, schedules::ScheduleSpec, servers::FileServer,
+    env::env, observability::FileObservability, schedules::ScheduleSpec, servers::FileServer,
     worker::FileWorker,
 };
 
@@ -66,25 +65,5 @@ pub(super) fn read(path: Option<&Path>) -> Result<FileSettings> {
                 .with_context(|| format!("parsing settings file {}", p.display()))
         }
         None => Ok(FileSettings::default()),
-    }
-}
-
-/// An environment variable; unset, blank or not UTF-8 counts as unset.
-pub(super) fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-/// An environment variable parsed as `T` (trimmed); unset or blank is `None`.
-pub(super) fn env_parse<T: std::str::FromStr>(name: &str) -> Result<Option<T>>
-where
-    T::Err: fmt::Display,
-{
-    match env(name) {
-        None => Ok(None),
-        Some(v) => v
-            .trim()
-            .parse::<T>()
-            .map(Some)
-            .map_err(|e| anyhow::anyhow!("{name}={v:?} is not valid: {e}")),
     }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::{Result, bail};
 use serde::Deserialize;
 
-use super::source::{env, env_parse};
+use super::env::{env, env_parse};
 
 /// The job families; each has one durable quorum queue.
 pub const QUEUES: [&str; 4] = ["provision", "backup", "maintenance", "mail"];

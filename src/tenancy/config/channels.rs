@@ -14,8 +14,7 @@ use anyhow::{Result, bail};
 use super::{
     ChannelConfig, EnforcementMode, FileTenancy, KNOWN_CHANNELS, Resolved, Source,
     TENANT_MODE_MULTI,
-    resolve::{layer, with_name},
-    values::{Env, parse_tenant_mode},
+    values::{Env, layer, parse_tenant_mode, with_name},
 };
 
 /// The seed's four channels, then the file's others by name, each resolved.

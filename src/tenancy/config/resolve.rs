@@ -5,7 +5,7 @@
 //! The phases run in this order, so the first invalid value is the one
 //! reported.
 //!
-//! Precedence for every value is [`layer`]: environment, then file, then the
+//! Precedence for every value is `values::layer`: environment, then file, then the
 //! fallback (app-context, auto-detect or default), recorded as its [`Source`].
 //! This module must never read the process environment itself (it is handed
 //! one, so tests can inject theirs).
@@ -17,25 +17,8 @@ use super::{
     ENV_COLUMN, ENV_ENABLED, ENV_EXEMPT, ENV_LOG_BYPASSES, ENV_MODE, EnforcementMode, FileTenancy,
     Resolved, Source, TenancyConfig, channels,
     secrets::Secrets,
-    values::{Env, parse_exempt_tables, parse_mode, parse_tenant_column},
+    values::{Env, layer, parse_exempt_tables, parse_mode, parse_tenant_column, with_name},
 };
-
-/// The first of env, file, then `fallback`.
-pub(super) fn layer<T>(
-    env: Option<(T, &str)>,
-    file: Option<T>,
-    fallback: Resolved<T>,
-) -> Resolved<T> {
-    match (env, file) {
-        (Some((v, name)), _) => Resolved::new(v, Source::Env(name.to_string())),
-        (None, Some(v)) => Resolved::new(v, Source::File),
-        (None, None) => fallback,
-    }
-}
-
-pub(super) fn with_name<T>(name: &str, v: Option<T>) -> Option<(T, &str)> {
-    v.map(|v| (v, name))
-}
 
 impl TenancyConfig {
     /// Same with an injectable environment (tests).

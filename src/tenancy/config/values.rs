@@ -8,7 +8,7 @@
 
 use anyhow::{Result, bail};
 
-use super::{EnforcementMode, TENANT_MODE_MULTI, TENANT_MODE_SINGLE};
+use super::{EnforcementMode, Resolved, Source, TENANT_MODE_MULTI, TENANT_MODE_SINGLE};
 
 /// The environment, with blank values counted as unset and values trimmed.
 pub(super) struct Env<'a>(pub &'a dyn Fn(&str) -> Option<String>);
@@ -106,4 +106,21 @@ pub(super) fn parse_exempt_tables<'a>(
         }
     }
     Ok(out)
+}
+
+/// The first of env, file, then `fallback`.
+pub(super) fn layer<T>(
+    env: Option<(T, &str)>,
+    file: Option<T>,
+    fallback: Resolved<T>,
+) -> Resolved<T> {
+    match (env, file) {
+        (Some((v, name)), _) => Resolved::new(v, Source::Env(name.to_string())),
+        (None, Some(v)) => Resolved::new(v, Source::File),
+        (None, None) => fallback,
+    }
+}
+
+pub(super) fn with_name<T>(name: &str, v: Option<T>) -> Option<(T, &str)> {
+    v.map(|v| (v, name))
 }
