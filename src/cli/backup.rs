@@ -8,10 +8,10 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::{
-    cli::{BadInput, RunOpts, catalog, enqueue},
+    cli::{BadInput, RunOpts, catalog, enqueue, targets},
     config::Settings,
-    runtime::{Job, Registry, store::EnqueueRequest},
-    tenants::{self, TenantStatus},
+    runtime::{Job, Registry},
+    tenants::Tenant,
     workers::backup::Backup,
 };
 
@@ -63,34 +63,11 @@ pub async fn run(
     };
     job.validate().map_err(BadInput)?;
     let pool = catalog(&settings).await?;
-    let slugs: Vec<String> = if a.all {
-        tenants::list(&pool, Some(TenantStatus::Active))
-            .await?
-            .into_iter()
-            .filter(|t| t.is_provisioned())
-            .map(|t| t.slug)
-            .collect()
-    } else {
-        for s in &a.tenant {
-            tenants::get(&pool, s)
-                .await
-                .map_err(|e| BadInput(e.to_string()))?;
-        }
-        a.tenant.clone()
-    };
+    let slugs = targets::slugs(&pool, &a.tenant, a.all, Tenant::is_provisioned).await?;
     if slugs.is_empty() {
         eprintln!("no active tenants");
         return Ok(ExitCode::SUCCESS);
     }
-    let args = serde_json::to_value(&job)?;
-    let reqs = slugs
-        .into_iter()
-        .map(|slug| EnqueueRequest {
-            kind: Backup::KIND.into(),
-            tenant: Some(slug),
-            args: args.clone(),
-            ..Default::default()
-        })
-        .collect();
+    let reqs = enqueue::per_tenant(&job, &slugs)?;
     enqueue::submit(&pool, settings, registry, reqs, &a.run).await
 }

@@ -13,10 +13,10 @@ use crate::{
     backup::{
         Store, catalog, manage, manage::BackupChangeError, monitor, prune, reconcile, retention,
     },
-    cli::{BadInput, EXIT_FAILED, RunOpts, actor, catalog as open_catalog, enqueue},
+    cli::{BadInput, RunOpts, actor, catalog as open_catalog, enqueue, exit_status, targets},
     config::Settings,
-    runtime::{Job, Registry, store::EnqueueRequest},
-    tenants::{self, Tenant, TenantStatus},
+    runtime::Registry,
+    tenants::Tenant,
     workers::verify_backup::VerifyBackup,
 };
 
@@ -24,24 +24,28 @@ use crate::{
 pub enum BackupsCommand {
     /// A tenant's complete backups, newest first.
     List {
+        /// The tenant's slug.
         tenant: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// A tenant's backup figures from the catalog (count, bytes, oldest, newest, ratio, last duration).
     Stats {
+        /// The tenant's slug.
         tenant: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Delete one backup (object, manifest, then the row). Held backups are refused.
     Delete {
-        /// Backup id.
+        /// Backup id (a UUID).
         id: Uuid,
     },
     /// Put a backup on legal hold (never pruned or deleted), or release it.
     Hold {
-        /// Backup id.
+        /// Backup id (a UUID).
         id: Uuid,
         /// Release the hold instead.
         #[arg(long)]
@@ -61,6 +65,7 @@ pub enum BackupsCommand {
         /// Abort stale uploads, delete orphan landlord objects, mark rows without objects failed.
         #[arg(long)]
         fix: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -68,7 +73,7 @@ pub enum BackupsCommand {
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Tenant slug(s).
+    /// Tenant slug(s); repeat the flag or separate with commas.
     #[arg(
         long,
         value_delimiter = ',',
@@ -79,22 +84,23 @@ pub struct PruneArgs {
     /// Every tenant with backups.
     #[arg(long)]
     pub all: bool,
-    /// Keep this many newest (default: LANDLORD_BACKUP_RETENTION).
+    /// Keep this many newest backups per tenant, at least 1 (default: LANDLORD_BACKUP_RETENTION, keep:5).
     #[arg(long)]
     pub keep: Option<u32>,
-    /// keep:N or gfs:days=D,daily=N,weekly=N,monthly=N,yearly=N.
+    /// Retention policy instead of --keep: keep:N or gfs:days=D,daily=N,weekly=N,monthly=N,yearly=N.
     #[arg(long, conflicts_with = "keep")]
     pub retention: Option<String>,
     /// Show what would be deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct VerifyArgs {
-    /// Tenant slug(s).
+    /// Tenant slug(s); repeat the flag or separate with commas.
     #[arg(
         long,
         value_delimiter = ',',
@@ -120,12 +126,13 @@ pub struct MonitorArgs {
     /// Maximum age of a tenant's newest backup, in hours.
     #[arg(long, default_value_t = 26)]
     pub max_age_hours: u64,
-    /// Maximum total size of a tenant's stored backups, in MiB.
+    /// Maximum total size of a tenant's stored backups, in MiB (default: no limit).
     #[arg(long)]
     pub max_storage_mib: Option<u64>,
     /// Also write the counts in Prometheus text format to this file (node exporter textfile collector).
     #[arg(long)]
     pub metrics_file: Option<std::path::PathBuf>,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -138,7 +145,7 @@ pub async fn run(
     let pool = open_catalog(&settings).await?;
     match c {
         BackupsCommand::List { tenant, json } => {
-            let t = tenant_arg(&pool, &tenant).await?;
+            let t = targets::tenant(&pool, &tenant).await?;
             print_list(&pool, &t, json).await
         }
         BackupsCommand::Stats { tenant, json } => stats(&pool, &tenant, json).await,
@@ -157,7 +164,7 @@ pub async fn run(
 
 /// `backups stats`: the catalog's figures for one tenant.
 async fn stats(pool: &PgPool, tenant: &str, json: bool) -> Result<ExitCode> {
-    let t = tenant_arg(pool, tenant).await?;
+    let t = targets::tenant(pool, tenant).await?;
     let s = catalog::stats(pool, t.id).await?;
     let ratio = if s.stored_bytes > 0 {
         s.raw_bytes as f64 / s.stored_bytes as f64
@@ -237,17 +244,8 @@ async fn verify(
         backup: a.backup.clone(),
         restore_test: a.restore_test,
     };
-    let slugs = slugs(pool, &a.tenant, a.all).await?;
-    let args = serde_json::to_value(&job)?;
-    let reqs = slugs
-        .into_iter()
-        .map(|slug| EnqueueRequest {
-            kind: VerifyBackup::KIND.into(),
-            tenant: Some(slug),
-            args: args.clone(),
-            ..Default::default()
-        })
-        .collect();
+    let slugs = targets::slugs(pool, &a.tenant, a.all, Tenant::is_provisioned).await?;
+    let reqs = enqueue::per_tenant(&job, &slugs)?;
     enqueue::submit(pool, settings, registry, reqs, &a.run).await
 }
 
@@ -290,11 +288,7 @@ async fn monitor_cmd(pool: &PgPool, a: MonitorArgs) -> Result<ExitCode> {
             println!("oversize  {slug}: {}", human(*bytes));
         }
     }
-    Ok(if report.is_healthy() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FAILED)
-    })
+    Ok(exit_status(report.is_healthy()))
 }
 
 /// `backups reconcile [--fix]`: exit 1 when unclean and not fixed.
@@ -330,33 +324,7 @@ async fn reconcile_cmd(
             println!("clean");
         }
     }
-    Ok(if report.is_clean() || fix {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FAILED)
-    })
-}
-
-async fn tenant_arg(pool: &PgPool, slug: &str) -> Result<Tenant> {
-    Ok(tenants::get(pool, slug)
-        .await
-        .map_err(|e| BadInput(e.to_string()))?)
-}
-
-/// The named tenants (each must exist), or with `all` every active provisioned one.
-async fn slugs(pool: &PgPool, named: &[String], all: bool) -> Result<Vec<String>> {
-    if all {
-        return Ok(tenants::list(pool, Some(TenantStatus::Active))
-            .await?
-            .into_iter()
-            .filter(|t| t.is_provisioned())
-            .map(|t| t.slug)
-            .collect());
-    }
-    for s in named {
-        tenant_arg(pool, s).await?;
-    }
-    Ok(named.to_vec())
+    Ok(exit_status(report.is_clean() || fix))
 }
 
 /// `backups prune`: apply a policy to each tenant, or show what it would do.
@@ -370,12 +338,12 @@ async fn prune_cmd(pool: &PgPool, settings: &Settings, a: PruneArgs) -> Result<E
     let slugs = if a.all {
         prune::tenants_with_backups(pool).await?
     } else {
-        slugs(pool, &a.tenant, false).await?
+        targets::slugs(pool, &a.tenant, false, Tenant::is_provisioned).await?
     };
     let store = Store::open(&settings.backup).await?;
     let mut reports = Vec::new();
     for slug in slugs {
-        let t = tenant_arg(pool, &slug).await?;
+        let t = targets::tenant(pool, &slug).await?;
         reports.push(prune::apply(pool, &store, &t, &policy, a.dry_run).await?);
     }
     if a.json {

@@ -12,7 +12,7 @@ use crate::{
     cli::{BadInput, JobFailed, RunOpts, wait},
     config::Settings,
     runtime::{
-        JobStatus, Registry,
+        Job, JobStatus, Registry,
         relay::relay_once,
         store::{self, EnqueueError, EnqueueRequest, JobRow, Origin},
         sync::run_sync,
@@ -24,6 +24,14 @@ fn bad(e: EnqueueError) -> anyhow::Error {
         EnqueueError::Other(e) => e,
         other => BadInput(other.to_string()).into(),
     }
+}
+
+/// One request for `job` per tenant in `slugs`, each with the same arguments.
+pub fn per_tenant<J: Job>(job: &J, slugs: &[String]) -> Result<Vec<EnqueueRequest>> {
+    Ok(slugs
+        .iter()
+        .map(|slug| job.request(Some(slug), None, None))
+        .collect::<Result<_, _>>()?)
 }
 
 /// Enqueues (or runs with `--sync`) every request, then reports.

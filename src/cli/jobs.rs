@@ -22,18 +22,24 @@ pub enum JobsCommand {
     List(ListArgs),
     /// One job in full.
     Show {
+        /// Job id (a UUID).
         id: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Queue again a dead, failed or cancelled job (attempts reset).
     Retry {
+        /// Job id (a UUID).
         id: String,
         #[command(flatten)]
         run: WaitOpts,
     },
     /// Cancel a queued, retrying or running job.
-    Cancel { id: String },
+    Cancel {
+        /// Job id (a UUID).
+        id: String,
+    },
     /// Enqueue any job kind with JSON arguments (operators and scripts).
     Enqueue(EnqueueArgs),
     /// A no-op job that proves the fleet answers.
@@ -45,21 +51,26 @@ pub struct WaitOpts {
     /// Follow the job to the end; exit non-zero if it did not succeed.
     #[arg(long)]
     pub wait: bool,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ListArgs {
-    /// queued, running, retrying, succeeded, failed, dead or cancelled.
+    /// Only jobs with this status: queued, running, retrying, succeeded, failed, dead or cancelled.
     #[arg(long)]
     pub status: Option<String>,
+    /// Only jobs of this kind, e.g. backup or ping.
     #[arg(long)]
     pub kind: Option<String>,
+    /// Only jobs of the tenant with this slug.
     #[arg(long)]
     pub tenant: Option<String>,
+    /// At most this many jobs, newest first (clamped to 1-10000).
     #[arg(long, default_value_t = 50)]
     pub limit: i64,
+    /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
 }
@@ -74,7 +85,7 @@ pub struct EnqueueArgs {
     /// Arguments as a JSON object.
     #[arg(long, default_value = "{}")]
     pub args: String,
-    /// Job family to publish on instead of the kind's own.
+    /// Job family to publish on instead of the kind's own: provision, backup, maintenance or mail.
     #[arg(long)]
     pub queue: Option<String>,
     /// Return the live job with this key instead of adding a duplicate.
@@ -92,10 +103,10 @@ pub struct PingArgs {
     /// Keep a worker busy this many seconds before answering.
     #[arg(long, default_value_t = 0.0)]
     pub hold: f64,
-    /// Hold this tenant's lock while running.
+    /// Tenant slug whose lock the ping holds while running.
     #[arg(long)]
     pub tenant: Option<String>,
-    /// Job family to send the ping through.
+    /// Job family to send the ping through: provision, backup, maintenance or mail.
     #[arg(long, default_value = "maintenance")]
     pub queue: String,
     /// Make attempts fail: retryable, fatal or panic.
@@ -104,9 +115,10 @@ pub struct PingArgs {
     /// Fail only the first N attempts.
     #[arg(long, requires = "fail")]
     pub fail_times: Option<u32>,
-    /// Attempts before the job is dead.
+    /// Attempts before the job is dead (default: 3).
     #[arg(long)]
     pub max_attempts: Option<u32>,
+    /// Return the live job with this key instead of adding a duplicate.
     #[arg(long)]
     pub dedupe_key: Option<String>,
     #[command(flatten)]

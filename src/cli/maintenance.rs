@@ -7,10 +7,9 @@ use anyhow::Result;
 use clap::Args;
 
 use crate::{
-    cli::{BadInput, RunOpts, catalog, enqueue},
+    cli::{BadInput, RunOpts, catalog, enqueue, targets},
     config::Settings,
-    runtime::{Job, Registry, store::EnqueueRequest},
-    tenants::{self, TenantStatus},
+    runtime::{Job, Registry},
     workers::maintenance::Maintenance,
 };
 
@@ -72,34 +71,11 @@ pub async fn run(
     };
     job.validate().map_err(BadInput)?;
     let pool = catalog(&settings).await?;
-    let slugs: Vec<String> = if a.all {
-        tenants::list(&pool, Some(TenantStatus::Active))
-            .await?
-            .into_iter()
-            .map(|t| t.slug)
-            .collect()
-    } else {
-        // Check every tenant before enqueueing anything: bad input changes nothing.
-        for s in &a.tenant {
-            tenants::get(&pool, s)
-                .await
-                .map_err(|e| BadInput(e.to_string()))?;
-        }
-        a.tenant.clone()
-    };
+    let slugs = targets::slugs(&pool, &a.tenant, a.all, |_| true).await?;
     if slugs.is_empty() {
         eprintln!("no active tenants");
         return Ok(ExitCode::SUCCESS);
     }
-    let args = serde_json::to_value(&job)?;
-    let reqs = slugs
-        .into_iter()
-        .map(|slug| EnqueueRequest {
-            kind: Maintenance::KIND.into(),
-            tenant: Some(slug),
-            args: args.clone(),
-            ..Default::default()
-        })
-        .collect();
+    let reqs = enqueue::per_tenant(&job, &slugs)?;
     enqueue::submit(&pool, settings, registry, reqs, &a.run).await
 }

@@ -11,10 +11,13 @@ mod backup;
 mod backups;
 mod doctor;
 mod enqueue;
+#[cfg(test)]
+mod help_text;
 mod jobs;
 mod maintenance;
 mod restore;
 mod schedule;
+mod targets;
 mod tenancy;
 mod tenants;
 mod wait;
@@ -73,6 +76,7 @@ pub enum Command {
     Tenancy(tenancy::TenancyCommand),
     /// Check requirements: pg_dump/pg_restore versions, servers, catalog, broker, backup store, disk.
     Doctor {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -103,13 +107,13 @@ pub enum ConfigCommand {
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
-    /// Job families to take work from, comma-separated (provision, backup, maintenance, mail).
+    /// Job families to take work from, comma-separated: provision, backup, maintenance, mail (default: LANDLORD_WORKER_QUEUES, else all).
     #[arg(long, value_delimiter = ',')]
     pub queues: Option<Vec<String>>,
-    /// Jobs run at once by this process.
+    /// Jobs run at once by this process, 1-256 (default: LANDLORD_WORKER_CONCURRENCY, else 4).
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Address of /metrics, /healthz and /readyz ("off" to disable).
+    /// Address of /metrics, /healthz and /readyz, "off" to disable (default: LANDLORD_LISTEN, else 127.0.0.1:9464).
     #[arg(long)]
     pub listen: Option<String>,
 }
@@ -232,6 +236,15 @@ pub(crate) async fn catalog(settings: &Settings) -> Result<sqlx::PgPool> {
     let pool = crate::db::connect(settings).await?;
     crate::db::migrate(&pool).await?;
     Ok(pool)
+}
+
+/// Exit 0 when `ok`, else 1 (a check that found problems).
+pub(crate) fn exit_status(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_FAILED)
+    }
 }
 
 /// The actor recorded in the audit log for CLI actions.

@@ -14,10 +14,9 @@ use clap::Args;
 
 use crate::{
     backup::{Store, catalog, import},
-    cli::{BadInput, RunOpts, backups, catalog as open_catalog, enqueue},
+    cli::{BadInput, RunOpts, backups, catalog as open_catalog, enqueue, targets},
     config::Settings,
-    runtime::{Job, Registry, store::EnqueueRequest},
-    tenants,
+    runtime::{Job, Registry},
     workers::restore::Restore,
 };
 
@@ -47,9 +46,7 @@ pub async fn run(
     registry: Arc<Registry>,
 ) -> Result<ExitCode> {
     let pool = open_catalog(&settings).await?;
-    let t = tenants::get(&pool, &a.tenant)
-        .await
-        .map_err(|e| BadInput(e.to_string()))?;
+    let t = targets::tenant(&pool, &a.tenant).await?;
     if a.list {
         return backups::print_list(&pool, &t, a.run.json).await;
     }
@@ -109,11 +106,6 @@ pub async fn run(
         backup: Some(chosen.id.to_string()),
     };
     job.validate().map_err(BadInput)?;
-    let req = EnqueueRequest {
-        kind: Restore::KIND.into(),
-        tenant: Some(t.slug.clone()),
-        args: serde_json::to_value(&job)?,
-        ..Default::default()
-    };
+    let req = job.request(Some(&t.slug), None, None)?;
     enqueue::submit(&pool, settings, registry, vec![req], &a.run).await
 }

@@ -19,16 +19,23 @@ use crate::{
 pub enum ScheduleCommand {
     /// Every schedule: next fire time in its own time zone, last firing and its jobs' outcomes.
     List {
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Fire a schedule now (same dedupe rules as the scheduler; waits while another process fans it out).
-    Run { name: String },
+    Run {
+        /// The schedule's name, as configured.
+        name: String,
+    },
     /// Past firings of a schedule, newest first.
     History {
+        /// The schedule's name, as configured.
         name: String,
+        /// At most this many firings, newest first (clamped to 1-10000).
         #[arg(long, default_value_t = 20)]
         limit: i64,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },

@@ -9,7 +9,7 @@ use secrecy::ExposeSecret;
 use sqlx::PgPool;
 
 use crate::{
-    cli::{BadInput, EXIT_FAILED},
+    cli::{BadInput, exit_status},
     config::Settings,
     tenancy::{
         EnforcementMode,
@@ -33,6 +33,7 @@ pub enum TenancyCommand {
         /// auto-detect found no multi-tenant channel (TENANCY_ENABLED unset).
         #[arg(long)]
         force: bool,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -44,11 +45,13 @@ pub enum TenancyCommand {
         /// The shared database to inspect (with --detailed).
         #[arg(long)]
         database: Option<String>,
+        /// Its server (a configured name).
         #[arg(long, default_value = "default")]
         server: String,
         /// The role the application connects as (warned about if it bypasses RLS).
         #[arg(long)]
         app_role: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -231,11 +234,7 @@ async fn status(
             println!("warning: {w}");
         }
     }
-    Ok(if warnings.is_empty() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(EXIT_FAILED)
-    })
+    Ok(exit_status(warnings.is_empty()))
 }
 
 async fn inspect_database(

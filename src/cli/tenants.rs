@@ -47,50 +47,68 @@ pub enum TenantsCommand {
     },
     /// Whether OWNER may create another tenant on PLAN (exit 1 if not).
     CanProvision {
+        /// Owner's email address.
         owner: String,
+        /// Plan: free, pro, business or enterprise.
         plan: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Reactivate a tenant: its role may log in again.
-    Activate { slug: String },
+    Activate {
+        /// The tenant's slug.
+        slug: String,
+    },
     /// Deactivate a tenant: its role may not log in; its sessions end.
     Deactivate {
+        /// The tenant's slug.
         slug: String,
+        /// Why (recorded as the tenant's status reason; at most 1000 characters).
         #[arg(long)]
         reason: Option<String>,
     },
     /// Suspend a tenant (a reason is required): its role may not log in.
     Suspend {
+        /// The tenant's slug.
         slug: String,
+        /// Why (recorded as the tenant's status reason; at most 1000 characters).
         #[arg(long)]
         reason: String,
     },
     /// Show or change a tenant's settings.
     Settings {
+        /// The tenant's slug.
         slug: String,
-        /// key=value to set; repeatable.
+        /// key=value to set (timezone, language, display_name); repeatable.
         #[arg(long = "set")]
         set: Vec<String>,
         /// Key to remove; repeatable.
         #[arg(long = "unset")]
         unset: Vec<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Print the tenant role's connection credentials (secret).
     Credentials {
+        /// The tenant's slug.
         slug: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// Give the tenant role a new password.
-    RotateCredentials { slug: String },
+    RotateCredentials {
+        /// The tenant's slug.
+        slug: String,
+    },
     /// Delete a tenant: it stops at once; a final backup (held, never pruned)
     /// is taken, and its database is dropped after the grace period
     /// (LANDLORD_DELETE_GRACE_DAYS, default 7) or with --now, never before the
     /// final backup succeeded.
     Delete {
+        /// The tenant's slug.
         slug: String,
         /// Delete without a final backup.
         #[arg(long)]
@@ -114,7 +132,7 @@ pub enum TenantsCommand {
         /// Every provisioned tenant.
         #[arg(long)]
         all: bool,
-        /// At most this many tenant migrations at once across the fleet.
+        /// At most this many tenant migrations at once across the fleet, 1-256.
         #[arg(long, default_value_t = 4)]
         concurrency: u32,
         #[command(flatten)]
@@ -136,20 +154,24 @@ pub enum TenantsCommand {
         /// Plan: free, pro, business or enterprise.
         #[arg(long, default_value = "free")]
         plan: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// All tenants.
     List {
-        /// Only tenants with this status.
+        /// Only tenants with this status: provisioning, active, inactive, suspended, failed, deleting or deleted.
         #[arg(long)]
         status: Option<String>,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
     /// One tenant.
     Show {
+        /// The tenant's slug.
         slug: String,
+        /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
     },
