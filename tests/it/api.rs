@@ -6,10 +6,10 @@
 use std::{
     path::PathBuf,
     process::{Child, Stdio},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
-use crate::common::{TestEnv, free_port, secs};
+use crate::common::{TestEnv, free_port, ms, poll, secs, wait_mail};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::{Connection as _, PgConnection};
@@ -63,7 +63,7 @@ impl Api {
                 "landlord api never answered /healthz:\n{}",
                 api.log_text()
             );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::sleep(ms(100)).await;
         }
         api
     }
@@ -126,14 +126,41 @@ impl Api {
         (status, body, headers)
     }
 
-    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
-        let (s, b, _) = self.call(Method::GET, path, token, None).await;
+    /// Sends a request; returns status and JSON body (Null if none).
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let (s, b, _) = self.call(method, path, token, body).await;
         (s, b)
     }
 
+    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+        self.send(Method::GET, path, token, None).await
+    }
+
     async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
-        let (s, b, _) = self.call(Method::POST, path, token, Some(body)).await;
-        (s, b)
+        self.send(Method::POST, path, token, Some(body)).await
+    }
+
+    async fn patch(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+        self.send(Method::PATCH, path, token, Some(body)).await
+    }
+
+    /// Asks for a job of `tenant` (`POST /v1/tenants/{tenant}/jobs`).
+    async fn enqueue(&self, tenant: &str, token: &str, body: Value) -> (StatusCode, Value) {
+        self.post(&format!("/v1/tenants/{tenant}/jobs"), Some(token), body)
+            .await
+    }
+
+    /// Asks for a job that must be accepted; returns its id.
+    async fn accepted(&self, tenant: &str, token: &str, body: Value) -> String {
+        let (s, b) = self.enqueue(tenant, token, body).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
+        b["job_id"].as_str().unwrap().to_string()
     }
 }
 
@@ -190,6 +217,26 @@ fn tokens() -> String {
     format!("admin={ADMIN},tenant:acme={ACME}")
 }
 
+/// A running API on a fresh catalog, knowing the admin token and acme's
+/// tenant token.
+async fn api_on_a_fresh_catalog() -> (TestEnv, Api) {
+    let env = TestEnv::new().await;
+    let api = Api::start(&env, &tokens()).await;
+    (env, api)
+}
+
+/// Requests by landlord's API, none by anyone else, were audited.
+async fn api_audits(env: &TestEnv) -> i64 {
+    env.count("SELECT count(*) FROM audit_log WHERE actor LIKE 'api:%'")
+        .await
+}
+
+/// The catalog holds one tenant and one job (its provision job).
+async fn assert_one_tenant_one_job(env: &TestEnv) {
+    env.assert_count("SELECT count(*) FROM tenants", 1).await;
+    env.assert_count("SELECT count(*) FROM jobs", 1).await;
+}
+
 /// Two registered tenants, acme and beta, behind a running API that knows
 /// the admin token and acme's tenant token.
 async fn two_tenants_behind_the_api() -> (TestEnv, Api) {
@@ -234,67 +281,41 @@ async fn a_tenant_token_reaches_only_its_own_tenant() {
     assert_eq!(s, StatusCode::OK, "{t:#}");
     assert_eq!(t["slug"], "acme");
     assert_eq!(t["status"], "active");
-    assert_error(
-        api.get("/v1/tenants/beta", Some(ACME)).await,
-        403,
-        "forbidden",
-    );
-    // Scope is checked before existence: a tenant token learns nothing about others.
-    assert_error(
-        api.get("/v1/tenants/nosuch", Some(ACME)).await,
-        403,
-        "forbidden",
-    );
-    assert_error(api.get("/v1/tenants", Some(ACME)).await, 403, "forbidden");
     let create = json!({"slug": "gamma", "name": "Gamma", "plan": "pro", "owner": "g@example.com"});
-    assert_error(
-        api.post("/v1/tenants", Some(ACME), create).await,
-        403,
-        "forbidden",
-    );
-    assert_error(
-        api.post(
+    for (method, path, body) in [
+        (Method::GET, "/v1/tenants/beta", None),
+        // Scope is checked before existence: a tenant token learns nothing about others.
+        (Method::GET, "/v1/tenants/nosuch", None),
+        (Method::GET, "/v1/tenants", None),
+        (Method::POST, "/v1/tenants", Some(create)),
+        (
+            Method::POST,
             "/v1/tenants/acme/status",
-            Some(ACME),
-            json!({"status": "inactive"}),
-        )
-        .await,
-        403,
-        "forbidden",
-    );
-    let (s, b, _) = api
-        .call(
+            Some(json!({"status": "inactive"})),
+        ),
+        (
             Method::PATCH,
             "/v1/tenants/beta/settings",
-            Some(ACME),
             Some(json!({"unset": ["language"]})),
-        )
-        .await;
-    assert_error((s, b), 403, "forbidden");
-    assert_error(
-        api.get("/v1/tenants/beta/credentials", Some(ACME)).await,
-        403,
-        "forbidden",
-    );
-    assert_error(
-        api.post(
+        ),
+        (Method::GET, "/v1/tenants/beta/credentials", None),
+        (
+            Method::POST,
             "/v1/tenants/beta/jobs",
-            Some(ACME),
-            json!({"kind": "analyze"}),
-        )
-        .await,
-        403,
-        "forbidden",
-    );
-    let (s, b) = api
-        .post(
-            "/v1/tenants/beta/jobs",
-            Some(ADMIN),
+            Some(json!({"kind": "analyze"})),
+        ),
+    ] {
+        let got = api.send(method.clone(), path, Some(ACME), body).await;
+        assert_eq!(got.0, StatusCode::FORBIDDEN, "{method} {path}: {:#}", got.1);
+        assert_error(got, 403, "forbidden");
+    }
+    let beta_job = api
+        .accepted(
+            "beta",
+            ADMIN,
             json!({"kind": "ping", "args": {"hold_seconds": 0}}),
         )
         .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
-    let beta_job = b["job_id"].as_str().unwrap().to_string();
     assert_error(
         api.get(&format!("/v1/jobs/{beta_job}"), Some(ACME)).await,
         403,
@@ -306,7 +327,7 @@ async fn a_tenant_token_reaches_only_its_own_tenant() {
             .0,
         StatusCode::OK
     );
-    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 2);
+    env.assert_count("SELECT count(*) FROM tenants", 2).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -339,75 +360,46 @@ async fn the_tenant_list_filters_by_status_only() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_token_changes_its_own_settings_under_audit() {
     let (env, api) = two_tenants_behind_the_api().await;
-    let (s, b, _) = api
-        .call(
-            Method::PATCH,
+    let (s, b) = api
+        .patch(
             "/v1/tenants/acme/settings",
             Some(ACME),
-            Some(json!({"set": {"language": "es", "timezone": "Europe/Madrid"}})),
+            json!({"set": {"language": "es", "timezone": "Europe/Madrid"}}),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{b:#}");
     assert_eq!(b["settings"]["language"], "es");
-    assert_eq!(
-        env.count("SELECT count(*) FROM audit_log WHERE actor = 'api:tenant:acme' AND action = 'tenant.settings_changed'")
-            .await,
-        1
-    );
+    env.assert_count(
+        "SELECT count(*) FROM audit_log WHERE actor = 'api:tenant:acme' AND action = 'tenant.settings_changed'",
+        1,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_settings_changes_are_refused() {
     let (env, api) = two_tenants_behind_the_api().await;
-    let (s, b, _) = api
-        .call(
-            Method::PATCH,
-            "/v1/tenants/acme/settings",
-            Some(ACME),
-            Some(json!({"set": {"timezone": "Mars/Olympus"}})),
-        )
-        .await;
-    assert!(assert_error((s, b), 422, "invalid_input").contains("timezone"));
-    let (s, b, _) = api
-        .call(
-            Method::PATCH,
-            "/v1/tenants/acme/settings",
-            Some(ACME),
-            Some(json!({"set": {"language": "en"}, "unset": ["language"]})),
-        )
-        .await;
-    assert_error((s, b), 422, "invalid_input");
-    assert_eq!(
-        env.count("SELECT count(*) FROM audit_log WHERE actor LIKE 'api:%'")
-            .await,
-        0
-    );
+    let path = "/v1/tenants/acme/settings";
+    let bad_zone = json!({"set": {"timezone": "Mars/Olympus"}});
+    let got = api.patch(path, Some(ACME), bad_zone).await;
+    assert!(assert_error(got, 422, "invalid_input").contains("timezone"));
+    let set_and_unset = json!({"set": {"language": "en"}, "unset": ["language"]});
+    let got = api.patch(path, Some(ACME), set_and_unset).await;
+    assert_error(got, 422, "invalid_input");
+    assert_eq!(api_audits(&env).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_adopted_tenant_has_no_credentials_to_fetch() {
     let (_env, api) = two_tenants_behind_the_api().await;
-    let (s, b, _) = api
-        .call(
-            Method::GET,
-            "/v1/tenants/acme/credentials",
-            Some(ACME),
-            None,
-        )
-        .await;
-    assert_error((s, b), 409, "conflict");
+    let got = api.get("/v1/tenants/acme/credentials", Some(ACME)).await;
+    assert_error(got, 409, "conflict");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_token_reads_the_job_it_enqueued() {
     let (_env, api) = two_tenants_behind_the_api().await;
-    let (s, b) = api
-        .post(
-            "/v1/tenants/acme/jobs",
-            Some(ACME),
-            json!({"kind": "analyze"}),
-        )
-        .await;
+    let (s, b) = api.enqueue("acme", ACME, json!({"kind": "analyze"})).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
     assert_eq!(b["existing"], false);
     let acme_job = b["job_id"].as_str().unwrap().to_string();
@@ -421,25 +413,13 @@ async fn a_tenant_token_reads_the_job_it_enqueued() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_dedupe_key_returns_the_live_job() {
     let (env, api) = two_tenants_behind_the_api().await;
-    let (s, b) = api
-        .post(
-            "/v1/tenants/beta/jobs",
-            Some(ADMIN),
-            json!({"kind": "ping", "args": {"hold_seconds": 0}, "dedupe_key": "beta-ping"}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
-    let beta_job = b["job_id"].as_str().unwrap().to_string();
-    let (_, again) = api
-        .post(
-            "/v1/tenants/beta/jobs",
-            Some(ADMIN),
-            json!({"kind": "ping", "dedupe_key": "beta-ping"}),
-        )
-        .await;
+    let first = json!({"kind": "ping", "args": {"hold_seconds": 0}, "dedupe_key": "beta-ping"});
+    let beta_job = api.accepted("beta", ADMIN, first).await;
+    let again = json!({"kind": "ping", "dedupe_key": "beta-ping"});
+    let (_, again) = api.enqueue("beta", ADMIN, again).await;
     assert_eq!(again["job_id"], beta_job.as_str());
     assert_eq!(again["existing"], true);
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 1);
+    env.assert_count("SELECT count(*) FROM jobs", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -451,40 +431,21 @@ async fn jobs_the_lifecycle_drives_cannot_be_enqueued_by_hand() {
         (ADMIN, "drop_tenant"),
         (ADMIN, "welcome_mail"),
     ] {
-        let msg = assert_error(
-            api.post("/v1/tenants/acme/jobs", Some(token), json!({"kind": kind}))
-                .await,
-            422,
-            "invalid_input",
-        );
+        let got = api.enqueue("acme", token, json!({"kind": kind})).await;
+        let msg = assert_error(got, 422, "invalid_input");
         assert!(msg.contains("lifecycle"), "{msg}");
     }
     // The rollback-window drop is landlord's own.
-    assert_error(
-        api.post(
-            "/v1/tenants/acme/jobs",
-            Some(ADMIN),
-            json!({"kind": "drop_pre_restore", "args": {"restore_id": "00000000-0000-0000-0000-000000000000"}}),
-        )
-        .await,
-        422,
-        "invalid_input",
-    );
+    let restore_id = "00000000-0000-0000-0000-000000000000";
+    let drop = json!({"kind": "drop_pre_restore", "args": {"restore_id": restore_id}});
+    assert_error(api.enqueue("acme", ADMIN, drop).await, 422, "invalid_input");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_unknown_job_kind_is_refused_naming_the_enqueueable_kinds() {
     let (_env, api) = two_tenants_behind_the_api().await;
-    let msg = assert_error(
-        api.post(
-            "/v1/tenants/acme/jobs",
-            Some(ACME),
-            json!({"kind": "backflip"}),
-        )
-        .await,
-        422,
-        "invalid_input",
-    );
+    let got = api.enqueue("acme", ACME, json!({"kind": "backflip"})).await;
+    let msg = assert_error(got, 422, "invalid_input");
     assert!(msg.contains("analyze") && msg.contains("ping"), "{msg}");
     assert!(
         msg.contains("backup") && !msg.contains("drop_pre_restore"),
@@ -495,56 +456,28 @@ async fn an_unknown_job_kind_is_refused_naming_the_enqueueable_kinds() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_token_may_enqueue_its_own_backup() {
     let (_env, api) = two_tenants_behind_the_api().await;
-    let (s, b) = api
-        .post(
-            "/v1/tenants/acme/jobs",
-            Some(ACME),
-            json!({"kind": "backup", "args": {"keep": 3}}),
-        )
-        .await;
-    assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
+    let backup = json!({"kind": "backup", "args": {"keep": 3}});
+    api.accepted("acme", ACME, backup).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn restores_are_admin_only() {
     let (_env, api) = two_tenants_behind_the_api().await;
     // A restore replaces the live database: admin only.
-    let msg = assert_error(
-        api.post(
-            "/v1/tenants/acme/jobs",
-            Some(ACME),
-            json!({"kind": "restore"}),
-        )
-        .await,
-        403,
-        "forbidden",
-    );
+    let got = api.enqueue("acme", ACME, json!({"kind": "restore"})).await;
+    let msg = assert_error(got, 403, "forbidden");
     assert!(msg.contains("admin"), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_job_arguments_are_refused() {
     let (_env, api) = two_tenants_behind_the_api().await;
-    assert_error(
-        api.post(
-            "/v1/tenants/acme/jobs",
-            Some(ACME),
-            json!({"kind": "ping", "args": {"hold_seconds": "long"}}),
-        )
-        .await,
-        422,
-        "invalid_input",
-    );
-    assert_error(
-        api.post(
-            "/v1/tenants/acme/jobs",
-            Some(ACME),
-            json!({"kind": "ping", "args": [1]}),
-        )
-        .await,
-        422,
-        "invalid_input",
-    );
+    for args in [json!({"hold_seconds": "long"}), json!([1])] {
+        let got = api
+            .enqueue("acme", ACME, json!({"kind": "ping", "args": args}))
+            .await;
+        assert_error(got, 422, "invalid_input");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -573,35 +506,22 @@ async fn refused_job_requests_write_nothing() {
         ),
         (ADMIN, "nosuch", json!({"kind": "ping"})),
     ] {
-        let (s, b) = api
-            .post(&format!("/v1/tenants/{tenant}/jobs"), Some(token), body)
-            .await;
+        let (s, b) = api.enqueue(tenant, token, body).await;
         assert!(s.is_client_error(), "{s}: {b:#}");
     }
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 0);
-    assert_eq!(env.count("SELECT count(*) FROM outbox").await, 0);
-    assert_eq!(
-        env.count("SELECT count(*) FROM audit_log WHERE actor LIKE 'api:%'")
-            .await,
-        0
-    );
+    env.assert_count("SELECT count(*) FROM jobs", 0).await;
+    env.assert_count("SELECT count(*) FROM outbox", 0).await;
+    assert_eq!(api_audits(&env).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn accepted_jobs_are_not_audited() {
     let (env, api) = two_tenants_behind_the_api().await;
     for (token, kind) in [(ACME, "analyze"), (ADMIN, "ping")] {
-        let (s, b) = api
-            .post("/v1/tenants/acme/jobs", Some(token), json!({"kind": kind}))
-            .await;
-        assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
+        api.accepted("acme", token, json!({"kind": kind})).await;
     }
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 2);
-    assert_eq!(
-        env.count("SELECT count(*) FROM audit_log WHERE actor LIKE 'api:%'")
-            .await,
-        0
-    );
+    env.assert_count("SELECT count(*) FROM jobs", 2).await;
+    assert_eq!(api_audits(&env).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -612,16 +532,8 @@ async fn unknown_resources_answer_404_with_the_error_shape() {
         404,
         "not_found",
     );
-    assert_error(
-        api.post(
-            "/v1/tenants/nosuch/jobs",
-            Some(ADMIN),
-            json!({"kind": "ping"}),
-        )
-        .await,
-        404,
-        "not_found",
-    );
+    let got = api.enqueue("nosuch", ADMIN, json!({"kind": "ping"})).await;
+    assert_error(got, 404, "not_found");
     assert_error(
         api.get(&format!("/v1/jobs/{}", uuid::Uuid::new_v4()), Some(ADMIN))
             .await,
@@ -634,10 +546,10 @@ async fn unknown_resources_answer_404_with_the_error_shape() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_wrong_method_answers_405_with_the_error_shape() {
     let (_env, api) = two_tenants_behind_the_api().await;
-    let (s, b, _) = api
-        .call(Method::DELETE, "/v1/tenants", Some(ADMIN), None)
+    let got = api
+        .send(Method::DELETE, "/v1/tenants", Some(ADMIN), None)
         .await;
-    assert_error((s, b), 405, "method_not_allowed");
+    assert_error(got, 405, "method_not_allowed");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -685,14 +597,16 @@ async fn without_tokens_every_request_is_refused() {
         .status()
         .unwrap();
     assert!(st.success());
-    let deadline = Instant::now() + secs(20);
-    let code = loop {
-        if let Some(st) = api.child.try_wait().unwrap() {
-            break st.code();
+    let child = &mut api.child;
+    let code = poll(secs(20), ms(50), || {
+        let exited = child.try_wait().unwrap();
+        async move {
+            exited
+                .map(|st| st.code())
+                .ok_or("api did not stop on SIGTERM".to_string())
         }
-        assert!(Instant::now() < deadline, "api did not stop on SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    })
+    .await;
     assert_eq!(code, Some(0), "{}", api.log_text());
     assert!(api.log_text().contains("api stopped"), "{}", api.log_text());
 }
@@ -712,8 +626,7 @@ async fn bad_tokens_config_fails_at_start() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_input_changes_nothing() {
-    let env = TestEnv::new().await;
-    let api = Api::start(&env, &tokens()).await;
+    let (env, api) = api_on_a_fresh_catalog().await;
     let good = json!({"slug": "delta", "name": "Delta", "plan": "pro", "owner": "d@example.com"});
     let with = |k: &str, v: Value| {
         let mut b = good.clone();
@@ -877,16 +790,13 @@ async fn bad_input_changes_nothing() {
     );
 
     for table in ["tenants", "jobs", "outbox", "audit_log", "owners"] {
-        assert_eq!(
-            env.count(&format!("SELECT count(*) FROM {table}")).await,
-            0,
-            "{table} must stay empty"
-        );
+        let sql = format!("SELECT count(*) FROM {table}");
+        env.assert_count(&sql, 0).await;
     }
     // The server is fine afterwards.
     let (s, b) = api.post("/v1/tenants", Some(ADMIN), good).await;
     assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
-    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
+    env.assert_count("SELECT count(*) FROM tenants", 1).await;
 }
 
 /// Slugs and an owner unique to this test: tenant databases are named after
@@ -912,22 +822,43 @@ async fn create_free(api: &Api, slug: &str, owner: &str) -> Value {
     b
 }
 
+/// A free tenant created over HTTP by admin on a fresh catalog, with no
+/// worker yet (so it stays provisioning): its slug, owner and the answer.
+struct Created {
+    // Fields drop in order: the API stops before the catalog goes.
+    api: Api,
+    env: TestEnv,
+    slug: String,
+    owner: String,
+    body: Value,
+}
+
+async fn created_over_http() -> Created {
+    let (env, api) = api_on_a_fresh_catalog().await;
+    let (slug, owner) = fresh_names(&env);
+    let body = create_free(&api, &slug, &owner).await;
+    Created {
+        env,
+        api,
+        slug,
+        owner,
+        body,
+    }
+}
+
 /// Polls the API until the tenant leaves `provisioning` (a worker must run).
 async fn wait_provisioned(env: &TestEnv, api: &Api, slug: &str) -> Value {
-    let deadline = Instant::now() + secs(90);
-    let tenant = loop {
-        let (s, t) = api.get(&format!("/v1/tenants/{slug}"), Some(ADMIN)).await;
+    let path = format!("/v1/tenants/{slug}");
+    let tenant = poll(secs(90), ms(200), || async {
+        let (s, t) = api.get(&path, Some(ADMIN)).await;
         assert_eq!(s, StatusCode::OK);
         if t["status"] != "provisioning" {
-            break t;
+            Ok(t)
+        } else {
+            Err(format!("still provisioning: {t:#}\n{}", env.worker_logs()))
         }
-        assert!(
-            Instant::now() < deadline,
-            "still provisioning: {t:#}\n{}",
-            env.worker_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    })
+    .await;
     assert_eq!(
         tenant["status"],
         "active",
@@ -939,10 +870,13 @@ async fn wait_provisioned(env: &TestEnv, api: &Api, slug: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_create_is_accepted_with_its_provision_job() {
-    let env = TestEnv::new().await;
-    let api = Api::start(&env, &tokens()).await;
-    let (slug, owner) = fresh_names(&env);
-    let b = create_free(&api, &slug, &owner).await;
+    let Created {
+        api,
+        env,
+        slug,
+        owner: _,
+        body: b,
+    } = created_over_http().await;
     assert_eq!(b["tenant"]["slug"], slug.as_str());
     assert_eq!(b["tenant"]["status"], "provisioning");
     assert_eq!(b["tenant"]["settings"]["language"], "es");
@@ -953,55 +887,34 @@ async fn a_create_is_accepted_with_its_provision_job() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(j["kind"], "provision");
     assert_eq!(j["tenant"], slug.as_str());
-    assert_eq!(
-        env.count(
-            "SELECT count(*) FROM audit_log WHERE actor = 'api:admin' AND action = 'tenant.created'"
-        )
-        .await,
-        1
-    );
+    env.assert_count(
+        "SELECT count(*) FROM audit_log WHERE actor = 'api:admin' AND action = 'tenant.created'",
+        1,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn the_free_plan_allows_one_tenant_per_owner() {
-    let env = TestEnv::new().await;
-    let api = Api::start(&env, &tokens()).await;
-    let (slug, owner) = fresh_names(&env);
-    create_free(&api, &slug, &owner).await;
-    let msg = assert_error(
-        api.post(
-            "/v1/tenants",
-            Some(ADMIN),
-            json!({"slug": format!("apx-{}", env.id), "name": "Other", "plan": "free", "owner": owner}),
-        )
-        .await,
-        409,
-        "plan_limit_reached",
-    );
+    let c = created_over_http().await;
+    let (env, api, owner) = (&c.env, &c.api, &c.owner);
+    let other =
+        json!({"slug": format!("apx-{}", env.id), "name": "Other", "plan": "free", "owner": owner});
+    let got = api.post("/v1/tenants", Some(ADMIN), other).await;
+    let msg = assert_error(got, 409, "plan_limit_reached");
     assert!(msg.contains("free"), "{msg}");
-    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 1);
+    assert_one_tenant_one_job(env).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_taken_slug_is_refused_even_for_another_owner() {
-    let env = TestEnv::new().await;
-    let api = Api::start(&env, &tokens()).await;
-    let (slug, owner) = fresh_names(&env);
-    create_free(&api, &slug, &owner).await;
+    let c = created_over_http().await;
+    let (env, api, slug) = (&c.env, &c.api, &c.slug);
     // The same slug again, even for someone else on another plan.
-    assert_error(
-        api.post(
-            "/v1/tenants",
-            Some(ADMIN),
-            json!({"slug": slug, "name": "Again", "plan": "pro", "owner": "bo@example.com"}),
-        )
-        .await,
-        409,
-        "already_exists",
-    );
-    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 1);
+    let again = json!({"slug": slug, "name": "Again", "plan": "pro", "owner": "bo@example.com"});
+    let got = api.post("/v1/tenants", Some(ADMIN), again).await;
+    assert_error(got, 409, "already_exists");
+    assert_one_tenant_one_job(env).await;
 }
 
 /// Of concurrent creates, exactly one wins; the others lose with `loser`.
@@ -1022,8 +935,7 @@ fn one_winner(results: Vec<(StatusCode, Value)>, loser: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_creates_for_one_owner_respect_the_plan_limit() {
-    let env = TestEnv::new().await;
-    let api = Api::start(&env, &tokens()).await;
+    let (env, api) = api_on_a_fresh_catalog().await;
     let racer = format!("race-{}@example.com", env.id);
     let by_owner = futures::future::join_all((0..6).map(|i| {
         api.post(
@@ -1034,14 +946,12 @@ async fn concurrent_creates_for_one_owner_respect_the_plan_limit() {
     }))
     .await;
     one_winner(by_owner, "plan_limit_reached");
-    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 1);
+    assert_one_tenant_one_job(&env).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn concurrent_creates_of_one_slug_make_one_tenant() {
-    let env = TestEnv::new().await;
-    let api = Api::start(&env, &tokens()).await;
+    let (env, api) = api_on_a_fresh_catalog().await;
     let same = format!("same-{}", env.id);
     let by_slug = futures::future::join_all((0..6).map(|i| {
         api.post(
@@ -1052,92 +962,58 @@ async fn concurrent_creates_of_one_slug_make_one_tenant() {
     }))
     .await;
     one_winner(by_slug, "already_exists");
-    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 1);
+    assert_one_tenant_one_job(&env).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn status_changes_wait_for_provisioning() {
-    let env = TestEnv::new().await;
-    let api = Api::start(&env, &tokens()).await;
-    let (slug, owner) = fresh_names(&env);
-    create_free(&api, &slug, &owner).await;
-    assert_error(
-        api.post(
-            &format!("/v1/tenants/{slug}/status"),
-            Some(ADMIN),
-            json!({"status": "inactive"}),
-        )
-        .await,
-        409,
-        "conflict",
-    );
+    let c = created_over_http().await;
+    let path = format!("/v1/tenants/{}/status", c.slug);
+    let got = c
+        .api
+        .post(&path, Some(ADMIN), json!({"status": "inactive"}))
+        .await;
+    assert_error(got, 409, "conflict");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_tenant_created_over_http_ends_provisioned() {
-    let mut env = TestEnv::new().await;
+    let Created {
+        api,
+        mut env,
+        slug,
+        owner,
+        body,
+    } = created_over_http().await;
     let mut tap = env.events().await;
-    let api = Api::start(&env, &tokens()).await;
-    let (slug, owner) = fresh_names(&env);
-    let job_id = create_free(&api, &slug, &owner).await["job_id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let job = format!("/v1/jobs/{}", body["job_id"].as_str().unwrap());
     // A worker provisions it: the tenant ends active.
     env.spawn_worker(&[], &[]);
     let tenant = wait_provisioned(&env, &api, &slug).await;
     assert_eq!(tenant["provision_step"], "done");
     // Announced, and the owner welcomed in the tenant's language.
     let ev = tap
-        .wait_for("tenant.provisioned", secs(20), |e| {
-            e["event"] == "tenant.provisioned" && e["tenant"] == slug.as_str()
-        })
+        .wait_tenant_event("tenant.provisioned", &slug, secs(20))
         .await;
     assert_eq!(ev["data"]["plan"], "free");
-    let maildev =
-        std::env::var("LANDLORD_MAILDEV_URL").unwrap_or_else(|_| "http://127.0.0.1:1080".into());
-    let deadline = Instant::now() + secs(30);
-    let mail = loop {
-        let all: Vec<Value> = reqwest::get(format!("{maildev}/api/email"))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap_or_default();
-        if let Some(m) = all.into_iter().find(|m| {
-            m["to"]
-                .as_array()
-                .is_some_and(|to| to.iter().any(|t| t["address"] == owner.as_str()))
-        }) {
-            break m;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no welcome mail for {owner}\n{}",
-            env.worker_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let mail = wait_mail(&owner, secs(30)).await.remove(0);
     assert_eq!(mail["subject"], "Bienvenido a Acme Inc.");
-    let (_, j) = api.get(&format!("/v1/jobs/{job_id}"), Some(ADMIN)).await;
-    let deadline = Instant::now() + secs(30);
-    let mut j = j;
-    while j["status"] != "succeeded" {
-        assert!(Instant::now() < deadline, "job not succeeded: {j:#}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        j = api.get(&format!("/v1/jobs/{job_id}"), Some(ADMIN)).await.1;
-    }
+    poll(secs(30), ms(200), || async {
+        let (_, j) = api.get(&job, Some(ADMIN)).await;
+        match j["status"] == "succeeded" {
+            true => Ok(()),
+            false => Err(format!("job not succeeded: {j:#}")),
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_provisioned_tenants_fetched_credentials_log_in() {
-    let mut env = TestEnv::new().await;
-    let api = Api::start(&env, &tokens()).await;
-    let (slug, owner) = fresh_names(&env);
-    create_free(&api, &slug, &owner).await;
-    env.spawn_worker(&[], &[]);
-    let tenant = wait_provisioned(&env, &api, &slug).await;
+    let mut created = created_over_http().await;
+    created.env.spawn_worker(&[], &[]);
+    let (env, api, slug) = (&created.env, &created.api, &created.slug);
+    let tenant = wait_provisioned(env, api, slug).await;
     let (s, c, h) = api
         .call(
             Method::GET,
@@ -1191,13 +1067,8 @@ async fn suspending_needs_a_reason() {
 async fn a_suspended_tenant_is_reactivated_under_audit() {
     let (env, api) = two_tenants_behind_the_api().await;
     let path = "/v1/tenants/acme/status";
-    let (s, t) = api
-        .post(
-            path,
-            Some(ADMIN),
-            json!({"status": "suspended", "reason": "unpaid"}),
-        )
-        .await;
+    let suspend = json!({"status": "suspended", "reason": "unpaid"});
+    let (s, t) = api.post(path, Some(ADMIN), suspend).await;
     assert_eq!(s, StatusCode::OK, "{t:#}");
     let (s, t) = api
         .post(path, Some(ADMIN), json!({"status": "active"}))
@@ -1205,11 +1076,11 @@ async fn a_suspended_tenant_is_reactivated_under_audit() {
     assert_eq!(s, StatusCode::OK, "{t:#}");
     assert_eq!(t["status"], "active");
     assert!(t["status_reason"].is_null(), "{t:#}");
-    assert_eq!(
-        env.count("SELECT count(*) FROM audit_log WHERE actor = 'api:admin' AND action = 'tenant.status_changed'")
-            .await,
-        2
-    );
+    env.assert_count(
+        "SELECT count(*) FROM audit_log WHERE actor = 'api:admin' AND action = 'tenant.status_changed'",
+        2,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1266,13 +1137,7 @@ async fn openapi_document_matches_the_router() {
 
     // What the API returns has the documented shape (no undocumented fields).
     let (_, tenant) = api.get("/v1/tenants/acme", Some(ADMIN)).await;
-    let (_, enq) = api
-        .post(
-            "/v1/tenants/acme/jobs",
-            Some(ADMIN),
-            json!({"kind": "ping"}),
-        )
-        .await;
+    let (_, enq) = api.enqueue("acme", ADMIN, json!({"kind": "ping"})).await;
     let (_, job) = api
         .get(
             &format!("/v1/jobs/{}", enq["job_id"].as_str().unwrap()),

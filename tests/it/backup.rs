@@ -3,9 +3,15 @@
 //! and checksums of every table; failures must leave no listed backup, no
 //! object and no multipart upload behind, and never touch the live database.
 
-use std::{collections::BTreeMap, process::Stdio, time::Duration};
+use std::{
+    collections::BTreeMap,
+    process::{Output, Stdio},
+};
 
-use crate::common::{PG_SERVER, TestEnv, secs};
+use crate::common::{
+    PG_SERVER, TestEnv, exec_in as exec, json_line as sync_job, ms, poll, scalar_in, scalars_in,
+    secs, stderr, stdout,
+};
 use serde_json::Value;
 use sqlx::{Connection as _, PgConnection};
 
@@ -34,14 +40,6 @@ async fn fingerprint(db: &str) -> BTreeMap<String, (i64, String)> {
     out
 }
 
-async fn exec(db: &str, sql: &str) {
-    let mut c = PgConnection::connect(&format!("{PG_SERVER}/{db}"))
-        .await
-        .unwrap();
-    sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
-    c.close().await.ok();
-}
-
 /// Realistic rows: users, projects, and `log_rows` activity rows of ~`width` chars.
 async fn fill(db: &str, users: i64, log_rows: i64, width: i64) {
     exec(
@@ -62,50 +60,55 @@ async fn fill(db: &str, users: i64, log_rows: i64, width: i64) {
 }
 
 async fn databases_like(pattern: &str) -> Vec<String> {
-    let mut c = PgConnection::connect(&format!("{PG_SERVER}/postgres"))
-        .await
-        .unwrap();
-    let v = sqlx::query_scalar(
+    scalars_in(
+        "postgres",
         "SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY 1",
+        &[pattern],
     )
-    .bind(pattern)
-    .fetch_all(&mut c)
     .await
-    .unwrap();
-    c.close().await.ok();
-    v
 }
 
 async fn allows_connections(db: &str) -> bool {
-    let mut c = PgConnection::connect(&format!("{PG_SERVER}/postgres"))
-        .await
-        .unwrap();
-    let v = sqlx::query_scalar("SELECT datallowconn FROM pg_database WHERE datname = $1")
-        .bind(db)
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
-    c.close().await.ok();
-    v
+    scalar_in(
+        "postgres",
+        "SELECT datallowconn FROM pg_database WHERE datname = $1",
+        &[db],
+    )
+    .await
 }
 
 fn json_lines(out: &str) -> Value {
     serde_json::from_str(out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
-/// The single sync job's row as printed by `--sync --json`.
-fn sync_job(out: &std::process::Output) -> Value {
-    let text = String::from_utf8_lossy(&out.stdout);
-    let line = text
-        .lines()
-        .find(|l| l.starts_with('{'))
-        .unwrap_or_else(|| {
-            panic!(
-                "no JSON line in {text}\nstderr: {}",
-                String::from_utf8_lossy(&out.stderr)
-            )
-        });
-    serde_json::from_str(line).unwrap()
+/// The job row a `--sync --json` command printed, which must have succeeded.
+#[track_caller]
+fn succeeded(out: &Output) -> Value {
+    let job = sync_job(out);
+    assert_eq!(job["status"], "succeeded", "{job}\nstderr: {}", stderr(out));
+    job
+}
+
+/// Asserts a job ended unsuccessful with `needle` in its error.
+#[track_caller]
+fn refused_with(job: &Value, needle: &str) {
+    assert_ne!(job["status"], "succeeded", "{job}");
+    let err = job["last_error"].as_str().unwrap();
+    assert!(err.contains(needle), "{err}");
+}
+
+/// The exit code of a `--json` report command and the report it printed.
+fn json_report(env: &TestEnv, args: &[&str]) -> (Option<i32>, Value) {
+    let out = env.run(args);
+    (out.status.code(), json_lines(&stdout(&out)))
+}
+
+/// `backups reconcile` (with `extra` arguments) finds the store and the
+/// catalog in agreement.
+#[track_caller]
+fn assert_reconciled(env: &TestEnv, extra: &[&str]) {
+    let rec = env.run(&[&["backups", "reconcile"], extra].concat());
+    assert!(rec.status.success(), "{}", stdout(&rec));
 }
 
 async fn complete_backups(env: &TestEnv, slug: &str) -> Vec<Value> {
@@ -150,9 +153,7 @@ async fn backup_restore_round_trip_through_the_fleet() {
     let out = env.ok(&["backup", "--tenant", "acme", "--wait", "--json"]);
     assert!(out.contains("succeeded"), "{out}");
     let done = tap
-        .wait_for("backup.completed", secs(20), |e| {
-            e["event"] == "backup.completed" && e["tenant"] == "acme"
-        })
+        .wait_tenant_event("backup.completed", "acme", secs(20))
         .await;
     let list = complete_backups(&env, "acme").await;
     assert_eq!(list.len(), 1);
@@ -201,9 +202,7 @@ async fn backup_restore_round_trip_through_the_fleet() {
     assert!(out.contains("succeeded"), "{out}");
     assert_eq!(fingerprint(&db).await, before, "restored data is identical");
     let ev = tap
-        .wait_for("restore.completed", secs(20), |e| {
-            e["event"] == "restore.completed" && e["tenant"] == "acme"
-        })
+        .wait_tenant_event("restore.completed", "acme", secs(20))
         .await;
     let pre = ev["data"]["pre_restore_database"]
         .as_str()
@@ -219,18 +218,14 @@ async fn backup_restore_round_trip_through_the_fleet() {
         "no scratch left"
     );
     // Its drop is scheduled for the end of the rollback window.
-    let drop_jobs = env
-        .count("SELECT count(*) FROM jobs WHERE kind = 'drop_pre_restore' AND run_at > now() + interval '23 hours'")
-        .await;
-    assert_eq!(drop_jobs, 1);
+    env.assert_count(
+        "SELECT count(*) FROM jobs WHERE kind = 'drop_pre_restore' AND run_at > now() + interval '23 hours'",
+        1,
+    )
+    .await;
 
     // Store and catalog agree.
-    let rec = env.run(&["backups", "reconcile", "--json"]);
-    assert!(
-        rec.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rec.stdout)
-    );
+    assert_reconciled(&env, &["--json"]);
     let stats = json_lines(&env.ok(&["backups", "stats", "acme", "--json"]));
     assert_eq!(stats["count"], 1);
     assert!(stats["ratio"].as_f64().unwrap() > 1.0, "{stats}");
@@ -244,15 +239,9 @@ async fn a_gzip_backup_restores_the_data() {
     let db = env.tenant("vary").await;
     fill(&db, 100, 800, 120).await;
     let before = fingerprint(&db).await;
-    let out = env.run(&[
+    succeeded(&env.run(&[
         "backup", "--tenant", "vary", "--codec", "gzip", "--sync", "--json",
-    ]);
-    assert_eq!(
-        sync_job(&out)["status"],
-        "succeeded",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]));
     let gz = complete_backups(&env, "vary").await[0]["name"]
         .as_str()
         .unwrap()
@@ -302,8 +291,7 @@ async fn age_backup(env: &mut TestEnv) -> AgeBackup {
     )
     .unwrap();
     let enc = [("LANDLORD_BACKUP_AGE_RECIPIENTS", recipient.as_str())];
-    let out = env.run_with(&["backup", "--tenant", "vary", "--sync", "--json"], &enc);
-    assert_eq!(sync_job(&out)["status"], "succeeded");
+    succeeded(&env.run_with(&["backup", "--tenant", "vary", "--sync", "--json"], &enc));
     let newest = complete_backups(env, "vary").await[0].clone();
     assert_eq!(newest["encrypted"], true);
     exec(&db, "DELETE FROM users WHERE id > 50 AND id NOT IN (SELECT user_id FROM activity_log WHERE user_id IS NOT NULL) ; UPDATE projects SET name = 'x'").await;
@@ -316,6 +304,28 @@ async fn age_backup(env: &mut TestEnv) -> AgeBackup {
         object_key: newest["object_key"].as_str().unwrap().to_string(),
         key_file: key_file.to_str().unwrap().to_string(),
         wrong_file: wrong_file.to_str().unwrap().to_string(),
+    }
+}
+
+impl AgeBackup {
+    /// `restore --sync --json` of this backup, with `identity` as the key file.
+    fn restore(&self, env: &TestEnv, identity: Option<&str>) -> Output {
+        let args = [
+            "restore", "vary", "--backup", &self.name, "--yes", "--sync", "--json",
+        ];
+        match identity {
+            Some(file) => env.run_with(&args, &[("LANDLORD_BACKUP_AGE_IDENTITY_FILE", file)]),
+            None => env.run(&args),
+        }
+    }
+
+    /// The live database still holds the changed data.
+    async fn assert_live_untouched(&self) {
+        assert_eq!(
+            fingerprint(&self.db).await,
+            self.changed,
+            "live database untouched"
+        );
     }
 }
 
@@ -333,46 +343,18 @@ async fn an_age_backup_is_stored_as_an_age_file() {
 async fn an_age_backup_without_an_identity_is_refused() {
     let mut env = TestEnv::new().await;
     let b = age_backup(&mut env).await;
-    let out = env.run(&[
-        "restore", "vary", "--backup", &b.name, "--yes", "--sync", "--json",
-    ]);
-    let job = sync_job(&out);
-    assert_ne!(job["status"], "succeeded");
-    assert!(
-        job["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("LANDLORD_BACKUP_AGE_IDENTITY_FILE"),
-        "{job}"
-    );
-    assert_eq!(
-        fingerprint(&b.db).await,
-        b.changed,
-        "live database untouched"
-    );
+    let job = sync_job(&b.restore(&env, None));
+    refused_with(&job, "LANDLORD_BACKUP_AGE_IDENTITY_FILE");
+    b.assert_live_untouched().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_age_backup_with_the_wrong_identity_is_refused() {
     let mut env = TestEnv::new().await;
     let b = age_backup(&mut env).await;
-    let out = env.run_with(
-        &[
-            "restore", "vary", "--backup", &b.name, "--yes", "--sync", "--json",
-        ],
-        &[("LANDLORD_BACKUP_AGE_IDENTITY_FILE", &b.wrong_file)],
-    );
-    let job = sync_job(&out);
-    assert_ne!(job["status"], "succeeded");
-    assert!(
-        job["last_error"].as_str().unwrap().contains("decrypt"),
-        "{job}"
-    );
-    assert_eq!(
-        fingerprint(&b.db).await,
-        b.changed,
-        "live database untouched"
-    );
+    let job = sync_job(&b.restore(&env, Some(&b.wrong_file)));
+    refused_with(&job, "decrypt");
+    b.assert_live_untouched().await;
     assert!(databases_like(&format!("{}_rst_%", b.db)).await.is_empty());
 }
 
@@ -380,18 +362,7 @@ async fn an_age_backup_with_the_wrong_identity_is_refused() {
 async fn an_age_backup_restores_with_its_identity() {
     let mut env = TestEnv::new().await;
     let b = age_backup(&mut env).await;
-    let out = env.run_with(
-        &[
-            "restore", "vary", "--backup", &b.name, "--yes", "--sync", "--json",
-        ],
-        &[("LANDLORD_BACKUP_AGE_IDENTITY_FILE", &b.key_file)],
-    );
-    assert_eq!(
-        sync_job(&out)["status"],
-        "succeeded",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    succeeded(&b.restore(&env, Some(&b.key_file)));
     assert_eq!(fingerprint(&b.db).await, b.before);
 }
 
@@ -411,8 +382,7 @@ async fn verify_restore_test_reads_an_age_backup_with_its_identity() {
         ],
         &[("LANDLORD_BACKUP_AGE_IDENTITY_FILE", &b.key_file)],
     );
-    let job = sync_job(&out);
-    assert_eq!(job["status"], "succeeded", "{job}");
+    let job = succeeded(&out);
     assert_eq!(
         job["result"]["rows"].as_i64().unwrap(),
         b.before.values().map(|v| v.0).sum::<i64>()
@@ -421,11 +391,7 @@ async fn verify_restore_test_reads_an_age_backup_with_its_identity() {
         databases_like(&format!("{}_vfy_%", b.db)).await.is_empty(),
         "scratch dropped"
     );
-    assert_eq!(
-        fingerprint(&b.db).await,
-        b.changed,
-        "live database untouched"
-    );
+    b.assert_live_untouched().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -462,15 +428,9 @@ async fn a_seed_format_sql_gz_restores_from_a_local_directory_store() {
     // Reconcile sees it as importable, not as debris.
     let rec = env.ok(&["backups", "reconcile"]);
     assert!(rec.contains("importable") && rec.contains(name), "{rec}");
-    let out = env.run(&[
+    succeeded(&env.run(&[
         "restore", "legacy", "--backup", name, "--yes", "--sync", "--json",
-    ]);
-    assert_eq!(
-        sync_job(&out)["status"],
-        "succeeded",
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ]));
     assert_eq!(fingerprint(&db).await, before);
     let list = complete_backups(&env, "legacy").await;
     assert_eq!(list[0]["imported"], true);
@@ -481,8 +441,7 @@ async fn a_seed_format_sql_gz_restores_from_a_local_directory_store() {
     );
 
     // A landlord backup into the same local store round-trips too.
-    let out = env.run(&["backup", "--tenant", "legacy", "--sync", "--json"]);
-    assert_eq!(sync_job(&out)["status"], "succeeded");
+    succeeded(&env.run(&["backup", "--tenant", "legacy", "--sync", "--json"]));
     exec(&db, "TRUNCATE activity_log").await;
     env.ok(&["restore", "legacy", "--latest", "--yes", "--sync"]);
     assert_eq!(fingerprint(&db).await, before);
@@ -502,16 +461,11 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 async fn bad_input_changes_nothing() {
     let mut env = TestEnv::new().await;
     env.tenant("strict").await;
-    for (args, code, expect) in [
-        (vec!["backup", "--tenant", "nope"], 2, "nope"),
-        (
-            vec!["backup", "--tenant", "strict", "--keep", "0"],
-            2,
-            "keep",
-        ),
+    for (args, expect) in [
+        (vec!["backup", "--tenant", "nope"], "nope"),
+        (vec!["backup", "--tenant", "strict", "--keep", "0"], "keep"),
         (
             vec!["backup", "--tenant", "strict", "--codec", "lz4"],
-            2,
             "codec",
         ),
         (
@@ -522,23 +476,16 @@ async fn bad_input_changes_nothing() {
                 "--retention",
                 "gfs:hourly=3",
             ],
-            2,
             "hourly",
         ),
-        (vec!["backup"], 2, "--all"),
-        (
-            vec!["restore", "strict", "--latest"],
-            2,
-            "no complete backup",
-        ),
+        (vec!["backup"], "--all"),
+        (vec!["restore", "strict", "--latest"], "no complete backup"),
         (
             vec!["restore", "strict", "--latest", "--yes"],
-            2,
             "no complete backup",
         ),
         (
             vec!["restore", "strict", "--backup", "../../etc/passwd", "--yes"],
-            2,
             "not a backup file name",
         ),
         (
@@ -549,28 +496,28 @@ async fn bad_input_changes_nothing() {
                 "tenant_strict_2024-01-01_00-00-00.sql.gz",
                 "--yes",
             ],
-            2,
             "no backup named",
         ),
         (
             vec!["backups", "delete", "00000000-0000-0000-0000-000000000000"],
-            2,
             "no complete backup",
         ),
     ] {
-        let out = env.run(&args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
-        assert!(err.contains(expect), "{args:?}: {err}");
+        env.refused(&args, expect);
     }
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 0);
-    assert_eq!(env.count("SELECT count(*) FROM backups").await, 0);
+    env.assert_count("SELECT count(*) FROM jobs", 0).await;
+    env.assert_count("SELECT count(*) FROM backups", 0).await;
 }
 
 /// A small tenant `keep` with `n` backups taken with `--keep 2`.
 async fn backed_up_with_keep_2(env: &mut TestEnv, n: usize) {
     let db = env.tenant("keep").await;
     fill(&db, 20, 50, 40).await;
+    backups_keeping_2(env, n);
+}
+
+/// `n` more backups of `keep`, each with `--keep 2`.
+fn backups_keeping_2(env: &TestEnv, n: usize) {
     for _ in 0..n {
         env.ok(&["backup", "--tenant", "keep", "--keep", "2", "--sync"]);
     }
@@ -585,9 +532,7 @@ async fn with_a_held_backup(env: &mut TestEnv) -> (String, Vec<Value>) {
         .unwrap()
         .to_string();
     env.ok(&["backups", "hold", &held, "--reason", "legal"]);
-    for _ in 0..2 {
-        env.ok(&["backup", "--tenant", "keep", "--keep", "2", "--sync"]);
-    }
+    backups_keeping_2(env, 2);
     (held, complete_backups(env, "keep").await)
 }
 
@@ -602,11 +547,8 @@ async fn backup_keep_prunes_older_backups_with_their_objects() {
         4,
         "objects of pruned backups are gone"
     );
-    assert_eq!(
-        env.count("SELECT count(*) FROM backups WHERE status = 'deleted'")
-            .await,
-        2
-    );
+    env.assert_count("SELECT count(*) FROM backups WHERE status = 'deleted'", 2)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -626,23 +568,16 @@ async fn a_restore_without_a_terminal_needs_yes() {
     let mut env = TestEnv::new().await;
     backed_up_with_keep_2(&mut env, 1).await;
     // A restore asks for confirmation; with no terminal it needs --yes.
-    let out = env.run(&["restore", "keep", "--latest"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--yes"));
-    assert_eq!(
-        env.count("SELECT count(*) FROM jobs WHERE kind = 'restore'")
-            .await,
-        0
-    );
+    env.refused(&["restore", "keep", "--latest"], "--yes");
+    env.assert_count("SELECT count(*) FROM jobs WHERE kind = 'restore'", 0)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_held_backup_cannot_be_deleted() {
     let mut env = TestEnv::new().await;
     let (held, _) = with_a_held_backup(&mut env).await;
-    let out = env.run(&["backups", "delete", &held]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("legal hold"));
+    env.refused(&["backups", "delete", &held], "legal hold");
     assert_eq!(complete_backups(&env, "keep").await.len(), 3);
 }
 
@@ -687,7 +622,7 @@ async fn a_released_hold_lets_the_backup_be_deleted() {
     env.ok(&["backups", "delete", &held]);
     assert_eq!(complete_backups(&env, "keep").await.len(), 1);
     assert_eq!(keys_under(&env, "keep").await.len(), 2);
-    assert!(env.run(&["backups", "reconcile"]).status.success());
+    assert_reconciled(&env, &[]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -711,45 +646,31 @@ async fn corrupt_truncated_or_mismatched_backups_are_refused() {
     let mid = bad.len() / 2;
     bad[mid] ^= 0x55;
     store.put(&key, bad.into()).await.unwrap();
-    let job = restore(&env);
-    assert_ne!(job["status"], "succeeded");
-    let err = job["last_error"].as_str().unwrap();
-    assert!(err.contains("checksum mismatch"), "{err}");
+    refused_with(&restore(&env), "checksum mismatch");
     assert_eq!(fingerprint(&db).await, live, "live untouched");
     // Truncated.
     store.put(&key, good.slice(..good.len() / 2)).await.unwrap();
-    let job = restore(&env);
-    assert_ne!(job["status"], "succeeded");
-    let err = job["last_error"].as_str().unwrap();
-    assert!(err.contains("truncated or replaced"), "{err}");
+    refused_with(&restore(&env), "truncated or replaced");
     assert_eq!(fingerprint(&db).await, live);
     // Intact object, wrong recorded checksum.
     store.put(&key, good.clone()).await.unwrap();
-    sqlx::query("UPDATE backups SET sha256 = repeat('0', 64) WHERE id = $1::uuid")
-        .bind(b["id"].as_str().unwrap())
-        .execute(&env.catalog)
-        .await
-        .unwrap();
-    let job = restore(&env);
-    assert_ne!(job["status"], "succeeded");
-    assert!(
-        job["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("does not match"),
-        "{job}"
-    );
+    let tamper = |set: &'static str| {
+        let id = b["id"].as_str().unwrap().to_string();
+        let catalog = env.catalog.clone();
+        async move {
+            sqlx::query(&format!("UPDATE backups SET {set} WHERE id = $1::uuid"))
+                .bind(id)
+                .execute(&catalog)
+                .await
+                .unwrap();
+        }
+    };
+    tamper("sha256 = repeat('0', 64)").await;
+    refused_with(&restore(&env), "does not match");
     assert_eq!(fingerprint(&db).await, live);
     // Without a manifest to catch it, the checksum taken while streaming does.
-    sqlx::query("UPDATE backups SET manifest_key = NULL WHERE id = $1::uuid")
-        .bind(b["id"].as_str().unwrap())
-        .execute(&env.catalog)
-        .await
-        .unwrap();
-    let job = restore(&env);
-    assert_ne!(job["status"], "succeeded");
-    let err = job["last_error"].as_str().unwrap();
-    assert!(err.contains("checksum mismatch"), "{err}");
+    tamper("manifest_key = NULL").await;
+    refused_with(&restore(&env), "checksum mismatch");
     assert_eq!(fingerprint(&db).await, live);
     assert!(
         databases_like(&format!("{db}_rst_%")).await.is_empty(),
@@ -760,11 +681,11 @@ async fn corrupt_truncated_or_mismatched_backups_are_refused() {
         "nothing was swapped"
     );
     // Every refusal was announced.
-    assert_eq!(
-        env.count("SELECT count(*) FROM outbox WHERE routing_key = 'restore.failed'")
-            .await,
-        4
-    );
+    env.assert_count(
+        "SELECT count(*) FROM outbox WHERE routing_key = 'restore.failed'",
+        4,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -781,22 +702,18 @@ async fn pg_dump_killed_half_way_leaves_nothing() {
         .spawn()
         .unwrap();
     // Wait until the multipart upload exists, then kill pg_dump's connection.
-    let deadline = std::time::Instant::now() + secs(60);
-    loop {
+    poll(secs(60), ms(50), || async {
         let started = env
             .count(
                 "SELECT count(*) FROM backups WHERE status = 'running' AND upload_id IS NOT NULL",
             )
             .await;
-        if started == 1 {
-            break;
+        match started == 1 {
+            true => Ok(()),
+            false => Err("the upload never started".to_string()),
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the upload never started"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     assert_eq!(
         pending_under(&env, "cut").await,
         1,
@@ -819,29 +736,20 @@ async fn pg_dump_killed_half_way_leaves_nothing() {
         .unwrap();
     let job = sync_job(&out);
     assert_eq!(job["status"], "failed", "{job}");
-    assert!(
-        job["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("pg_dump failed"),
-        "{job}"
-    );
+    refused_with(&job, "pg_dump failed");
     assert!(
         complete_backups(&env, "cut").await.is_empty(),
         "no backup listed"
     );
     assert!(keys_under(&env, "cut").await.is_empty(), "no object left");
     assert_eq!(pending_under(&env, "cut").await, 0, "multipart aborted");
-    assert_eq!(
-        env.count("SELECT count(*) FROM backups WHERE status = 'failed'")
-            .await,
-        1
-    );
-    assert_eq!(
-        env.count("SELECT count(*) FROM outbox WHERE routing_key = 'backup.failed'")
-            .await,
-        1
-    );
+    env.assert_count("SELECT count(*) FROM backups WHERE status = 'failed'", 1)
+        .await;
+    env.assert_count(
+        "SELECT count(*) FROM outbox WHERE routing_key = 'backup.failed'",
+        1,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -877,29 +785,21 @@ async fn a_worker_killed_mid_upload_leaves_exactly_one_backup() {
         "one object + its manifest"
     );
     assert_eq!(pending_under(&env, "crash").await, 0);
-    let rec = env.run(&["backups", "reconcile"]);
-    assert!(
-        rec.status.success(),
-        "{}",
-        String::from_utf8_lossy(&rec.stdout)
-    );
+    assert_reconciled(&env, &[]);
     exec(&db, "TRUNCATE activity_log").await;
     env.ok(&["restore", "crash", "--latest", "--yes", "--sync"]);
     assert_eq!(fingerprint(&db).await, before);
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn an_unreachable_store_retries_then_ends_dead() {
-    let mut env = TestEnv::new().await;
-    env.tenant("offline").await;
-    env.spawn_worker(
-        &[],
-        &[
-            ("LANDLORD_S3_ENDPOINT", "http://127.0.0.1:9"),
-            ("AWS_MAX_ATTEMPTS", "1"),
-        ],
-    );
-    let job = env.enqueue(&["backup", "--tenant", "offline"]);
+/// A store where nothing listens, tried once per request.
+const UNREACHABLE_STORE: [(&str, &str); 2] = [
+    ("LANDLORD_S3_ENDPOINT", "http://127.0.0.1:9"),
+    ("AWS_MAX_ATTEMPTS", "1"),
+];
+
+/// Waits for `job` and asserts it went dead after three attempts with an
+/// error naming the unreachable store.
+async fn assert_dead_on_the_store(env: &TestEnv, job: uuid::Uuid) {
     let j = env.wait_job(job, secs(60)).await;
     assert_eq!(j["status"], "dead", "{j:#}");
     assert_eq!(j["attempts"], 3, "retried up to the limit");
@@ -908,17 +808,23 @@ async fn an_unreachable_store_retries_then_ends_dead() {
         err.contains("127.0.0.1:9") || err.to_lowercase().contains("connect"),
         "clear error: {err}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreachable_store_retries_then_ends_dead() {
+    let mut env = TestEnv::new().await;
+    env.tenant("offline").await;
+    env.spawn_worker(&[], &UNREACHABLE_STORE);
+    let job = env.enqueue(&["backup", "--tenant", "offline"]);
+    assert_dead_on_the_store(&env, job).await;
     assert!(complete_backups(&env, "offline").await.is_empty());
-    assert_eq!(
-        env.count("SELECT count(*) FROM backups WHERE status = 'running'")
-            .await,
-        0
-    );
-    assert_eq!(
-        env.count("SELECT count(*) FROM outbox WHERE routing_key = 'backup.failed'")
-            .await,
-        3
-    );
+    env.assert_count("SELECT count(*) FROM backups WHERE status = 'running'", 0)
+        .await;
+    env.assert_count(
+        "SELECT count(*) FROM outbox WHERE routing_key = 'backup.failed'",
+        3,
+    )
+    .await;
 
     // A restore through the same unreachable store: retried, then dead,
     // the live database untouched.
@@ -928,14 +834,7 @@ async fn an_unreachable_store_retries_then_ends_dead() {
     exec(&db, "UPDATE users SET name = 'live'").await;
     let live = fingerprint(&db).await;
     let job = env.enqueue(&["restore", "offline", "--latest", "--yes"]);
-    let j = env.wait_job(job, secs(60)).await;
-    assert_eq!(j["status"], "dead", "{j:#}");
-    assert_eq!(j["attempts"], 3, "retried up to the limit");
-    let err = j["last_error"].as_str().unwrap();
-    assert!(
-        err.contains("127.0.0.1:9") || err.to_lowercase().contains("connect"),
-        "clear error: {err}"
-    );
+    assert_dead_on_the_store(&env, job).await;
     assert_eq!(fingerprint(&db).await, live);
     assert!(allows_connections(&db).await);
 }
@@ -959,7 +858,12 @@ async fn the_tenant_lock_serialises_backups_with_restores() {
         assert_eq!(j["status"], "succeeded", "{j:#}");
     }
     // What each did, timed inside the tenant lock by the rows it wrote.
-    let mut spans: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>, String)> =
+    type Span = (
+        chrono::DateTime<chrono::Utc>,
+        chrono::DateTime<chrono::Utc>,
+        String,
+    );
+    let mut spans: Vec<Span> =
         sqlx::query_as(
             "SELECT started_at, completed_at, 'backup' FROM backups WHERE status = 'complete' \
              UNION ALL SELECT started_at, completed_at, 'restore' FROM restores WHERE status = 'complete'",
@@ -981,17 +885,17 @@ async fn the_tenant_lock_serialises_backups_with_restores() {
 
 /// Rows of `activity_log` older than 90 days in `db`.
 async fn old_activity(db: &str) -> i64 {
-    let mut c = PgConnection::connect(&format!("{PG_SERVER}/{db}"))
-        .await
-        .unwrap();
-    let n: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM activity_log WHERE created_at < now() - interval '90 days'",
-    )
-    .fetch_one(&mut c)
-    .await
-    .unwrap();
-    c.close().await.ok();
-    n
+    let sql = "SELECT count(*) FROM activity_log WHERE created_at < now() - interval '90 days'";
+    scalar_in(db, sql, &[]).await
+}
+
+/// Tenant `tidy` with old activity rows: its database and how many.
+async fn untidy(env: &mut TestEnv) -> (String, i64) {
+    let db = env.tenant("tidy").await;
+    fill(&db, 20, 1000, 40).await;
+    let old = old_activity(&db).await;
+    assert!(old > 0);
+    (db, old)
 }
 
 /// `maintenance --backup --cleanup` on tenant `tidy`, with extra environment.
@@ -1013,36 +917,18 @@ fn maintenance_backup_cleanup(env: &TestEnv, extra: &[(&str, &str)]) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_maintenance_backup_stops_the_cleanup() {
     let mut env = TestEnv::new().await;
-    let db = env.tenant("tidy").await;
-    fill(&db, 20, 1000, 40).await;
-    let old = old_activity(&db).await;
-    assert!(old > 0);
+    let (db, old) = untidy(&mut env).await;
     // The store is unreachable: the backup fails and cleanup never runs.
-    let job = maintenance_backup_cleanup(
-        &env,
-        &[
-            ("LANDLORD_S3_ENDPOINT", "http://127.0.0.1:9"),
-            ("AWS_MAX_ATTEMPTS", "1"),
-        ],
-    );
+    let job = maintenance_backup_cleanup(&env, &UNREACHABLE_STORE);
     assert_eq!(job["status"], "failed");
-    assert!(
-        job["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("backup failed, maintenance stopped"),
-        "{job}"
-    );
+    refused_with(&job, "backup failed, maintenance stopped");
     assert_eq!(old_activity(&db).await, old, "nothing cleaned");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn maintenance_backs_up_before_cleaning() {
     let mut env = TestEnv::new().await;
-    let db = env.tenant("tidy").await;
-    fill(&db, 20, 1000, 40).await;
-    let old = old_activity(&db).await;
-    assert!(old > 0);
+    let (db, old) = untidy(&mut env).await;
     let job = maintenance_backup_cleanup(&env, &[]);
     assert_eq!(job["status"], "succeeded", "{job}");
     assert!(
@@ -1082,11 +968,11 @@ async fn the_pre_restore_copy_is_dropped_after_the_rollback_window() {
         !databases_like(&db).await.is_empty(),
         "the live database stays"
     );
-    assert_eq!(
-        env.count("SELECT count(*) FROM restores WHERE dropped_at IS NOT NULL")
-            .await,
-        1
-    );
+    env.assert_count(
+        "SELECT count(*) FROM restores WHERE dropped_at IS NOT NULL",
+        1,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1153,16 +1039,13 @@ async fn a_restore_killed_anywhere_in_the_swap_is_undone_then_redone() {
         env.signal(&w2, "TERM");
         env.wait_exit(&w2, secs(30));
     }
-    assert_eq!(
-        env.count("SELECT count(*) FROM restores WHERE status = 'complete'")
-            .await,
-        3
-    );
-    assert_eq!(
-        env.count("SELECT count(*) FROM restores WHERE status = 'failed' AND error = 'attempt interrupted'")
-            .await,
-        3
-    );
+    env.assert_count("SELECT count(*) FROM restores WHERE status = 'complete'", 3)
+        .await;
+    env.assert_count(
+        "SELECT count(*) FROM restores WHERE status = 'failed' AND error = 'attempt interrupted'",
+        3,
+    )
+    .await;
 }
 
 /// Two backed-up tenants, rec-a and rec-b, then drift between store and
@@ -1219,22 +1102,17 @@ async fn drifted(env: &mut TestEnv) -> Drift {
 /// Drift, then `backups reconcile --fix`: the JSON report it printed.
 async fn fixed(env: &mut TestEnv) -> (Drift, Value) {
     let drift = drifted(env).await;
-    let fixed = env.run(&["backups", "reconcile", "--fix", "--json"]);
-    assert!(fixed.status.success(), "reported and fixed");
-    (drift, json_lines(&String::from_utf8_lossy(&fixed.stdout)))
+    let (code, fixed) = json_report(env, &["backups", "reconcile", "--fix", "--json"]);
+    assert_eq!(code, Some(0), "reported and fixed");
+    (drift, fixed)
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn reconcile_passes_on_a_store_matching_the_catalog() {
     let mut env = TestEnv::new().await;
     two_backed_up_tenants(&mut env).await;
-    let clean = env.run(&["backups", "reconcile", "--json"]);
-    assert!(
-        clean.status.success(),
-        "{}",
-        String::from_utf8_lossy(&clean.stdout)
-    );
-    let report = json_lines(&String::from_utf8_lossy(&clean.stdout));
+    let (code, report) = json_report(&env, &["backups", "reconcile", "--json"]);
+    assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(
         report["orphan_objects"],
         serde_json::json!([]),
@@ -1246,9 +1124,8 @@ async fn reconcile_passes_on_a_store_matching_the_catalog() {
 async fn reconcile_reports_each_kind_of_drift() {
     let mut env = TestEnv::new().await;
     let d = drifted(&mut env).await;
-    let out = env.run(&["backups", "reconcile", "--json"]);
-    assert_eq!(out.status.code(), Some(1), "not clean");
-    let report = json_lines(&String::from_utf8_lossy(&out.stdout));
+    let (code, report) = json_report(&env, &["backups", "reconcile", "--json"]);
+    assert_eq!(code, Some(1), "not clean");
     assert_eq!(
         report["orphan_objects"],
         serde_json::json!([d.orphan]),
@@ -1282,12 +1159,7 @@ async fn reconcile_fix_repairs_what_it_reports() {
         complete_backups(&env, "rec-b").await.is_empty(),
         "row failed"
     );
-    let again = env.run(&["backups", "reconcile", "--json"]);
-    assert!(
-        again.status.success(),
-        "{}",
-        String::from_utf8_lossy(&again.stdout)
-    );
+    assert_reconciled(&env, &["--json"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1295,16 +1167,17 @@ async fn monitor_names_each_unhealthy_tenant() {
     let mut env = TestEnv::new().await;
     fixed(&mut env).await;
     // rec-b has no complete backup left; rec-a's is fresh but over 0 MiB.
-    let out = env.run(&["backups", "monitor", "--max-storage-mib", "0", "--json"]);
-    assert_eq!(out.status.code(), Some(1));
-    let m = json_lines(&String::from_utf8_lossy(&out.stdout));
+    let (code, m) = json_report(
+        &env,
+        &["backups", "monitor", "--max-storage-mib", "0", "--json"],
+    );
+    assert_eq!(code, Some(1));
     assert_eq!(m["healthy"], 0, "{m:#}");
     assert_eq!(m["stale"][0][0], "rec-b", "{m:#}");
     assert_eq!(m["stale"].as_array().unwrap().len(), 1, "{m:#}");
     assert_eq!(m["oversize"][0][0], "rec-a", "{m:#}");
     let text = env.run(&["backups", "monitor", "--max-storage-mib", "0"]);
-    let said =
-        String::from_utf8_lossy(&text.stdout).to_string() + &String::from_utf8_lossy(&text.stderr);
+    let said = stdout(&text) + &stderr(&text);
     assert!(said.contains("rec-a") && said.contains("rec-b"), "{said}");
 }
 
@@ -1313,55 +1186,47 @@ async fn monitor_counts_a_fresh_backup_within_limits_healthy() {
     let mut env = TestEnv::new().await;
     fixed(&mut env).await;
     // With generous limits, rec-a alone is healthy.
-    let out = env.run(&["backups", "monitor", "--json"]);
-    let m = json_lines(&String::from_utf8_lossy(&out.stdout));
+    let (_, m) = json_report(&env, &["backups", "monitor", "--json"]);
     assert_eq!(m["healthy"], 1, "{m:#}");
+}
+
+/// The names of a doctor report's checks that pass `which`.
+fn checks(report: &Value, which: impl Fn(&Value) -> bool) -> Vec<&str> {
+    report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| which(c))
+        .map(|c| c["name"].as_str().unwrap())
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn doctor_checks_the_requirements_for_real() {
     let env = TestEnv::new().await;
-    let out = env.run(&["doctor", "--json"]);
-    let report = json_lines(&String::from_utf8_lossy(&out.stdout));
-    assert!(out.status.success(), "{report:#}");
+    let (code, report) = json_report(&env, &["doctor", "--json"]);
+    assert_eq!(code, Some(0), "{report:#}");
     assert_eq!(report["ok"], true);
-    let names: Vec<&str> = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let names = checks(&report, |_| true);
     for tool in ["pg_dump", "pg_restore", "psql"] {
         assert!(names.contains(&tool), "{names:?}");
     }
     // `backup --check` is the same check.
-    let out = env.run(&["backup", "--check", "--json"]);
-    assert!(out.status.success());
-    assert_eq!(
-        json_lines(&String::from_utf8_lossy(&out.stdout))["checks"]
-            .as_array()
-            .unwrap()
-            .len(),
-        names.len()
-    );
+    let (code, check) = json_report(&env, &["backup", "--check", "--json"]);
+    assert_eq!(code, Some(0));
+    assert_eq!(check["checks"].as_array().unwrap().len(), names.len());
     // An unreachable store and missing client tools fail, each by name.
     let out = env.run_with(
         &["doctor", "--json"],
         &[
-            ("LANDLORD_S3_ENDPOINT", "http://127.0.0.1:9"),
-            ("AWS_MAX_ATTEMPTS", "1"),
+            UNREACHABLE_STORE[0],
+            UNREACHABLE_STORE[1],
             ("LANDLORD_PG_BIN_DIR", "/nonexistent"),
         ],
     );
     assert_eq!(out.status.code(), Some(1));
-    let report = json_lines(&String::from_utf8_lossy(&out.stdout));
-    let failed: Vec<&str> = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|c| c["ok"] == false)
-        .map(|c| c["name"].as_str().unwrap())
-        .collect();
+    let report = json_lines(&stdout(&out));
+    let failed = checks(&report, |c| c["ok"] == false);
     for name in ["pg_dump", "pg_restore", "psql"] {
         assert!(failed.contains(&name), "{failed:?}");
     }

@@ -6,6 +6,7 @@
 
 use std::{
     collections::HashMap,
+    future::Future,
     path::PathBuf,
     process::{Child, Command, Output, Stdio},
     time::{Duration, Instant},
@@ -24,7 +25,7 @@ use lapin::{
     types::FieldTable,
 };
 use serde_json::Value;
-use sqlx::{Connection as _, PgConnection, PgPool, Row};
+use sqlx::{Connection as _, PgConnection, PgPool, Postgres, Row, postgres::PgRow};
 use uuid::Uuid;
 
 pub const PG_SERVER: &str = "postgres://postgres@127.0.0.1:5432";
@@ -172,15 +173,45 @@ impl TestEnv {
 
     /// Runs a command that must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
+        self.ok_with(args, &[])
+    }
+
+    /// Runs a command that must succeed with extra environment; returns stdout.
+    pub fn ok_with(&self, args: &[&str], env: &[(&str, &str)]) -> String {
+        let out = self.run_with(args, env);
         assert!(
             out.status.success(),
             "landlord {args:?} failed ({}):\nstdout: {}\nstderr: {}",
             out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            stdout(&out),
+            stderr(&out)
         );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        stdout(&out)
+    }
+
+    /// Runs a command that must succeed and print one JSON document.
+    pub fn ok_json(&self, args: &[&str]) -> Value {
+        let out = self.ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
+    }
+
+    /// Runs a command that must be refused as bad input (exit 2) with a
+    /// message containing `expect`; returns that message (stderr).
+    pub fn refused(&self, args: &[&str], expect: &str) -> String {
+        let out = self.run(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(expect),
+            "{args:?}: expected {expect:?} in: {err}"
+        );
+        err
+    }
+
+    /// Adds environment variables to every later landlord process of this test.
+    pub fn set_env(&mut self, vars: &[(&str, &str)]) {
+        self.extra_env
+            .extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     }
 
     /// Starts a worker; `env` overrides the test defaults.
@@ -242,7 +273,9 @@ impl TestEnv {
         }
     }
 
-    /// Creates a tenant database with the sample schema and registers it.
+    /// Creates a tenant database with the sample schema and registers it (as
+    /// `tenants register --plan pro` would, through the library in-process:
+    /// setting up needs no separate process).
     pub async fn tenant(&mut self, slug: &str) -> String {
         let db = format!("{}_{}", self.catalog_db, slug.replace('-', "_"));
         let mut admin = PgConnection::connect(&format!("{PG_SERVER}/postgres"))
@@ -267,17 +300,16 @@ impl TestEnv {
             .await
             .expect("apply schema");
         conn.close().await.ok();
-        self.ok(&[
-            "tenants",
-            "register",
-            slug,
-            "--database",
-            &db,
-            "--name",
-            &format!("Tenant {slug}"),
-            "--plan",
-            "pro",
-        ]);
+        let registration = landlord::tenants::Registration {
+            slug: slug.into(),
+            name: format!("Tenant {slug}"),
+            plan: "pro".into(),
+            server: "default".into(),
+            database: db.clone(),
+        };
+        landlord::tenants::register(&self.catalog, &library_settings(), &registration, "test")
+            .await
+            .expect("register the tenant");
         db
     }
 
@@ -366,6 +398,11 @@ impl TestEnv {
             .await
             .expect("count")
             .get::<i64, _>(0)
+    }
+
+    /// Asserts what a count of the catalog (`sql`) says.
+    pub async fn assert_count(&self, sql: &str, expected: i64) {
+        assert_eq!(self.count(sql).await, expected, "{sql}");
     }
 
     /// A queue bound to every event of this test's events exchange.
@@ -619,10 +656,60 @@ impl EventTap {
         }
     }
 
+    /// Waits for `event` about job `job`.
+    pub async fn wait_job_event(&mut self, event: &str, job: Uuid, timeout: Duration) -> Value {
+        let job = job.to_string();
+        self.wait_for(event, timeout, |e| {
+            e["event"] == event && e["job_id"] == *job
+        })
+        .await
+    }
+
+    /// Waits for `event` about tenant `tenant`.
+    pub async fn wait_tenant_event(
+        &mut self,
+        event: &str,
+        tenant: &str,
+        timeout: Duration,
+    ) -> Value {
+        self.wait_for(event, timeout, |e| {
+            e["event"] == event && e["tenant"] == tenant
+        })
+        .await
+    }
+
+    /// Waits until `n` `event`s about job `job` were seen.
+    pub async fn wait_count(&mut self, event: &str, job: Uuid, n: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.count(event, job) < n {
+            assert!(
+                Instant::now() < deadline,
+                "fewer than {n} {event} within {timeout:?}: {:#?}",
+                self.seen
+            );
+            tokio::time::sleep(ms(100)).await;
+            self.drain().await;
+        }
+    }
+
+    /// Lets `quiet` pass, then drains: what arrived late (a duplicate) is seen.
+    pub async fn settle(&mut self, quiet: Duration) {
+        tokio::time::sleep(quiet).await;
+        self.drain().await;
+    }
+
     pub fn count(&self, event: &str, job: Uuid) -> usize {
         self.seen
             .iter()
             .filter(|e| e["event"] == event && e["job_id"] == job.to_string())
+            .count()
+    }
+
+    /// How many `event`s about tenant `tenant` were seen.
+    pub fn count_tenant(&self, event: &str, tenant: &str) -> usize {
+        self.seen
+            .iter()
+            .filter(|e| e["event"] == event && e["tenant"] == tenant)
             .count()
     }
 }
@@ -637,4 +724,160 @@ pub fn free_port() -> u16 {
 
 pub fn secs(s: u64) -> Duration {
     Duration::from_secs(s)
+}
+
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// What a finished command wrote to stdout.
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// What a finished command wrote to stderr.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The first line of stdout that is a JSON object: the job row
+/// `--sync --json` prints, or what `--json` enqueued.
+pub fn json_line(out: &Output) -> Value {
+    let text = stdout(out);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("no JSON line in {text}\nstderr: {}", stderr(out)));
+    serde_json::from_str(line).expect("json line")
+}
+
+/// The last line of stdout, as JSON (the finished job of `--wait`/`--sync`).
+pub fn last_json_line(out: &Output) -> Value {
+    let text = stdout(out);
+    let line = text.lines().last().unwrap_or_else(|| {
+        panic!("no output\nstderr: {}", stderr(out));
+    });
+    serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"))
+}
+
+/// Polls `probe` every `every` until it answers `Ok`; after `timeout` the
+/// test fails with the last `Err` (what was still missing).
+pub async fn poll<T, Fut>(timeout: Duration, every: Duration, mut probe: impl FnMut() -> Fut) -> T
+where
+    Fut: Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match probe().await {
+            Ok(v) => return v,
+            Err(why) => assert!(Instant::now() < deadline, "after {timeout:?}: {why}"),
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+/// Runs `sql` (any statements) on database `db` of the local server as the superuser.
+pub async fn exec_in(db: &str, sql: &str) {
+    let mut c = PgConnection::connect(&format!("{PG_SERVER}/{db}"))
+        .await
+        .expect("connect");
+    sqlx::raw_sql(sql).execute(&mut c).await.expect("exec");
+    c.close().await.ok();
+}
+
+/// The one value `sql` (with text parameters `binds`) answers on database
+/// `db` of the local server, as the superuser.
+pub async fn scalar_in<T>(db: &str, sql: &str, binds: &[&str]) -> T
+where
+    T: Send + Unpin,
+    (T,): for<'r> sqlx::FromRow<'r, PgRow>,
+{
+    let first = scalars_in(db, sql, binds).await.into_iter().next();
+    first.unwrap_or_else(|| panic!("no row: {sql}"))
+}
+
+/// Every value `sql` (with text parameters `binds`) answers on database
+/// `db` of the local server, as the superuser.
+pub async fn scalars_in<T>(db: &str, sql: &str, binds: &[&str]) -> Vec<T>
+where
+    T: Send + Unpin,
+    (T,): for<'r> sqlx::FromRow<'r, PgRow>,
+{
+    let mut c = PgConnection::connect(&format!("{PG_SERVER}/{db}"))
+        .await
+        .expect("connect");
+    let mut q = sqlx::query_scalar::<Postgres, T>(sql);
+    for b in binds {
+        q = q.bind(*b);
+    }
+    let v = q.fetch_all(&mut c).await.expect("query");
+    c.close().await.ok();
+    v
+}
+
+/// Every row `sql` answers on database `db` of the local server, as the superuser.
+pub async fn rows_in<T>(db: &str, sql: &str) -> Vec<T>
+where
+    T: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+{
+    let mut c = PgConnection::connect(&format!("{PG_SERVER}/{db}"))
+        .await
+        .expect("connect");
+    let rows = sqlx::query_as(sql).fetch_all(&mut c).await.expect("query");
+    c.close().await.ok();
+    rows
+}
+
+/// Whether database `db` exists on the local server.
+pub async fn database_exists(db: &str) -> bool {
+    scalar_in::<i64>(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname = $1",
+        &[db],
+    )
+    .await
+        == 1
+}
+
+/// Settings for calling the library in-process: the test process's
+/// environment, with the local server as server `default`.
+pub fn library_settings() -> landlord::config::Settings {
+    let mut settings = landlord::config::Settings::load().expect("settings");
+    settings.servers.insert(
+        "default".into(),
+        SecretUrl::new(format!("{PG_SERVER}/postgres")),
+    );
+    settings
+}
+
+/// Mail maildev received for one address.
+pub async fn mails_to(address: &str) -> Vec<Value> {
+    let url =
+        std::env::var("LANDLORD_MAILDEV_URL").unwrap_or_else(|_| "http://127.0.0.1:1080".into());
+    let all: Vec<Value> = reqwest::get(format!("{url}/api/email"))
+        .await
+        .expect("maildev")
+        .json()
+        .await
+        .unwrap_or_default();
+    all.into_iter()
+        .filter(|m| {
+            m["to"]
+                .as_array()
+                .is_some_and(|to| to.iter().any(|t| t["address"] == address))
+        })
+        .collect()
+}
+
+/// Waits until maildev has mail for `address`; returns it.
+pub async fn wait_mail(address: &str, timeout: Duration) -> Vec<Value> {
+    poll(timeout, ms(200), || async {
+        let m = mails_to(address).await;
+        if m.is_empty() {
+            Err(format!("no mail for {address}"))
+        } else {
+            Ok(m)
+        }
+    })
+    .await
 }

@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-use crate::common::{TestEnv, secs};
+use crate::common::{TestEnv, secs, stderr, stdout};
 
 fn rabbitmqctl(args: &[&str]) {
     let out = Command::new("rabbitmqctl")
@@ -14,8 +14,8 @@ fn rabbitmqctl(args: &[&str]) {
     assert!(
         out.status.success(),
         "rabbitmqctl {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        stdout(&out),
+        stderr(&out)
     );
 }
 
@@ -66,12 +66,8 @@ async fn a_job_longer_than_the_consumer_timeout_completes_exactly_once() {
     let n = env.wait_job(next, secs(30)).await;
     assert_eq!(n["status"], "succeeded");
     assert_eq!(n["attempts"], 1);
-    tap.wait_for("job.succeeded", secs(10), |e| {
-        e["event"] == "job.succeeded" && e["job_id"] == long.to_string()
-    })
-    .await;
-    tokio::time::sleep(secs(2)).await;
-    tap.drain().await;
+    tap.wait_job_event("job.succeeded", long, secs(10)).await;
+    tap.settle(secs(2)).await;
     assert_eq!(
         tap.count("job.succeeded", long),
         1,
@@ -98,16 +94,7 @@ async fn the_same_worker_finishes_every_job_across_a_broker_restart() {
         let _guard = RestartBroker;
         rabbitmqctl(&["stop_app"]);
         // Enqueued while the broker is down: kept in the catalog, published later.
-        let out = env.run(&["jobs", "ping", "--json"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value =
-            serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap())
-                .unwrap();
-        ids.push(uuid::Uuid::parse_str(v["job_id"].as_str().unwrap()).unwrap());
+        ids.push(env.enqueue(&["jobs", "ping"]));
         tokio::time::sleep(secs(4)).await;
     }
     for id in &ids {

@@ -2,17 +2,21 @@
 //! events, metrics; retries, dead jobs, tenant exclusion, crashes, shutdown,
 //! the outbox relay, `--sync`, cancellation.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use crate::common::{TestEnv, secs};
+use crate::common::{
+    PG_SERVER, TestEnv, WorkerProc, json_line, last_json_line, ms, poll, secs, stderr,
+};
+use chrono::{DateTime, Utc};
 use serde_json::Value;
+use uuid::Uuid;
 
 /// A worker (concurrency 2) and `maintenance --analyze --wait --json` on a
 /// registered tenant `acme`: the job id and the worker.
-async fn analyzed(env: &mut TestEnv) -> (uuid::Uuid, crate::common::WorkerProc) {
+async fn analyzed(env: &mut TestEnv) -> (Uuid, WorkerProc) {
     env.tenant("acme").await;
     let w = env.spawn_worker(&["--concurrency", "2"], &[]);
-    let out = env.run(&[
+    let stdout = env.ok(&[
         "maintenance",
         "--tenant",
         "acme",
@@ -20,17 +24,11 @@ async fn analyzed(env: &mut TestEnv) -> (uuid::Uuid, crate::common::WorkerProc) 
         "--wait",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<Value> = stdout
         .lines()
         .map(|l| serde_json::from_str(l).expect("json line"))
         .collect();
-    let id = uuid::Uuid::parse_str(lines[0]["job_id"].as_str().unwrap()).unwrap();
+    let id = Uuid::parse_str(lines[0]["job_id"].as_str().unwrap()).unwrap();
     assert_eq!(lines.last().unwrap()["status"], "succeeded");
     (id, w)
 }
@@ -56,11 +54,7 @@ async fn analyze_announces_its_outcome_on_the_events_exchange() {
     let mut env = TestEnv::new().await;
     let mut tap = env.events().await;
     let (id, _w) = analyzed(&mut env).await;
-    let done = tap
-        .wait_for("job.succeeded", secs(20), |e| {
-            e["event"] == "job.succeeded" && e["job_id"] == id.to_string()
-        })
-        .await;
+    let done = tap.wait_job_event("job.succeeded", id, secs(20)).await;
     assert_eq!(done["tenant"], "acme");
     assert_eq!(done["data"]["kind"], "maintenance");
     let maint = tap
@@ -76,11 +70,13 @@ async fn analyze_is_counted_in_the_workers_metrics() {
     let mut env = TestEnv::new().await;
     let (_, w) = analyzed(&mut env).await;
     let series = r#"landlord_jobs_total{kind="maintenance",outcome="succeeded"}"#;
-    let deadline = Instant::now() + secs(10);
-    while env.metric(&w, series).await < 1.0 {
-        assert!(Instant::now() < deadline, "metric {series} never counted");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll(secs(10), ms(200), || async {
+        match env.metric(&w, series).await >= 1.0 {
+            true => Ok(()),
+            false => Err(format!("metric {series} never counted")),
+        }
+    })
+    .await;
     assert_eq!(env.metric(&w, series).await, 1.0);
     let body = reqwest::get(format!("{}/metrics", w.metrics))
         .await
@@ -106,7 +102,7 @@ async fn a_worker_that_ran_a_job_is_ready() {
 async fn analyze_really_updates_tenant_statistics() {
     let mut env = TestEnv::new().await;
     let db = env.tenant("stats").await;
-    let conn = sqlx::PgPool::connect(&format!("{}/{db}", crate::common::PG_SERVER))
+    let conn = sqlx::PgPool::connect(&format!("{PG_SERVER}/{db}"))
         .await
         .unwrap();
     sqlx::query(
@@ -117,7 +113,7 @@ async fn analyze_really_updates_tenant_statistics() {
     .unwrap();
     env.spawn_worker(&[], &[]);
     env.ok(&["maintenance", "--tenant", "stats", "--analyze", "--wait"]);
-    let last: Option<chrono::DateTime<chrono::Utc>> =
+    let last: Option<DateTime<Utc>> =
         sqlx::query_scalar("SELECT last_analyze FROM pg_stat_user_tables WHERE relname = 'users'")
             .fetch_one(&conn)
             .await
@@ -126,16 +122,21 @@ async fn analyze_really_updates_tenant_statistics() {
     conn.close().await;
 }
 
+/// A broker address where nothing listens.
+fn no_broker() -> String {
+    format!(
+        "amqp://guest:guest@127.0.0.1:{}/%2f",
+        crate::common::free_port()
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sync_runs_in_process_without_a_broker() {
     let mut env = TestEnv::new().await;
     env.tenant("solo").await;
     // A broker address where nothing listens: --sync must not need it.
-    let dead = format!(
-        "amqp://guest:guest@127.0.0.1:{}/%2f",
-        crate::common::free_port()
-    );
-    let out = env.run_with(
+    let dead = no_broker();
+    let out = env.ok_with(
         &[
             "maintenance",
             "--tenant",
@@ -146,13 +147,7 @@ async fn sync_runs_in_process_without_a_broker() {
         ],
         &[("LANDLORD_AMQP_URL", &dead)],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let row: Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let row: Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
     assert_eq!(row["status"], "succeeded");
     assert_eq!(row["origin"], "sync");
     assert_eq!(row["result"]["steps"]["analyze"]["tables"], 3);
@@ -163,45 +158,35 @@ async fn sync_runs_in_process_without_a_broker() {
         &[("LANDLORD_AMQP_URL", &dead)],
     );
     assert_eq!(out.status.code(), Some(1));
-    let row: Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap()).unwrap();
+    let row = last_json_line(&out);
     assert_eq!(row["status"], "failed");
     assert_eq!(row["last_error"], "ping asked to fail fatally");
     // Its events wait in the outbox for a relay.
-    assert_eq!(
-        env.count(
-            "SELECT count(*) FROM outbox WHERE routing_key = 'job.failed' AND published_at IS NULL"
-        )
-        .await,
-        1
-    );
+    env.assert_count(
+        "SELECT count(*) FROM outbox WHERE routing_key = 'job.failed' AND published_at IS NULL",
+        1,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn job_enqueued_while_broker_unreachable_is_published_by_the_relay() {
     let mut env = TestEnv::new().await;
-    let dead = format!(
-        "amqp://guest:guest@127.0.0.1:{}/%2f",
-        crate::common::free_port()
-    );
+    let dead = no_broker();
     let out = env.run_with(&["jobs", "ping", "--json"], &[("LANDLORD_AMQP_URL", &dead)]);
     assert!(
         out.status.success(),
         "enqueue must succeed without a broker: {}",
-        String::from_utf8_lossy(&out.stderr)
+        stderr(&out)
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("safe in the catalog"));
-    let v: Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
-    let id = uuid::Uuid::parse_str(v["job_id"].as_str().unwrap()).unwrap();
-    assert_eq!(
-        env.count(&format!(
-            "SELECT count(*) FROM outbox WHERE job_id = '{id}' AND published_at IS NULL"
-        ))
-        .await,
+    assert!(stderr(&out).contains("safe in the catalog"));
+    let id = Uuid::parse_str(json_line(&out)["job_id"].as_str().unwrap()).unwrap();
+    // The message waits in the outbox.
+    env.assert_count(
+        &format!("SELECT count(*) FROM outbox WHERE job_id = '{id}' AND published_at IS NULL"),
         1,
-        "the message waits in the outbox"
-    );
+    )
+    .await;
     env.spawn_worker(&[], &[]);
     let job = env.wait_job(id, secs(30)).await;
     assert_eq!(job["status"], "succeeded");
@@ -218,27 +203,33 @@ async fn dedupe_key_returns_the_live_job() {
     assert_eq!(a["job_id"], b["job_id"]);
     assert_eq!(a["existing"], false);
     assert_eq!(b["existing"], true);
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 1);
+    env.assert_count("SELECT count(*) FROM jobs", 1).await;
 }
 
 /// Three 1.5 s pings for tenant `busy` and one for `other`, on one worker
 /// with four slots; every job succeeded.
 struct Busy {
-    w: crate::common::WorkerProc,
+    w: WorkerProc,
     /// The busy tenant's jobs, each with its handler's (start, finish).
-    jobs: Vec<(
-        Value,
-        chrono::DateTime<chrono::Utc>,
-        chrono::DateTime<chrono::Utc>,
-    )>,
+    jobs: Vec<(Value, DateTime<Utc>, DateTime<Utc>)>,
     other: Value,
 }
 
-fn handler_span(j: &Value) -> (chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>) {
+/// When a job's handler started and finished, as it recorded in its result
+/// (the job row's started_at is the claim, before any slot or lock is taken).
+fn handler_span(j: &Value) -> (DateTime<Utc>, DateTime<Utc>) {
     (
         serde_json::from_value(j["result"]["started_at"].clone()).unwrap(),
         serde_json::from_value(j["result"]["finished_at"].clone()).unwrap(),
     )
+}
+
+/// Asserts that no two of `spans` (sorted by start) overlapped.
+#[track_caller]
+fn assert_one_at_a_time(spans: &[(DateTime<Utc>, DateTime<Utc>)], what: &str) {
+    for pair in spans.windows(2) {
+        assert!(pair[0].1 <= pair[1].0, "{what}: {spans:?}");
+    }
 }
 
 async fn busy_tenant(env: &mut TestEnv) -> Busy {
@@ -268,12 +259,7 @@ async fn jobs_for_one_tenant_never_overlap() {
     let mut env = TestEnv::new().await;
     let b = busy_tenant(&mut env).await;
     let spans: Vec<_> = b.jobs.iter().map(|(_, s, f)| (*s, *f)).collect();
-    for pair in spans.windows(2) {
-        assert!(
-            pair[0].1 <= pair[1].0,
-            "jobs of one tenant overlapped: {spans:?}"
-        );
-    }
+    assert_one_at_a_time(&spans, "jobs of one tenant overlapped");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -316,16 +302,13 @@ async fn retryable_failure_backs_off_then_succeeds() {
     assert_eq!(j["attempts"], 3);
     assert_eq!(j["result"]["attempt"], 3);
     // Backoff base 200 ms doubling: at least 200 + 400 ms were waited between attempts.
-    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert!(started.elapsed() >= ms(600));
     assert_eq!(
         env.metric(&w, r#"landlord_job_retries_total{kind="ping"}"#)
             .await,
         2.0
     );
-    tap.wait_for("job.succeeded", secs(10), |e| {
-        e["event"] == "job.succeeded" && e["job_id"] == id.to_string()
-    })
-    .await;
+    tap.wait_job_event("job.succeeded", id, secs(10)).await;
     assert_eq!(tap.count("job.dead", id), 0);
 }
 
@@ -339,14 +322,11 @@ async fn exhausted_retries_go_dead_with_an_event() {
     assert_eq!(j["status"], "dead");
     assert_eq!(j["attempts"], 2);
     assert_eq!(j["last_error"], "ping asked to fail (attempt 2)");
-    tap.wait_for("job.dead", secs(10), |e| {
-        e["event"] == "job.dead" && e["job_id"] == exhausted.to_string()
-    })
-    .await;
+    tap.wait_job_event("job.dead", exhausted, secs(10)).await;
 }
 
 /// A ping that fails fatally, dead after its one attempt.
-async fn dead_fatal_ping(env: &mut TestEnv) -> uuid::Uuid {
+async fn dead_fatal_ping(env: &mut TestEnv) -> Uuid {
     env.spawn_worker(&[], &[]);
     let fatal = env.enqueue(&["jobs", "ping", "--fail", "fatal", "--max-attempts", "5"]);
     let j = env.wait_job(fatal, secs(60)).await;
@@ -362,11 +342,7 @@ async fn a_fatal_error_goes_dead_without_a_retry() {
     let j = env.job(fatal).await;
     assert_eq!(j["attempts"], 1, "a fatal error must not be retried");
     assert_eq!(j["last_error"], "ping asked to fail fatally");
-    let ev = tap
-        .wait_for("job.dead", secs(10), |e| {
-            e["event"] == "job.dead" && e["job_id"] == fatal.to_string()
-        })
-        .await;
+    let ev = tap.wait_job_event("job.dead", fatal, secs(10)).await;
     assert_eq!(ev["data"]["fatal"], true);
 }
 
@@ -375,31 +351,19 @@ async fn an_operator_retry_runs_a_dead_job_again() {
     let mut env = TestEnv::new().await;
     let mut tap = env.events().await;
     let fatal = dead_fatal_ping(&mut env).await;
-    tap.wait_for("job.dead", secs(10), |e| {
-        e["event"] == "job.dead" && e["job_id"] == fatal.to_string()
-    })
-    .await;
+    tap.wait_job_event("job.dead", fatal, secs(10)).await;
     // An operator can queue a dead job again; it runs (and dies) again.
     env.ok(&["jobs", "retry", &fatal.to_string()]);
     let j = env.wait_job(fatal, secs(30)).await;
     assert_eq!(j["status"], "dead");
     assert_eq!(j["attempts"], 1);
     // It really ran again: a second job.dead.
-    let deadline = Instant::now() + secs(10);
-    while tap.count("job.dead", fatal) < 2 {
-        assert!(
-            Instant::now() < deadline,
-            "no second job.dead: {:#?}",
-            tap.seen
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        tap.drain().await;
-    }
-    assert_eq!(
-        env.count("SELECT count(*) FROM audit_log WHERE action = 'job.retried'")
-            .await,
-        1
-    );
+    tap.wait_count("job.dead", fatal, 2, secs(10)).await;
+    env.assert_count(
+        "SELECT count(*) FROM audit_log WHERE action = 'job.retried'",
+        1,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -436,12 +400,8 @@ async fn a_killed_workers_job_succeeds_exactly_once_on_another_worker() {
         j["attempts"], 2,
         "the killed attempt counts, the second one succeeds: {j:#}"
     );
-    tap.wait_for("job.succeeded", secs(10), |e| {
-        e["event"] == "job.succeeded" && e["job_id"] == id.to_string()
-    })
-    .await;
-    tokio::time::sleep(secs(2)).await;
-    tap.drain().await;
+    tap.wait_job_event("job.succeeded", id, secs(10)).await;
+    tap.settle(secs(2)).await;
     assert_eq!(tap.count("job.succeeded", id), 1, "succeeded exactly once");
     assert!(
         env.metric(&second, "landlord_leases_reaped_total").await >= 1.0
@@ -489,7 +449,7 @@ async fn sigterm_hands_back_what_cannot_finish_in_time() {
 
 /// A 30 s ping cancelled while running on a one-slot worker, and the ping
 /// enqueued after it: (cancelled id, the next job's finished row).
-async fn cancelled_while_running(env: &mut TestEnv) -> (uuid::Uuid, Value) {
+async fn cancelled_while_running(env: &mut TestEnv) -> (Uuid, Value) {
     env.spawn_worker(&["--concurrency", "1"], &[("LANDLORD_LEASE_SECONDS", "3")]);
     let id = env.enqueue(&["jobs", "ping", "--hold", "30"]);
     env.wait_status(id, "running", secs(30)).await;
@@ -514,10 +474,7 @@ async fn a_job_cancelled_while_running_records_no_result() {
     let c = env.job(id).await;
     assert_eq!(c["status"], "cancelled");
     assert!(c["result"].is_null());
-    tap.wait_for("job.cancelled", secs(10), |e| {
-        e["event"] == "job.cancelled" && e["job_id"] == id.to_string()
-    })
-    .await;
+    tap.wait_job_event("job.cancelled", id, secs(10)).await;
     assert_eq!(tap.count("job.succeeded", id), 0);
 }
 
@@ -527,14 +484,12 @@ async fn cancelling_a_finished_job_is_refused() {
     env.spawn_worker(&[], &[]);
     let done = env.enqueue(&["jobs", "ping"]);
     assert_eq!(env.wait_job(done, secs(20)).await["status"], "succeeded");
-    let out = env.run(&["jobs", "cancel", &done.to_string()]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is succeeded"));
+    env.refused(&["jobs", "cancel", &done.to_string()], "is succeeded");
     assert_eq!(env.job(done).await["status"], "succeeded");
 }
 
 /// One ping run to success by a worker.
-async fn one_finished_ping(env: &mut TestEnv) -> uuid::Uuid {
+async fn one_finished_ping(env: &mut TestEnv) -> Uuid {
     env.spawn_worker(&[], &[]);
     let id = env.enqueue(&["jobs", "ping"]);
     env.wait_job(id, secs(30)).await;
@@ -545,9 +500,7 @@ async fn one_finished_ping(env: &mut TestEnv) -> uuid::Uuid {
 async fn jobs_list_reports_finished_jobs_by_status() {
     let mut env = TestEnv::new().await;
     let id = one_finished_ping(&mut env).await;
-    let list: Value =
-        serde_json::from_str(&env.ok(&["jobs", "list", "--status", "succeeded", "--json"]))
-            .unwrap();
+    let list = env.ok_json(&["jobs", "list", "--status", "succeeded", "--json"]);
     assert_eq!(list.as_array().unwrap().len(), 1);
     assert_eq!(list[0]["id"], id.to_string());
     let text = env.ok(&["jobs", "list"]);
@@ -558,18 +511,15 @@ async fn jobs_list_reports_finished_jobs_by_status() {
 async fn jobs_show_reports_a_jobs_result() {
     let mut env = TestEnv::new().await;
     let id = one_finished_ping(&mut env).await;
-    let show: Value =
-        serde_json::from_str(&env.ok(&["jobs", "show", &id.to_string(), "--json"])).unwrap();
+    let show = env.ok_json(&["jobs", "show", &id.to_string(), "--json"]);
     assert_eq!(show["result"]["pong"], true);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn jobs_commands_refuse_malformed_arguments() {
     let env = TestEnv::new().await;
-    let out = env.run(&["jobs", "show", "not-a-uuid"]);
-    assert_eq!(out.status.code(), Some(2));
-    let out = env.run(&["jobs", "list", "--status", "bogus"]);
-    assert_eq!(out.status.code(), Some(2));
+    env.refused(&["jobs", "show", "not-a-uuid"], "");
+    env.refused(&["jobs", "list", "--status", "bogus"], "");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -602,7 +552,7 @@ async fn workers_reconnect_to_the_catalog_by_themselves() {
     let first = env.enqueue(&["jobs", "ping"]);
     assert_eq!(env.wait_job(first, secs(30)).await["status"], "succeeded");
     // Cut every session of this test's catalog, the worker's included.
-    let admin = sqlx::PgPool::connect(&format!("{}/postgres", crate::common::PG_SERVER))
+    let admin = sqlx::PgPool::connect(&format!("{PG_SERVER}/postgres"))
         .await
         .unwrap();
     let killed: i64 = sqlx::query_scalar(
@@ -633,14 +583,12 @@ async fn a_cancelled_attempt_cannot_record_over_its_retry() {
     let j = env.wait_job(id, secs(60)).await;
     assert_eq!(j["status"], "succeeded", "{j:#}");
     // The result is the retried attempt's, not the cancelled one's.
-    let started: chrono::DateTime<chrono::Utc> =
-        serde_json::from_value(j["result"]["started_at"].clone()).unwrap();
+    let (started, _) = handler_span(&j);
     assert!(
         started >= retried_at,
         "result of the cancelled attempt was recorded: {j:#}"
     );
-    tokio::time::sleep(secs(2)).await;
-    tap.drain().await;
+    tap.settle(secs(2)).await;
     assert_eq!(tap.count("job.succeeded", id), 1);
 }
 
@@ -670,7 +618,7 @@ async fn maintained_tables(db: &sqlx::PgPool) -> i64 {
 /// both tables. Returns a pool on the tenant database and its index files.
 async fn untidy(env: &mut TestEnv) -> (sqlx::PgPool, Vec<(String, Option<i64>)>) {
     let db = env.tenant("tidy").await;
-    let tenant_db = sqlx::PgPool::connect(&format!("{}/{db}", crate::common::PG_SERVER))
+    let tenant_db = sqlx::PgPool::connect(&format!("{PG_SERVER}/{db}"))
         .await
         .unwrap();
     sqlx::query(
@@ -891,10 +839,7 @@ async fn maintenance_updates_the_tables_maintenance_statistics() {
     let mut env = TestEnv::new().await;
     let (tenant_db, _) = untidy(&mut env).await;
     maintain(&env, false);
-    let (vacuumed, analyzed): (
-        Option<chrono::DateTime<chrono::Utc>>,
-        Option<chrono::DateTime<chrono::Utc>>,
-    ) = sqlx::query_as(
+    let (vacuumed, analyzed): (Option<DateTime<Utc>>, Option<DateTime<Utc>>) = sqlx::query_as(
         "SELECT last_vacuum, last_analyze FROM pg_stat_user_tables WHERE relname = 'activity_log'",
     )
     .fetch_one(&tenant_db)
@@ -926,15 +871,9 @@ async fn bad_maintenance_combinations_are_refused_before_enqueuing() {
             "choose at least one step",
         ),
     ] {
-        let out = env.run(&args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).contains(expect),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        env.refused(&args, expect);
     }
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 0);
+    env.assert_count("SELECT count(*) FROM jobs", 0).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -960,21 +899,11 @@ async fn heavy_maintenance_is_staggered_per_server_without_spending_attempts() {
             j["attempts"], 1,
             "waiting for a slot spends no attempt: {j:#}"
         );
-        // The handler's own times, taken while it holds the slot (the job
-        // row's started_at is the claim, before the slot is taken).
-        let s: chrono::DateTime<chrono::Utc> =
-            serde_json::from_value(j["result"]["started_at"].clone()).unwrap();
-        let f: chrono::DateTime<chrono::Utc> =
-            serde_json::from_value(j["result"]["finished_at"].clone()).unwrap();
-        spans.push((s, f));
+        // The handler's own times, taken while it holds the slot.
+        spans.push(handler_span(&j));
     }
     spans.sort();
-    for pair in spans.windows(2) {
-        assert!(
-            pair[0].1 <= pair[1].0,
-            "two heavy jobs ran at once on one server: {spans:?}"
-        );
-    }
+    assert_one_at_a_time(&spans, "two heavy jobs ran at once on one server");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -986,27 +915,22 @@ async fn the_per_server_limit_holds_under_two_hundred_maintenance_jobs() {
         env.tenant(&s).await;
         slugs.push(s);
     }
-    env.spawn_worker(
-        &["--concurrency", "8"],
-        &[
-            ("LANDLORD_HEAVY_PER_SERVER", "2"),
-            ("LANDLORD_BUSY_DELAY_MS", "50"),
-        ],
-    );
-    env.spawn_worker(
-        &["--concurrency", "8"],
-        &[
-            ("LANDLORD_HEAVY_PER_SERVER", "2"),
-            ("LANDLORD_BUSY_DELAY_MS", "50"),
-        ],
-    );
+    for _ in 0..2 {
+        env.spawn_worker(
+            &["--concurrency", "8"],
+            &[
+                ("LANDLORD_HEAVY_PER_SERVER", "2"),
+                ("LANDLORD_BUSY_DELAY_MS", "50"),
+            ],
+        );
+    }
     let all = slugs.join(",");
     let mut ids = Vec::new();
     for _ in 0..10 {
         let out = env.ok(&["maintenance", "--tenant", &all, "--vacuum", "--json"]);
         for line in out.lines() {
             let v: Value = serde_json::from_str(line).unwrap();
-            ids.push(uuid::Uuid::parse_str(v["job_id"].as_str().unwrap()).unwrap());
+            ids.push(Uuid::parse_str(v["job_id"].as_str().unwrap()).unwrap());
         }
     }
     assert_eq!(ids.len(), 200);
@@ -1014,14 +938,10 @@ async fn the_per_server_limit_holds_under_two_hundred_maintenance_jobs() {
     for id in &ids {
         let j = env.wait_job(*id, secs(300)).await;
         assert_eq!(j["status"], "succeeded", "{j:#}");
-        let s: chrono::DateTime<chrono::Utc> =
-            serde_json::from_value(j["result"]["started_at"].clone()).unwrap();
-        let f: chrono::DateTime<chrono::Utc> =
-            serde_json::from_value(j["result"]["finished_at"].clone()).unwrap();
-        spans.push((s, f));
+        spans.push(handler_span(&j));
     }
     // The most heavy jobs running at any instant on the one server.
-    let mut edges: Vec<(chrono::DateTime<chrono::Utc>, i32)> = Vec::new();
+    let mut edges: Vec<(DateTime<Utc>, i32)> = Vec::new();
     for (s, f) in &spans {
         edges.push((*s, 1));
         edges.push((*f, -1));

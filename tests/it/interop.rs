@@ -4,7 +4,7 @@
 
 use std::{process::Command, time::Instant};
 
-use crate::common::{TestEnv, secs};
+use crate::common::{TestEnv, WorkerProc, library_settings, ms, secs, stderr, stdout};
 use lapin::options::BasicGetOptions;
 use lapin::types::AMQPValue;
 use serde_json::{Value, json};
@@ -35,15 +35,15 @@ fn publish_with_pika(env: &TestEnv, family: &str, messages: &Value) {
     assert!(
         out.status.success(),
         "pika publisher failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        stdout(&out),
+        stderr(&out)
     );
 }
 
 /// Publishes, with pika, two good messages (an analyze for tenant `pyco`
 /// and a ping) and eight unusable ones, to a running worker: the two good
 /// job ids and the worker.
-async fn mixed_batch(env: &mut TestEnv) -> (Uuid, Uuid, crate::common::WorkerProc) {
+async fn mixed_batch(env: &mut TestEnv) -> (Uuid, Uuid, WorkerProc) {
     env.tenant("pyco").await;
     let w = env.spawn_worker(&[], &[]);
     let good = Uuid::new_v4();
@@ -92,7 +92,7 @@ async fn dead_letter_reasons(env: &TestEnv, ch: &lapin::Channel, n: usize) -> Ve
                 };
                 reasons.push(reason);
             }
-            None => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            None => tokio::time::sleep(ms(200)).await,
         }
     }
     reasons
@@ -110,10 +110,7 @@ async fn pika_messages_valid_per_the_schema_run_as_adopted_jobs() {
     assert_eq!(j["result"]["tables"], 3);
     let p = env.wait_job(good_ping, secs(30)).await;
     assert_eq!(p["status"], "succeeded");
-    tap.wait_for("job.succeeded", secs(10), |e| {
-        e["event"] == "job.succeeded" && e["job_id"] == good.to_string()
-    })
-    .await;
+    tap.wait_job_event("job.succeeded", good, secs(10)).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -136,11 +133,8 @@ async fn unusable_messages_are_dead_lettered_with_their_reason() {
     }
     env.wait_job(good, secs(30)).await;
     env.wait_job(good_ping, secs(30)).await;
-    assert_eq!(
-        env.count("SELECT count(*) FROM jobs").await,
-        2,
-        "only the two good messages became jobs"
-    );
+    // Only the two good messages became jobs.
+    env.assert_count("SELECT count(*) FROM jobs", 2).await;
     assert_eq!(
         env.metric(
             &w,
@@ -171,8 +165,7 @@ async fn a_message_published_twice_runs_once() {
     publish_with_pika(&env, "maintenance", &json!([m.clone(), m]));
     let j = env.wait_job(twice, secs(20)).await;
     assert_eq!(j["attempts"], 1);
-    tokio::time::sleep(secs(1)).await;
-    tap.drain().await;
+    tap.settle(secs(1)).await;
     assert_eq!(tap.count("job.succeeded", twice), 1);
 }
 
@@ -188,231 +181,97 @@ async fn oversized_messages_are_dead_lettered() {
         &json!([{"valid": true, "body": {"v": 1, "job_id": Uuid::new_v4(), "kind": "ping", "args": {}, "dedupe_key": "k"}},
                 {"valid": false, "body": format!("{{\"v\":1,\"kind\":\"ping\",\"pad\":\"{huge}\"}}")}]),
     );
-    let deadline = Instant::now() + secs(30);
-    loop {
-        if let Some(m) = ch
-            .basic_get(
-                env.topology.dead_queue().into(),
-                BasicGetOptions { no_ack: true },
-            )
-            .await
-            .unwrap()
-        {
-            let h = m.delivery.properties.headers().clone().unwrap();
-            let reason = match h.inner().get("x-landlord-reason") {
-                Some(AMQPValue::LongString(s)) => s.to_string(),
-                other => panic!("no reason header: {other:?}"),
-            };
-            assert!(reason.contains("at most 262144 are accepted"), "{reason}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "oversized message never dead-lettered\n{}",
-            env.worker_logs()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
+    let reason = dead_letter_reasons(&env, &ch, 1).await.remove(0);
+    assert!(reason.contains("at most 262144 are accepted"), "{reason}");
 }
 
 /// Hostile or wrong command lines against tenant `victim` (database `db`),
 /// each with what its refusal must say.
 fn hostile_cases(db: &str) -> Vec<(Vec<String>, &'static str)> {
-    let db = db.to_string();
     let hostile = "a\"; DROP DATABASE x; --";
+    let argv = |args: &[&str]| -> Vec<String> { args.iter().map(|a| a.to_string()).collect() };
+    // `tenants register SLUG --database DATABASE --name NAME EXTRA…`
+    let register = |slug: &str, database: &str, name: &str, extra: &[&str]| {
+        argv(
+            &[
+                &[
+                    "tenants",
+                    "register",
+                    slug,
+                    "--database",
+                    database,
+                    "--name",
+                    name,
+                ],
+                extra,
+            ]
+            .concat(),
+        )
+    };
+    let enqueue_ping = |flag: &str, value: &str| argv(&["jobs", "enqueue", "ping", flag, value]);
     vec![
+        (register(hostile, db, "x", &[]), "invalid slug"),
         (
-            vec![
-                "tenants".into(),
-                "register".into(),
-                hostile.into(),
-                "--database".into(),
-                db.clone(),
-                "--name".into(),
-                "x".into(),
-            ],
-            "invalid slug",
-        ),
-        (
-            vec![
-                "tenants".into(),
-                "register".into(),
-                "fresh".into(),
-                "--database".into(),
-                format!("{db}\"; DROP DATABASE {db}; --"),
-                "--name".into(),
-                "x".into(),
-            ],
+            register(
+                "fresh",
+                &format!("{db}\"; DROP DATABASE {db}; --"),
+                "x",
+                &[],
+            ),
             "invalid database name",
         ),
         (
-            vec![
-                "tenants".into(),
-                "register".into(),
-                "fresh".into(),
-                "--database".into(),
-                "does_not_exist_db".into(),
-                "--name".into(),
-                "x".into(),
-            ],
+            register("fresh", "does_not_exist_db", "x", &[]),
             "does not exist",
         ),
         (
-            vec![
-                "tenants".into(),
-                "register".into(),
-                "fresh".into(),
-                "--database".into(),
-                db.clone(),
-                "--name".into(),
-                "x".into(),
-                "--plan".into(),
-                "platinum".into(),
-            ],
+            register("fresh", db, "x", &["--plan", "platinum"]),
             "unknown plan",
         ),
         (
-            vec![
-                "tenants".into(),
-                "register".into(),
-                "fresh".into(),
-                "--database".into(),
-                db.clone(),
-                "--name".into(),
-                "x".into(),
-                "--server".into(),
-                "nowhere".into(),
-            ],
+            register("fresh", db, "x", &["--server", "nowhere"]),
             "unknown database server",
         ),
+        (register("fresh", db, "x", &[]), "already belongs to tenant"),
         (
-            vec![
-                "tenants".into(),
-                "register".into(),
-                "fresh".into(),
-                "--database".into(),
-                db.clone(),
-                "--name".into(),
-                "x".into(),
-            ],
-            "already belongs to tenant",
-        ),
-        (
-            vec![
-                "tenants".into(),
-                "register".into(),
-                "fresh".into(),
-                "--database".into(),
-                "other_db".into(),
-                "--name".into(),
-                "x".repeat(100_000),
-            ],
+            register("fresh", "other_db", &"x".repeat(100_000), &[]),
             "at most 200",
         ),
+        (register("victim", "other_db", "x", &[]), "already exists"),
         (
-            vec![
-                "tenants".into(),
-                "register".into(),
-                "victim".into(),
-                "--database".into(),
-                "other_db".into(),
-                "--name".into(),
-                "x".into(),
-            ],
-            "already exists",
-        ),
-        (
-            vec![
-                "maintenance".into(),
-                "--tenant".into(),
-                hostile.into(),
-                "--analyze".into(),
-            ],
+            argv(&["maintenance", "--tenant", hostile, "--analyze"]),
             "unknown tenant",
         ),
         (
-            vec![
-                "maintenance".into(),
-                "--tenant".into(),
-                "ghost".into(),
-                "--analyze".into(),
-            ],
+            argv(&["maintenance", "--tenant", "ghost", "--analyze"]),
             "unknown tenant \"ghost\"",
         ),
         (
-            vec!["maintenance".into(), "--tenant".into(), "victim".into()],
+            argv(&["maintenance", "--tenant", "victim"]),
             "choose at least one step",
         ),
         (
-            vec!["jobs".into(), "enqueue".into(), "launch_rockets".into()],
+            argv(&["jobs", "enqueue", "launch_rockets"]),
             "unknown job kind",
         ),
+        (argv(&["jobs", "enqueue", "analyze"]), "needs a tenant"),
         (
-            vec!["jobs".into(), "enqueue".into(), "analyze".into()],
-            "needs a tenant",
-        ),
-        (
-            vec![
-                "jobs".into(),
-                "enqueue".into(),
-                "ping".into(),
-                "--args".into(),
-                r#"{"hold_seconds":"soon"}"#.into(),
-            ],
+            enqueue_ping("--args", r#"{"hold_seconds":"soon"}"#),
             "invalid arguments for ping",
         ),
         (
-            vec![
-                "jobs".into(),
-                "enqueue".into(),
-                "ping".into(),
-                "--args".into(),
-                r#"{"hold_seconds":1e9}"#.into(),
-            ],
+            enqueue_ping("--args", r#"{"hold_seconds":1e9}"#),
             "between 0 and 86400",
         ),
+        (enqueue_ping("--args", "[1,2]"), "must be a JSON object"),
+        (enqueue_ping("--args", "{oops"), "not valid JSON"),
+        (enqueue_ping("--queue", "nowhere"), "unknown queue"),
         (
-            vec![
-                "jobs".into(),
-                "enqueue".into(),
-                "ping".into(),
-                "--args".into(),
-                "[1,2]".into(),
-            ],
-            "must be a JSON object",
-        ),
-        (
-            vec![
-                "jobs".into(),
-                "enqueue".into(),
-                "ping".into(),
-                "--args".into(),
-                "{oops".into(),
-            ],
-            "not valid JSON",
-        ),
-        (
-            vec![
-                "jobs".into(),
-                "enqueue".into(),
-                "ping".into(),
-                "--queue".into(),
-                "nowhere".into(),
-            ],
-            "unknown queue",
-        ),
-        (
-            vec![
-                "jobs".into(),
-                "enqueue".into(),
-                "ping".into(),
-                "--args".into(),
-                r#"{"surprise":true}"#.into(),
-            ],
+            enqueue_ping("--args", r#"{"surprise":true}"#),
             "unknown field",
         ),
         (
-            vec!["worker".into(), "--queues".into(), "backup,bogus".into()],
+            argv(&["worker", "--queues", "backup,bogus"]),
             "unknown queue",
         ),
     ]
@@ -430,7 +289,7 @@ async fn hostile_arguments_are_refused_as_bad_input_naming_the_problem() {
     for (args, expect) in &hostile_cases(&db) {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let out = env.run(&argv);
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = stderr(&out);
         assert_eq!(
             out.status.code(),
             Some(2),
@@ -458,29 +317,13 @@ async fn refused_hostile_arguments_change_nothing() {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         assert!(!env.run(&argv).status.success(), "{argv:?}");
     }
-    assert_eq!(
-        env.count("SELECT count(*) FROM tenants").await,
-        1,
-        "only the test's own tenant exists"
-    );
-    assert_eq!(
-        env.count("SELECT count(*) FROM jobs").await,
-        0,
-        "no job was written"
-    );
-    assert_eq!(
-        env.count("SELECT count(*) FROM outbox").await,
-        0,
-        "nothing was published"
-    );
-    assert_eq!(
-        env.count(&format!(
-            "SELECT count(*) FROM pg_database WHERE datname IN ('{db}', 'x')"
-        ))
-        .await,
-        1,
-        "the tenant database survived and no database x appeared"
-    );
+    // Only the test's own tenant exists, no job was written, nothing was published.
+    env.assert_count("SELECT count(*) FROM tenants", 1).await;
+    env.assert_count("SELECT count(*) FROM jobs", 0).await;
+    env.assert_count("SELECT count(*) FROM outbox", 0).await;
+    // The tenant database survived and no database x appeared.
+    let survivors = format!("SELECT count(*) FROM pg_database WHERE datname IN ('{db}', 'x')");
+    env.assert_count(&survivors, 1).await;
 }
 
 /// Through the library, in-process: argv cannot carry a million characters.
@@ -489,11 +332,7 @@ async fn the_library_refuses_megabyte_registrations_without_echoing_them() {
     let mut env = TestEnv::new().await;
     let db = victim(&mut env).await;
     // A name of one million characters, through the library (argv cannot carry it).
-    let mut settings = landlord::config::Settings::load().unwrap();
-    settings.servers.insert(
-        "default".into(),
-        landlord::config::SecretUrl::new(format!("{}/postgres", crate::common::PG_SERVER)),
-    );
+    let settings = library_settings();
     let register = |slug: String, name: String| {
         let (catalog, settings, database) = (env.catalog.clone(), settings.clone(), db.clone());
         async move {
@@ -521,7 +360,7 @@ async fn the_library_refuses_megabyte_registrations_without_echoing_them() {
         "the error must not echo a megabyte: {} bytes",
         err.len()
     );
-    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
+    env.assert_count("SELECT count(*) FROM tenants", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -535,36 +374,14 @@ async fn a_huge_bad_value_is_dead_lettered_with_a_short_reason() {
         "maintenance",
         &json!([{"valid": true, "body": {"v": 1, "job_id": id, "kind": "ping", "args": {"hold_seconds": "A".repeat(200_000)}}}]),
     );
-    let deadline = Instant::now() + secs(30);
-    let reason = loop {
-        if let Some(m) = ch
-            .basic_get(
-                env.topology.dead_queue().into(),
-                BasicGetOptions { no_ack: true },
-            )
-            .await
-            .unwrap()
-        {
-            let h = m.delivery.properties.headers().clone().unwrap();
-            match h.inner().get("x-landlord-reason") {
-                Some(AMQPValue::LongString(s)) => break s.to_string(),
-                other => panic!("no reason header: {other:?}"),
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never dead-lettered\n{}",
-            env.worker_logs()
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    let reason = dead_letter_reasons(&env, &ch, 1).await.remove(0);
     assert!(reason.starts_with("invalid arguments for ping"), "{reason}");
     assert!(
         reason.chars().count() < 1100,
         "reason is {} chars",
         reason.chars().count()
     );
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 0);
+    env.assert_count("SELECT count(*) FROM jobs", 0).await;
     // The worker is still healthy and takes work.
     let after = env.enqueue(&["jobs", "ping"]);
     assert_eq!(env.wait_job(after, secs(20)).await["status"], "succeeded");

@@ -4,9 +4,12 @@
 //! role login, credentials, deletion, fleet-wide migrations, and 200 tenants
 //! provisioned at once by two workers.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::{PG_SERVER, TestEnv, secs};
+use crate::common::{
+    PG_SERVER, TestEnv, database_exists, library_settings, mails_to, ms, poll, scalar_in, secs,
+    wait_mail,
+};
 use serde_json::Value;
 use sqlx::Connection as _;
 use uuid::Uuid;
@@ -24,75 +27,36 @@ async fn tenant(env: &TestEnv, slug: &str) -> Value {
     serde_json::to_value(landlord::tenants::get(&env.catalog, slug).await.unwrap()).unwrap()
 }
 
-async fn wait_tenant(env: &TestEnv, slug: &str, status: &str, timeout: Duration) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let t = tenant(env, slug).await;
-        if t["status"] == status {
-            return t;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tenant {slug} never became {status}: {t:#}\n{}",
-            env.worker_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+/// The database of tenant `slug`.
+async fn db_of(env: &TestEnv, slug: &str) -> String {
+    tenant(env, slug).await["db_name"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
-async fn database_exists(db: &str) -> bool {
-    let mut c = sqlx::PgConnection::connect(&format!("{PG_SERVER}/postgres"))
-        .await
-        .unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname = $1")
-        .bind(db)
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
-    n == 1
+async fn wait_tenant(env: &TestEnv, slug: &str, status: &str, timeout: Duration) -> Value {
+    poll(timeout, ms(100), || async {
+        let t = tenant(env, slug).await;
+        match t["status"] == status {
+            true => Ok(t),
+            false => Err(format!(
+                "tenant {slug} never became {status}: {t:#}\n{}",
+                env.worker_logs()
+            )),
+        }
+    })
+    .await
 }
 
 async fn role_exists(role: &str) -> bool {
-    let mut c = sqlx::PgConnection::connect(&format!("{PG_SERVER}/postgres"))
-        .await
-        .unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_roles WHERE rolname = $1")
-        .bind(role)
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
-    n == 1
+    let sql = "SELECT count(*) FROM pg_roles WHERE rolname = $1";
+    scalar_in::<i64>("postgres", sql, &[role]).await == 1
 }
 
-/// Mail maildev received for one address.
-async fn mails_to(address: &str) -> Vec<Value> {
-    let url =
-        std::env::var("LANDLORD_MAILDEV_URL").unwrap_or_else(|_| "http://127.0.0.1:1080".into());
-    let all: Vec<Value> = reqwest::get(format!("{url}/api/email"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap_or_default();
-    all.into_iter()
-        .filter(|m| {
-            m["to"]
-                .as_array()
-                .is_some_and(|to| to.iter().any(|t| t["address"] == address))
-        })
-        .collect()
-}
-
-async fn wait_mail(address: &str, timeout: Duration) -> Vec<Value> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let m = mails_to(address).await;
-        if !m.is_empty() {
-            return m;
-        }
-        assert!(Instant::now() < deadline, "no mail for {address}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+/// The jobs of `kind`, as `jobs list --kind … --json` prints them.
+fn jobs_of_kind(env: &TestEnv, kind: &str) -> Value {
+    env.ok_json(&["jobs", "list", "--kind", kind, "--json"])
 }
 
 fn create_args<'a>(slug: &'a str, plan: &'a str, owner: &'a str) -> Vec<&'a str> {
@@ -140,19 +104,10 @@ async fn create_provisions_a_tenant_from_the_template() {
     let db = t["db_name"].as_str().unwrap().to_string();
     assert!(database_exists(&db).await);
     // The tenant schema is there, and the database came from the template.
-    let pool = sqlx::PgPool::connect(&format!("{PG_SERVER}/{db}"))
-        .await
-        .unwrap();
-    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('users','projects','activity_log')")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
+    let tables: i64 = scalar_in(&db, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public' AND tablename IN ('users','projects','activity_log')", &[]).await;
     assert_eq!(tables, 3);
-    pool.close().await;
     let ev = tap
-        .wait_for("tenant.provisioned", secs(20), |e| {
-            e["event"] == "tenant.provisioned" && e["tenant"] == s.as_str()
-        })
+        .wait_tenant_event("tenant.provisioned", &s, secs(20))
         .await;
     assert_eq!(ev["data"]["plan"], "pro");
     assert_eq!(ev["data"]["settings"]["language"], "es");
@@ -211,116 +166,74 @@ fn bad_creates(
     second: &str,
     o: &str,
 ) -> Vec<(Vec<String>, &'static str)> {
+    let create = |slug: &str, plan: &str, owner: &str, extra: &[&str]| -> Vec<String> {
+        [&create_args(slug, plan, owner)[..], extra]
+            .concat()
+            .into_iter()
+            .map(String::from)
+            .collect()
+    };
     vec![
+        (create(second, "free", o, &[]), "plan_limit_reached"),
         (
-            create_args(second, "free", o)
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            "plan_limit_reached",
-        ),
-        (
-            create_args(first, "pro", &owner(env, "other"))
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            create(first, "pro", &owner(env, "other"), &[]),
             "already exists",
         ),
         (
-            create_args("a\"; DROP DATABASE x; --", "pro", o)
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            create("a\"; DROP DATABASE x; --", "pro", o, &[]),
             "invalid slug",
         ),
+        (create(second, "platinum", o, &[]), "unknown plan"),
         (
-            create_args(second, "platinum", o)
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
-            "unknown plan",
-        ),
-        (
-            create_args(second, "pro", "not-an-email")
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            create(second, "pro", "not-an-email", &[]),
             "not an email address",
         ),
         (
-            [
-                create_args(second, "pro", o),
-                vec!["--setting", "timezone=Mars/Olympus"],
-            ]
-            .concat()
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+            create(second, "pro", o, &["--setting", "timezone=Mars/Olympus"]),
             "unknown timezone",
         ),
         (
-            [
-                create_args(second, "pro", o),
-                vec!["--setting", "language=tlh"],
-            ]
-            .concat()
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+            create(second, "pro", o, &["--setting", "language=tlh"]),
             "not supported",
         ),
         (
-            [
-                create_args(second, "pro", o),
-                vec!["--setting", "colour=red"],
-            ]
-            .concat()
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
+            create(second, "pro", o, &["--setting", "colour=red"]),
             "unknown setting",
         ),
         (
-            [create_args(second, "pro", o), vec!["--server", "nowhere"]]
-                .concat()
-                .iter()
-                .map(|s| s.to_string())
-                .collect(),
+            create(second, "pro", o, &["--server", "nowhere"]),
             "unknown database server",
         ),
     ]
 }
 
+/// The bad creates against one free tenant, as argument lists.
+fn each_bad_create(env: &TestEnv) -> (String, Vec<(Vec<String>, &'static str)>) {
+    let (first, o, second) = one_free_tenant(env);
+    let cases = bad_creates(env, &first, &second, &o);
+    (second, cases)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_creates_are_refused_as_bad_input() {
     let env = TestEnv::new().await;
-    let (first, o, second) = one_free_tenant(&env);
-    for (args, expect) in &bad_creates(&env, &first, &second, &o) {
+    for (args, expect) in &each_bad_create(&env).1 {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = env.run(&argv);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{argv:?}: {err}");
-        assert!(
-            err.contains(expect),
-            "{argv:?}: expected {expect:?} in {err}"
-        );
+        env.refused(&argv, expect);
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn refused_creates_write_nothing() {
     let env = TestEnv::new().await;
-    let (first, o, second) = one_free_tenant(&env);
-    for (args, _) in &bad_creates(&env, &first, &second, &o) {
+    let (second, cases) = each_bad_create(&env);
+    for (args, _) in &cases {
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         assert!(!env.run(&argv).status.success(), "{argv:?}");
     }
-    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
-    assert_eq!(
-        env.count("SELECT count(*) FROM jobs").await,
-        1,
-        "only the first tenant's provision job"
-    );
+    env.assert_count("SELECT count(*) FROM tenants", 1).await;
+    // Only the first tenant's provision job.
+    env.assert_count("SELECT count(*) FROM jobs", 1).await;
     assert!(!database_exists(&format!("t_{}", second.replace('-', "_"))).await);
 }
 
@@ -358,8 +271,7 @@ async fn crash_then_resume(point: &str, expected: &str) {
     assert_eq!(t["status"], "provisioning", "{point}: {t:#}");
     env.spawn_worker(&[], &[("LANDLORD_LEASE_SECONDS", "2")]);
     let t = wait_tenant(&env, &s, "active", secs(60)).await;
-    let job: Value =
-        serde_json::from_str(&env.ok(&["jobs", "list", "--kind", "provision", "--json"])).unwrap();
+    let job = jobs_of_kind(&env, "provision");
     assert_eq!(job.as_array().unwrap().len(), 1);
     // The saga's last step turns the tenant active in its own transaction; the
     // executor records the job's success just after, so wait for that.
@@ -377,29 +289,17 @@ async fn crash_then_resume(point: &str, expected: &str) {
     );
     let db = t["db_name"].as_str().unwrap();
     assert!(database_exists(db).await);
-    let mut c = sqlx::PgConnection::connect(&format!("{PG_SERVER}/postgres"))
-        .await
-        .unwrap();
-    let orphans: i64 = sqlx::query_scalar(
+    let orphans: i64 = scalar_in(
+        "postgres",
         "SELECT count(*) FROM pg_database WHERE datname LIKE $1 AND datname <> $2",
+        &[&format!("{db}%"), db],
     )
-    .bind(format!("{db}%"))
-    .bind(db)
-    .fetch_one(&mut c)
-    .await
-    .unwrap();
-    assert_eq!(orphans, 0, "{point}: no orphan database");
-    tap.wait_for("tenant.provisioned", secs(20), |e| {
-        e["event"] == "tenant.provisioned" && e["tenant"] == s.as_str()
-    })
     .await;
-    tokio::time::sleep(secs(1)).await;
-    tap.drain().await;
-    let n = tap
-        .seen
-        .iter()
-        .filter(|e| e["event"] == "tenant.provisioned" && e["tenant"] == s.as_str())
-        .count();
+    assert_eq!(orphans, 0, "{point}: no orphan database");
+    tap.wait_tenant_event("tenant.provisioned", &s, secs(20))
+        .await;
+    tap.settle(secs(1)).await;
+    let n = tap.count_tenant("tenant.provisioned", &s);
     assert_eq!(n, 1, "{point}: active exactly once");
 }
 
@@ -460,13 +360,10 @@ async fn a_broken_tenant_migration_is_compensated() {
     );
     assert!(!role_exists(&format!("{db}_app")).await);
     let ev = tap
-        .wait_for("tenant.provisioning_failed", secs(20), |e| {
-            e["event"] == "tenant.provisioning_failed" && e["tenant"] == s.as_str()
-        })
+        .wait_tenant_event("tenant.provisioning_failed", &s, secs(20))
         .await;
     assert!(ev["data"]["reason"].as_str().unwrap().contains("migration"));
-    let jobs: Value =
-        serde_json::from_str(&env.ok(&["jobs", "list", "--kind", "provision", "--json"])).unwrap();
+    let jobs = jobs_of_kind(&env, "provision");
     assert_eq!(jobs[0]["status"], "dead");
     assert_eq!(jobs[0]["attempts"], 1, "a broken migration is not retried");
 }
@@ -478,7 +375,7 @@ async fn a_failed_tenants_slug_can_be_created_again() {
     // The row is taken over.
     env.ok(&create_args(&s, "pro", &owner(&env, "b")));
     assert_eq!(tenant(&env, &s).await["status"], "provisioning");
-    assert_eq!(env.count("SELECT count(*) FROM tenants").await, 1);
+    env.assert_count("SELECT count(*) FROM tenants", 1).await;
 }
 
 /// Creates a pro tenant and waits until it is active (a worker must run).
@@ -497,8 +394,7 @@ struct Login {
 
 impl Login {
     fn of(env: &TestEnv, slug: &str) -> Login {
-        let creds: Value =
-            serde_json::from_str(&env.ok(&["tenants", "credentials", slug, "--json"])).unwrap();
+        let creds = env.ok_json(&["tenants", "credentials", slug, "--json"]);
         Login {
             role: creds["role"].as_str().unwrap().to_string(),
             password: creds["password"].as_str().unwrap().to_string(),
@@ -525,10 +421,7 @@ async fn a_tenant_role_reaches_only_its_own_database() {
     let a = provisioned(&env, "alpha");
     let b = provisioned(&env, "bravo");
     let login = Login::of(&env, &a);
-    let other_db = tenant(&env, &b).await["db_name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let other_db = db_of(&env, &b).await;
     let mut c = login
         .connect(&login.database)
         .await
@@ -570,9 +463,7 @@ async fn a_suspended_tenants_role_cannot_log_in() {
         .expect_err("suspended tenants cannot log in");
     assert!(err.to_string().contains("not permitted to log in"), "{err}");
     let ev = tap
-        .wait_for("tenant.status_changed", secs(20), |e| {
-            e["event"] == "tenant.status_changed" && e["tenant"] == a.as_str()
-        })
+        .wait_tenant_event("tenant.status_changed", &a, secs(20))
         .await;
     assert_eq!(ev["data"]["from"], "active");
     assert_eq!(ev["data"]["to"], "suspended");
@@ -585,8 +476,7 @@ async fn suspending_without_a_reason_is_refused() {
     let mut env = TestEnv::new().await;
     env.spawn_worker(&[], &[]);
     let a = provisioned(&env, "alpha");
-    let out = env.run(&["tenants", "suspend", &a, "--reason", ""]);
-    assert_eq!(out.status.code(), Some(2));
+    env.refused(&["tenants", "suspend", &a, "--reason", ""], "");
     assert_eq!(tenant(&env, &a).await["status"], "active");
 }
 
@@ -616,16 +506,10 @@ async fn rotating_credentials_sets_a_new_password_on_the_role() {
     // The local server trusts loopback connections, so a password is never
     // checked at login here; check the role's stored verifier instead.
     let verifier = || async {
-        let mut c = sqlx::PgConnection::connect(&format!("{PG_SERVER}/postgres"))
+        let sql = "SELECT rolpassword FROM pg_authid WHERE rolname = $1";
+        scalar_in::<Option<String>>("postgres", sql, &[&login.role])
             .await
-            .unwrap();
-        let v: Option<String> =
-            sqlx::query_scalar("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
-                .bind(&login.role)
-                .fetch_one(&mut c)
-                .await
-                .unwrap();
-        v.unwrap()
+            .unwrap()
     };
     let before = verifier().await;
     assert!(
@@ -639,11 +523,11 @@ async fn rotating_credentials_sets_a_new_password_on_the_role() {
         "a new password was stored"
     );
     assert_ne!(verifier().await, before, "and set on the role");
-    assert_eq!(
-        env.count("SELECT count(*) FROM audit_log WHERE action = 'tenant.credentials_rotated'")
-            .await,
-        1
-    );
+    env.assert_count(
+        "SELECT count(*) FROM audit_log WHERE action = 'tenant.credentials_rotated'",
+        1,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -664,10 +548,8 @@ async fn tenants_settings_stores_valid_settings_with_an_event() {
     let t = tenant(&env, &a).await;
     assert_eq!(t["settings"]["timezone"], "America/Bogota");
     assert_eq!(t["settings"]["language"], "es");
-    tap.wait_for("tenant.settings_changed", secs(20), |e| {
-        e["event"] == "tenant.settings_changed" && e["tenant"] == a.as_str()
-    })
-    .await;
+    tap.wait_tenant_event("tenant.settings_changed", &a, secs(20))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -675,8 +557,10 @@ async fn tenants_settings_refuses_an_unknown_timezone() {
     let mut env = TestEnv::new().await;
     env.spawn_worker(&[], &[]);
     let a = provisioned(&env, "alpha");
-    let out = env.run(&["tenants", "settings", &a, "--set", "timezone=Nowhere/City"]);
-    assert_eq!(out.status.code(), Some(2));
+    env.refused(
+        &["tenants", "settings", &a, "--set", "timezone=Nowhere/City"],
+        "",
+    );
     assert_ne!(
         tenant(&env, &a).await["settings"]["timezone"],
         "Nowhere/City"
@@ -686,10 +570,7 @@ async fn tenants_settings_refuses_an_unknown_timezone() {
 /// A pro tenant provisioned by the running worker: its slug and database.
 async fn provisioned_with_db(env: &TestEnv, base: &str) -> (String, String) {
     let s = provisioned(env, base);
-    let db = tenant(env, &s).await["db_name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let db = db_of(env, &s).await;
     (s, db)
 }
 
@@ -703,9 +584,7 @@ async fn delete_stops_the_tenant_keeping_its_database_for_the_grace_period() {
     let t = tenant(&env, &s).await;
     assert_eq!(t["status"], "deleting");
     assert!(database_exists(&db).await);
-    let job: Value =
-        serde_json::from_str(&env.ok(&["jobs", "list", "--kind", "drop_tenant", "--json"]))
-            .unwrap();
+    let job = jobs_of_kind(&env, "drop_tenant");
     let run_at: chrono::DateTime<chrono::Utc> =
         serde_json::from_value(job[0]["run_at"].clone()).unwrap();
     assert!(
@@ -731,10 +610,8 @@ async fn delete_now_drops_the_tenants_database_at_once() {
     assert_eq!(tenant(&env, &now).await["status"], "deleted");
     assert!(!database_exists(&now_db).await);
     assert!(!role_exists(&format!("{now_db}_app")).await);
-    tap.wait_for("tenant.deleted", secs(20), |e| {
-        e["event"] == "tenant.deleted" && e["tenant"] == now.as_str()
-    })
-    .await;
+    tap.wait_tenant_event("tenant.deleted", &now, secs(20))
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -796,7 +673,7 @@ async fn migrated_to_v2(env: &mut TestEnv, n: usize) -> Vec<String> {
     )
     .unwrap();
     // Workers read the migrations per job, so the running worker sees the new one.
-    let out = env.run(&[
+    env.ok(&[
         "tenants",
         "migrate",
         "--all",
@@ -805,11 +682,6 @@ async fn migrated_to_v2(env: &mut TestEnv, n: usize) -> Vec<String> {
         "--wait",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     slugs
 }
 
@@ -820,16 +692,9 @@ async fn tenants_migrate_brings_every_tenant_up_to_date() {
     for s in &slugs {
         let t = tenant(&env, s).await;
         assert_eq!(t["schema_version"], 2, "{t:#}");
-        let pool =
-            sqlx::PgPool::connect(&format!("{PG_SERVER}/{}", t["db_name"].as_str().unwrap()))
-                .await
-                .unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE tablename = 'tags'")
-            .fetch_one(&pool)
-            .await
-            .unwrap();
-        assert_eq!(n, 1);
-        pool.close().await;
+        let db = t["db_name"].as_str().unwrap();
+        let sql = "SELECT count(*) FROM pg_tables WHERE tablename = 'tags'";
+        assert_eq!(scalar_in::<i64>(db, sql, &[]).await, 1);
     }
 }
 
@@ -846,7 +711,7 @@ async fn tenants_migrate_rebuilds_the_template_for_new_tenants() {
     .concat());
     let t = tenant(&env, &fresh).await;
     assert_eq!(t["schema_version"], 2);
-    let job: Value = serde_json::from_str(&env.ok(&[
+    let job = env.ok_json(&[
         "jobs",
         "list",
         "--kind",
@@ -854,8 +719,7 @@ async fn tenants_migrate_rebuilds_the_template_for_new_tenants() {
         "--limit",
         "1",
         "--json",
-    ]))
-    .unwrap();
+    ]);
     assert!(
         job[0]["result"]["template"]
             .as_str()
@@ -868,16 +732,10 @@ async fn tenants_migrate_rebuilds_the_template_for_new_tenants() {
 #[tokio::test(flavor = "multi_thread")]
 async fn two_hundred_tenants_provisioned_at_once_by_two_workers() {
     let mut env = TestEnv::new().await;
-    env.spawn_worker(&["--concurrency", "2"], &[]);
-    env.spawn_worker(&["--concurrency", "2"], &[]);
-    let settings = {
-        let mut s = landlord::config::Settings::load().unwrap();
-        s.servers.insert(
-            "default".into(),
-            landlord::config::SecretUrl::new(format!("{PG_SERVER}/postgres")),
-        );
-        s
-    };
+    for _ in 0..2 {
+        env.spawn_worker(&["--concurrency", "2"], &[]);
+    }
+    let settings = library_settings();
     let mut slugs = Vec::new();
     for i in 0..200 {
         let s = slug(&env, &format!("bulk{i}"));
@@ -897,8 +755,7 @@ async fn two_hundred_tenants_provisioned_at_once_by_two_workers() {
         .unwrap();
         slugs.push(s);
     }
-    let deadline = Instant::now() + secs(240);
-    loop {
+    poll(secs(240), ms(500), || async {
         let active = env
             .count("SELECT count(*) FROM tenants WHERE status = 'active'")
             .await;
@@ -907,39 +764,30 @@ async fn two_hundred_tenants_provisioned_at_once_by_two_workers() {
         let recorded = env
             .count("SELECT count(*) FROM jobs WHERE kind = 'provision' AND status IN ('succeeded', 'failed', 'dead')")
             .await;
-        if active == 200 && recorded == 200 {
-            break;
+        match active == 200 && recorded == 200 {
+            true => Ok(()),
+            false => Err(format!(
+                "only {active}/200 active, {recorded}/200 provision jobs recorded\n{}",
+                env.worker_logs()
+            )),
         }
-        assert!(
-            Instant::now() < deadline,
-            "only {active}/200 active, {recorded}/200 provision jobs recorded\n{}",
-            env.worker_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    assert_eq!(
-        env.count("SELECT count(DISTINCT db_name) FROM tenants")
-            .await,
-        200
-    );
-    assert_eq!(
-        env.count("SELECT count(*) FROM jobs WHERE kind = 'provision' AND status = 'succeeded'")
-            .await,
-        200
-    );
-    assert_eq!(
-        env.count("SELECT count(*) FROM jobs WHERE kind = 'provision' AND result->>'template' IS NULL AND result->>'resumed_from' = 'pending'").await,
-        0,
-        "every database came from the template"
-    );
-    let mut c = sqlx::PgConnection::connect(&format!("{PG_SERVER}/postgres"))
-        .await
-        .unwrap();
-    let dbs: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_database WHERE datname LIKE $1")
-        .bind(format!("t_bulk%_{}", &env.id[..8]))
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
+    })
+    .await;
+    env.assert_count("SELECT count(DISTINCT db_name) FROM tenants", 200)
+        .await;
+    env.assert_count(
+        "SELECT count(*) FROM jobs WHERE kind = 'provision' AND status = 'succeeded'",
+        200,
+    )
+    .await;
+    // Every database came from the template.
+    env.assert_count("SELECT count(*) FROM jobs WHERE kind = 'provision' AND result->>'template' IS NULL AND result->>'resumed_from' = 'pending'", 0).await;
+    let dbs: i64 = scalar_in(
+        "postgres",
+        "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
+        &[&format!("t_bulk%_{}", &env.id[..8])],
+    )
+    .await;
     assert_eq!(dbs, 200, "one database per tenant, no duplicates");
 }
 
@@ -952,14 +800,10 @@ async fn the_library_client_places_tenants_by_server_weight() {
     env.extra_env
         .insert("LANDLORD_SERVER_WEIGHT__EU".into(), "2".into());
     env.spawn_worker(&[], &[]);
-    let mut settings = landlord::config::Settings::load().unwrap();
+    let mut settings = library_settings();
     settings.catalog.url =
         landlord::config::SecretUrl::new(format!("{PG_SERVER}/{}", env.catalog_db));
     settings.broker.prefix = env.prefix.clone();
-    settings.servers.insert(
-        "default".into(),
-        landlord::config::SecretUrl::new(eu.clone()),
-    );
     settings
         .servers
         .insert("eu".into(), landlord::config::SecretUrl::new(eu));
@@ -1008,10 +852,7 @@ async fn the_library_client_places_tenants_by_server_weight() {
             .role
             .ends_with("_app")
     );
-    assert_eq!(
-        env.count("SELECT count(*) FROM audit_log WHERE actor = 'test:client' AND action = 'tenant.status_changed'").await,
-        1
-    );
+    env.assert_count("SELECT count(*) FROM audit_log WHERE actor = 'test:client' AND action = 'tenant.status_changed'", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1028,10 +869,7 @@ async fn a_saga_whose_last_attempt_vanished_is_still_compensated() {
     );
     env.ok(&create_args(&s, "pro", &owner(&env, "v")));
     env.wait_exit(&crashing, secs(30));
-    let db = tenant(&env, &s).await["db_name"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let db = db_of(&env, &s).await;
     assert!(
         database_exists(&db).await,
         "the crashed attempt left its database"
@@ -1054,8 +892,6 @@ async fn a_saga_whose_last_attempt_vanished_is_still_compensated() {
         !database_exists(&db).await,
         "compensation dropped the database"
     );
-    tap.wait_for("tenant.provisioning_failed", secs(20), |e| {
-        e["event"] == "tenant.provisioning_failed" && e["tenant"] == s.as_str()
-    })
-    .await;
+    tap.wait_tenant_event("tenant.provisioning_failed", &s, secs(20))
+        .await;
 }

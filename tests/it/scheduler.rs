@@ -3,9 +3,13 @@
 //! dies, and a fan-out cut short is finished by the next leader with no
 //! duplicate and nothing missing.
 
-use std::time::{Duration, Instant};
+use crate::common::{TestEnv, WorkerProc, ms, poll, secs};
 
-use crate::common::{TestEnv, secs};
+/// A schedule firing `ping` every 2 s, overlaps allowed.
+const TICK: &str = "[[schedules]]\nname = \"tick\"\ncron = \"*/2 * * * * *\"\nkind = \"ping\"\nskip_overlap = false\n";
+
+/// A schedule firing `ping` once a year.
+const YEARLY: &str = "[[schedules]]\nname = \"yearly\"\ncron = \"0 0 1 1 *\"\nkind = \"ping\"\n";
 
 /// `n` active tenants `{prefix}{i}-x` as catalog rows only (jobs like ping
 /// never touch their databases).
@@ -25,6 +29,31 @@ async fn active_tenants(env: &TestEnv, prefix: &str, n: i32) {
 
 fn write_config(env: &TestEnv, toml: &str) {
     std::fs::write(env.log_dir.join("landlord.toml"), toml).unwrap();
+}
+
+/// Three registered tenants and the `tick` schedule.
+async fn three_tenants_ticking(env: &mut TestEnv) {
+    for t in ["sched-a", "sched-b", "sched-c"] {
+        env.tenant(t).await;
+    }
+    write_config(env, TICK);
+}
+
+/// Waits until the catalog count `sql` reaches `at_least`.
+async fn wait_count(
+    env: &TestEnv,
+    sql: &str,
+    at_least: i64,
+    timeout: std::time::Duration,
+    what: impl Fn() -> String,
+) {
+    poll(timeout, ms(300), || async {
+        match env.count(sql).await >= at_least {
+            true => Ok(()),
+            false => Err(what()),
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -49,15 +78,11 @@ async fn bad_schedules_refuse_start_naming_the_schedule() {
         ),
     ] {
         write_config(&env, toml);
-        let out = env.run(&["scheduler"]);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{toml}: {err}");
-        assert!(err.contains(expect), "{toml}: expected {expect:?} in {err}");
+        env.refused(&["scheduler"], expect);
     }
     // The seed's defaults are valid and listed with their next fire time.
     std::fs::remove_file(env.log_dir.join("landlord.toml")).unwrap();
-    let list: serde_json::Value =
-        serde_json::from_str(&env.ok(&["schedule", "list", "--json"])).unwrap();
+    let list = env.ok_json(&["schedule", "list", "--json"]);
     let names: Vec<&str> = list
         .as_array()
         .unwrap()
@@ -122,8 +147,8 @@ async fn bad_schedules_refuse_start_naming_the_schedule() {
 /// Two schedulers firing `tick` every 2 s for three tenants; the leader is
 /// killed once it has fired twice, and the follower fires twice more.
 struct Handover {
-    one: crate::common::WorkerProc,
-    two: crate::common::WorkerProc,
+    one: WorkerProc,
+    two: WorkerProc,
     leader_is_one: bool,
     killed_at: chrono::DateTime<chrono::Utc>,
     /// Whether the follower's log showed leadership before the kill.
@@ -131,7 +156,7 @@ struct Handover {
 }
 
 impl Handover {
-    fn follower(&self) -> &crate::common::WorkerProc {
+    fn follower(&self) -> &WorkerProc {
         if self.leader_is_one {
             &self.two
         } else {
@@ -141,13 +166,7 @@ impl Handover {
 }
 
 async fn handover(env: &mut TestEnv) -> Handover {
-    for t in ["sched-a", "sched-b", "sched-c"] {
-        env.tenant(t).await;
-    }
-    write_config(
-        env,
-        "[[schedules]]\nname = \"tick\"\ncron = \"*/2 * * * * *\"\nkind = \"ping\"\nskip_overlap = false\n",
-    );
+    three_tenants_ticking(env).await;
     let one = env.spawn(&["scheduler"], &[]);
     let two = env.spawn(&["scheduler"], &[]);
     tokio::time::sleep(secs(7)).await;
@@ -164,24 +183,14 @@ async fn handover(env: &mut TestEnv) -> Handover {
     assert!(before >= 2, "the leader fired: {before}");
     env.signal(leader, "KILL");
     let killed_at = chrono::Utc::now();
-    let deadline = Instant::now() + secs(20);
-    loop {
-        let after: i64 = env
-            .count(&format!(
-                "SELECT count(*) FROM schedule_firings WHERE status = 'done' AND fire_at > '{}'",
-                killed_at.to_rfc3339()
-            ))
-            .await;
-        if after >= 2 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no firing after the leader died\n{}",
-            env.worker_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let after = format!(
+        "SELECT count(*) FROM schedule_firings WHERE status = 'done' AND fire_at > '{}'",
+        killed_at.to_rfc3339()
+    );
+    wait_count(env, &after, 2, secs(20), || {
+        format!("no firing after the leader died\n{}", env.worker_logs())
+    })
+    .await;
     Handover {
         one,
         two,
@@ -219,15 +228,12 @@ async fn every_firing_fans_out_exactly_once_across_a_handover() {
         firings * 3,
         "{jobs} jobs for {firings} firings of 3 tenants"
     );
-    assert_eq!(
-        env.count("SELECT count(*) FROM (SELECT dedupe_key FROM jobs GROUP BY dedupe_key HAVING count(*) > 1) d").await,
-        0
-    );
-    assert_eq!(
-        env.count("SELECT count(*) FROM schedule_firings WHERE status = 'done' AND jobs <> 3")
-            .await,
-        0
-    );
+    env.assert_count("SELECT count(*) FROM (SELECT dedupe_key FROM jobs GROUP BY dedupe_key HAVING count(*) > 1) d", 0).await;
+    env.assert_count(
+        "SELECT count(*) FROM schedule_firings WHERE status = 'done' AND jobs <> 3",
+        0,
+    )
+    .await;
     // No fire time skipped across the handover: every 2 s from the first to
     // the last, each one fired (none missed, none left half done).
     let times: Vec<chrono::DateTime<chrono::Utc>> =
@@ -252,28 +258,14 @@ async fn every_firing_fans_out_exactly_once_across_a_handover() {
 #[tokio::test(flavor = "multi_thread")]
 async fn scheduled_jobs_are_run_by_a_worker() {
     let mut env = TestEnv::new().await;
-    for t in ["sched-a", "sched-b", "sched-c"] {
-        env.tenant(t).await;
-    }
-    write_config(
-        &env,
-        "[[schedules]]\nname = \"tick\"\ncron = \"*/2 * * * * *\"\nkind = \"ping\"\nskip_overlap = false\n",
-    );
+    three_tenants_ticking(&mut env).await;
     env.spawn(&["scheduler"], &[]);
     env.spawn_worker(&["--concurrency", "4"], &[]);
-    let deadline = Instant::now() + secs(60);
-    while env
-        .count("SELECT count(*) FROM jobs WHERE status = 'succeeded'")
-        .await
-        < 3
-    {
-        assert!(
-            Instant::now() < deadline,
-            "scheduled jobs never ran\n{}",
-            env.worker_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    let succeeded = "SELECT count(*) FROM jobs WHERE status = 'succeeded'";
+    wait_count(&env, succeeded, 3, secs(60), || {
+        format!("scheduled jobs never ran\n{}", env.worker_logs())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -281,10 +273,7 @@ async fn a_fan_out_cut_short_is_finished_without_duplicates() {
     let mut env = TestEnv::new().await;
     // 1,000 tenants (ping does not touch their databases, so rows suffice).
     active_tenants(&env, "fan", 1000).await;
-    write_config(
-        &env,
-        "[[schedules]]\nname = \"yearly\"\ncron = \"0 0 1 1 *\"\nkind = \"ping\"\n",
-    );
+    write_config(&env, YEARLY);
     // A firing the previous leader had started.
     let fire_at = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp() - 10, 0).unwrap();
     sqlx::query("INSERT INTO schedule_firings (schedule, fire_at, status) VALUES ('yearly', $1, 'fanning_out')")
@@ -304,42 +293,23 @@ async fn a_fan_out_cut_short_is_finished_without_duplicates() {
         "the crash left a partial fan-out: {partial}"
     );
     env.spawn(&["scheduler"], &[]);
-    let deadline = Instant::now() + secs(60);
-    while env
-        .count("SELECT count(*) FROM schedule_firings WHERE status = 'done'")
-        .await
-        < 1
-    {
-        assert!(
-            Instant::now() < deadline,
-            "the fan-out was never finished\n{}",
-            env.worker_logs()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    assert_eq!(
-        env.count("SELECT count(*) FROM jobs").await,
-        1000,
-        "none missing"
-    );
-    assert_eq!(
-        env.count("SELECT count(DISTINCT tenant_id) FROM jobs")
-            .await,
-        1000,
-        "no duplicates"
-    );
-    assert_eq!(
-        env.count("SELECT jobs::bigint FROM schedule_firings").await,
-        1000
-    );
+    let done = "SELECT count(*) FROM schedule_firings WHERE status = 'done'";
+    wait_count(&env, done, 1, secs(60), || {
+        format!("the fan-out was never finished\n{}", env.worker_logs())
+    })
+    .await;
+    // None missing, no duplicates.
+    env.assert_count("SELECT count(*) FROM jobs", 1000).await;
+    env.assert_count("SELECT count(DISTINCT tenant_id) FROM jobs", 1000)
+        .await;
+    env.assert_count("SELECT jobs::bigint FROM schedule_firings", 1000)
+        .await;
 }
 
 /// 20 tenants and a schedule `often` every 10 s (deadline 30 s, spread 5 s)
 /// whose last firing was a minute ago; a scheduler starts and catches up
 /// (no worker runs). Returns the last old firing's time and the scheduler.
-async fn caught_up(
-    env: &mut TestEnv,
-) -> (chrono::DateTime<chrono::Utc>, crate::common::WorkerProc) {
+async fn caught_up(env: &mut TestEnv) -> (chrono::DateTime<chrono::Utc>, WorkerProc) {
     // 20 tenants (ping does not touch their databases, so rows suffice).
     active_tenants(env, "late", 20).await;
     write_config(
@@ -355,11 +325,11 @@ async fn caught_up(
         .await
         .unwrap();
     let s = env.spawn(&["scheduler"], &[]);
-    let deadline = Instant::now() + secs(20);
-    while env.count("SELECT count(*) FROM schedule_firings WHERE status = 'done' AND fire_at > now() - interval '30 seconds'").await < 1 {
-        assert!(Instant::now() < deadline, "no catch-up firing\n{}", s.log_text());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let recent = "SELECT count(*) FROM schedule_firings WHERE status = 'done' AND fire_at > now() - interval '30 seconds'";
+    wait_count(env, recent, 1, secs(20), || {
+        format!("no catch-up firing\n{}", s.log_text())
+    })
+    .await;
     (last, s)
 }
 
@@ -410,11 +380,8 @@ async fn a_firing_skips_tenants_whose_last_run_is_still_live() {
     caught_up(&mut env).await;
     // No worker runs, so those jobs stay queued: the next firings skip every tenant (overlap).
     tokio::time::sleep(secs(11)).await;
-    assert_eq!(
-        env.count("SELECT count(*) FROM jobs").await,
-        20,
-        "overlapping runs are skipped"
-    );
+    // Overlapping runs are skipped.
+    env.assert_count("SELECT count(*) FROM jobs", 20).await;
     assert!(
         env.count("SELECT coalesce(sum(skipped), 0)::bigint FROM schedule_firings")
             .await
@@ -445,9 +412,9 @@ async fn schedule_history_lists_missed_beside_done_firings() {
 #[tokio::test(flavor = "multi_thread")]
 async fn schedule_run_refuses_an_unknown_schedule() {
     let env = TestEnv::new().await;
-    let out = env.run(&["schedule", "run", "nope"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert_eq!(env.count("SELECT count(*) FROM schedule_firings").await, 0);
+    env.refused(&["schedule", "run", "nope"], "");
+    env.assert_count("SELECT count(*) FROM schedule_firings", 0)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -473,7 +440,7 @@ async fn a_sampled_schedule_fans_out_to_that_many_free_tenants() {
     // The sample is taken from the free tenants: 5 jobs, nobody skipped.
     let out = env.ok(&["schedule", "run", "drill"]);
     assert!(out.contains("jobs=5\tskipped=0"), "{out}");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(ms(1100)).await;
     // Those 5 are busy now: the next firing takes the other 5 free ones.
     let out = env.ok(&["schedule", "run", "drill"]);
     assert!(out.contains("jobs=5\tskipped=0"), "{out}");
@@ -485,12 +452,9 @@ async fn a_sampled_schedule_fans_out_to_that_many_free_tenants() {
     .await
     .unwrap();
     assert_eq!(per_firing, vec![5, 5], "five tenants per firing");
-    assert_eq!(
-        env.count("SELECT count(DISTINCT tenant_id) FROM jobs")
-            .await,
-        50,
-        "each free tenant got exactly one of the two firings"
-    );
+    // Each free tenant got exactly one of the two firings.
+    env.assert_count("SELECT count(DISTINCT tenant_id) FROM jobs", 50)
+        .await;
     // `schedule list` counts the last firing's jobs by their keys; the `_`
     // of "dril_" must not match the "l" of "drill" (a firing of "dril_" at
     // the same time, with no jobs of its own).
@@ -501,8 +465,7 @@ async fn a_sampled_schedule_fans_out_to_that_many_free_tenants() {
     .execute(&env.catalog)
     .await
     .unwrap();
-    let list: serde_json::Value =
-        serde_json::from_str(&env.ok(&["schedule", "list", "--json"])).unwrap();
+    let list = env.ok_json(&["schedule", "list", "--json"]);
     assert_eq!(
         list[0]["last_outcomes"],
         serde_json::json!({"queued": 5}),
@@ -510,11 +473,11 @@ async fn a_sampled_schedule_fans_out_to_that_many_free_tenants() {
     );
     assert_eq!(list[1]["name"], "dril_");
     assert_eq!(list[1]["last_outcomes"], serde_json::json!({}), "{list:#}");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    tokio::time::sleep(ms(1100)).await;
     // Nobody is free: the sample's 5 are skipped.
     let out = env.ok(&["schedule", "run", "drill"]);
     assert!(out.contains("jobs=0\tskipped=5"), "{out}");
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 50);
+    env.assert_count("SELECT count(*) FROM jobs", 50).await;
 }
 
 /// 1,000 active tenants as catalog rows only (ping does not touch their databases).
@@ -524,25 +487,18 @@ async fn thousand_tenants(env: &TestEnv) {
 
 /// Each of the 1,000 tenants has exactly one job (and one message) of the one firing.
 async fn one_job_each(env: &TestEnv, what: &str) {
-    assert_eq!(env.count("SELECT count(*) FROM jobs").await, 1000, "{what}");
-    assert_eq!(
-        env.count("SELECT count(DISTINCT tenant_id) FROM jobs")
-            .await,
-        1000,
-        "{what}"
-    );
-    assert_eq!(
-        env.count("SELECT count(*) FROM outbox WHERE job_id IS NOT NULL")
-            .await,
-        1000,
-        "{what}: one message per job"
-    );
-    assert_eq!(
-        env.count("SELECT count(*) FROM schedule_firings WHERE status = 'done' AND jobs = 1000")
-            .await,
-        1,
-        "{what}"
-    );
+    for (sql, expected) in [
+        ("SELECT count(*) FROM jobs", 1000),
+        ("SELECT count(DISTINCT tenant_id) FROM jobs", 1000),
+        // One message per job.
+        ("SELECT count(*) FROM outbox WHERE job_id IS NOT NULL", 1000),
+        (
+            "SELECT count(*) FROM schedule_firings WHERE status = 'done' AND jobs = 1000",
+            1,
+        ),
+    ] {
+        assert_eq!(env.count(sql).await, expected, "{what}: {sql}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -554,8 +510,7 @@ async fn concurrent_fan_outs_of_one_firing_make_each_job_once() {
     let env = TestEnv::new().await;
     thousand_tenants(&env).await;
     let registry = landlord::workers::registry();
-    let spec: ScheduleSpec =
-        toml::from_str("name = \"yearly\"\ncron = \"0 0 1 1 *\"\nkind = \"ping\"\n").unwrap();
+    let spec: ScheduleSpec = toml::from_str(YEARLY.trim_start_matches("[[schedules]]\n")).unwrap();
     let schedule = Schedule::parse(&spec, &registry).unwrap();
     let fire_at = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap();
     // Four processes' worth at once: three wait their turn, one would rather skip.
@@ -609,16 +564,16 @@ async fn concurrent_fan_outs_of_one_firing_make_each_job_once() {
 async fn the_scheduler_leaves_a_firing_that_schedule_run_is_fanning_out() {
     let mut env = TestEnv::new().await;
     thousand_tenants(&env).await;
-    write_config(
-        &env,
-        "[[schedules]]\nname = \"yearly\"\ncron = \"0 0 1 1 *\"\nkind = \"ping\"\n",
-    );
+    write_config(&env, YEARLY);
     let scheduler = env.spawn(&["scheduler"], &[]);
-    let deadline = Instant::now() + secs(30);
-    while !scheduler.log_text().contains("became leader") {
-        assert!(Instant::now() < deadline, "{}", scheduler.log_text());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    poll(secs(30), ms(100), || async {
+        let log = scheduler.log_text();
+        match log.contains("became leader") {
+            true => Ok(()),
+            false => Err(log),
+        }
+    })
+    .await;
     // `schedule run` stops for 3 s after its first chunk: the firing sits
     // half done, marked fanning_out, while the leader ticks six times.
     let run = env.spawn(

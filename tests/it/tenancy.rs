@@ -6,7 +6,10 @@
 
 use std::collections::HashMap;
 
-use crate::common::{PG_SERVER, TestEnv};
+use crate::common::{
+    PG_SERVER, TestEnv, database_exists, exec_in as admin_exec, json_line as sync_result, rows_in,
+    scalar_in, stderr,
+};
 use landlord::tenancy::{
     EnforcementMode,
     config::{FileTenancy, TenancyConfig},
@@ -43,14 +46,6 @@ struct Shared {
     db: String,
     role: String,
     bypass_role: String,
-}
-
-async fn admin_exec(db: &str, sql: &str) {
-    let mut c = PgConnection::connect(&format!("{PG_SERVER}/{db}"))
-        .await
-        .unwrap();
-    sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
-    c.close().await.ok();
 }
 
 async fn shared_db(env: &TestEnv, tenants: i64, per_tenant: i64) -> Shared {
@@ -97,17 +92,8 @@ async fn shared_db(env: &TestEnv, tenants: i64, per_tenant: i64) -> Shared {
 
 /// Rows per tenant of `table`, read by the superuser (which RLS does not filter).
 async fn counts_by_tenant(db: &str, table: &str) -> HashMap<i64, i64> {
-    let mut c = PgConnection::connect(&format!("{PG_SERVER}/{db}"))
-        .await
-        .unwrap();
-    let rows: Vec<(i64, i64)> = sqlx::query_as(&format!(
-        "SELECT tenant_id, count(*) FROM {table} GROUP BY 1"
-    ))
-    .fetch_all(&mut c)
-    .await
-    .unwrap();
-    c.close().await.ok();
-    rows.into_iter().collect()
+    let sql = format!("SELECT tenant_id, count(*) FROM {table} GROUP BY 1");
+    rows_in::<(i64, i64)>(db, &sql).await.into_iter().collect()
 }
 
 async fn pool_as(role: &str, db: &str) -> PgPool {
@@ -180,9 +166,36 @@ async fn count_in(tdb: &TenantDb, ctx: &TenantContext, sql: &str) -> i64 {
     n
 }
 
-/// The job row a `--sync --json` command printed first.
-fn sync_result(out: &std::process::Output) -> Value {
-    serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap()
+/// The customers `tdb` shows `ctx` (in a committed transaction).
+async fn customers_seen(tdb: &TenantDb, ctx: &TenantContext) -> i64 {
+    count_in(tdb, ctx, "SELECT count(*) FROM customers").await
+}
+
+/// `sql` (a count) straight on `pool`, with no tenant context.
+async fn count_on(pool: &PgPool, sql: &str) -> i64 {
+    sqlx::query_scalar(sql).fetch_one(pool).await.unwrap()
+}
+
+/// The error `sql` straight on `pool`, with no tenant context, must fail with.
+async fn refused_on(pool: &PgPool, sql: &str) -> String {
+    sqlx::query(sql)
+        .fetch_one(pool)
+        .await
+        .unwrap_err()
+        .to_string()
+}
+
+/// The error statement `sql` must fail with in a transaction of `tdb` as `ctx`
+/// (rolled back).
+async fn refused_in(tdb: &TenantDb, ctx: &TenantContext, sql: &str) -> String {
+    let mut tx = tdb.begin(ctx).await.unwrap();
+    let err = sqlx::query(sql)
+        .execute(&mut *tx)
+        .await
+        .unwrap_err()
+        .to_string();
+    drop(tx);
+    err
 }
 
 fn ctx(tenant: Option<i64>) -> TenantContext {
@@ -273,11 +286,7 @@ async fn strict_mode_refuses_a_query_without_a_context() {
     let env = TestEnv::new().await;
     let st = Strict::new(&env).await;
     // No context: a clear error, not an empty result.
-    let err = sqlx::query("SELECT count(*) FROM customers")
-        .fetch_one(&st.app)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = refused_on(&st.app, "SELECT count(*) FROM customers").await;
     assert!(err.contains("no tenant context"), "{err}");
     let mut tx = st.tdb.begin(&ctx(None)).await.unwrap();
     assert!(
@@ -295,16 +304,11 @@ async fn strict_mode_leaves_unscoped_tables_readable() {
     let env = TestEnv::new().await;
     let st = Strict::new(&env).await;
     // Tables without the column and exempt tables are unaffected.
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM countries")
-        .fetch_one(&st.app)
-        .await
-        .unwrap();
-    assert_eq!(n, 2);
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_events")
-        .fetch_one(&st.app)
-        .await
-        .unwrap();
-    assert_eq!(n, 20);
+    assert_eq!(count_on(&st.app, "SELECT count(*) FROM countries").await, 2);
+    assert_eq!(
+        count_on(&st.app, "SELECT count(*) FROM audit_events").await,
+        20
+    );
     st.close().await;
 }
 
@@ -377,14 +381,9 @@ async fn strict_mode_scopes_writes_to_the_contexts_tenant() {
 async fn strict_mode_refuses_inserting_another_tenants_row() {
     let env = TestEnv::new().await;
     let st = Strict::new(&env).await;
-    let mut tx = st.tdb.begin(&ctx(Some(7))).await.unwrap();
-    let err = sqlx::query("INSERT INTO customers (tenant_id, name) VALUES (8, 'intruder')")
-        .execute(&mut *tx)
-        .await
-        .unwrap_err()
-        .to_string();
+    let intruder = "INSERT INTO customers (tenant_id, name) VALUES (8, 'intruder')";
+    let err = refused_in(&st.tdb, &ctx(Some(7)), intruder).await;
     assert!(err.contains("row-level security"), "{err}");
-    drop(tx);
     st.close().await;
 }
 
@@ -392,17 +391,11 @@ async fn strict_mode_refuses_inserting_another_tenants_row() {
 async fn a_scoped_transaction_cannot_move_a_row_to_another_tenant() {
     let env = TestEnv::new().await;
     let st = Strict::new(&env).await;
-    let mut tx = st.tdb.begin(&ctx(Some(7))).await.unwrap();
-    let err = sqlx::query("UPDATE customers SET tenant_id = 8")
-        .execute(&mut *tx)
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = refused_in(&st.tdb, &ctx(Some(7)), "UPDATE customers SET tenant_id = 8").await;
     assert!(
         err.contains("cannot be changed") || err.contains("row-level security"),
         "{err}"
     );
-    drop(tx);
     st.close().await;
 }
 
@@ -706,13 +699,8 @@ async fn soft_mode_still_isolates_a_scoped_query() {
     let env = TestEnv::new().await;
     let soft = Soft::new(&env).await;
     let tdb = TenantDb::new(soft.app.clone(), None, &soft_mode()).unwrap();
-    let mut tx = tdb.begin(&ctx(Some(2))).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    let n = customers_seen(&tdb, &ctx(Some(2))).await;
     assert_eq!(n, 3, "with a context, soft mode still isolates");
-    drop(tx);
     soft.close().await;
 }
 
@@ -802,11 +790,10 @@ async fn a_disabled_database_reads_every_row_unchecked() {
     let env = TestEnv::new().await;
     let soft = Soft::new(&env).await;
     apply(&soft.s.db, &disabled()).await;
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
-        .fetch_one(&soft.app)
-        .await
-        .unwrap();
-    assert_eq!(n, 12);
+    assert_eq!(
+        count_on(&soft.app, "SELECT count(*) FROM customers").await,
+        12
+    );
     soft.close().await;
 }
 
@@ -818,20 +805,10 @@ async fn strict_after_disabled_enforces_afresh() {
     // Disabled again is a no-op; strict after disabled installs everything afresh.
     apply(&soft.s.db, &disabled()).await;
     apply(&soft.s.db, &strict()).await;
-    let e = sqlx::query("SELECT count(*) FROM customers")
-        .fetch_one(&soft.app)
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = refused_on(&soft.app, "SELECT count(*) FROM customers").await;
     assert!(e.contains("no tenant context"), "{e}");
     let tdb = TenantDb::new(soft.app.clone(), None, &strict()).unwrap();
-    let mut tx = tdb.begin(&ctx(Some(3))).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    assert_eq!(n, 3);
-    drop(tx);
+    assert_eq!(customers_seen(&tdb, &ctx(Some(3))).await, 3);
     soft.close().await;
 }
 
@@ -857,50 +834,66 @@ async fn disabling_with_an_empty_violation_log_drops_the_schema() {
 
 /// A strict shared database (3 tenants of 2 customers) and a scoped
 /// executor whose bypass pool is the superuser, so the audit is readable.
-async fn audited(env: &TestEnv) -> (PgPool, PgPool, TenantDb) {
-    let s = shared_db(env, 3, 2).await;
-    let cfg = strict();
-    apply(&s.db, &cfg).await;
-    let app = pool_as(&s.role, &s.db).await;
-    let bypass = PgPool::connect(&format!("{PG_SERVER}/{}", s.db))
-        .await
-        .unwrap();
-    let tdb = TenantDb::new(app.clone(), Some(bypass.clone()), &cfg).unwrap();
-    (app, bypass, tdb)
+struct Audited {
+    app: PgPool,
+    bypass: PgPool,
+    tdb: TenantDb,
+}
+
+impl Audited {
+    async fn new(env: &TestEnv) -> Audited {
+        let s = shared_db(env, 3, 2).await;
+        let cfg = strict();
+        apply(&s.db, &cfg).await;
+        let app = pool_as(&s.role, &s.db).await;
+        let bypass = PgPool::connect(&format!("{PG_SERVER}/{}", s.db))
+            .await
+            .unwrap();
+        let tdb = TenantDb::new(app.clone(), Some(bypass.clone()), &cfg).unwrap();
+        Audited { app, bypass, tdb }
+    }
+
+    async fn close(self) {
+        self.app.close().await;
+        self.bypass.close().await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_superuser_bypass_needs_a_reason() {
     let env = TestEnv::new().await;
-    let (app, bypass, tdb) = audited(&env).await;
+    let a = Audited::new(&env).await;
     assert!(
-        tdb.without_tenant(&root(), "").await.is_err(),
+        a.tdb.without_tenant(&root(), "").await.is_err(),
         "a reason is required"
     );
-    app.close().await;
-    bypass.close().await;
+    a.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_tenant_reads_across_tenants() {
     let env = TestEnv::new().await;
-    let (app, bypass, tdb) = audited(&env).await;
-    let mut tx = tdb.without_tenant(&root(), "monthly report").await.unwrap();
+    let a = Audited::new(&env).await;
+    let mut tx = a
+        .tdb
+        .without_tenant(&root(), "monthly report")
+        .await
+        .unwrap();
     let all: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
         .fetch_one(&mut *tx)
         .await
         .unwrap();
     assert_eq!(all, 6);
     tx.rollback().await.unwrap();
-    app.close().await;
-    bypass.close().await;
+    a.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn for_tenant_reads_only_that_tenant() {
     let env = TestEnv::new().await;
-    let (app, bypass, tdb) = audited(&env).await;
-    let mut tx = tdb
+    let a = Audited::new(&env).await;
+    let mut tx = a
+        .tdb
         .for_tenant(&root(), "2", "support ticket 42")
         .await
         .unwrap();
@@ -910,14 +903,13 @@ async fn for_tenant_reads_only_that_tenant() {
         .unwrap();
     assert_eq!(two, vec![2]);
     tx.rollback().await.unwrap();
-    app.close().await;
-    bypass.close().await;
+    a.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn superuser_bypasses_are_audited_with_actor_tenant_reason() {
     let env = TestEnv::new().await;
-    let (app, bypass, tdb) = audited(&env).await;
+    let Audited { app, bypass, tdb } = Audited::new(&env).await;
     let tx = tdb.without_tenant(&root(), "monthly report").await.unwrap();
     tx.rollback().await.unwrap();
     let tx = tdb
@@ -1014,15 +1006,12 @@ async fn applied_by_the_cli(env: &mut TestEnv) -> Shared {
         "CREATE TABLE notes (id bigserial PRIMARY KEY, tenant_id bigint, body text)",
     )
     .await;
-    env.extra_env.extend([
-        ("TENANCY_ENABLED".to_string(), "true".to_string()),
-        ("TENANCY_ENFORCEMENT_MODE".to_string(), "strict".to_string()),
-        ("TENANCY_CONTEXT_SECRET".to_string(), SECRET.to_string()),
-        ("TENANCY_SITE_ENABLED".to_string(), "false".to_string()),
-        (
-            "TENANCY_EXEMPT_TABLES".to_string(),
-            "audit_events".to_string(),
-        ),
+    env.set_env(&[
+        ("TENANCY_ENABLED", "true"),
+        ("TENANCY_ENFORCEMENT_MODE", "strict"),
+        ("TENANCY_CONTEXT_SECRET", SECRET),
+        ("TENANCY_SITE_ENABLED", "false"),
+        ("TENANCY_EXEMPT_TABLES", "audit_events"),
     ]);
     let out = env.ok(&["tenancy", "apply", "--database", &s.db]);
     assert!(
@@ -1052,15 +1041,22 @@ fn detailed_status(env: &TestEnv, s: &Shared) -> (Option<i32>, Value) {
 
 /// Row-level security policies on the public tables of `db`.
 async fn policies(db: &str) -> i64 {
-    let mut c = PgConnection::connect(&format!("{PG_SERVER}/{db}"))
-        .await
-        .unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_policies WHERE schemaname = 'public'")
-        .fetch_one(&mut c)
-        .await
-        .unwrap();
-    c.close().await.ok();
-    n
+    scalar_in(
+        db,
+        "SELECT count(*) FROM pg_policies WHERE schemaname = 'public'",
+        &[],
+    )
+    .await
+}
+
+/// `tenancy status` warns about `needle` (naming `what`), which makes it exit 1.
+async fn assert_status_warns(needle: &str, what: &str) {
+    let mut env = TestEnv::new().await;
+    let s = applied_by_the_cli(&mut env).await;
+    let (code, v) = detailed_status(&env, &s);
+    let warnings = v["warnings"].to_string();
+    assert!(warnings.contains(needle), "{what} warned: {warnings}");
+    assert_eq!(code, Some(1), "warnings make status exit 1");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1095,28 +1091,12 @@ async fn tenancy_status_reports_each_tables_protection() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tenancy_status_warns_about_an_unindexed_tenant_column() {
-    let mut env = TestEnv::new().await;
-    let s = applied_by_the_cli(&mut env).await;
-    let (code, v) = detailed_status(&env, &s);
-    let warnings = v["warnings"].to_string();
-    assert!(
-        warnings.contains("notes"),
-        "missing index warned: {warnings}"
-    );
-    assert_eq!(code, Some(1), "warnings make status exit 1");
+    assert_status_warns("notes", "missing index").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn tenancy_status_warns_about_a_superuser_app_role() {
-    let mut env = TestEnv::new().await;
-    let s = applied_by_the_cli(&mut env).await;
-    let (code, v) = detailed_status(&env, &s);
-    let warnings = v["warnings"].to_string();
-    assert!(
-        warnings.contains("postgres"),
-        "superuser app role warned: {warnings}"
-    );
-    assert_eq!(code, Some(1), "warnings make status exit 1");
+    assert_status_warns("postgres", "superuser app role").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -1124,9 +1104,10 @@ async fn tenancy_apply_without_a_secret_is_refused() {
     let mut env = TestEnv::new().await;
     let s = applied_by_the_cli(&mut env).await;
     env.extra_env.remove("TENANCY_CONTEXT_SECRET");
-    let out = env.run(&["tenancy", "apply", "--database", &s.db]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("TENANCY_CONTEXT_SECRET"));
+    env.refused(
+        &["tenancy", "apply", "--database", &s.db],
+        "TENANCY_CONTEXT_SECRET",
+    );
     assert_eq!(policies(&s.db).await, 3, "nothing was changed");
 }
 
@@ -1144,9 +1125,7 @@ async fn auto_detected_off(env: &mut TestEnv) -> Shared {
 async fn an_auto_detected_off_keeps_the_protection_without_force() {
     let mut env = TestEnv::new().await;
     let s = auto_detected_off(&mut env).await;
-    let out = env.run(&["tenancy", "apply", "--database", &s.db]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    let stderr = env.refused(&["tenancy", "apply", "--database", &s.db], "");
     assert!(
         stderr.contains("auto-detect")
             && stderr.contains("--force")
@@ -1160,14 +1139,9 @@ async fn an_auto_detected_off_keeps_the_protection_without_force() {
 async fn an_explicitly_disabled_mode_removes_the_protection() {
     let mut env = TestEnv::new().await;
     let s = auto_detected_off(&mut env).await;
-    let out = env.run_with(
+    env.ok_with(
         &["tenancy", "apply", "--database", &s.db],
         &[("TENANCY_ENFORCEMENT_MODE", "disabled")],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(policies(&s.db).await, 0);
 }
@@ -1189,12 +1163,7 @@ async fn apply_with_nothing_to_remove_needs_no_force() {
     let mut env = TestEnv::new().await;
     let s = auto_detected_off(&mut env).await;
     env.ok(&["tenancy", "apply", "--database", &s.db, "--force"]);
-    let out = env.run(&["tenancy", "apply", "--database", &s.db]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    env.ok(&["tenancy", "apply", "--database", &s.db]);
     assert_eq!(policies(&s.db).await, 0);
 }
 
@@ -1209,13 +1178,10 @@ struct ThreeShared {
 
 async fn three_shared_tenants(env: &mut TestEnv) -> ThreeShared {
     let s = shared_db(env, 0, 0).await;
-    env.extra_env.extend([
-        ("TENANCY_ENABLED".to_string(), "true".to_string()),
-        ("TENANCY_CONTEXT_SECRET".to_string(), SECRET.to_string()),
-        (
-            "TENANCY_EXEMPT_TABLES".to_string(),
-            "audit_events".to_string(),
-        ),
+    env.set_env(&[
+        ("TENANCY_ENABLED", "true"),
+        ("TENANCY_CONTEXT_SECRET", SECRET),
+        ("TENANCY_EXEMPT_TABLES", "audit_events"),
     ]);
     env.ok(&["tenancy", "apply", "--database", &s.db]);
     let mut keys = Vec::new();
@@ -1256,19 +1222,14 @@ async fn three_shared_tenants(env: &mut TestEnv) -> ThreeShared {
 
 /// Per tenant key: row count and checksum of its customers and orders.
 async fn shared_snapshot(db: &str) -> Vec<(i64, i64, String)> {
-    let mut c = PgConnection::connect(&format!("{PG_SERVER}/{db}"))
-        .await
-        .unwrap();
-    let rows: Vec<(i64, i64, String)> = sqlx::query_as(
-        "SELECT tenant_id, count(*), md5(string_agg(x::text, '|' ORDER BY x::text)) FROM \
-         (SELECT tenant_id, row(c.*)::text AS x FROM customers c UNION ALL SELECT tenant_id, row(o.*)::text FROM orders o) s \
+    rows_in(
+        db,
+        "SELECT tenant_id, count(*), md5(string_agg(x, '|' ORDER BY x)) FROM \
+         (SELECT tenant_id, row(c.*)::text AS x FROM customers c \
+          UNION ALL SELECT tenant_id, row(o.*)::text FROM orders o) s \
          GROUP BY tenant_id ORDER BY 1",
     )
-    .fetch_all(&mut c)
     .await
-    .unwrap();
-    c.close().await.ok();
-    rows
 }
 
 /// Three shared tenants and a backup of beta: the tenants and the snapshot
@@ -1277,7 +1238,7 @@ async fn beta_backed_up(env: &mut TestEnv) -> (ThreeShared, Vec<(i64, i64, Strin
     let three = three_shared_tenants(env).await;
     let before = shared_snapshot(&three.s.db).await;
     let out = env.run(&["backup", "--tenant", &three.keys[1].0, "--sync", "--json"]);
-    let job: Value = sync_result(&out);
+    let job = sync_result(&out);
     assert_eq!(job["status"], "succeeded", "{job}");
     (three, before)
 }
@@ -1320,7 +1281,7 @@ async fn verify_restore_test_of_a_shared_tenant_rolls_back() {
         "--sync",
         "--json",
     ]);
-    let job: Value = sync_result(&out);
+    let job = sync_result(&out);
     assert_eq!(job["status"], "succeeded", "{job}");
     assert_eq!(shared_snapshot(&three.s.db).await, before);
 }
@@ -1342,17 +1303,7 @@ async fn deleting_a_shared_tenant_removes_only_its_rows() {
     assert_eq!(left.len(), 2);
     assert!(left.iter().all(|r| r.0.to_string() != beta_key));
     // The shared database stays.
-    let mut admin = PgConnection::connect(&format!("{PG_SERVER}/postgres"))
-        .await
-        .unwrap();
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-            .bind(&three.s.db)
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
-    assert!(exists);
-    admin.close().await.ok();
+    assert!(database_exists(&three.s.db).await);
 }
 
 /// Three shared tenants whose every other order was placed 400 days ago:
@@ -1373,17 +1324,10 @@ async fn with_old_orders(env: &mut TestEnv) -> (ThreeShared, i64, i64) {
 
 /// Orders of tenant `key` placed more than 365 days ago.
 async fn old_orders(db: &str, key: &str) -> i64 {
-    let mut c = PgConnection::connect(&format!("{PG_SERVER}/{db}"))
-        .await
-        .unwrap();
-    let n: i64 = sqlx::query_scalar(&format!(
+    let sql = format!(
         "SELECT count(*) FROM orders WHERE tenant_id = {key} AND placed_at < now() - interval '365 days'"
-    ))
-    .fetch_one(&mut c)
-    .await
-    .unwrap();
-    c.close().await.ok();
-    n
+    );
+    scalar_in(db, &sql, &[]).await
 }
 
 /// `maintenance --cleanup --days 365` of gamma's orders, waited for.
@@ -1401,9 +1345,8 @@ fn clean_gamma(env: &TestEnv, three: &ThreeShared, dry: bool) -> Value {
     }
     args.extend(["--sync", "--json"]);
     let out = env.run_with(&args, &[("LANDLORD_CLEANUP_RULES", "orders:placed_at")]);
-    let job: Value =
-        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
-    assert_eq!(job["status"], "succeeded", "{job}");
+    let job = sync_result(&out);
+    assert_eq!(job["status"], "succeeded", "{job}\n{}", stderr(&out));
     job
 }
 
@@ -1607,18 +1550,11 @@ async fn an_unfiltered_channel_ignores_a_contexts_tenant() {
     let env = TestEnv::new().await;
     let h = Hybrid::new(&env).await;
     // The channel decides, not a tenant a context happens to carry.
-    assert_eq!(
-        count_in(
-            &h.tdb,
-            &TenantContext {
-                tenant: Some("3".into()),
-                ..h.site_ctx.clone()
-            },
-            "SELECT count(*) FROM customers"
-        )
-        .await,
-        20
-    );
+    let carrying_3 = TenantContext {
+        tenant: Some("3".into()),
+        ..h.site_ctx.clone()
+    };
+    assert_eq!(customers_seen(&h.tdb, &carrying_3).await, 20);
     h.close().await;
 }
 
@@ -1626,10 +1562,7 @@ async fn an_unfiltered_channel_ignores_a_contexts_tenant() {
 async fn an_unfiltered_channel_is_neither_a_violation_nor_a_bypass() {
     let env = TestEnv::new().await;
     let mut h = Hybrid::new(&env).await;
-    assert_eq!(
-        count_in(&h.tdb, &h.site_ctx, "SELECT count(*) FROM customers").await,
-        20
-    );
+    assert_eq!(customers_seen(&h.tdb, &h.site_ctx).await, 20);
     assert_eq!(
         violation_count(&mut h.admin).await,
         h.violations_before,
@@ -1662,18 +1595,11 @@ async fn in_soft_mode_an_admin_query_without_a_tenant_runs_recorded() {
     let env = TestEnv::new().await;
     let mut h = Hybrid::new(&env).await;
     // Allowed and recorded (the seed's CLI/jobs).
-    assert_eq!(
-        count_in(
-            &h.tdb,
-            &TenantContext {
-                tenant: None,
-                ..h.admin_ctx.clone()
-            },
-            "SELECT count(*) FROM customers"
-        )
-        .await,
-        20
-    );
+    let no_tenant = TenantContext {
+        tenant: None,
+        ..h.admin_ctx.clone()
+    };
+    assert_eq!(customers_seen(&h.tdb, &no_tenant).await, 20);
     assert_eq!(violation_count(&mut h.admin).await, h.violations_before + 1);
     h.close().await;
 }
@@ -1697,13 +1623,8 @@ async fn isolated_channels_need_no_bypass_role() {
     let env = TestEnv::new().await;
     let h = Hybrid::new(&env).await;
     let no_bypass = TenantDb::new(h.app.clone(), None, &h.cfg).unwrap();
-    let mut tx = no_bypass.begin(&h.admin_ctx).await.unwrap();
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+    let n = customers_seen(&no_bypass, &h.admin_ctx).await;
     assert_eq!(n, 4, "isolated channels do not need it");
-    drop(tx);
     h.close().await;
 }
 
@@ -1722,13 +1643,7 @@ async fn the_hybrid_channels_hold_in_strict_mode() {
     apply(&h.s.db, &strict_hybrid).await;
     let tdb = TenantDb::new(h.app.clone(), Some(h.bypass.clone()), &strict_hybrid).unwrap();
     for (c, want) in [(&h.site_ctx, 20), (&h.admin_ctx, 4)] {
-        let mut tx = tdb.begin(c).await.unwrap();
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM customers")
-            .fetch_one(&mut *tx)
-            .await
-            .unwrap();
-        assert_eq!(n, want, "channel {}", c.channel);
-        drop(tx);
+        assert_eq!(customers_seen(&tdb, c).await, want, "channel {}", c.channel);
     }
     h.close().await;
 }
@@ -1948,23 +1863,8 @@ impl Transfers {
     }
 
     async fn snapshot(&self) -> SharedState {
-        let mut c = PgConnection::connect(&format!("{PG_SERVER}/{}", self.s.db))
-            .await
-            .unwrap();
-        let v: Vec<(i64, i64, String)> = sqlx::query_as(
-            "SELECT tenant_id, count(*), md5(string_agg(x, '|' ORDER BY x)) FROM
-           (SELECT tenant_id, row(c.*)::text AS x FROM customers c
-            UNION ALL SELECT tenant_id, row(o.*)::text FROM orders o) s GROUP BY 1 ORDER BY 1",
-        )
-        .fetch_all(&mut c)
-        .await
-        .unwrap();
-        let countries: i64 = sqlx::query_scalar("SELECT count(*) FROM countries")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
-        c.close().await.ok();
-        (v, countries)
+        let countries = scalar_in(&self.s.db, "SELECT count(*) FROM countries", &[]).await;
+        (shared_snapshot(&self.s.db).await, countries)
     }
 }
 
