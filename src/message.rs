@@ -84,6 +84,27 @@ impl JobMessage {
     pub fn to_bytes(&self) -> Vec<u8> {
         serde_json::to_vec(self).unwrap_or_default()
     }
+
+    /// Checks this message as a worker will: `Err` is the reason
+    /// [`JobMessage::parse`] would refuse its bytes (too large, bad slug…).
+    /// A job whose message fails here must never be written or published:
+    /// it would be dead-lettered at every delivery.
+    pub fn check(&self) -> Result<(), String> {
+        let bytes = serde_json::to_vec(self).map_err(|e| format!("cannot encode: {e}"))?;
+        Self::parse(&bytes).map(|_| ())
+    }
+}
+
+/// The job id of a message that does not parse, if its bytes still name one
+/// (so the worker can look at the job the refused message was for).
+pub fn job_id_of(body: &[u8]) -> Option<Uuid> {
+    #[derive(Deserialize)]
+    struct JobIdOnly {
+        job_id: Uuid,
+    }
+    serde_json::from_slice::<JobIdOnly>(body)
+        .ok()
+        .map(|m| m.job_id)
 }
 
 /// Caps an error text (which may quote input) at 1000 characters.
@@ -155,5 +176,22 @@ mod tests {
                 .expect_err("too big")
                 .contains("bytes")
         );
+    }
+
+    #[test]
+    fn check_refuses_what_parse_would_refuse() {
+        let id = Uuid::new_v4();
+        let fits = JobMessage::new(id, "ping", Some("acme"), serde_json::json!({"a": "x"}));
+        assert_eq!(fits.check(), Ok(()));
+        let big = serde_json::json!({"a": "x".repeat(MAX_MESSAGE_BYTES)});
+        let err = JobMessage::new(id, "ping", Some("acme"), big.clone())
+            .check()
+            .expect_err("too big");
+        assert!(err.contains("bytes"), "{err}");
+        // The refused bytes still name their job.
+        let bytes = JobMessage::new(id, "ping", None, big).to_bytes();
+        assert!(JobMessage::parse(&bytes).is_err());
+        assert_eq!(job_id_of(&bytes), Some(id));
+        assert_eq!(job_id_of(b"not json"), None);
     }
 }

@@ -41,7 +41,7 @@ use anyhow::Result;
 
 pub use backup::BackupSettings;
 pub use broker::BrokerSettings;
-pub use catalog::CatalogSettings;
+pub use catalog::{CatalogSettings, TcpLiveness};
 pub use mail::MailSettings;
 pub use maintenance::{CleanupRule, MaintenanceSettings, parse_cleanup_rules};
 pub use observability::{LogFormat, ObservabilitySettings};
@@ -120,7 +120,7 @@ impl Settings {
         let tenancy = crate::tenancy::config::TenancyConfig::load(&tenancy)?;
 
         Ok(Self {
-            catalog: CatalogSettings::new(catalog_url, worker.concurrency),
+            catalog: CatalogSettings::new(catalog_url, worker.concurrency)?,
             broker,
             worker,
             observability,

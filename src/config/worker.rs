@@ -42,6 +42,9 @@ pub struct WorkerSettings {
     pub busy_delay: Duration,
     /// Longest pause between polls of an idle queue (the pickup latency bound).
     pub poll_max: Duration,
+    /// Delay before a job whose kind this worker does not know is offered
+    /// again (to a worker that knows it, during a rolling deploy).
+    pub unknown_kind_delay: Duration,
 }
 
 /// The `[worker]` table of `landlord.toml`.
@@ -58,6 +61,7 @@ pub(super) struct FileWorker {
     busy_delay_ms: Option<u64>,
     poll_max_ms: Option<u64>,
     stale_after_seconds: Option<u64>,
+    unknown_kind_delay_ms: Option<u64>,
 }
 
 /// Seconds from `env_name`, else the file's value, else `default`.
@@ -112,6 +116,11 @@ impl WorkerSettings {
             busy_delay: millis("LANDLORD_BUSY_DELAY_MS", w.busy_delay_ms, 1_000)?,
             poll_max: millis("LANDLORD_POLL_MAX_MS", w.poll_max_ms, 200)?
                 .max(Duration::from_millis(10)),
+            unknown_kind_delay: millis(
+                "LANDLORD_UNKNOWN_KIND_DELAY_MS",
+                w.unknown_kind_delay_ms,
+                30_000,
+            )?,
         })
     }
 }

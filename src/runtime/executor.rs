@@ -26,17 +26,29 @@ use crate::{
     config::Settings,
     metrics,
     runtime::{
-        JobContext, JobError, KindSpec, Registry, RetryPolicy,
+        JobContext, JobError, KindSpec, Registry, RetryPolicy, sessions,
         store::{self, Claimed, FailOutcome},
-        tenant_lock::TenantLock,
+        tenant_lock::{CHECK_TIMEOUT, TenantLock},
     },
     tenants::Tenant,
 };
 
-/// Why the heartbeat stopped an attempt.
+/// Why the heartbeat stopped an attempt: it did not ([`HELD`]); the catalog
+/// says the row is no longer ours ([`LEASE_LOST`]); the tenant lock is gone
+/// ([`LOCK_LOST`]); or no heartbeat was confirmed for two thirds of a lease,
+/// so the reaper may soon re-drive the job ([`FENCED`]).
 const HELD: u8 = 0;
 const LEASE_LOST: u8 = 1;
 const LOCK_LOST: u8 = 2;
+const FENCED: u8 = 3;
+
+tokio::task_local! {
+    /// The lease of the attempt being recorded, as its heartbeat sees it:
+    /// `persist` keeps retrying while it holds. Scoped around `record` in
+    /// `attempt` (a task-local, so the recording functions keep their
+    /// signatures); unset elsewhere.
+    static LEASE: LeaseView;
+}
 
 /// How an attempt ended.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,6 +110,12 @@ impl Executor {
         m.job_duration
             .with_label_values(&[job.kind.as_str()])
             .observe(started.elapsed().as_secs_f64());
+        // The attempt's sessions were ended when its handler stopped; if that
+        // could not be confirmed, the tenant lock stays until it can (or a
+        // bound passes), so the next job does not run beside them.
+        let label = sessions::label(&job.kind, job.id, job.attempts as u32);
+        let bound = self.settings.worker.lease.max(Duration::from_secs(60));
+        sessions::before_release(&self.settings, &label, bound).await;
         if let Some(l) = lock.lock().await.take() {
             l.release().await;
         }
@@ -152,22 +170,47 @@ impl Executor {
         let heartbeat = Heartbeat::start(self, job, ctx.cancel.clone(), lock.clone());
         let timeout = spec.timeout(&job.args, &self.settings);
         let stop = run_handler(&spec, job, &ctx, timeout, &hard_stop).await;
-        let lost = heartbeat.stop().await;
-        let result = match self.settle(job, stop, lost, timeout).await? {
-            ControlFlow::Break(ending) => return Ok(ending),
-            ControlFlow::Continue(result) => result,
+        // The heartbeat keeps the lease until the outcome is recorded.
+        let ending = match self.settle(job, stop, heartbeat.lost(), timeout).await {
+            Ok(ControlFlow::Continue(result)) => {
+                crate::failpoint::pause("job.after_handler").await;
+                let record = self.record(job, &spec, ctx, &lock, result, sync);
+                LEASE.scope(heartbeat.view.clone(), record).await
+            }
+            Ok(ControlFlow::Break(ending)) => Ok(ending),
+            Err(e) => Err(e),
         };
-        self.record(job, &spec, ctx, &lock, result, sync).await
+        heartbeat.stop().await;
+        ending
     }
 
-    /// Fails a job whose kind this build does not know; no attempt runs.
+    /// A job whose kind this build does not know: no attempt runs. A fleet
+    /// worker hands it back, delayed and without spending an attempt, for a
+    /// worker that knows the kind (a rolling deploy); `--sync` fails it (its
+    /// own build enqueued it, so no other process will know it better).
     async fn refuse_unknown_kind(&self, job: &Claimed, sync: bool) -> Result<Ending> {
-        let err = JobError::fatal(format!("this worker does not know job kind {:?}", job.kind));
-        let policy = self.policy();
-        let out = self
-            .persist(|| store::fail(&self.catalog, job, &self.owner, &err, &policy, sync))
+        let why = format!("this worker does not know job kind {:?}", job.kind);
+        if sync {
+            let err = JobError::fatal(why);
+            let policy = self.policy();
+            let out = self
+                .persist(|| store::fail(&self.catalog, job, &self.owner, &err, &policy, sync))
+                .await?;
+            return Ok(Ending::Failed(out, err.to_string()));
+        }
+        let delay = self.settings.worker.unknown_kind_delay;
+        let back = self
+            .persist(|| store::give_back(&self.catalog, job, &self.owner, delay, &why))
             .await?;
-        Ok(Ending::Failed(out, err.to_string()))
+        tracing::warn!(
+            delay_ms = delay.as_millis() as u64,
+            "this worker does not know the job's kind; handed it back for a worker that does"
+        );
+        Ok(if back {
+            Ending::Postponed
+        } else {
+            Ending::Lost
+        })
     }
 
     /// What the attempt's stop means: the handler's result to record, or an
@@ -184,6 +227,7 @@ impl Executor {
             Stop::Lost if lost == LOCK_LOST => {
                 Err(JobError::retryable("tenant lock lost during the attempt"))
             }
+            // Lease taken or self-fenced: the handler was stopped, nothing to record.
             Stop::Lost => return Ok(ControlFlow::Break(Ending::Lost)),
             Stop::Shutdown => {
                 return Ok(ControlFlow::Break(
@@ -205,6 +249,9 @@ impl Executor {
             Stop::Done(Err(join)) => Err(JobError::retryable(format!("handler aborted: {join}"))),
             Stop::Done(Ok(r)) => r,
         };
+        // A handler that ended by itself after a self-fence (`FENCED`) is
+        // still recorded: the writes are fenced, so they land only if no
+        // other attempt took the job meanwhile.
         if lost == LEASE_LOST {
             return Ok(ControlFlow::Break(Ending::Lost));
         }
@@ -223,6 +270,7 @@ impl Executor {
         result: Result<serde_json::Value, JobError>,
         sync: bool,
     ) -> Result<Ending> {
+        crate::failpoint::hit("job.before_record");
         let held = match lock.lock().await.as_mut() {
             Some(l) => l.still_held().await,
             None => true,
@@ -254,29 +302,55 @@ impl Executor {
                     Ending::Lost
                 })
             }
-            Err(err) => self.record_failure(job, spec, ctx, err, sync).await,
+            Err(err) => self.record_failure(job, spec, ctx, lock, err, sync).await,
         }
     }
 
-    /// Records a failed attempt and, when the job is now dead (or failed
-    /// under `--sync`), runs the kind's compensation.
+    /// Records a failed attempt. When that ends the job (`dead`, or `failed`
+    /// under `--sync`) and its kind compensates, the same transaction leaves
+    /// the compensation pending, and it runs now under the tenant lock: the
+    /// attempt's own if it still holds it, else a fresh one if the tenant is
+    /// free. Otherwise the workers' compensation loop runs it later
+    /// (`runtime::compensation`).
     async fn record_failure(
         &self,
         job: &Claimed,
         spec: &KindSpec,
         ctx: JobContext,
+        lock: &SharedLock,
         err: JobError,
         sync: bool,
     ) -> Result<Ending> {
         let policy = self.policy();
+        let leftovers = if spec.compensates {
+            store::Leftovers::Compensate
+        } else {
+            store::Leftovers::Nothing
+        };
         let out = self
-            .persist(|| store::fail(&self.catalog, job, &self.owner, &err, &policy, sync))
+            .persist(|| {
+                store::fail_as(
+                    &self.catalog,
+                    job,
+                    &self.owner,
+                    &err,
+                    &policy,
+                    sync,
+                    leftovers,
+                )
+            })
             .await?;
-        if matches!(out, FailOutcome::Dead | FailOutcome::Failed) {
-            tracing::warn!(error = %err, "job ended; running its compensation");
-            if let Err(e) = spec.on_dead(job.args.clone(), ctx, err.to_string()).await {
-                tracing::error!(error = %e, "compensation failed; the job's leftovers need an operator");
-            }
+        if spec.compensates && matches!(out, FailOutcome::Dead | FailOutcome::Failed) {
+            tracing::warn!(error = %err, "job ended; compensating");
+            let mut held = lock.lock().await;
+            crate::runtime::compensation::after_attempt(
+                self,
+                job,
+                ctx.tenant.clone(),
+                held.as_mut(),
+                &err.to_string(),
+            )
+            .await;
         }
         Ok(Ending::Failed(out, err.to_string()))
     }
@@ -297,44 +371,75 @@ impl Executor {
         }
     }
 
-    /// Runs a dead job's compensation outside any attempt (the reaper found
-    /// it dead after its last worker vanished).
-    pub async fn compensate(&self, job: &Claimed, error: &str) {
-        let Some(spec) = self.registry.get(&job.kind).copied() else {
-            return;
-        };
-        let tenant = match store::tenant_of(&self.catalog, job).await {
-            Ok(t) => t,
-            Err(e) => {
-                tracing::error!(job_id = %job.id, error = %format!("{e:#}"), "compensation skipped: tenant unavailable");
-                return;
-            }
-        };
+    /// The kind's compensation of `job` as a future to run (`None`: this
+    /// build does not know the kind). Callers hold the tenant's lock and a
+    /// lease on the compensation (`runtime::compensation`). Failpoint
+    /// `compensation.before_run` aborts the process just before it starts.
+    pub fn compensate(
+        &self,
+        job: &Claimed,
+        tenant: Option<Tenant>,
+        error: &str,
+    ) -> Option<futures::future::BoxFuture<'static, Result<(), JobError>>> {
+        let spec = self.registry.get(&job.kind)?;
+        crate::failpoint::hit("compensation.before_run");
         let ctx = self.context(job, tenant);
-        if let Err(e) = spec.on_dead(job.args.clone(), ctx, error.to_string()).await {
-            tracing::error!(job_id = %job.id, error = %e, "compensation failed; the job's leftovers need an operator");
-        }
+        Some(spec.on_dead(job.args.clone(), ctx, error.to_string()))
     }
 
-    /// Retries an outcome write through short catalog outages, so a finished
+    /// Retries an outcome write through catalog outages, so a finished
     /// attempt is not re-run just because its result could not be written.
+    /// Inside `record` it keeps trying for as long as the attempt's heartbeat
+    /// holds the lease (no reaper can have re-driven the job) and gives up
+    /// when the lease is really gone: the catalog said the row is not ours,
+    /// or a whole lease passed since the last confirmed heartbeat was sent.
+    /// Elsewhere (no heartbeat running) it tries for half a lease.
+    ///
+    /// Each try has a deadline; a write whose answer was lost may have
+    /// committed, and its retry then finds the row no longer running (the
+    /// fenced write reports the attempt lost, never writes twice).
     async fn persist<T, F, Fut>(&self, write: F) -> Result<T>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
     {
-        let deadline = Instant::now() + self.settings.worker.lease / 2;
+        let lease = self.settings.worker.lease;
+        let view = LEASE.try_with(LeaseView::clone).ok();
+        let fallback = Instant::now() + lease / 2;
+        let remaining = || match &view {
+            Some(v) => v.remaining(),
+            None => fallback.saturating_duration_since(Instant::now()),
+        };
         let mut wait = Duration::from_millis(100);
         loop {
-            match write().await {
-                Ok(v) => return Ok(v),
-                Err(e) if Instant::now() + wait < deadline => {
-                    tracing::warn!(error = %format!("{e:#}"), "recording the outcome failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(2));
+            let try_for = remaining().clamp(Duration::from_millis(500), lease / 3);
+            let err = match tokio::time::timeout(try_for, write()).await {
+                Ok(Ok(v)) => {
+                    // The outcome is written: the lease no longer matters, and
+                    // the heartbeat must not take the ended row for a lost one
+                    // (a compensation may still run under the lock).
+                    if let Some(lease) = &view {
+                        lease.recorded.cancel();
+                    }
+                    return Ok(v);
                 }
-                Err(e) => return Err(e),
+                Ok(Err(e)) => e,
+                Err(_) => anyhow::anyhow!(
+                    "the catalog did not answer within {} ms",
+                    try_for.as_millis()
+                ),
+            };
+            let left = remaining();
+            if left.is_zero() {
+                return Err(err.context("recording the outcome: the lease is lost; giving up"));
             }
+            tracing::warn!(
+                error = %format!("{err:#}"),
+                lease_left_ms = left.as_millis() as u64,
+                "recording the outcome failed; retrying while the lease holds"
+            );
+            tokio::time::sleep(wait.min(left)).await;
+            wait = (wait * 2).min(Duration::from_secs(1));
         }
     }
 }
@@ -362,19 +467,44 @@ async fn run_handler(
     timeout: Duration,
     hard_stop: &CancellationToken,
 ) -> Stop {
-    let mut handle = tokio::spawn(spec.run(job.args.clone(), ctx.clone()).in_current_span());
+    let scope = sessions::Scope::new(&job.kind, job.id, job.attempts as u32);
+    let label = scope.label().to_string();
+    let mut handle = tokio::spawn(
+        scope
+            .run(spec.run(job.args.clone(), ctx.clone()))
+            .in_current_span(),
+    );
+    // Biased, the handler first: a handler that finished is never taken
+    // for a timeout (or a loss) that became due at the same moment.
     let stop = tokio::select! {
+        biased;
         r = &mut handle => Stop::Done(r),
         _ = ctx.cancel.cancelled() => Stop::Lost,
         _ = tokio::time::sleep(timeout) => Stop::Timeout,
         _ = hard_stop.cancelled() => Stop::Shutdown,
     };
-    if !matches!(stop, Stop::Done(_)) {
+    let aborted = !matches!(stop, Stop::Done(_));
+    if aborted {
         handle.abort();
-        let _ = handle.await;
+        // Dropping the handler may wait for a child program it owns; ending
+        // the attempt's sessions and programs below is what stops that.
+        let _ = tokio::time::timeout(ABORT_WAIT, &mut handle).await;
+    }
+    // Dropping a future does not stop what PostgreSQL runs for it: end the
+    // attempt's sessions and programs before anything is recorded.
+    sessions::end_attempt(&ctx.settings, &label, aborted).await;
+    if aborted && !handle.is_finished() {
+        match tokio::time::timeout(sessions::END_BOUND, handle).await {
+            Ok(_) => {}
+            Err(_) => tracing::error!("the aborted handler has not finished dropping"),
+        }
     }
     stop
 }
+
+/// How long an aborted handler gets to finish dropping before its sessions
+/// and programs are ended from outside.
+const ABORT_WAIT: Duration = Duration::from_secs(2);
 
 /// The text of a handler's panic.
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
@@ -384,12 +514,44 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "non-string panic".to_string())
 }
 
-/// An attempt's heartbeat task. It keeps the lease (every lease/3) and checks
-/// the tenant lock (every second). If the row is no longer ours, the lock is
-/// gone, or the catalog has been unreachable for two thirds of a lease (the
-/// reaper may re-drive at expiry), it cancels the handler.
+/// What an attempt's heartbeat knows about its lease, shared with `persist`.
+#[derive(Clone)]
+struct LeaseView {
+    /// When the lease runs out: the send time of the last heartbeat the
+    /// catalog confirmed (the claim, at first) plus the lease.
+    held_until: Arc<std::sync::Mutex<Instant>>,
+    /// Cancelled when the catalog said the row is no longer ours.
+    taken: CancellationToken,
+    /// Cancelled once the attempt's outcome is written; the heartbeat stops.
+    recorded: CancellationToken,
+}
+
+impl LeaseView {
+    /// How long the lease certainly still holds; zero once it is lost.
+    fn remaining(&self) -> Duration {
+        if self.taken.is_cancelled() {
+            return Duration::ZERO;
+        }
+        let until = *self.held_until.lock().unwrap_or_else(|e| e.into_inner());
+        until.saturating_duration_since(Instant::now())
+    }
+
+    fn confirmed(&self, sent: Instant, lease: Duration) {
+        *self.held_until.lock().unwrap_or_else(|e| e.into_inner()) = sent + lease;
+    }
+}
+
+/// An attempt's heartbeat task. It keeps the lease (every lease/3, every
+/// second after a failure) and checks the tenant lock (every second), each
+/// query under [`CHECK_TIMEOUT`]. It cancels the handler when the row is no
+/// longer ours, the lock is gone, or no heartbeat has been confirmed for two
+/// thirds of a lease counted from when it was *sent* (the reaper may re-drive
+/// at expiry). That deadline is its own `select!` branch, so it fires even
+/// while a query hangs. After the handler ended it goes on beating until the
+/// outcome is recorded.
 struct Heartbeat {
     lost: Arc<AtomicU8>,
+    view: LeaseView,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<()>,
 }
@@ -398,25 +560,43 @@ impl Heartbeat {
     fn start(exec: &Executor, job: &Claimed, cancel: CancellationToken, lock: SharedLock) -> Self {
         let lost = Arc::new(AtomicU8::new(HELD));
         let stop = CancellationToken::new();
+        let lease = exec.settings.worker.lease;
+        // The claim set the lease a moment ago; counting from now is off by
+        // the time between the claim and this start (one tenant read).
+        let view = LeaseView {
+            held_until: Arc::new(std::sync::Mutex::new(Instant::now() + lease)),
+            taken: CancellationToken::new(),
+            recorded: CancellationToken::new(),
+        };
         let beat = Beat {
             pool: exec.catalog.clone(),
             job: job.clone(),
             owner: exec.owner.clone(),
-            lease: exec.settings.worker.lease,
+            lease,
             lost: lost.clone(),
+            view: view.clone(),
             cancel,
             stop: stop.clone(),
             lock,
         };
         let task = tokio::spawn(beat.run().in_current_span());
-        Self { lost, stop, task }
+        Self {
+            lost,
+            view,
+            stop,
+            task,
+        }
     }
 
-    /// Stops the task; returns why it stopped the attempt ([`HELD`] if it did not).
-    async fn stop(self) -> u8 {
+    /// Why the heartbeat stopped the attempt so far ([`HELD`] if it did not).
+    fn lost(&self) -> u8 {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    /// Stops the task.
+    async fn stop(self) {
         self.stop.cancel();
         let _ = self.task.await;
-        self.lost.load(Ordering::SeqCst)
     }
 }
 
@@ -427,51 +607,199 @@ struct Beat {
     owner: String,
     lease: Duration,
     lost: Arc<AtomicU8>,
+    view: LeaseView,
     cancel: CancellationToken,
     stop: CancellationToken,
     lock: SharedLock,
 }
 
+/// When the next heartbeat is due and when the last confirmed one was sent.
+struct BeatClock {
+    next: Instant,
+    last_ok_sent: Instant,
+    lock_checked: bool,
+}
+
 impl Beat {
     async fn run(self) {
         let beat = self.lease / 3;
+        let fence_after = self.lease - beat;
         let mut tick = tokio::time::interval(beat.min(Duration::from_secs(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
-        let mut last_ok = Instant::now();
-        let mut last_beat = Instant::now();
+        let now = Instant::now();
+        let mut clock = BeatClock {
+            next: now + beat,
+            last_ok_sent: now,
+            lock_checked: true,
+        };
         loop {
-            tokio::select! {
+            let fence_at = clock.last_ok_sent + fence_after;
+            let fenced = self.lost.load(Ordering::SeqCst) != HELD;
+            let why = tokio::select! {
+                biased;
                 _ = self.stop.cancelled() => break,
-                _ = tick.tick() => {}
+                _ = self.view.recorded.cancelled() => break,
+                _ = tokio::time::sleep_until(fence_at.into()), if !fenced => FENCED,
+                why = self.check(&mut tick, &mut clock, beat) => why,
+            };
+            if why == HELD {
+                continue;
             }
-            let mut why = HELD;
-            if last_beat.elapsed() >= beat {
-                last_beat = Instant::now();
-                match store::heartbeat(&self.pool, &self.job, &self.owner, self.lease).await {
-                    Ok(true) => last_ok = Instant::now(),
-                    Ok(false) => why = LEASE_LOST,
-                    Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
-                }
+            if why == LEASE_LOST {
+                self.view.taken.cancel();
             }
-            if why == HELD && last_ok.elapsed() >= self.lease - beat {
-                why = LEASE_LOST;
+            if why == LOCK_LOST {
+                clock.lock_checked = false;
             }
-            if why == HELD
-                && let Some(l) = self.lock.lock().await.as_mut()
-                && !l.still_held().await
-            {
-                why = LOCK_LOST;
-            }
-            if why != HELD {
+            if self.lost.load(Ordering::SeqCst) == HELD {
                 tracing::warn!(
                     lease_lost = why == LEASE_LOST,
                     tenant_lock_lost = why == LOCK_LOST,
+                    self_fenced = why == FENCED,
+                    since_last_heartbeat_ms = clock.last_ok_sent.elapsed().as_millis() as u64,
                     "attempt lost the job; stopping it"
                 );
                 self.lost.store(why, Ordering::SeqCst);
                 self.cancel.cancel();
+            }
+            // Nothing more to keep once the catalog gave the row to another.
+            if why == LEASE_LOST {
                 break;
             }
         }
+    }
+
+    /// One tick: the heartbeat if due, then the tenant-lock check.
+    async fn check(
+        &self,
+        tick: &mut tokio::time::Interval,
+        clock: &mut BeatClock,
+        beat: Duration,
+    ) -> u8 {
+        tick.tick().await;
+        let sent = Instant::now();
+        if sent >= clock.next {
+            let query = store::heartbeat(&self.pool, &self.job, &self.owner, self.lease);
+            match tokio::time::timeout(CHECK_TIMEOUT.min(beat), query).await {
+                Ok(Ok(true)) => {
+                    clock.last_ok_sent = sent;
+                    clock.next = sent + beat;
+                    self.view.confirmed(sent, self.lease);
+                }
+                Ok(Ok(false)) => return LEASE_LOST,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %format!("{e:#}"), "heartbeat failed");
+                    clock.next = Instant::now() + Duration::from_secs(1).min(beat);
+                }
+                Err(_) => {
+                    tracing::warn!("heartbeat did not answer in time");
+                    clock.next = Instant::now() + Duration::from_secs(1).min(beat);
+                }
+            }
+        }
+        if clock.lock_checked
+            && let Some(l) = self.lock.lock().await.as_mut()
+            && !l.still_held().await
+        {
+            return LOCK_LOST;
+        }
+        HELD
+    }
+}
+
+#[cfg(test)]
+mod run_handler_tests {
+    //! `run_handler` on its own: a handler whose result and timeout are both
+    //! ready when the select is next polled is a success, never a timeout.
+
+    use std::{sync::Arc, time::Duration};
+
+    use serde::{Deserialize, Serialize};
+    use tokio_util::sync::CancellationToken;
+    use uuid::Uuid;
+
+    use super::{Stop, run_handler};
+    use crate::runtime::{Job, JobContext, JobError, Registry, store::Claimed};
+
+    /// The timeout the test handler gets; it works for longer.
+    const TIMEOUT: Duration = Duration::from_millis(2);
+
+    #[derive(Serialize, Deserialize)]
+    struct Overran {}
+
+    impl Job for Overran {
+        const KIND: &'static str = "test_overran";
+        const QUEUE: &'static str = "maintenance";
+        const NEEDS_TENANT: bool = false;
+        const TENANT_EXCLUSIVE: bool = false;
+
+        async fn run(&self, _ctx: &JobContext) -> Result<serde_json::Value, JobError> {
+            // Blocks the runtime's only thread past the timeout, then
+            // finishes: the result is ready before the timer is next driven.
+            std::thread::sleep(TIMEOUT * 5);
+            Ok(serde_json::json!("done"))
+        }
+    }
+
+    fn attempt(
+        settings: &Arc<crate::config::Settings>,
+        catalog: &sqlx::PgPool,
+    ) -> (Claimed, JobContext) {
+        let job = Claimed {
+            id: Uuid::new_v4(),
+            kind: Overran::KIND.into(),
+            queue: Overran::QUEUE.into(),
+            tenant_id: None,
+            args: serde_json::json!({}),
+            attempts: 1,
+            max_attempts: 1,
+            claim_token: Some(Uuid::new_v4()),
+        };
+        let ctx = JobContext {
+            job_id: job.id,
+            kind: job.kind.clone(),
+            attempt: 1,
+            tenant: None,
+            catalog: catalog.clone(),
+            settings: settings.clone(),
+            cancel: CancellationToken::new(),
+            lease_owner: "test".into(),
+            claim_token: job.claim_token,
+            events: Arc::default(),
+        };
+        (job, ctx)
+    }
+
+    #[test]
+    fn a_finished_handler_is_never_taken_for_a_timeout() {
+        // One thread, timers driven after every task: when the select is
+        // polled again, the handler's result and the timeout are both ready.
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .event_interval(1)
+            .build()
+            .expect("runtime");
+        let timeouts = rt.block_on(async {
+            let mut registry = Registry::default();
+            registry.register::<Overran>();
+            let spec = *registry.get(Overran::KIND).expect("registered");
+            let mut settings = crate::config::Settings::load().expect("settings");
+            // Nothing to sweep: the test is about the select alone.
+            settings.servers.clear();
+            let settings = Arc::new(settings);
+            let catalog = sqlx::PgPool::connect_lazy("postgres://127.0.0.1:1/none").expect("lazy");
+            let mut timeouts = 0;
+            for _ in 0..40 {
+                let (job, ctx) = attempt(&settings, &catalog);
+                match run_handler(&spec, &job, &ctx, TIMEOUT, &CancellationToken::new()).await {
+                    Stop::Done(Ok(Ok(_))) => {}
+                    Stop::Timeout => timeouts += 1,
+                    _ => panic!("the handler neither finished nor timed out"),
+                }
+            }
+            timeouts
+        });
+        assert_eq!(timeouts, 0, "finished handlers taken for timeouts, of 40");
     }
 }

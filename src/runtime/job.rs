@@ -35,6 +35,12 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     const TENANT_EXCLUSIVE: bool;
     /// Attempts before the job is dead.
     const MAX_ATTEMPTS: u32 = 5;
+    /// Whether [`Job::on_dead`] has something to undo. When true, the
+    /// transaction that ends the job `dead` (or `failed` under `--sync`) also
+    /// records its compensation `pending`, and a worker runs it under the
+    /// tenant's lock until it is done. A kind that overrides `on_dead` must
+    /// say true: `on_dead` never runs otherwise.
+    const COMPENSATES: bool = false;
 
     /// Checks arguments beyond their types. Errors are shown to whoever enqueued.
     fn validate(&self) -> Result<(), String> {
@@ -52,9 +58,12 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
         ctx: &JobContext,
     ) -> impl Future<Output = Result<serde_json::Value, JobError>> + Send;
 
-    /// Compensation, run once when the job has ended `dead` (or `failed`
-    /// under `--sync`): undo what earlier attempts left behind. The default
-    /// does nothing.
+    /// Compensation, run when the job has ended `dead` (or `failed` under
+    /// `--sync`) and [`Job::COMPENSATES`] says so: undo what earlier attempts
+    /// left behind. It runs under the tenant's lock (never while another
+    /// tenant-exclusive job of the tenant runs) and again after a crash or an
+    /// error until it succeeds, so it must be idempotent. The default does
+    /// nothing.
     fn on_dead(
         &self,
         ctx: &JobContext,

@@ -6,7 +6,8 @@
 //! (the kinds, type-erased), `state` (job status and origin), `store` (every
 //! state change of a job), `relay` (the outbox), `executor` (one attempt),
 //! `worker` (the fleet role, its slots and reaper), `sync` (`--sync`),
-//! `tenant_lock`, `heavy` (per-server slots), `retry` (backoff).
+//! `tenant_lock`, `heavy` (per-server slots), `retry` (backoff), `sessions`
+//! (an attempt's database sessions and child programs, ended when it stops).
 //!
 //! # One job, step by step
 //!
@@ -47,12 +48,15 @@
 //!     `running`: success with the handler's events and `job.succeeded`;
 //!     `JobError::Postpone` gives the job back (attempt refunded); a failure
 //!     becomes `retrying` with a backoff (`RetryPolicy`), or `dead` (fatal,
-//!     attempts spent; `failed` under `--sync`) followed by the kind's
-//!     `Job::on_dead` compensation, still under the tenant lock.
+//!     attempts spent; `failed` under `--sync`), which in the same
+//!     transaction leaves the kind's `Job::on_dead` compensation `pending`
+//!     (`Job::COMPENSATES`); it runs at once if the attempt still holds the
+//!     tenant lock, else later in the compensation loop (`compensation`),
+//!     always under the tenant lock, until `done`.
 //! 11. **Announce**: the relay publishes the event rows to `{prefix}.events`.
 //!
 //! The reaper (`worker`) re-drives expired leases as retryable failures (or
-//! `dead`, then compensates without the tenant lock), republishes runnable
+//! `dead`, its compensation pending for the loop), republishes runnable
 //! jobs whose message went missing (only for families whose queue is empty)
 //! and closes `--sync` rows left by a run that died before its claim.
 //!
@@ -73,6 +77,7 @@
 //!  jobs retry:  dead | failed | cancelled   ──► queued    (attempts = 0, audit)
 //! ```
 
+pub mod compensation;
 mod error;
 pub mod executor;
 pub mod heavy;
@@ -80,12 +85,14 @@ mod job;
 mod registry;
 pub mod relay;
 mod retry;
+pub mod sessions;
 pub mod state;
 pub mod store;
 pub mod sync;
 pub mod tenant_lock;
 pub mod worker;
 
+pub use compensation::Compensation;
 pub use error::{JobError, ResultExt};
 pub use executor::{Ending, Executor};
 pub use job::{Job, JobContext, PendingEvent};

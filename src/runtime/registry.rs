@@ -20,6 +20,8 @@ pub struct KindSpec {
     pub per_tenant: bool,
     pub tenant_exclusive: bool,
     pub max_attempts: u32,
+    /// [`Job::COMPENSATES`]: its end leaves `on_dead` pending.
+    pub compensates: bool,
     validate: fn(&serde_json::Value) -> Result<(), String>,
     timeout: fn(&serde_json::Value, &crate::config::Settings) -> Duration,
     run: RunFn,
@@ -118,6 +120,7 @@ impl Registry {
                 per_tenant: J::PER_TENANT,
                 tenant_exclusive: J::TENANT_EXCLUSIVE,
                 max_attempts: J::MAX_ATTEMPTS,
+                compensates: J::COMPENSATES,
                 validate: validate_erased::<J>,
                 timeout: timeout_erased::<J>,
                 run: run_erased::<J>,
@@ -133,5 +136,19 @@ impl Registry {
 
     pub fn kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
         self.kinds.keys().copied()
+    }
+
+    /// This registry without the kinds named by `registry.without.KIND`
+    /// failpoints: a worker built that way behaves like an older build that
+    /// lacks those kinds (rolling-deploy tests and the chaos soak).
+    pub fn without_failpoint_kinds(mut self) -> Self {
+        self.kinds.retain(|kind, _| {
+            let forget = crate::failpoint::listed(&format!("registry.without.{kind}"));
+            if forget {
+                tracing::warn!(kind, "failpoint: this worker does not know the kind");
+            }
+            !forget
+        });
+        self
     }
 }

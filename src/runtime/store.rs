@@ -21,7 +21,9 @@ use uuid::Uuid;
 use crate::{
     broker::topology,
     message::{JobMessage, truncate},
-    runtime::{JobError, JobStatus, PendingEvent, Registry, RetryPolicy},
+    runtime::{
+        JobError, JobStatus, PendingEvent, Registry, RetryPolicy, compensation::Compensation,
+    },
     tenants::{self, Tenant},
 };
 
@@ -51,6 +53,12 @@ pub struct JobRow {
     pub updated_at: DateTime<Utc>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// What is left to undo after the job ended (`on_dead`): none, pending
+    /// (run under the tenant's lock, retried until done) or done.
+    pub compensation: Option<Compensation>,
+    /// Why the last try of a pending compensation did not finish.
+    pub compensation_error: Option<String>,
+    pub compensated_at: Option<DateTime<Utc>>,
 }
 
 impl JobRow {
@@ -70,7 +78,8 @@ macro_rules! select_jobs {
                       j.status AS "status: JobStatus", j.attempts, j.max_attempts, j.dedupe_key,
                       j.lease_owner, j.lease_expires_at, j.run_at, j.last_error, j.result,
                       j.progress, j.origin AS "origin: Origin", j.created_at, j.updated_at,
-                      j.started_at, j.finished_at
+                      j.started_at, j.finished_at, j.compensation AS "compensation: Compensation",
+                      j.compensation_error, j.compensated_at
                FROM jobs j LEFT JOIN tenants t ON t.id = j.tenant_id "# + $rest
             $($args)*
         )
@@ -202,6 +211,17 @@ pub async fn enqueue_in(
     }
     let max_attempts = req.max_attempts.unwrap_or(spec.max_attempts).clamp(1, 100) as i32;
     let id = Uuid::now_v7();
+    // A job whose message a worker would refuse (too large) would only ever be
+    // dead-lettered; refuse it here, for every origin (`jobs retry` publishes
+    // a `--sync` job too).
+    JobMessage::new(
+        id,
+        spec.kind,
+        tenant.as_ref().map(|t| t.slug.as_str()),
+        args.clone(),
+    )
+    .check()
+    .map_err(|why| EnqueueError::InvalidArgs(format!("the job cannot be sent: {why}")))?;
 
     if let Some(key) = &req.dedupe_key
         && let Some(existing) = live_by_dedupe(tx, key).await?
@@ -568,8 +588,22 @@ pub enum FailOutcome {
     Lost,
 }
 
+/// Whether a job that ends now (`dead`, or `failed` under `--sync`) leaves
+/// its compensation pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Leftovers {
+    /// Its kind compensates ([`crate::runtime::Job::COMPENSATES`]).
+    Compensate,
+    /// Its kind has nothing to undo.
+    Nothing,
+    /// The writer does not know the kind (the reaper, a worker of a build
+    /// that lacks it): pending, for a worker that knows it to run or clear.
+    Unknown,
+}
+
 /// Records a failed attempt (fenced when `owner` is given): retry later, or
-/// dead when the error is fatal or the attempts are spent.
+/// dead when the error is fatal or the attempts are spent. The kind is not
+/// known here, so an end leaves its compensation pending ([`Leftovers::Unknown`]).
 pub async fn fail(
     pool: &PgPool,
     job: &Claimed,
@@ -578,12 +612,30 @@ pub async fn fail(
     policy: &RetryPolicy,
     sync: bool,
 ) -> Result<FailOutcome> {
+    fail_as(pool, job, owner, error, policy, sync, Leftovers::Unknown).await
+}
+
+/// [`fail`] by a writer that knows whether the kind compensates: an end
+/// writes `compensation = 'pending'` in the same transaction when it does,
+/// leased to `owner` (the attempt, which runs it at once if it still holds
+/// the tenant lock) for what is left of the attempt's lease.
+pub async fn fail_as(
+    pool: &PgPool,
+    job: &Claimed,
+    owner: &str,
+    error: &JobError,
+    policy: &RetryPolicy,
+    sync: bool,
+    leftovers: Leftovers,
+) -> Result<FailOutcome> {
     let mut tx = pool.begin().await.context("starting transaction")?;
-    let out = fail_in_tx(&mut tx, job, Some(owner), error, policy, sync).await?;
+    let out = fail_recorded(&mut tx, job, Some(owner), error, policy, sync, leftovers).await?;
     tx.commit().await.context("committing failure")?;
     Ok(out)
 }
 
+/// [`fail`] inside a caller's transaction (the reaper's), for a kind the
+/// caller does not know ([`Leftovers::Unknown`]).
 async fn fail_in_tx(
     tx: &mut Transaction<'_, Postgres>,
     job: &Claimed,
@@ -591,6 +643,18 @@ async fn fail_in_tx(
     error: &JobError,
     policy: &RetryPolicy,
     sync: bool,
+) -> Result<FailOutcome> {
+    fail_recorded(tx, job, owner, error, policy, sync, Leftovers::Unknown).await
+}
+
+async fn fail_recorded(
+    tx: &mut Transaction<'_, Postgres>,
+    job: &Claimed,
+    owner: Option<&str>,
+    error: &JobError,
+    policy: &RetryPolicy,
+    sync: bool,
+    leftovers: Leftovers,
 ) -> Result<FailOutcome> {
     let msg = error.to_string();
     let exhausted = job.attempts >= job.max_attempts;
@@ -608,11 +672,20 @@ async fn fail_in_tx(
         FailOutcome::Dead => (JobStatus::Dead, 0.0),
         _ => (JobStatus::Failed, 0.0),
     };
+    // An end that leaves compensation pends it in this same transaction,
+    // leased to the attempt for what is left of its lease (the reaper's: due now).
+    let pends = status != JobStatus::Retrying && leftovers != Leftovers::Nothing;
     let run_at = sqlx::query_scalar!(
         "UPDATE jobs SET status = $4, last_error = $5, updated_at = now(), \
          lease_owner = NULL, lease_expires_at = NULL, \
          run_at = CASE WHEN $4 = 'retrying' THEN now() + make_interval(secs => $6) ELSE run_at END, \
-         finished_at = CASE WHEN $4 = 'retrying' THEN NULL ELSE now() END \
+         finished_at = CASE WHEN $4 = 'retrying' THEN NULL ELSE now() END, \
+         compensation = CASE WHEN $7 THEN 'pending' ELSE compensation END, \
+         compensation_error = CASE WHEN $7 THEN NULL ELSE compensation_error END, \
+         compensated_at = CASE WHEN $7 THEN NULL ELSE compensated_at END, \
+         compensation_tries = CASE WHEN $7 THEN 0 ELSE compensation_tries END, \
+         compensate_after = CASE WHEN $7 THEN greatest(now(), lease_expires_at) ELSE compensate_after END, \
+         compensation_owner = CASE WHEN $7 THEN $2 ELSE compensation_owner END \
          WHERE id = $1 AND ($2::text IS NULL OR lease_owner = $2) AND claim_token = $3 AND status = 'running' \
          RETURNING run_at",
         job.id,
@@ -621,6 +694,7 @@ async fn fail_in_tx(
         status.as_str(),
         &msg,
         delay_secs,
+        pends,
     )
     .fetch_optional(&mut **tx)
     .await
@@ -698,7 +772,8 @@ pub async fn postpone(pool: &PgPool, id: Uuid, delay: Duration) -> Result<bool> 
     Ok(true)
 }
 
-/// Hands a claimed job back at shutdown: queued again, the attempt not spent.
+/// Hands a claimed job back at shutdown: queued again, the attempt not
+/// spent (and, like [`give_back`], not published when it is a `--sync` job).
 pub async fn hand_back(pool: &PgPool, job: &Claimed, owner: &str) -> Result<bool> {
     give_back(
         pool,
@@ -711,7 +786,10 @@ pub async fn hand_back(pool: &PgPool, job: &Claimed, owner: &str) -> Result<bool
 }
 
 /// Queues a claimed job again after `delay` without spending its attempt
-/// (the handler found a shared resource busy).
+/// (the handler found a shared resource busy, or the claim could not be
+/// followed up). A `--sync` job is not published: the run that holds it
+/// claims it again in-process ([`crate::runtime::sync`]), and the fleet never
+/// runs it.
 pub async fn give_back(
     pool: &PgPool,
     job: &Claimed,
@@ -720,11 +798,12 @@ pub async fn give_back(
     why: &str,
 ) -> Result<bool> {
     let mut tx = pool.begin().await.context("starting transaction")?;
-    let run_at = sqlx::query_scalar!(
-        "UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_owner = NULL, \
-         lease_expires_at = NULL, run_at = now() + make_interval(secs => $4), updated_at = now(), \
-         last_error = $5 \
-         WHERE id = $1 AND lease_owner = $2 AND claim_token = $3 AND status = 'running' RETURNING run_at",
+    let back = sqlx::query!(
+        r#"UPDATE jobs SET status = 'queued', attempts = attempts - 1, lease_owner = NULL,
+           lease_expires_at = NULL, run_at = now() + make_interval(secs => $4), updated_at = now(),
+           last_error = $5
+           WHERE id = $1 AND lease_owner = $2 AND claim_token = $3 AND status = 'running'
+           RETURNING run_at, origin AS "origin: Origin""#,
         job.id,
         owner,
         job.claim_token,
@@ -734,44 +813,69 @@ pub async fn give_back(
     .fetch_optional(&mut *tx)
     .await
     .context("handing job back")?;
-    let Some(run_at) = run_at else {
+    let Some(back) = back else {
         return Ok(false);
     };
-    let slug = slug_of(&mut tx, job.tenant_id).await?;
-    insert_job_message(
-        &mut tx,
-        job.id,
-        &job.kind,
-        &job.queue,
-        slug.as_deref(),
-        &job.args,
-        Some(run_at),
-    )
-    .await?;
+    if runs_in_fleet(back.origin) {
+        let slug = slug_of(&mut tx, job.tenant_id).await?;
+        insert_job_message(
+            &mut tx,
+            job.id,
+            &job.kind,
+            &job.queue,
+            slug.as_deref(),
+            &job.args,
+            Some(back.run_at),
+        )
+        .await?;
+    }
     tx.commit().await.context("committing hand-back")?;
     Ok(true)
 }
 
+/// Whether the fleet may run a job of this origin: every job but a `--sync`
+/// run's, which only its own process runs and which is never published.
+fn runs_in_fleet(origin: Origin) -> bool {
+    !matches!(origin, Origin::Sync)
+}
+
 /// Re-drives jobs whose lease expired (their worker died or hung): the lost
-/// attempt counts as a retryable failure. Returns how many were reaped.
+/// attempt counts as a retryable failure. A `--sync` job is never re-driven:
+/// the fleet must not redo a run its operator saw stop, so it ends `failed`
+/// ([`SYNC_RUN_STOPPED`]) with no outbox row. Returns the jobs reaped.
 pub async fn reap_expired(
     pool: &PgPool,
     policy: &RetryPolicy,
 ) -> Result<Vec<(Claimed, FailOutcome)>> {
     let mut tx = pool.begin().await.context("starting transaction")?;
-    let expired = sqlx::query_as!(
-        Claimed,
-        "SELECT id, kind, queue, tenant_id, args, attempts, max_attempts, claim_token FROM jobs \
-         WHERE status = 'running' AND lease_expires_at < now() \
-         ORDER BY lease_expires_at LIMIT 100 FOR UPDATE SKIP LOCKED",
+    let expired = sqlx::query!(
+        r#"SELECT id, kind, queue, tenant_id, args, attempts, max_attempts, claim_token,
+                  origin AS "origin: Origin"
+           FROM jobs WHERE status = 'running' AND lease_expires_at < now()
+           ORDER BY lease_expires_at LIMIT 100 FOR UPDATE SKIP LOCKED"#,
     )
     .fetch_all(&mut *tx)
     .await
     .context("finding expired leases")?;
-    let err = JobError::retryable(LEASE_EXPIRED);
+    let lost = JobError::retryable(LEASE_EXPIRED);
+    let stopped = JobError::fatal(SYNC_RUN_STOPPED);
     let mut out = Vec::with_capacity(expired.len());
-    for job in expired {
-        let outcome = fail_in_tx(&mut tx, &job, None, &err, policy, false).await?;
+    for r in expired {
+        let job = Claimed {
+            id: r.id,
+            kind: r.kind,
+            queue: r.queue,
+            tenant_id: r.tenant_id,
+            args: r.args,
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            claim_token: r.claim_token,
+        };
+        let outcome = if runs_in_fleet(r.origin) {
+            fail_in_tx(&mut tx, &job, None, &lost, policy, false).await?
+        } else {
+            fail_in_tx(&mut tx, &job, None, &stopped, policy, true).await?
+        };
         out.push((job, outcome));
     }
     tx.commit().await.context("committing reaped jobs")?;
@@ -781,33 +885,78 @@ pub async fn reap_expired(
 /// The error recorded on a job whose worker stopped heartbeating.
 pub const LEASE_EXPIRED: &str = "lease expired: the worker running it stopped heartbeating";
 
-/// Publishes again runnable jobs whose message has not been seen for
-/// `stale_after` and that have no unpublished outbox row (a purged queue,
-/// a message dead-lettered while the catalog was down). Only jobs of
-/// families whose queue is empty qualify (`empty_queues`): a job waiting
-/// behind a backlog still has its message and must not get another.
+/// The error recorded on a `--sync` job whose process stopped heartbeating.
+pub const SYNC_RUN_STOPPED: &str = "the --sync run stopped (its process exited or hung) \
+     while running this job; a --sync job is never handed to the fleet: check what it did, \
+     then run it again";
+
+/// What one pass of [`republish_stale`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Republished {
+    /// Jobs whose message was written to the outbox again.
+    pub published: u64,
+    /// Jobs ended `dead` because their message could never be delivered.
+    pub undeliverable: u64,
+    /// `--sync` jobs whose run stopped before running them (cancelled).
+    pub abandoned: u64,
+}
+
+/// How many jobs one pass of [`republish_stale`] publishes again, at most.
+const REPUBLISH_BATCH: i64 = 100;
+
+/// Publishes again, job by job, due jobs whose message went missing (a
+/// purged queue, the delivery limit, a broker failover): a job that is due,
+/// has no unpublished outbox row and was not claimed within `stale_after` of
+/// its last publish gets a new one, whatever its queue's depth, so a lost
+/// message is made good even under a steady backlog. Only jobs of
+/// `families` (the caller's queues) qualify: a family no worker serves gets
+/// no copies piling up.
+///
+/// A copy of a message that was not lost is harmless: the first copy a worker
+/// takes claims the job, and every later one finds it not claimable and is
+/// dropped (the catalog decides, not the broker). Copies are still bounded: a
+/// job is published again at most once per `stale_after`, and the wait grows
+/// with how long it has already waited since it became due (up to 8 ×
+/// `stale_after`), so a long backlog gets a few copies per job rather than one
+/// per `stale_after`; the oldest go first, [`REPUBLISH_BATCH`] per pass.
+///
+/// A job whose message a worker would refuse (too large) is never published
+/// again: it ends `dead` with the reason, so it cannot loop through the
+/// dead-letter queue. `--sync` jobs are never published; one left `queued`
+/// by a run that stopped is cancelled.
 pub async fn republish_stale(
     pool: &PgPool,
     stale_after: Duration,
-    empty_queues: &[String],
-) -> Result<u64> {
+    families: &[String],
+) -> Result<Republished> {
     let mut tx = pool.begin().await.context("starting transaction")?;
     let stale = sqlx::query!(
-        "SELECT j.id, j.kind, j.queue, j.tenant_id, j.args FROM jobs j \
-         WHERE j.status IN ('queued', 'retrying') AND j.origin <> 'sync' AND j.queue = ANY($2) \
+        "SELECT j.id, j.kind, j.queue, j.tenant_id, j.args, j.attempts FROM jobs j \
+         WHERE j.status IN ('queued', 'retrying') AND j.origin <> 'sync' AND j.queue = ANY($3) \
          AND j.run_at < now() - make_interval(secs => $1) \
-         AND (j.last_published_at IS NULL OR j.last_published_at < now() - make_interval(secs => $1)) \
+         AND (j.last_published_at IS NULL OR j.last_published_at < now() - greatest( \
+              make_interval(secs => $1), \
+              least(j.last_published_at - j.run_at, make_interval(secs => $1 * 8)))) \
          AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.job_id = j.id AND o.published_at IS NULL \
                          AND o.exchange = 'work') \
-         LIMIT 100 FOR UPDATE OF j SKIP LOCKED",
+         ORDER BY coalesce(j.last_published_at, j.run_at), j.id \
+         LIMIT $2 FOR UPDATE OF j SKIP LOCKED",
         stale_after.as_secs_f64(),
-        empty_queues,
+        REPUBLISH_BATCH,
+        families,
     )
     .fetch_all(&mut *tx)
     .await
     .context("finding stale jobs")?;
+    let mut done = Republished::default();
     for j in &stale {
         let slug = slug_of(&mut tx, j.tenant_id).await?;
+        let msg = JobMessage::new(j.id, &j.kind, slug.as_deref(), j.args.clone());
+        if let Err(why) = msg.check() {
+            bury_in_tx(&mut tx, j.id, &j.kind, j.attempts, slug.as_deref(), &why).await?;
+            done.undeliverable += 1;
+            continue;
+        }
         insert_job_message(
             &mut tx,
             j.id,
@@ -818,12 +967,16 @@ pub async fn republish_stale(
             None,
         )
         .await?;
+        done.published += 1;
     }
-    // A `--sync` run that died between writing its row and claiming it.
-    let abandoned = sqlx::query!(
+    // A `--sync` run that stopped with its job queued: before claiming it,
+    // or after giving it back (it would have claimed it again once due).
+    done.abandoned = sqlx::query!(
         "UPDATE jobs SET status = 'cancelled', finished_at = now(), updated_at = now(), \
-         last_error = 'abandoned: the --sync run that wrote this job never started it' \
-         WHERE origin = 'sync' AND status = 'queued' AND created_at < now() - make_interval(secs => $1)",
+         last_error = 'abandoned: the --sync run that wrote this job stopped before running it' \
+         WHERE origin = 'sync' AND status = 'queued' \
+         AND run_at < now() - make_interval(secs => $1) \
+         AND updated_at < now() - make_interval(secs => $1)",
         stale_after.as_secs_f64(),
     )
     .execute(&mut *tx)
@@ -831,7 +984,69 @@ pub async fn republish_stale(
     .context("closing abandoned sync jobs")?
     .rows_affected();
     tx.commit().await.context("committing republish")?;
-    Ok(stale.len() as u64 + abandoned)
+    Ok(done)
+}
+
+/// Ends a waiting job `dead` because its message can never be delivered
+/// (`why`: what a worker would refuse it for), with its `job.dead` event.
+/// The message is not published again. `false`: the job was not waiting.
+async fn bury_in_tx(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    kind: &str,
+    attempts: i32,
+    slug: Option<&str>,
+    why: &str,
+) -> Result<bool> {
+    let error = crate::message::limit(&format!("its message can never be delivered: {why}"));
+    let n = sqlx::query!(
+        "UPDATE jobs SET status = 'dead', last_error = $2, finished_at = now(), updated_at = now() \
+         WHERE id = $1 AND status IN ('queued', 'retrying')",
+        id,
+        &error,
+    )
+    .execute(&mut **tx)
+    .await
+    .context("ending an undeliverable job")?
+    .rows_affected();
+    if n == 1 {
+        insert_event(
+            tx,
+            "job.dead",
+            slug,
+            Some(id),
+            serde_json::json!({"kind": kind, "attempts": attempts, "fatal": true, "error": error}),
+        )
+        .await?;
+    }
+    Ok(n == 1)
+}
+
+/// Called when a worker dead-letters a message that names job `id`: if the
+/// job's own message (as the catalog would publish it) cannot be delivered
+/// either, the job ends `dead` with the reason instead of waiting to be
+/// published again. A job whose own message is fine is left alone (the
+/// refused bytes were someone else's). Returns the reason when it ended.
+pub async fn bury_undeliverable(pool: &PgPool, id: Uuid) -> Result<Option<String>> {
+    let mut tx = pool.begin().await.context("starting transaction")?;
+    let row = sqlx::query!(
+        "SELECT kind, tenant_id, args, attempts FROM jobs \
+         WHERE id = $1 AND status IN ('queued', 'retrying') FOR UPDATE",
+        id,
+    )
+    .fetch_optional(&mut *tx)
+    .await
+    .context("loading job")?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let slug = slug_of(&mut tx, row.tenant_id).await?;
+    let Err(why) = JobMessage::new(id, &row.kind, slug.as_deref(), row.args).check() else {
+        return Ok(None);
+    };
+    bury_in_tx(&mut tx, id, &row.kind, row.attempts, slug.as_deref(), &why).await?;
+    tx.commit().await.context("committing undeliverable job")?;
+    Ok(Some(why))
 }
 
 /// Why an operator action on a job was refused.
@@ -848,6 +1063,11 @@ pub enum JobActionError {
     },
     #[error("another live job ({0}) has the same dedupe key")]
     Duplicate(Uuid),
+    #[error(
+        "job {0} still has its compensation pending (undoing what its attempts left); \
+         retry it once `jobs show` says the compensation is done"
+    )]
+    CompensationPending(Uuid),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -898,6 +1118,7 @@ pub async fn retry(pool: &PgPool, id: Uuid, actor: &str) -> Result<Option<i64>, 
         "UPDATE jobs SET status = 'queued', attempts = 0, run_at = now(), updated_at = now(), \
          finished_at = NULL, result = NULL, progress = NULL, origin = CASE WHEN origin = 'sync' THEN 'catalog' ELSE origin END \
          WHERE id = $1 AND status IN ('dead', 'failed', 'cancelled') \
+         AND compensation IS DISTINCT FROM 'pending' \
          RETURNING id, kind, queue, tenant_id, args, attempts, max_attempts, claim_token",
         id,
     )
@@ -923,6 +1144,19 @@ pub async fn retry(pool: &PgPool, id: Uuid, actor: &str) -> Result<Option<i64>, 
         Err(e) => return Err(anyhow::Error::new(e).context("retrying job").into()),
     };
     let Some(job) = row else {
+        drop(tx);
+        // A retried job must not start while the compensation of its last
+        // run may still undo what the retry is about to build.
+        let pending = sqlx::query_scalar!(
+            "SELECT compensation = 'pending' AS \"pending!\" FROM jobs WHERE id = $1 AND compensation IS NOT NULL",
+            id,
+        )
+        .fetch_optional(pool)
+        .await
+        .context("loading job")?;
+        if pending == Some(true) {
+            return Err(JobActionError::CompensationPending(id));
+        }
         return Err(refusal(pool, id, "retry", "dead, failed or cancelled").await);
     };
     let slug = slug_of(&mut tx, job.tenant_id).await?;

@@ -2,6 +2,13 @@
 //! uses, without a broker. The job is recorded in the catalog like any other;
 //! its events are published by the caller if a broker answers, else by the
 //! next relay.
+//!
+//! A `--sync` job (`origin = 'sync'`) must never reach the fleet: it has no
+//! message, a give-back leaves it for this process to claim again once due
+//! (`drive`), and should this process stop, the reaper ends it `failed`
+//! (`store::SYNC_RUN_STOPPED`) or the republish pass cancels it, instead of a
+//! worker redoing a run its operator saw stop. (`run_existing` is different:
+//! it follows a fleet job.)
 
 use std::{sync::Arc, time::Duration};
 
@@ -22,6 +29,7 @@ use crate::{
 
 /// Waits for a tenant's lock, saying once that it waits.
 async fn lock_tenant(catalog: &PgPool, tenant_id: i64) -> Result<TenantLock> {
+    crate::db::require_session_pooling(catalog).await?;
     let mut said = false;
     loop {
         if let Some(l) = TenantLock::try_acquire(catalog, tenant_id).await? {

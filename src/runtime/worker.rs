@@ -60,7 +60,8 @@ pub async fn run(
     registry: Arc<Registry>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let catalog = db::connect(&settings).await?;
+    let registry = Arc::new(registry.as_ref().clone().without_failpoint_kinds());
+    let catalog = db::connect_session(&settings).await?;
     db::migrate(&catalog).await?;
     let owner = owner_id("worker");
     let broker = Broker::new(&settings.broker, &owner);
@@ -97,6 +98,10 @@ pub async fn run(
     let mut bg = JoinSet::new();
     bg.spawn(relay_loop(w.clone(), background.clone()));
     bg.spawn(reaper_loop(w.clone(), background.clone()));
+    bg.spawn(crate::runtime::compensation::run_loop(
+        w.exec.clone(),
+        background.clone(),
+    ));
     bg.spawn(depth_loop(w.clone(), background.clone()));
 
     let mut slots = JoinSet::new();
@@ -199,7 +204,11 @@ impl Worker {
         let msg = match JobMessage::parse(&d.delivery.data) {
             Ok(m) => m,
             Err(reason) => {
+                let job = crate::message::job_id_of(&d.delivery.data);
                 self.dead_letter(d, &reason).await;
+                if let Some(id) = job {
+                    self.end_undeliverable(id).await;
+                }
                 return;
             }
         };
@@ -302,10 +311,13 @@ impl Worker {
         };
         // The claim is committed: the catalog now protects the job, not the delivery.
         ack(d).await;
-        let tenant = match store::tenant_of(pool, &claimed).await {
+        let tenant = match tenant_after_claim(pool, &claimed).await {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "could not load tenant; the lease will expire and the job re-run");
+                // Nothing of the job has run: give it back rather than let its
+                // lease expire, which would spend an attempt (and, on the last
+                // one, compensate work that never started).
+                self.give_back_unstarted(&claimed, &format!("{e:#}")).await;
                 if let Some(l) = lock {
                     l.release().await;
                 }
@@ -318,6 +330,50 @@ impl Worker {
             .await
         {
             tracing::error!(error = %format!("{e:#}"), "could not record the job outcome; the lease will expire and the reaper will re-drive it");
+        }
+    }
+
+    /// Gives a claimed job back, its attempt not spent, when the catalog
+    /// failed before the handler started; retried for up to half the lease,
+    /// after which the lease expiring is the only way left. Pauses taking work
+    /// until the catalog answers.
+    async fn give_back_unstarted(&self, job: &store::Claimed, error: &str) {
+        self.catalog_ok
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        let why = crate::message::limit(&format!(
+            "given back unstarted: the catalog failed right after the claim: {error}"
+        ));
+        let settings = &self.exec.settings.worker;
+        let deadline = tokio::time::Instant::now() + settings.lease / 2;
+        let mut wait = Duration::from_millis(100);
+        loop {
+            let res = store::give_back(
+                &self.exec.catalog,
+                job,
+                &self.exec.owner,
+                settings.busy_delay,
+                &why,
+            )
+            .await;
+            match res {
+                Ok(true) => {
+                    tracing::warn!(%error, "catalog failed right after the claim; job given back without spending its attempt");
+                    return;
+                }
+                Ok(false) => {
+                    tracing::warn!(%error, "catalog failed right after the claim and the job is no longer ours");
+                    return;
+                }
+                Err(e) if tokio::time::Instant::now() + wait < deadline => {
+                    tracing::debug!(error = %format!("{e:#}"), "giving the job back failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => {
+                    tracing::error!(%error, give_back_error = %format!("{e:#}"), "could not give the unstarted job back; its lease will expire and the reaper will re-drive it");
+                    return;
+                }
+            }
         }
     }
 
@@ -344,6 +400,22 @@ impl Worker {
             }
             tokio::select! { _ = tokio::time::sleep(wait) => {}, _ = stop.cancelled() => {} }
             wait = (wait * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// After dead-lettering a message that names job `id`: ends the job
+    /// `dead` when its own message can never be delivered (too large), so it
+    /// is not published again to be dead-lettered again. A failure here is
+    /// only logged: the reaper's republish pass ends such a job too.
+    async fn end_undeliverable(&self, id: uuid::Uuid) {
+        match store::bury_undeliverable(&self.exec.catalog, id).await {
+            Ok(Some(why)) => {
+                tracing::warn!(job_id = %id, reason = %why, "job ended dead: its message can never be delivered")
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(job_id = %id, error = %format!("{e:#}"), "could not check the job of a dead-lettered message")
+            }
         }
     }
 
@@ -375,6 +447,18 @@ impl Worker {
             Err(e) => requeue(d, &format!("dead-lettering failed: {e:#}")).await,
         }
     }
+}
+
+/// The claimed job's tenant: the first catalog read after the claim
+/// (failpoint `worker.after_claim!N` makes it fail, as an outage would).
+async fn tenant_after_claim(
+    pool: &sqlx::PgPool,
+    job: &store::Claimed,
+) -> Result<Option<crate::tenants::Tenant>> {
+    if crate::failpoint::fail("worker.after_claim") {
+        anyhow::bail!("failpoint worker.after_claim: injected catalog error");
+    }
+    store::tenant_of(pool, job).await
 }
 
 async fn ack(d: Delivery) {
@@ -430,30 +514,45 @@ async fn reaper_loop(w: Worker, stop: CancellationToken) {
             Ok(reaped) if reaped.is_empty() => {}
             Ok(reaped) => {
                 metrics::get().leases_reaped.inc_by(reaped.len() as u64);
-                tracing::warn!(count = reaped.len(), "re-drove jobs whose lease expired");
-                // A job that died this way (its last attempt lost) still gets its compensation.
-                for (job, outcome) in reaped {
-                    if outcome == store::FailOutcome::Dead {
-                        w.exec.compensate(&job, store::LEASE_EXPIRED).await;
-                    }
-                }
+                let dead = reaped
+                    .iter()
+                    .filter(|(_, o)| *o == store::FailOutcome::Dead)
+                    .count();
+                // A job that died this way (its last attempt lost) left its
+                // compensation pending: the compensation loop runs it under
+                // the tenant lock, never the reaper.
+                tracing::warn!(
+                    count = reaped.len(),
+                    dead,
+                    "re-drove jobs whose lease expired"
+                );
             }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "reaper failed"),
         }
-        let mut empty = Vec::new();
-        for family in w.queues.iter() {
-            if let Ok(0) = w.broker.queue_depth(family).await {
-                empty.push(family.clone());
-            }
-        }
-        match store::republish_stale(&w.exec.catalog, s.stale_after, &empty).await {
-            Ok(0) => {}
-            Ok(n) => {
-                metrics::get().republished.inc_by(n);
-                tracing::warn!(
-                    count = n,
-                    "published again queued jobs whose message went missing"
-                );
+        // Per job, whatever the queue depth: a lost message behind a steady
+        // backlog is made good too (`store::republish_stale` says why copies
+        // are harmless and how they are bounded).
+        match store::republish_stale(&w.exec.catalog, s.stale_after, &w.queues).await {
+            Ok(done) => {
+                if done.published > 0 {
+                    metrics::get().republished.inc_by(done.published);
+                    tracing::warn!(
+                        count = done.published,
+                        "published again queued jobs whose message went missing"
+                    );
+                }
+                if done.undeliverable > 0 {
+                    tracing::warn!(
+                        count = done.undeliverable,
+                        "ended dead jobs whose message can never be delivered"
+                    );
+                }
+                if done.abandoned > 0 {
+                    tracing::warn!(
+                        count = done.abandoned,
+                        "cancelled --sync jobs whose run stopped before running them"
+                    );
+                }
             }
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "republish of stale jobs failed"),
         }

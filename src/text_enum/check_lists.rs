@@ -19,7 +19,7 @@ use sqlx::PgPool;
 use crate::{
     backup::{BackupFormat, BackupStatus, Codec, RestoreStatus},
     lifecycle::TargetStatus,
-    runtime::{JobStatus, Origin},
+    runtime::{Compensation, JobStatus, Origin},
     scheduler::FiringStatus,
     tenants::{Isolation, ProvisionStep, TenantStatus},
 };
@@ -46,6 +46,12 @@ const COLUMNS: &[Column] = &[
         column: "origin",
         rust: "Origin",
         names: Origin::NAMES,
+    },
+    Column {
+        table: "jobs",
+        column: "compensation",
+        rust: "Compensation",
+        names: Compensation::NAMES,
     },
     // Not an enum: the job families are a constant list (a queue name is
     // configuration, checked by `config::parse_queues`).

@@ -3,19 +3,23 @@
 //! real local services. One binary links the crate once instead of once per
 //! file.
 //!
-//! Modules under `disruptive` stop RabbitMQ or change its consumer timeout;
+//! Modules under `disruptive` stop RabbitMQ or change its consumer timeout,
+//! and `chaos` (the soak) kills, stops and restarts services at random;
 //! `ops/test` runs them alone, one at a time, after the rest
-//! (`-E 'test(/^disruptive::/)' -j 1`). Nothing else may disturb the shared
-//! services.
+//! (`-E 'test(/^(disruptive|chaos)::/)' -j 1`). Nothing else may disturb the
+//! shared services: `faults` makes its faults on its own connections.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 
 mod api;
 mod backup;
+mod chaos;
 mod disruptive;
+mod faults;
 mod fleet;
 mod interop;
 mod lifecycle;
+mod proxy;
 mod scheduler;
 mod tenancy;

@@ -512,3 +512,38 @@ async fn postpone_leaves_running_and_finished_jobs_alone(pool: PgPool) {
             .unwrap()
     );
 }
+
+#[sqlx::test(migrations = "migrations/catalog")]
+async fn retry_waits_for_a_pending_compensation(pool: PgPool) {
+    let id = enqueue_ping(&pool).await;
+    let job = claimed(&pool, id).await;
+    let out = fail(
+        &pool,
+        &job,
+        OWNER,
+        &JobError::fatal("boom"),
+        &NO_WAIT,
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, FailOutcome::Dead);
+    sqlx::query("UPDATE jobs SET compensation = 'pending' WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let err = retry(&pool, id, "test").await.unwrap_err();
+    assert!(
+        matches!(err, JobActionError::CompensationPending(j) if j == id),
+        "{err}"
+    );
+    assert_eq!(row(&pool, id).await.status, JobStatus::Dead, "unchanged");
+    sqlx::query("UPDATE jobs SET compensation = 'done' WHERE id = $1")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    retry(&pool, id, "test").await.unwrap();
+    assert_eq!(row(&pool, id).await.status, JobStatus::Queued);
+}
