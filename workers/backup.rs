@@ -18,6 +18,7 @@ impl Job for Backup {
     const NEEDS_TENANT: bool = true;
     const TENANT_EXCLUSIVE: bool = true;
     const MAX_ATTEMPTS: u32 = 3;
+    const COMPENSATES: bool = true;
 
     fn validate(&self) -> Result<(), String> {
         self.options().map(|_| ())

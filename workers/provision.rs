@@ -215,6 +215,7 @@ impl Job for Provision {
     const NEEDS_TENANT: bool = true;
     const TENANT_EXCLUSIVE: bool = true;
     const MAX_ATTEMPTS: u32 = 5;
+    const COMPENSATES: bool = true;
 
     async fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
         let slug = ctx.tenant()?.slug.clone();

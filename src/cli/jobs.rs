@@ -10,7 +10,7 @@ use crate::{
     cli::{BadInput, RunOpts, actor, catalog, enqueue},
     config::Settings,
     runtime::{
-        Job, JobStatus, Registry,
+        Compensation, Job, JobStatus, Registry,
         store::{self, EnqueueRequest, JobActionError, ListFilter},
     },
     workers::ping::{FailMode, Ping},
@@ -183,8 +183,13 @@ pub async fn run(
                     "id", "kind", "queue", "tenant", "status", "attempts"
                 );
                 for r in rows {
+                    // A job's leftovers still to undo are worth a glance.
+                    let compensation = match r.compensation {
+                        Some(Compensation::Pending) => "  compensation pending",
+                        Some(Compensation::Done) | None => "",
+                    };
                     println!(
-                        "{:<36}  {:<10} {:<12} {:<20} {:<9} {:>4}/{:<3}  {}",
+                        "{:<36}  {:<10} {:<12} {:<20} {:<9} {:>4}/{:<3}  {}{compensation}",
                         r.id,
                         r.kind,
                         r.queue,
