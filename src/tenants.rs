@@ -275,6 +275,9 @@ impl Tenant {
 }
 
 /// Connection options for database `db` on configured server `server`.
+/// Every tenant and server connection goes through here, so a session opened
+/// by an attempt carries its name (`landlord/{kind}/{job}/{attempt}`, see
+/// `runtime::sessions`) and can be ended when the attempt stops.
 pub fn server_options(settings: &Settings, server: &str, db: &str) -> Result<PgConnectOptions> {
     let url = settings
         .servers
@@ -283,7 +286,7 @@ pub fn server_options(settings: &Settings, server: &str, db: &str) -> Result<PgC
     let opts = PgConnectOptions::from_str(url.expose())
         .with_context(|| format!("parsing the URL of database server {server:?}"))?
         .database(db)
-        .application_name("landlord");
+        .application_name(&crate::runtime::sessions::application_name());
     Ok(opts)
 }
 

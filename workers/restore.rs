@@ -27,6 +27,7 @@ impl Job for Restore {
     const NEEDS_TENANT: bool = true;
     const TENANT_EXCLUSIVE: bool = true;
     const MAX_ATTEMPTS: u32 = 3;
+    const COMPENSATES: bool = true;
 
     fn validate(&self) -> Result<(), String> {
         match &self.backup {
@@ -43,15 +44,23 @@ impl Job for Restore {
 
     async fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
         let t = ctx.tenant()?.clone();
+        // Not idempotent: an earlier attempt whose success went unrecorded
+        // is recognised by its restores row, never restored again.
+        if let Some(done) = restore::completed_earlier(ctx, &t).await? {
+            return Ok(done);
+        }
         let b = resolve(ctx, t.id, &t.slug, self.backup.as_deref()).await?;
         restore::restore(ctx, &t, &b).await
     }
 
     async fn on_dead(&self, ctx: &JobContext, _error: &str) -> Result<(), JobError> {
-        // An attempt killed mid-swap may have left the live name free: put
-        // the tenant's database back and drop the scratch copy.
+        // A swap that finished but was never recorded is recorded, not
+        // undone (the tenant may have written to it since). An attempt
+        // killed mid-swap may have left the live name free: put the
+        // tenant's database back and drop the scratch copy.
         let t = ctx.tenant()?.clone();
         if t.isolation == Isolation::Database {
+            restore::completed_earlier(ctx, &t).await?;
             restore::clean_leftovers(ctx, &t).await?;
         }
         Ok(())

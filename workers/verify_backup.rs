@@ -28,6 +28,9 @@ impl Job for VerifyBackup {
     const NEEDS_TENANT: bool = true;
     const TENANT_EXCLUSIVE: bool = false;
     const MAX_ATTEMPTS: u32 = 3;
+    /// A restore test whose last attempt was lost (lease or lock gone, the
+    /// process killed) leaves its scratch database: `on_dead` drops it.
+    const COMPENSATES: bool = true;
 
     fn timeout(&self, settings: &crate::config::Settings) -> std::time::Duration {
         settings.backup.timeout
@@ -36,8 +39,15 @@ impl Job for VerifyBackup {
     async fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
         let t = ctx.tenant()?.clone();
         let b = super::restore::resolve(ctx, t.id, &t.slug, self.backup.as_deref()).await?;
-        let result = verify::verify(&ctx.settings, &t, &b, self.restore_test).await?;
+        let result = verify::verify(&ctx.settings, &t, &b, self.restore_test, ctx.job_id).await?;
         ctx.emit("backup.verified", result.clone());
         Ok(result)
+    }
+
+    async fn on_dead(&self, ctx: &JobContext, _error: &str) -> Result<(), JobError> {
+        if self.restore_test {
+            verify::drop_scratch(&ctx.settings, ctx.tenant()?, ctx.job_id).await?;
+        }
+        Ok(())
     }
 }

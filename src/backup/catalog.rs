@@ -178,6 +178,18 @@ pub async fn leftovers(pool: &PgPool, job_id: Uuid) -> Result<Vec<Backup>> {
         .context("looking up earlier attempts")
 }
 
+/// The complete backup an earlier attempt of `job_id` already took, if any
+/// (its success was not recorded, or it finished after losing its lock).
+pub async fn completed_by_job(pool: &PgPool, job_id: Uuid) -> Result<Option<Backup>> {
+    select_backups!(
+        "WHERE job_id = $1 AND status = 'complete' ORDER BY completed_at LIMIT 1",
+        job_id,
+    )
+    .fetch_optional(pool)
+    .await
+    .context("looking up what earlier attempts completed")
+}
+
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Backup>> {
     select_backups!("WHERE id = $1", id)
         .fetch_optional(pool)

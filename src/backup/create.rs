@@ -196,6 +196,27 @@ struct Failed {
 /// Takes one backup of `t`. Retryable errors for what may heal (network,
 /// store, a killed connection), fatal ones for what will not.
 pub async fn backup(ctx: &JobContext, t: &Tenant, opts: &Options) -> Result<Value, JobError> {
+    // One backup per job: an earlier attempt may have completed it and then
+    // lost its lease, its lock or the chance to record its success.
+    if let Some(done) = catalog::completed_by_job(&ctx.catalog, ctx.job_id).await? {
+        tracing::warn!(backup_id = %done.id, "an earlier attempt of this job completed the backup; not taking another");
+        let summary = json!({
+            "tenant": t.slug,
+            "backup_id": done.id,
+            "key": done.object_key,
+            "name": done.name(),
+            "codec": done.codec.as_str(),
+            "encrypted": done.encrypted,
+            "raw_bytes": done.raw_bytes,
+            "stored_bytes": done.stored_bytes,
+            "sha256": done.sha256,
+            "duration_ms": done.duration_ms,
+            "held": done.held,
+            "completed_by_earlier_attempt": true,
+        });
+        ctx.emit("backup.completed", summary.clone());
+        return Ok(summary);
+    }
     let pre = preflight(ctx, t, opts).await?;
     let (row, started) = start(ctx, t, &pre).await?;
     match stream_dump(ctx, t, &pre, &row, started).await {
@@ -302,8 +323,11 @@ async fn start(ctx: &JobContext, t: &Tenant, pre: &Preflight) -> Result<(Row, St
             t.clone(),
             shared::scope(&ctx.settings),
         );
-        let task =
-            tokio::spawn(async move { shared::export(&settings, &tenant, &scope, tx).await });
+        // The export's sessions carry the attempt's name, so ending the
+        // attempt ends them too.
+        let task = tokio::spawn(crate::runtime::sessions::inherit(async move {
+            shared::export(&settings, &tenant, &scope, tx).await
+        }));
         (stream::Source::Channel(rx), Some(task))
     } else {
         let mut cmd = pgtool::command(&ctx.settings, &t.db_server, &t.db_name, "pg_dump")

@@ -1,6 +1,11 @@
 //! Running the PostgreSQL client programs (pg_dump, pg_restore, psql) against
 //! a configured server. Connection details go through `PG*` environment
 //! variables, never the command line, so passwords do not show in `ps`.
+//!
+//! A program started during an attempt carries the attempt's name
+//! (`runtime::sessions`) as `PGAPPNAME` and `LANDLORD_ATTEMPT`, so its
+//! sessions are ended and the process itself killed when the attempt stops;
+//! the pipelines that spawn it (`stream`) kill and reap it when dropped.
 
 use std::{
     collections::HashMap,
@@ -64,12 +69,29 @@ pub fn command(settings: &Settings, server: &str, db: &str, program: &str) -> Re
         }
     }
     cmd.env("PGDATABASE", db)
-        .env("PGAPPNAME", format!("landlord-{program}"))
         .env("PGCONNECT_TIMEOUT", "15")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    Ok(cmd)
+    Ok(attempt_named(cmd))
+}
+
+/// A command for a client program that reads no server (`pg_restore --list`),
+/// named after the current attempt like [`command`]'s.
+pub fn offline(settings: &Settings, program: &str) -> Command {
+    let mut cmd = Command::new(settings.backup.pg_tool(program));
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    attempt_named(cmd)
+}
+
+/// Names `cmd` after the current attempt: `PGAPPNAME` for its sessions,
+/// `LANDLORD_ATTEMPT` so `runtime::sessions` finds the process.
+fn attempt_named(mut cmd: Command) -> Command {
+    let name = crate::runtime::sessions::application_name();
+    cmd.env("LANDLORD_ATTEMPT", &name).env("PGAPPNAME", name);
+    cmd
 }
 
 fn percent_decode(s: &str) -> String {

@@ -16,7 +16,12 @@
 //!    backup that is not a complete backup of this tenant. Shared tenants
 //!    take the row path (`backup::shared`: the tenant's rows replaced in one
 //!    transaction).
-//! 3. **Clean up earlier attempts** (`clean_leftovers`): for each `running`
+//! 3. **Recognise its own work** (`completed_earlier`, called by the
+//!    handler first): a `complete` restore of this job, or a swap an earlier
+//!    attempt finished without recording it (live and pre-restore databases
+//!    there, scratch gone: recorded now), is the job's result; nothing is
+//!    restored again.
+//!    **Clean up earlier attempts** (`clean_leftovers`): for each `running`
 //!    restore of this job, put the live database back as it was before that
 //!    attempt (whichever rename it was killed between), drop the scratch
 //!    database, mark the row `failed`. `Restore::on_dead` runs the same.
@@ -555,7 +560,10 @@ pub async fn shared_rows(
         t.clone(),
         shared::scope(settings),
     );
-    let task = tokio::spawn(async move { shared::import(&s, &tenant, &scope, rx, decided).await });
+    // The import's sessions belong to this attempt too (`runtime::sessions`).
+    let task = tokio::spawn(crate::runtime::sessions::inherit(async move {
+        shared::import(&s, &tenant, &scope, rx, decided).await
+    }));
     let streamed = stream_into(settings, store, b, Sink::Channel(tx)).await;
     let _ = go.send(commit && streamed.is_ok());
     let imported = task.await.retryable_ctx("import task")?;
@@ -616,6 +624,166 @@ async fn restore_shared(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Valu
     });
     ctx.emit("restore.completed", result.clone());
     Ok(result)
+}
+
+/// A swap that is done, to be recorded.
+struct Swapped {
+    restore_id: Uuid,
+    backup_id: Uuid,
+    pre_db: Option<String>,
+    /// How long the pre-restore copy is kept; the deadline itself is taken
+    /// from the catalog's clock when the swap is recorded.
+    keep_for: std::time::Duration,
+    schema_version: Option<i64>,
+}
+
+/// Records a finished swap in one transaction: the restore `complete`, the
+/// tenant's schema version, the `drop_pre_restore` job, the audit entry.
+/// Returns `keep_until`, computed on the catalog's clock (the drop compares
+/// it there too), so hosts with skewed clocks agree on the rollback window.
+async fn record_complete(
+    ctx: &JobContext,
+    t: &Tenant,
+    s: &Swapped,
+) -> Result<chrono::DateTime<Utc>, JobError> {
+    let mut tx = ctx.catalog.begin().await?;
+    let keep_until: chrono::DateTime<Utc> = sqlx::query_scalar(
+        "UPDATE restores SET status = 'complete', pre_restore_db = $2, \
+         keep_until = now() + make_interval(secs => $3), completed_at = now() \
+         WHERE id = $1 RETURNING keep_until",
+    )
+    .bind(s.restore_id)
+    .bind(&s.pre_db)
+    .bind(s.keep_for.as_secs_f64())
+    .fetch_one(&mut *tx)
+    .await?;
+    if let Some(v) = s.schema_version {
+        sqlx::query("UPDATE tenants SET schema_version = $2, updated_at = now() WHERE id = $1")
+            .bind(t.id)
+            .bind(v)
+            .execute(&mut *tx)
+            .await?;
+    }
+    if s.pre_db.is_some() {
+        let restore_id = s.restore_id;
+        DropPreRestore { restore_id }
+            .enqueue_in(
+                &mut tx,
+                Some(&t.slug),
+                Some(format!("drop-pre:{restore_id}")),
+                Some(keep_until),
+            )
+            .await
+            .retryable_ctx("scheduling the pre-restore drop")?;
+    }
+    jobs::audit(
+        &mut tx,
+        "landlord:restore",
+        "tenant.restored",
+        Some(t.id),
+        Some(ctx.job_id),
+        json!({"backup_id": s.backup_id, "pre_restore_database": s.pre_db}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(keep_until)
+}
+
+/// What an earlier attempt of this job already restored, as the job's
+/// result (and its `restore.completed` event, which went out with no
+/// recorded success): a `complete` restore of this job (its success was not
+/// recorded: the worker died before, or the write was lost), or a swap that
+/// finished but was never recorded, which is recorded now. Restoring again
+/// instead would move what the tenant wrote since into a pre-restore copy.
+pub async fn completed_earlier(ctx: &JobContext, t: &Tenant) -> Result<Option<Value>, JobError> {
+    let done: Option<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM restores WHERE job_id = $1 AND status = 'complete' \
+         ORDER BY completed_at DESC LIMIT 1",
+    )
+    .bind(ctx.job_id)
+    .fetch_optional(&ctx.catalog)
+    .await?;
+    let restore_id = match done {
+        Some(id) => id,
+        None => match finish_unrecorded_swap(ctx, t).await? {
+            Some(id) => id,
+            None => return Ok(None),
+        },
+    };
+    let r = catalog::get_restore(&ctx.catalog, restore_id)
+        .await?
+        .ok_or_else(|| JobError::retryable(format!("restore {restore_id} vanished")))?;
+    let backup = match r.backup_id {
+        Some(id) => catalog::get(&ctx.catalog, id).await?,
+        None => None,
+    };
+    tracing::warn!(
+        restore_id = %r.id,
+        "an earlier attempt of this job completed the restore; not restoring again"
+    );
+    let result = json!({
+        "tenant": t.slug,
+        "backup_id": r.backup_id,
+        "backup": backup.as_ref().map(|b| b.name()),
+        "restore_id": r.id,
+        "pre_restore_database": r.pre_restore_db,
+        "keep_until": r.keep_until,
+        "completed_at": r.completed_at,
+        "completed_by_earlier_attempt": true,
+    });
+    ctx.emit("restore.completed", result.clone());
+    Ok(Some(result))
+}
+
+/// Records the swap an earlier attempt of this job finished but did not
+/// record (killed after `restore.after_swap`): the live name holds the
+/// restored database, the pre-restore copy exists and the scratch name is
+/// gone. Returns that restore's id.
+async fn finish_unrecorded_swap(ctx: &JobContext, t: &Tenant) -> Result<Option<Uuid>, JobError> {
+    if t.isolation != Isolation::Database {
+        return Ok(None);
+    }
+    let rows = catalog::restore_leftovers(&ctx.catalog, ctx.job_id).await?;
+    if rows.is_empty() {
+        return Ok(None);
+    }
+    let admin = tenant_schema::admin(&ctx.settings, &t.db_server).await?;
+    let mut found = None;
+    let res: Result<()> = async {
+        for r in &rows {
+            let Some(pre) = r.pre_restore_db.as_deref() else {
+                continue;
+            };
+            if r.scratch_db != t.db_name
+                && exists(&admin, &t.db_name).await?
+                && exists(&admin, pre).await?
+                && !exists(&admin, &r.scratch_db).await?
+            {
+                found = Some(r);
+                break;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    admin.close().await;
+    res?;
+    let Some(r) = found else {
+        return Ok(None);
+    };
+    let checked = check(&ctx.settings, &t.db_server, &t.db_name, None)
+        .await
+        .retryable_ctx("reading the restored database")?;
+    let swapped = Swapped {
+        restore_id: r.id,
+        backup_id: r.backup_id.unwrap_or_default(),
+        pre_db: r.pre_restore_db.clone(),
+        keep_for: ctx.settings.backup.keep_pre_restore,
+        schema_version: checked.schema_version,
+    };
+    record_complete(ctx, t, &swapped).await?;
+    tracing::warn!(restore_id = %r.id, "recorded the swap an interrupted attempt finished");
+    Ok(Some(r.id))
 }
 
 /// Restores backup `b` over tenant `t`'s live database.
@@ -691,47 +859,16 @@ pub async fn restore(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Value, 
             return Err(JobError::retryable(msg));
         }
     };
-    let keep_until = Utc::now()
-        + chrono::Duration::from_std(settings.backup.keep_pre_restore).unwrap_or_default();
     crate::failpoint::hit("restore.after_swap");
     let pre_db = had_live.then(|| pre.clone());
-    let mut tx = ctx.catalog.begin().await?;
-    sqlx::query(
-        "UPDATE restores SET status = 'complete', pre_restore_db = $2, keep_until = $3, completed_at = now() WHERE id = $1",
-    )
-    .bind(restore_id)
-    .bind(&pre_db)
-    .bind(keep_until)
-    .execute(&mut *tx)
-    .await?;
-    if let Some(v) = checked.schema_version {
-        sqlx::query("UPDATE tenants SET schema_version = $2, updated_at = now() WHERE id = $1")
-            .bind(t.id)
-            .bind(v)
-            .execute(&mut *tx)
-            .await?;
-    }
-    if pre_db.is_some() {
-        DropPreRestore { restore_id }
-            .enqueue_in(
-                &mut tx,
-                Some(&t.slug),
-                Some(format!("drop-pre:{restore_id}")),
-                Some(keep_until),
-            )
-            .await
-            .retryable_ctx("scheduling the pre-restore drop")?;
-    }
-    jobs::audit(
-        &mut tx,
-        "landlord:restore",
-        "tenant.restored",
-        Some(t.id),
-        Some(ctx.job_id),
-        json!({"backup_id": b.id, "pre_restore_database": pre_db}),
-    )
-    .await?;
-    tx.commit().await?;
+    let swapped = Swapped {
+        restore_id,
+        backup_id: b.id,
+        pre_db: pre_db.clone(),
+        keep_for: settings.backup.keep_pre_restore,
+        schema_version: checked.schema_version,
+    };
+    let keep_until = record_complete(ctx, t, &swapped).await?;
     let result = json!({
         "tenant": t.slug,
         "backup_id": b.id,

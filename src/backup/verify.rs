@@ -4,25 +4,40 @@
 //! database, check that, and drop it.
 
 use serde_json::{Value, json};
+use uuid::Uuid;
 
-use super::{
-    catalog::Backup,
-    restore::{self, derived_name},
-    state::BackupFormat,
-    store::Store,
-    stream::Sink,
-};
+use super::{catalog::Backup, restore, state::BackupFormat, store::Store, stream::Sink};
 use crate::{
     config::Settings,
     runtime::{JobError, ResultExt},
     tenants::Tenant,
 };
 
+/// The scratch database of `job`'s restore tests: one name per job, so an
+/// attempt can drop what an earlier, interrupted attempt of the same job left
+/// (attempts of one job never overlap) and the job's compensation can drop it
+/// if the last attempt was lost.
+pub fn scratch_name(db: &str, job: Uuid) -> String {
+    let id = job.simple().to_string();
+    // The random tail of the id: the head of a v7 id is its creation time.
+    let suffix = format!("_vfy_{}", &id[id.len() - 12..]);
+    let base: String = db.chars().take(63 - suffix.len()).collect();
+    format!("{base}{suffix}")
+}
+
+/// Drops `job`'s restore-test scratch database if an attempt left it.
+pub async fn drop_scratch(settings: &Settings, t: &Tenant, job: Uuid) -> Result<(), JobError> {
+    restore::drop_db(settings, &t.db_server, &scratch_name(&t.db_name, job))
+        .await
+        .retryable_ctx("dropping the scratch database an earlier attempt left")
+}
+
 pub async fn verify(
     settings: &Settings,
     t: &Tenant,
     b: &Backup,
     restore_test: bool,
+    job: Uuid,
 ) -> Result<Value, JobError> {
     let store = Store::open(&settings.backup).await?;
     let clock = std::time::Instant::now();
@@ -54,7 +69,7 @@ pub async fn verify(
     }
     if !restore_test {
         let sink = if b.format == BackupFormat::Custom {
-            let mut cmd = std::process::Command::new(settings.backup.pg_tool("pg_restore"));
+            let mut cmd = super::pgtool::offline(settings, "pg_restore");
             // The listing proves the archive's table of contents is readable;
             // the rest of the stream is still decoded and checksummed.
             cmd.arg("--list").stdout(std::process::Stdio::null());
@@ -76,7 +91,8 @@ pub async fn verify(
             "duration_ms": clock.elapsed().as_millis() as i64,
         }));
     }
-    let scratch = derived_name(&t.db_name, "vfy");
+    let scratch = scratch_name(&t.db_name, job);
+    drop_scratch(settings, t, job).await?;
     let res = restore::restore_into_scratch(settings, &store, t, b, &scratch).await;
     let dropped = restore::drop_db(settings, &t.db_server, &scratch).await;
     let (m, checked) = res?;
