@@ -1,6 +1,11 @@
 //! `drop_pre_restore`: drops the database a restore swapped out, once the
 //! rollback window (`LANDLORD_RESTORE_KEEP_PRE_HOURS`) is over. Only ever a
 //! database the catalog recorded as that restore's pre-restore copy.
+//!
+//! The window is compared in SQL (`keep_until > now()` on the catalog), never
+//! against this host's clock: `keep_until` is written by whichever host ran
+//! the restore, and a worker whose clock runs ahead must not drop early.
+//! Inside the window the job postpones itself (no attempt spent) until then.
 
 use serde_json::{Value, json};
 
@@ -34,14 +39,23 @@ impl Job for DropPreRestore {
         if r.dropped_at.is_some() {
             return Ok(json!({"restore_id": r.id, "dropped": pre, "already": true}));
         }
-        if let Some(until) = r.keep_until {
-            let left = until - chrono::Utc::now();
-            if left > chrono::Duration::zero() {
-                return Err(JobError::Postpone {
-                    delay: left.to_std().unwrap_or_default(),
-                    reason: format!("{pre} is kept until {until}"),
-                });
-            }
+        // The window by the catalog's clock: `keep_until` was written by the
+        // restoring host, and this one's clock may disagree with it.
+        let left: Option<f64> = sqlx::query_scalar(
+            "SELECT extract(epoch FROM keep_until - now())::float8 FROM restores \
+             WHERE id = $1 AND keep_until > now()",
+        )
+        .bind(r.id)
+        .fetch_optional(&ctx.catalog)
+        .await?;
+        if let Some(secs) = left {
+            return Err(JobError::Postpone {
+                delay: std::time::Duration::from_secs_f64(secs.max(0.0)),
+                reason: format!(
+                    "{pre} is kept until {} (catalog time)",
+                    r.keep_until.map(|u| u.to_rfc3339()).unwrap_or_default()
+                ),
+            });
         }
         restore::drop_db(&ctx.settings, &t.db_server, &pre).await?;
         sqlx::query("UPDATE restores SET dropped_at = now() WHERE id = $1")

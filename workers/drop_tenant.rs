@@ -1,5 +1,20 @@
 //! `drop_tenant`: the end of a deletion. Drops the tenant's database and role
 //! once the grace period is over; the tenant becomes `deleted`. Idempotent.
+//!
+//! The grace period is the handler's own check, not the job's `run_at`: a
+//! drop job can be driven early in many ways (`jobs cancel` + `jobs retry`,
+//! a republished message, a foreign producer), and none of them may shorten
+//! it. Before anything else the handler asks the catalog whether
+//! `tenants.delete_after > now()` — the catalog's clock, never this host's —
+//! and if so postpones itself ([`JobError::Postpone`]: no attempt spent)
+//! until `delete_after`. Postponing rather than failing is what an operator
+//! who retried a drop expects: the deletion goes on as scheduled, the job
+//! stays queued (visible in `jobs show` with the reason), and nothing needs
+//! retrying again after the grace period. A tenant with no `delete_after`
+//! (deleted before the column existed) has no grace left.
+//!
+//! It must never drop a database before `delete_after` or before the
+//! requested final backup succeeded.
 
 use serde_json::{Value, json};
 
@@ -29,6 +44,9 @@ impl Job for DropTenant {
                 "tenant {slug} is {}, not deleting",
                 t.status
             )));
+        }
+        if let Some(wait) = in_grace(ctx, t.id).await? {
+            return Err(wait);
         }
         // A deletion that asked for a final backup drops nothing without it.
         let final_backup: Option<(uuid::Uuid, JobStatus, Option<String>)> = sqlx::query_as(
@@ -75,4 +93,23 @@ impl Job for DropTenant {
         .retryable()?;
         Ok(json!({"tenant": slug, "dropped": t.db_name}))
     }
+}
+
+/// The postponement until `delete_after` if the grace period is not over by
+/// the catalog's clock; `None` once it is (or there is none).
+async fn in_grace(ctx: &JobContext, tenant_id: i64) -> Result<Option<JobError>, JobError> {
+    let left: Option<(chrono::DateTime<chrono::Utc>, f64)> = sqlx::query_as(
+        "SELECT delete_after, extract(epoch FROM delete_after - now())::float8 FROM tenants \
+         WHERE id = $1 AND delete_after > now()",
+    )
+    .bind(tenant_id)
+    .fetch_optional(&ctx.catalog)
+    .await?;
+    Ok(left.map(|(until, secs)| JobError::Postpone {
+        delay: std::time::Duration::from_secs_f64(secs.max(0.0)),
+        reason: format!(
+            "in the grace period: the database is dropped at {} (catalog time)",
+            until.to_rfc3339()
+        ),
+    }))
 }

@@ -1,5 +1,9 @@
 //! `landlord schedule …`: what the scheduler will fire (`list`), firing a
 //! schedule now (`run`), and past firings (`history`).
+//!
+//! Times come from the catalog's clock (`scheduler::catalog_now`), never
+//! this host's: `run` records its firing at the catalog's now, and `list`
+//! shows the next fire time after it.
 
 use std::{process::ExitCode, sync::Arc};
 
@@ -76,6 +80,7 @@ pub async fn run(
     let pool = catalog(&settings).await?;
     match cmd {
         ScheduleCommand::List { json } => {
+            let now = scheduler::catalog_now(&pool).await?;
             let mut rows = Vec::new();
             for s in &schedules {
                 let last: Option<Firing> = sqlx::query_as(
@@ -100,7 +105,7 @@ pub async fn run(
                     "timezone": s.spec.timezone,
                     "kind": s.spec.kind,
                     "args": s.spec.args,
-                    "next": s.next_local(Utc::now()),
+                    "next": s.next_local(now),
                     "last": last,
                     "last_outcomes": outcomes.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
                 }));
@@ -137,8 +142,9 @@ pub async fn run(
         }
         ScheduleCommand::Run { name } => {
             let s = find(&schedules, &name)?;
-            let fire_at =
-                DateTime::from_timestamp(Utc::now().timestamp(), 0).unwrap_or_else(Utc::now);
+            // The catalog's now, to the second (fire times in dedupe keys are).
+            let now = scheduler::catalog_now(&pool).await?;
+            let fire_at = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
             let me = owner_id("cli");
             // Waits while another process (the scheduler) fans this schedule out.
             let f = scheduler::fan_out(&pool, &registry, s, fire_at, &me, IfBusy::Wait)

@@ -1,6 +1,11 @@
 //! Deleting a tenant: it stops at once (status `deleting`, its role may no
 //! longer log in) and its database is dropped by a `drop_tenant` job that
 //! runs after the grace period (`--now` for immediately).
+//!
+//! `delete_after` is the catalog's clock (this transaction's `now()`) plus
+//! the grace, never the calling host's clock: `drop_tenant` compares it with
+//! the catalog's `now()`, so a CLI or API host whose clock is off cannot
+//! shorten or lengthen the grace period.
 
 use std::time::Duration;
 
@@ -27,6 +32,30 @@ pub struct DeleteOptions {
     pub grace: Duration,
 }
 
+/// Longest grace period accepted (100 years; the catalog's timestamps end
+/// far later, but a grace beyond this is a typo, refused as bad input).
+const MAX_GRACE: Duration = Duration::from_secs(36_500 * 86_400);
+
+/// When the database may be dropped: the catalog's `now()` (the deletion's
+/// own transaction time) plus `grace`.
+async fn drop_at(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    grace: Duration,
+) -> Result<chrono::DateTime<chrono::Utc>, LifecycleError> {
+    if grace > MAX_GRACE {
+        return Err(LifecycleError::Invalid(format!(
+            "grace period: {} days is more than {} days",
+            grace.as_secs() / 86_400,
+            MAX_GRACE.as_secs() / 86_400
+        )));
+    }
+    let at = sqlx::query_scalar("SELECT now() + make_interval(secs => $1)")
+        .bind(grace.as_secs_f64())
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(at)
+}
+
 /// Schedules a tenant's deletion; returns the `drop_tenant` job.
 pub async fn delete(
     pool: &PgPool,
@@ -43,12 +72,10 @@ pub async fn delete(
             t.status
         )));
     }
+    let drop_at = drop_at(&mut tx, opts.grace).await?;
     if let Some(role) = &t.db_role {
         crate::lifecycle::credentials::set_login(settings, &t.db_server, role, false).await?;
     }
-    let drop_at = chrono::Utc::now()
-        + chrono::Duration::from_std(opts.grace)
-            .map_err(|e| LifecycleError::Invalid(format!("grace period: {e}")))?;
     sqlx::query(
         "UPDATE tenants SET status = 'deleting', status_reason = $2, delete_after = $3, updated_at = now() WHERE id = $1",
     )

@@ -18,6 +18,16 @@
 //! the schedule's `starting_deadline_seconds` (else it is `missed` too).
 //! Afterwards it relays the outbox itself, so the jobs go out at once.
 //!
+//! Every time a decision rests on is the catalog's clock, never the
+//! process's: "now" of a tick and the start of the scheduler are one
+//! `SELECT now()` each ([`catalog_now`]), and `schedule run` fires at the
+//! catalog's now too. Fire times from different hosts land in one table and
+//! are compared with one another (`max(fire_at)` decides what is due), so a
+//! host whose clock runs ahead would otherwise record a firing in the future
+//! and silently suppress every real firing until then, with none recorded
+//! `missed`. The process clock is used only for timers (tokio's monotonic
+//! clock).
+//!
 //! Files: `schedule` (parsing and checking `[[schedules]]`: cron, time zone,
 //! kind, arguments; any error stops the start naming the schedule), `fanout`
 //! (one firing into one job per tenant), `state` (a firing's status).
@@ -46,6 +56,15 @@ use crate::{
 /// Most occurrences looked at per schedule and tick (a long outage of a
 /// per-second schedule must not stall the loop).
 const MAX_DUE: usize = 1000;
+
+/// The catalog's clock: the one source of "now" for every scheduling
+/// decision (fire times, lateness, the start of a scheduler, `schedule run`).
+pub async fn catalog_now(pool: &PgPool) -> Result<DateTime<Utc>> {
+    sqlx::query_scalar("SELECT now()")
+        .fetch_one(pool)
+        .await
+        .context("reading the catalog's clock")
+}
 
 /// Tries to become leader; keeps the lock's connection while leading.
 async fn try_lead(pool: &PgPool) -> Result<Option<PoolConnection<Postgres>>> {
@@ -91,7 +110,7 @@ async fn tick(
     since: DateTime<Utc>,
     leader: &str,
 ) -> Result<()> {
-    let now = Utc::now();
+    let now = catalog_now(pool).await?;
     let open: Vec<(String, DateTime<Utc>)> =
         sqlx::query_as("SELECT schedule, fire_at FROM schedule_firings WHERE status = 'fanning_out' ORDER BY fire_at")
             .fetch_all(pool)
@@ -169,11 +188,11 @@ pub async fn run(
     schedules: Vec<Schedule>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let pool = crate::db::connect(&settings).await?;
+    let pool = crate::db::connect_session(&settings).await?;
     crate::db::migrate(&pool).await?;
     let me = owner_id("scheduler");
     let broker = Broker::new(&settings.broker, &me);
-    let since = Utc::now();
+    let since = catalog_now(&pool).await?;
     let mut lock: Option<PoolConnection<Postgres>> = None;
     tokio::pin!(shutdown);
     tracing::info!(schedules = schedules.len(), owner = %me, "scheduler started");
