@@ -94,6 +94,7 @@ pub async fn verify(
     let scratch = scratch_name(&t.db_name, job);
     drop_scratch(settings, t, job).await?;
     let res = restore::restore_into_scratch(settings, &store, t, b, &scratch).await;
+    crate::failpoint::hit("verify.scratch_loaded");
     let dropped = restore::drop_db(settings, &t.db_server, &scratch).await;
     let (m, checked) = res?;
     dropped.retryable_ctx("dropping the scratch database")?;

@@ -624,7 +624,12 @@ impl Beat {
     async fn run(self) {
         let beat = self.lease / 3;
         let fence_after = self.lease - beat;
-        let mut tick = tokio::time::interval(beat.min(Duration::from_secs(1)));
+        // Ticks several times per beat: a beat is then sent within a quarter
+        // of a beat of being due, well before the self-fence (one beat after
+        // the next one is due). With one tick per beat, a tick landing a hair
+        // before the due time pushed the beat a whole tick later, onto the
+        // fence deadline (short leases fenced themselves on a quiet machine).
+        let mut tick = tokio::time::interval((beat / 4).min(Duration::from_secs(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         let now = Instant::now();

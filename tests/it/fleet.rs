@@ -395,7 +395,7 @@ async fn a_killed_workers_job_succeeds_exactly_once_on_another_worker() {
 
     let second = env.spawn_worker(&[], &[("LANDLORD_LEASE_SECONDS", "3")]);
     let j = env.wait_job(id, secs(60)).await;
-    assert_eq!(j["status"], "succeeded", "{j:#}");
+    assert_eq!(j["status"], "succeeded", "{j:#}\n{}", second.log_text());
     assert_eq!(
         j["attempts"], 2,
         "the killed attempt counts, the second one succeeds: {j:#}"

@@ -8,5 +8,6 @@
 mod compensation;
 mod fencing;
 mod jobs;
+mod recognise;
 mod schedule;
 mod sessions;
