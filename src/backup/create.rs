@@ -499,6 +499,14 @@ async fn finish(
 ) -> Result<Value, JobError> {
     let (id, key) = (row.id, &row.key);
     let mut tx = ctx.catalog.begin().await?;
+    // A backup is complete only while its attempt still owns the job: an
+    // attempt woken after its lease ran out (the reaper may have ended the
+    // job) leaves its row running, for the next attempt's cleanup.
+    if !ctx.fence_in(&mut tx).await? {
+        return Err(JobError::retryable(
+            "the attempt lost its job before the backup was recorded complete",
+        ));
+    }
     catalog::complete(
         &mut tx,
         id,

@@ -843,7 +843,7 @@ pub async fn restore(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Value, 
     }
     ctx.progress(2, 3, "swapping the restored database in")
         .await;
-    if ctx.cancel.is_cancelled() {
+    if ctx.cancel.is_cancelled() || !ctx.owns_job(settings.worker.lease / 3).await? {
         let _ = drop_db(settings, &t.db_server, &scratch).await;
         record_failure(ctx, t, restore_id, b.id, "cancelled before the swap").await;
         return Err(JobError::retryable(

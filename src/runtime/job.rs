@@ -169,6 +169,46 @@ impl JobContext {
         }
     }
 
+    /// Whether the catalog still gives this attempt its job with at least
+    /// `min_left` of the lease to run: asked right before a step that cannot
+    /// be undone and is not a catalog write (a restore's swap). A process
+    /// stopped past its lease (SIGSTOP, a long pause) may wake up and run a
+    /// step before its heartbeat cancels it; the reaper may have ended the job
+    /// meanwhile. With `min_left` a third of a lease, the step would need a
+    /// pause that long between this check and itself to outlive the lease.
+    pub async fn owns_job(&self, min_left: Duration) -> Result<bool, JobError> {
+        let owned: Option<bool> = sqlx::query_scalar(
+            "SELECT lease_expires_at > now() + make_interval(secs => $4) FROM jobs \
+             WHERE id = $1 AND lease_owner = $2 AND claim_token = $3 AND status = 'running'",
+        )
+        .bind(self.job_id)
+        .bind(&self.lease_owner)
+        .bind(self.claim_token)
+        .bind(min_left.as_secs_f64())
+        .fetch_optional(&self.catalog)
+        .await
+        .map_err(|e| JobError::retryable(format!("checking that the attempt owns its job: {e}")))?;
+        Ok(owned == Some(true))
+    }
+
+    /// Locks this attempt's job row inside `tx` if the attempt still owns it
+    /// and its lease has not run out, so the reaper (which skips locked rows)
+    /// cannot end the job while `tx` records the job's effect. `false`: the
+    /// attempt lost its job; record nothing.
+    pub async fn fence_in(&self, tx: &mut Transaction<'_, Postgres>) -> Result<bool, JobError> {
+        let owned: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM jobs WHERE id = $1 AND lease_owner = $2 AND claim_token = $3 \
+             AND status = 'running' AND lease_expires_at > now() FOR UPDATE",
+        )
+        .bind(self.job_id)
+        .bind(&self.lease_owner)
+        .bind(self.claim_token)
+        .fetch_optional(&mut **tx)
+        .await
+        .map_err(|e| JobError::retryable(format!("fencing the attempt's write: {e}")))?;
+        Ok(owned.is_some())
+    }
+
     /// The tenant, for jobs that need one.
     pub fn tenant(&self) -> Result<&Tenant, JobError> {
         self.tenant
