@@ -192,6 +192,12 @@ async fn garage_outage(run: &Run) {
         (true, Some(pid)) => {
             GARAGE_STOPPED.store(true, Ordering::SeqCst);
             nix_kill(pid, "TERM");
+            // Garage drains its connections before it exits; `ops/services
+            // up` run while it still lives would reuse it, and then it is gone.
+            if !gone_within(pid, Duration::from_secs(20)).await {
+                nix_kill(pid, "KILL");
+                gone_within(pid, Duration::from_secs(10)).await;
+            }
             tokio::time::sleep(down).await;
             start_garage();
         }
@@ -203,11 +209,33 @@ async fn garage_outage(run: &Run) {
     }
 }
 
+/// Whether process `pid` exits within `limit`.
+async fn gone_within(pid: u32, limit: Duration) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    true
+}
+
+/// Starts Garage again through `ops/services up`; a soak whose S3 cannot
+/// come back would only measure the outage, so this insists.
 fn start_garage() {
-    let _ = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/ops/services"))
-        .arg("up")
-        .output();
-    GARAGE_STOPPED.store(false, Ordering::SeqCst);
+    for _ in 0..3 {
+        let up = Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/ops/services"))
+            .arg("up")
+            .output();
+        if up.as_ref().is_ok_and(|o| o.status.success()) {
+            GARAGE_STOPPED.store(false, Ordering::SeqCst);
+            return;
+        }
+        eprintln!("[chaos]   ops/services up failed; trying again: {up:?}");
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    panic!("Garage did not come back after the soak stopped it");
 }
 
 /// Onto a build without one kind (or, if the fleet is on one, back): each
