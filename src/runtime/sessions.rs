@@ -358,9 +358,16 @@ mod children {
     /// Whether `pid` still runs (not gone, not a zombie waiting for its owner).
     fn running(pid: u32) -> bool {
         match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => stat_fields(&stat).is_some_and(|(state, _)| state != "Z" && state != "X"),
+            Ok(stat) => stat_fields(&stat).is_some_and(|(state, _)| !has_exited(state)),
             Err(_) => false,
         }
+    }
+
+    /// Whether a `/proc` state letter says the program no longer runs: `Z`
+    /// (exited, waiting for its owner to reap it) or `X` (dead). The one
+    /// place the letters are read.
+    fn has_exited(state: &str) -> bool {
+        matches!(state, "Z" | "X")
     }
 
     /// (state, ppid) of a `/proc/<pid>/stat` line (the name may hold spaces).
@@ -382,7 +389,9 @@ mod children {
             .filter(|pid| {
                 std::fs::read_to_string(format!("/proc/{pid}/stat"))
                     .ok()
-                    .and_then(|s| stat_fields(&s).map(|(state, ppid)| ppid == me && state != "Z"))
+                    .and_then(|s| {
+                        stat_fields(&s).map(|(state, ppid)| ppid == me && !has_exited(state))
+                    })
                     .unwrap_or(false)
             })
             .filter(|pid| {
