@@ -103,16 +103,32 @@ impl Job for WelcomeMail {
             .port(url.port().unwrap_or(25))
             .build();
         mailer.send(email).await.retryable_ctx("sending mail")?;
-        sqlx::query(
-            "INSERT INTO mail_receipts (dedupe_key, tenant_id, recipient, message_id) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (dedupe_key) DO NOTHING",
-        )
-        .bind(&key)
-        .bind(t.id)
-        .bind(&recipient)
-        .bind(&message_id)
-        .execute(&ctx.catalog)
-        .await?;
+        // The mail is out: failing now would send it again on the retry, so
+        // the receipt is retried through short catalog outages (a killed
+        // session, a restart) instead (the soak, seeds 101 and 202, saw two
+        // mails where the receipt's connection had been terminated).
+        let mut tries = 0;
+        loop {
+            let wrote = sqlx::query(
+                "INSERT INTO mail_receipts (dedupe_key, tenant_id, recipient, message_id) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (dedupe_key) DO NOTHING",
+            )
+            .bind(&key)
+            .bind(t.id)
+            .bind(&recipient)
+            .bind(&message_id)
+            .execute(&ctx.catalog)
+            .await;
+            match wrote {
+                Ok(_) => break,
+                Err(e) if tries < 20 => {
+                    tries += 1;
+                    tracing::warn!(error = %e, "recording the mail receipt failed; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
         ctx.emit(
             "mail.sent",
             json!({"template": "welcome", "language": language, "to": recipient, "message_id": message_id}),
