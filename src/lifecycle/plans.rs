@@ -23,6 +23,11 @@ pub async fn allowance(
     owner_email: &str,
     plan: &str,
 ) -> Result<Option<Allowance>> {
+    // PostgreSQL text cannot hold NUL, so no plan has such a name; asking
+    // would fail as a server error instead of an unknown plan.
+    if plan.contains('\0') {
+        return Ok(None);
+    }
     let Some(limit): Option<Option<i32>> =
         sqlx::query_scalar("SELECT max_tenants_per_owner FROM plans WHERE name = $1")
             .bind(plan)
