@@ -57,11 +57,13 @@ impl Job for Restore {
         // A swap that finished but was never recorded is recorded, not
         // undone (the tenant may have written to it since). An attempt
         // killed mid-swap may have left the live name free: put the
-        // tenant's database back and drop the scratch copy.
+        // tenant's database back and drop the scratch copy, also one a
+        // failed attempt could not drop.
         let t = ctx.tenant()?.clone();
         if t.isolation == Isolation::Database {
             restore::completed_earlier(ctx, &t).await?;
             restore::clean_leftovers(ctx, &t).await?;
+            restore::drop_scratch(&ctx.settings, &t, ctx.job_id).await?;
         }
         Ok(())
     }

@@ -25,8 +25,11 @@
 //!    restore of this job, put the live database back as it was before that
 //!    attempt (whichever rename it was killed between), drop the scratch
 //!    database, mark the row `failed`. `Restore::on_dead` runs the same.
-//! 4. **Row**: the `restores` row (`running`) with fresh scratch
-//!    (`{db}_rst_…`) and pre-restore (`{db}_pre_…`) names.
+//!    Then the job's scratch database is dropped if an attempt that failed
+//!    while the server was away could not drop it (`drop_scratch`).
+//! 4. **Row**: the `restores` row (`running`) with the job's scratch name
+//!    (`{db}_rst_` + the tail of the job id, the same for every attempt and
+//!    for the compensation) and a fresh pre-restore name (`{db}_pre_…`).
 //! 5. **Scratch** (`restore_into_scratch`): the manifest must name this
 //!    backup and its SHA-256; the object is streamed (decrypted, decoded)
 //!    into `pg_restore` or `psql` and always read to its end, so size and
@@ -83,6 +86,37 @@ pub fn derived_name(db: &str, tag: &str) -> String {
     let keep = 63 - suffix.len();
     let base: String = db.chars().take(keep).collect();
     format!("{base}{suffix}")
+}
+
+/// A database name for job `job`: `db` (cut to fit 63 bytes) with a tag and
+/// the random tail of the job id, so every attempt of the job, and its
+/// compensation, knows the name an earlier attempt used (attempts of one job
+/// never overlap).
+pub fn job_db_name(db: &str, tag: &str, job: Uuid) -> String {
+    let id = job.simple().to_string();
+    // The random tail of the id: the head of a v7 id is its creation time.
+    let suffix = format!("_{tag}_{}", &id[id.len() - 12..]);
+    let base: String = db.chars().take(63 - suffix.len()).collect();
+    format!("{base}{suffix}")
+}
+
+/// The scratch database of restore job `job` over live database `db`.
+pub fn scratch_name(db: &str, job: Uuid) -> String {
+    job_db_name(db, "rst", job)
+}
+
+/// Drops restore job `job`'s scratch database if an earlier attempt left it
+/// (one that failed while the server was away could not drop it then).
+pub async fn drop_scratch(settings: &Settings, t: &Tenant, job: Uuid) -> Result<(), JobError> {
+    let scratch = scratch_name(&t.db_name, job);
+    if scratch == t.db_name {
+        return Err(JobError::fatal(format!(
+            "the scratch name {scratch} is the live database's name"
+        )));
+    }
+    drop_db(settings, &t.db_server, &scratch)
+        .await
+        .retryable_ctx("dropping the scratch database an earlier attempt left")
 }
 
 /// The age identities configured for restores.
@@ -511,6 +545,19 @@ async fn put_back(admin: &PgPool, t: &Tenant, scratch: &str, pre: Option<&str>) 
     tenant_schema::drop_database(admin, scratch).await
 }
 
+/// Drops a failed attempt's scratch database. When that fails too (the
+/// server went away), the next attempt or the job's compensation drops it:
+/// the name is the job's (failpoint `restore.drop_scratch!N`).
+async fn drop_scratch_after_failure(settings: &Settings, t: &Tenant, scratch: &str) {
+    let res = match crate::failpoint::fail("restore.drop_scratch") {
+        true => Err(anyhow!("failpoint: the server is gone")),
+        false => drop_db(settings, &t.db_server, scratch).await,
+    };
+    if let Err(e) = res {
+        tracing::warn!(error = %format!("{e:#}"), scratch, "could not drop the scratch database; the next attempt or the compensation will");
+    }
+}
+
 async fn record_failure(ctx: &JobContext, t: &Tenant, restore_id: Uuid, backup: Uuid, error: &str) {
     let res: Result<()> = async {
         sqlx::query("UPDATE restores SET status = 'failed', error = $2, completed_at = now() WHERE id = $1")
@@ -806,8 +853,9 @@ pub async fn restore(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Value, 
     let settings = &ctx.settings;
     let store = Store::open(&settings.backup).await?;
     let cleaned = clean_leftovers(ctx, t).await?;
+    drop_scratch(settings, t, ctx.job_id).await?;
     let restore_id = Uuid::now_v7();
-    let scratch = derived_name(&t.db_name, "rst");
+    let scratch = scratch_name(&t.db_name, ctx.job_id);
     let pre = derived_name(&t.db_name, "pre");
     sqlx::query(
         "INSERT INTO restores (id, tenant_id, backup_id, job_id, scratch_db, pre_restore_db) \
@@ -824,27 +872,30 @@ pub async fn restore(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Value, 
     ctx.progress(0, 3, "restoring into a scratch database")
         .await;
     let clock = std::time::Instant::now();
-    let loaded = restore_into_scratch(settings, &store, t, b, &scratch).await;
+    let mut loaded = restore_into_scratch(settings, &store, t, b, &scratch).await;
+    if loaded.is_ok() && crate::failpoint::fail("restore.scratch_loaded") {
+        loaded = Err(JobError::retryable(
+            "failpoint: the server went away after the load",
+        ));
+    }
     let (measured, checked) = match loaded {
         Ok(v) => v,
         Err(e) => {
             let msg = e.to_string();
-            if let Err(d) = drop_db(settings, &t.db_server, &scratch).await {
-                tracing::warn!(error = %d, "could not drop the scratch database");
-            }
+            drop_scratch_after_failure(settings, t, &scratch).await;
             record_failure(ctx, t, restore_id, b.id, &msg).await;
             return Err(e);
         }
     };
     if let Err(e) = grant_role(settings, t, &scratch).await {
-        let _ = drop_db(settings, &t.db_server, &scratch).await;
+        drop_scratch_after_failure(settings, t, &scratch).await;
         record_failure(ctx, t, restore_id, b.id, &format!("{e:#}")).await;
         return Err(e.into());
     }
     ctx.progress(2, 3, "swapping the restored database in")
         .await;
     if ctx.cancel.is_cancelled() || !ctx.owns_job(settings.worker.lease / 3).await? {
-        let _ = drop_db(settings, &t.db_server, &scratch).await;
+        drop_scratch_after_failure(settings, t, &scratch).await;
         record_failure(ctx, t, restore_id, b.id, "cancelled before the swap").await;
         return Err(JobError::retryable(
             "the job lost its claim before the swap",
@@ -854,7 +905,7 @@ pub async fn restore(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Value, 
         Ok(h) => h,
         Err(e) => {
             let msg = format!("{e:#}");
-            let _ = drop_db(settings, &t.db_server, &scratch).await;
+            drop_scratch_after_failure(settings, t, &scratch).await;
             record_failure(ctx, t, restore_id, b.id, &msg).await;
             return Err(JobError::retryable(msg));
         }

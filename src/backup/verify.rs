@@ -13,16 +13,12 @@ use crate::{
     tenants::Tenant,
 };
 
-/// The scratch database of `job`'s restore tests: one name per job, so an
-/// attempt can drop what an earlier, interrupted attempt of the same job left
-/// (attempts of one job never overlap) and the job's compensation can drop it
-/// if the last attempt was lost.
+/// The scratch database of `job`'s restore tests (see
+/// [`restore::job_db_name`]): an attempt drops what an earlier, interrupted
+/// attempt of the same job left, and the job's compensation drops it if the
+/// last attempt was lost.
 pub fn scratch_name(db: &str, job: Uuid) -> String {
-    let id = job.simple().to_string();
-    // The random tail of the id: the head of a v7 id is its creation time.
-    let suffix = format!("_vfy_{}", &id[id.len() - 12..]);
-    let base: String = db.chars().take(63 - suffix.len()).collect();
-    format!("{base}{suffix}")
+    restore::job_db_name(db, "vfy", job)
 }
 
 /// Drops `job`'s restore-test scratch database if an attempt left it.

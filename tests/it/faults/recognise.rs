@@ -3,10 +3,14 @@
 //! backup but died before recording its success returns that backup instead
 //! of taking a second one, and a `verify_backup --restore-test` attempt that
 //! dies with its scratch database loaded leaves nothing behind, whether the
-//! job is retried or ends dead (its compensation drops the scratch).
+//! job is retried or ends dead (its compensation drops the scratch). A
+//! `restore` attempt that fails after loading its scratch while the server is
+//! away (so it cannot drop the scratch either) leaves nothing once the job
+//! is retried or ends dead: the scratch name is the job's.
 //!
 //! Attempts die by failpoint (`job.before_record`, `verify.scratch_loaded`),
-//! as `kill -9` would. The witnesses are the catalog's `backups` rows, the
+//! as `kill -9` would, or fail by one (`restore.scratch_loaded!1`,
+//! `restore.drop_scratch!1`). The witnesses are the catalog's `backups` rows, the
 //! objects in the store and the databases on the server.
 
 use uuid::Uuid;
@@ -152,4 +156,78 @@ async fn a_restore_test_lost_on_its_last_attempt_is_compensated() {
     );
     assert_eq!(j["compensation"], "done", "{j:#}");
     assert!(j["compensation_error"].is_null(), "{j:#}");
+}
+
+/// Restore scratch databases of `db` on the server.
+async fn restore_scratches_of(db: &str) -> Vec<String> {
+    scalars_in(
+        "postgres",
+        "SELECT datname::text FROM pg_database WHERE datname LIKE $1 ORDER BY 1",
+        &[&format!("{db}_rst_%")],
+    )
+    .await
+}
+
+/// A backed-up tenant and its `restore` job, enqueued before any worker runs
+/// (so a test can change the job first): (tenant database, job id).
+async fn restore_enqueued(env: &mut TestEnv, slug: &str) -> (String, Uuid) {
+    let db = tenant_with_rows(env, slug).await;
+    env.ok(&["backup", "--tenant", slug, "--sync"]);
+    let job = env.enqueue(&["restore", slug, "--latest", "--yes"]);
+    (db, job)
+}
+
+/// The first attempt fails after its scratch database is loaded, as when
+/// the tenant's server goes away, and the scratch cannot be dropped then
+/// either (`restore.scratch_loaded!1`, `restore.drop_scratch!1`): the
+/// attempt's row is `failed` and its scratch database is left.
+const SERVER_LOST_AFTER_LOAD: &str = "restore.scratch_loaded!1,restore.drop_scratch!1";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_restore_drops_the_scratch_a_failed_attempt_could_not() {
+    let mut env = TestEnv::new().await;
+    let (db, job) = restore_enqueued(&mut env, "rstretry").await;
+    env.spawn_worker(&[], &[("LANDLORD_FAILPOINTS", SERVER_LOST_AFTER_LOAD)]);
+    let j = env.wait_job(job, secs(120)).await;
+    assert_eq!(j["status"], "succeeded", "{j:#}");
+    assert_eq!(j["attempts"], 2, "the first attempt failed: {j:#}");
+    let left = restore_scratches_of(&db).await;
+    assert!(
+        left.is_empty(),
+        "scratch databases left after the restore succeeded: {left:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_failed_on_its_last_attempt_drops_its_scratch() {
+    let mut env = TestEnv::new().await;
+    let (db, job) = restore_enqueued(&mut env, "rstdead").await;
+    sqlx::query("UPDATE jobs SET max_attempts = 1 WHERE id = $1")
+        .bind(job)
+        .execute(&env.catalog)
+        .await
+        .expect("one attempt only");
+    env.spawn_worker(&[], &[("LANDLORD_FAILPOINTS", SERVER_LOST_AFTER_LOAD)]);
+    env.wait_status(job, "dead", secs(60)).await;
+    let j = poll(secs(60), ms(100), || async {
+        let j = env.job(job).await;
+        match j["compensation"] == "pending" {
+            true => Err(format!("compensation still pending: {j:#}")),
+            false => Ok(j),
+        }
+    })
+    .await;
+    assert_eq!(j["compensation"], "done", "{j:#}");
+    let left = restore_scratches_of(&db).await;
+    assert!(
+        left.is_empty(),
+        "scratch databases left after the restore ended dead: {left:?}"
+    );
+    let live: Vec<String> = scalars_in(
+        "postgres",
+        "SELECT datname::text FROM pg_database WHERE datname = $1",
+        &[db.as_str()],
+    )
+    .await;
+    assert_eq!(live, std::slice::from_ref(&db), "the live database is still there");
 }
