@@ -233,12 +233,13 @@ impl Landlord {
     /// # let scratch = landlord::client::doc_support::Scratch::new(&Settings::load()?).await?;
     /// # let landlord = Landlord::connect(scratch.settings(), "docs").await?;
     /// use anyhow::Context;
-    /// use landlord::runtime::store::EnqueueRequest;
+    /// use landlord::runtime::store::{DedupeKey, EnqueueRequest};
     ///
     /// let request = EnqueueRequest {
     ///     kind: "ping".into(),
     ///     args: serde_json::json!({}),
-    ///     dedupe_key: Some("docs-ping".into()),
+    ///     // A key in this client's own namespace ("docs").
+    ///     dedupe_key: Some(DedupeKey::caller("docs", "docs-ping")),
     ///     ..Default::default()
     /// };
     /// let enqueued = landlord.enqueue(&request).await?;

@@ -22,7 +22,9 @@ pub struct JobMessage {
     pub tenant: Option<String>,
     #[serde(default = "empty_object")]
     pub args: serde_json::Value,
-    /// Optional dedupe key, honoured when a message is adopted.
+    /// Optional dedupe key, honoured when a message is adopted: it lives in
+    /// the namespace of foreign producers (stored as `caller:amqp:{key}`),
+    /// so it can never take a key landlord makes itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedupe_key: Option<String>,
 }

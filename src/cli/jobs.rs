@@ -11,7 +11,7 @@ use crate::{
     config::Settings,
     runtime::{
         Compensation, Job, JobStatus, Registry,
-        store::{self, EnqueueRequest, JobActionError, ListFilter},
+        store::{self, DedupeKey, EnqueueRequest, JobActionError, ListFilter},
     },
     workers::ping::{FailMode, Ping},
 };
@@ -88,7 +88,8 @@ pub struct EnqueueArgs {
     /// Job family to publish on instead of the kind's own: provision, backup, maintenance or mail.
     #[arg(long)]
     pub queue: Option<String>,
-    /// Return the live job with this key instead of adding a duplicate.
+    /// Return the live job of the same kind and tenant with this key instead of adding a
+    /// duplicate (keys given here live in the command line's own namespace, never landlord's).
     #[arg(long)]
     pub dedupe_key: Option<String>,
     /// Attempts before the job is dead (default: the kind's own).
@@ -118,7 +119,8 @@ pub struct PingArgs {
     /// Attempts before the job is dead (default: 3).
     #[arg(long)]
     pub max_attempts: Option<u32>,
-    /// Return the live job with this key instead of adding a duplicate.
+    /// Return the live job of the same kind and tenant with this key instead of adding a
+    /// duplicate (keys given here live in the command line's own namespace, never landlord's).
     #[arg(long)]
     pub dedupe_key: Option<String>,
     #[command(flatten)]
@@ -143,6 +145,10 @@ fn parse_id(s: &str) -> Result<Uuid> {
         .into()
     })
 }
+
+/// The namespace of dedupe keys given with `--dedupe-key` (one for every
+/// operator, so two operators' runs of the same key meet).
+const CLI_ACTOR: &str = "cli";
 
 fn action_err(e: JobActionError) -> anyhow::Error {
     match e {
@@ -252,7 +258,7 @@ pub async fn run(
                 tenant: a.tenant,
                 args,
                 queue: a.queue,
-                dedupe_key: a.dedupe_key,
+                dedupe_key: a.dedupe_key.map(|k| DedupeKey::caller(CLI_ACTOR, k)),
                 max_attempts: a.max_attempts,
                 run_at: None,
             };
@@ -267,7 +273,11 @@ pub async fn run(
             let req = EnqueueRequest {
                 queue: Some(a.queue),
                 max_attempts: a.max_attempts,
-                ..ping.request(a.tenant.as_deref(), a.dedupe_key, None)?
+                ..ping.request(
+                    a.tenant.as_deref(),
+                    a.dedupe_key.map(|k| DedupeKey::caller(CLI_ACTOR, k)),
+                    None,
+                )?
             };
             enqueue::submit(&pool, settings, registry, vec![req], &a.run).await
         }

@@ -45,7 +45,18 @@ pub struct WorkerSettings {
     /// Delay before a job whose kind this worker does not know is offered
     /// again (to a worker that knows it, during a rolling deploy).
     pub unknown_kind_delay: Duration,
+    /// The job kinds a message published by another program (no catalog
+    /// row; adopted) may ask for. Anything that can publish to the work
+    /// exchange is such a producer, so kinds that replace or drop data
+    /// (`restore`, `drop_tenant`) or set fleet-wide limits (`migrate`) are
+    /// not in the default.
+    pub foreign_kinds: Vec<String>,
 }
+
+/// The kinds adopted from foreign producers unless `LANDLORD_FOREIGN_KINDS`
+/// says otherwise.
+pub const DEFAULT_FOREIGN_KINDS: [&str; 5] =
+    ["ping", "analyze", "maintenance", "backup", "verify_backup"];
 
 /// The `[worker]` table of `landlord.toml`.
 #[derive(Debug, Default, Deserialize)]
@@ -62,6 +73,7 @@ pub(super) struct FileWorker {
     poll_max_ms: Option<u64>,
     stale_after_seconds: Option<u64>,
     unknown_kind_delay_ms: Option<u64>,
+    foreign_kinds: Option<Vec<String>>,
 }
 
 /// Seconds from `env_name`, else the file's value, else `default`.
@@ -121,8 +133,47 @@ impl WorkerSettings {
                 w.unknown_kind_delay_ms,
                 30_000,
             )?,
+            foreign_kinds: match env("LANDLORD_FOREIGN_KINDS") {
+                Some(v) => parse_kinds(&v)?,
+                None => match w.foreign_kinds {
+                    Some(k) => parse_kinds(&k.join(","))?,
+                    None => DEFAULT_FOREIGN_KINDS
+                        .iter()
+                        .map(|s| s.to_string())
+                        .collect(),
+                },
+            },
         })
     }
+}
+
+/// Parses a comma-separated list of job kinds (`none` for no kind at all).
+/// Whether each kind exists is for the registry to say; a kind no worker
+/// knows is refused as unknown anyway.
+pub fn parse_kinds(raw: &str) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    if raw.trim() == "none" {
+        return Ok(out);
+    }
+    for k in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if k.len() > 63
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        {
+            bail!(
+                "LANDLORD_FOREIGN_KINDS: {:?} is not a job kind (lowercase letters, digits and _); use none for no kind",
+                crate::message::truncate(k)
+            );
+        }
+        if !out.iter().any(|x| x == k) {
+            out.push(k.to_string());
+        }
+    }
+    if out.is_empty() {
+        bail!("LANDLORD_FOREIGN_KINDS: no kind given; use none to refuse every foreign message");
+    }
+    Ok(out)
 }
 
 /// Parses a comma-separated list of job families.
@@ -156,5 +207,16 @@ mod tests {
             parse_queues("backup, mail,backup").expect("valid"),
             vec!["backup", "mail"]
         );
+    }
+
+    #[test]
+    fn parses_foreign_kinds() {
+        assert_eq!(
+            parse_kinds("ping, analyze,ping").expect("valid"),
+            vec!["ping", "analyze"]
+        );
+        assert!(parse_kinds("none").expect("valid").is_empty());
+        assert!(parse_kinds("ping,Restore!").is_err());
+        assert!(parse_kinds(" , ").is_err());
     }
 }

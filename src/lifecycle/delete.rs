@@ -18,7 +18,7 @@ use crate::{
     lifecycle::{LifecycleError, jobs::DropTenant},
     runtime::{
         Job,
-        store::{self, EnqueueError, Enqueued},
+        store::{self, DedupeKey, EnqueueError, Enqueued},
     },
     tenants,
 };
@@ -88,12 +88,17 @@ pub async fn delete(
         .enqueue_in(
             &mut tx,
             Some(&t.slug),
-            Some(format!("drop:{}", t.slug)),
+            Some(DedupeKey::internal(format!("drop:{}", t.slug))),
             Some(drop_at),
         )
         .await
         .map_err(|e| match e {
             EnqueueError::Other(e) => LifecycleError::Other(e),
+            // Only a job written before callers' keys had their own
+            // namespace can hold it; nothing is changed.
+            e @ EnqueueError::DedupeTaken(_) => LifecycleError::Conflict(format!(
+                "cannot schedule the drop of tenant {slug}: {e}; cancel that job first"
+            )),
             other => LifecycleError::Other(anyhow::anyhow!("enqueueing drop_tenant: {other}")),
         })?;
     // The final backup, held forever; drop_tenant waits for it to succeed.
@@ -108,12 +113,16 @@ pub async fn delete(
             .enqueue_in(
                 &mut tx,
                 Some(&t.slug),
-                Some(format!("final-backup:{}", t.slug)),
+                Some(DedupeKey::internal(format!("final-backup:{}", t.slug))),
                 None,
             )
             .await
             .map_err(|e| match e {
                 EnqueueError::Other(e) => LifecycleError::Other(e),
+                // Never take another job for the final backup.
+                e @ EnqueueError::DedupeTaken(_) => LifecycleError::Conflict(format!(
+                    "cannot take the final backup of tenant {slug}: {e}; cancel that job first"
+                )),
                 other => {
                     LifecycleError::Other(anyhow::anyhow!("enqueueing the final backup: {other}"))
                 }

@@ -17,7 +17,7 @@ use crate::{
     lifecycle::{LifecycleError, jobs::Migrate},
     runtime::{
         Job, Registry,
-        store::{self, EnqueueError, EnqueueRequest, Enqueued, Origin},
+        store::{self, DedupeKey, EnqueueError, EnqueueRequest, Enqueued, Origin},
     },
     tenant_schema, tenants,
 };
@@ -159,5 +159,9 @@ async fn target_slugs(
 
 /// One tenant's `migrate` job, deduplicated per tenant and schema version.
 fn request(slug: &str, version: i64, concurrency: u32) -> Result<EnqueueRequest, EnqueueError> {
-    Migrate { concurrency }.request(Some(slug), Some(format!("migrate:{slug}:{version}")), None)
+    Migrate { concurrency }.request(
+        Some(slug),
+        Some(DedupeKey::internal(format!("migrate:{slug}:{version}"))),
+        None,
+    )
 }

@@ -13,7 +13,7 @@ use crate::{
     config::Settings,
     runtime::{
         JobError, Registry,
-        store::{self, EnqueueError, EnqueueRequest, Enqueued, Origin},
+        store::{self, DedupeKey, EnqueueError, EnqueueRequest, Enqueued, Origin},
     },
     tenants::Tenant,
 };
@@ -78,7 +78,7 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
     fn request(
         &self,
         tenant: Option<&str>,
-        dedupe_key: Option<String>,
+        dedupe_key: Option<DedupeKey>,
         run_at: Option<DateTime<Utc>>,
     ) -> Result<EnqueueRequest, EnqueueError> {
         let args = serde_json::to_value(self).map_err(|e| {
@@ -104,7 +104,7 @@ pub trait Job: Serialize + DeserializeOwned + Send + Sync + 'static {
         &self,
         tx: &mut Transaction<'_, Postgres>,
         tenant: Option<&str>,
-        dedupe_key: Option<String>,
+        dedupe_key: Option<DedupeKey>,
         run_at: Option<DateTime<Utc>>,
     ) -> impl Future<Output = Result<Enqueued, EnqueueError>> + Send {
         let req = self.request(tenant, dedupe_key, run_at);

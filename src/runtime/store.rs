@@ -7,7 +7,13 @@
 //!
 //! Every query is checked at compile time against the catalog migrations
 //! (`sqlx::query!` and friends, offline data in `.sqlx/`; run `ops/sqlx
-//! prepare` after changing one). None is built at run time.
+//! prepare` after changing one). None is built at run time. The dedupe-key
+//! lookups (`live_holder`, and `retry`'s) are static `sqlx::query_as` text
+//! with binds, checked by the tests rather than the compiler.
+//!
+//! Dedupe keys are typed ([`DedupeKey`]): a key a caller gave lives in that
+//! caller's namespace, and a live job holding a key is "the existing job"
+//! only if it is of the same kind and tenant.
 
 use std::time::Duration;
 
@@ -100,6 +106,105 @@ pub struct Claimed {
     pub claim_token: Option<Uuid>,
 }
 
+/// Longest dedupe key a caller may give, and longest stored key
+/// (`jobs.dedupe_key` has the same check).
+pub const MAX_DEDUPE_KEY: usize = 500;
+
+/// The prefix of every stored key a caller gave; no key landlord makes
+/// itself starts with it.
+const CALLER_PREFIX: &str = "caller:";
+
+/// A job's dedupe key: one landlord makes itself (`drop:acme`,
+/// `final-backup:acme`, `sched:…`), or one a caller gave, which lives in
+/// that caller's own namespace.
+///
+/// The two never meet: a caller's key is stored as
+/// `caller:{actor}:{key}` (the actor is `api:admin`, `api:tenant:acme`,
+/// `cli`, `amqp` or a library client's), and an internal key can only be
+/// made inside this crate ([`DedupeKey::internal`] is `pub(crate)`), so no
+/// request, command line or message can take a key landlord relies on (a
+/// tenant posting `final-backup:victim` gets `caller:api:tenant:acme:final-backup:victim`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DedupeKey(KeyRepr);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum KeyRepr {
+    Internal(String),
+    Caller { actor: String, key: String },
+}
+
+impl DedupeKey {
+    /// A key landlord makes itself, stored as is. Never from input: use
+    /// [`DedupeKey::caller`] for anything a caller gave.
+    pub(crate) fn internal(key: impl Into<String>) -> Self {
+        let key = key.into();
+        debug_assert!(
+            !key.starts_with(CALLER_PREFIX),
+            "internal dedupe key {key:?} in the callers' namespace"
+        );
+        Self(KeyRepr::Internal(key))
+    }
+
+    /// A key given by `actor` (checked at enqueue: 1-500 bytes).
+    pub fn caller(actor: &str, key: impl Into<String>) -> Self {
+        Self(KeyRepr::Caller {
+            actor: actor.to_string(),
+            key: key.into(),
+        })
+    }
+
+    /// The key as the caller gave it (or the internal key).
+    pub fn given(&self) -> &str {
+        match &self.0 {
+            KeyRepr::Internal(k) | KeyRepr::Caller { key: k, .. } => k,
+        }
+    }
+
+    /// Whether a caller gave this key.
+    pub fn is_caller(&self) -> bool {
+        matches!(self.0, KeyRepr::Caller { .. })
+    }
+
+    /// The value of `jobs.dedupe_key`. A caller's key that would be longer
+    /// than [`MAX_DEDUPE_KEY`] with its namespace is stored as
+    /// `caller:sha256:{hex of caller:{actor}:{key}}`.
+    pub fn stored(&self) -> String {
+        match &self.0 {
+            KeyRepr::Internal(k) => k.clone(),
+            KeyRepr::Caller { actor, key } => {
+                let full = format!("{CALLER_PREFIX}{actor}:{key}");
+                if full.len() <= MAX_DEDUPE_KEY {
+                    full
+                } else {
+                    use sha2::{Digest, Sha256};
+                    let hex: String = Sha256::digest(full.as_bytes())
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    format!("{CALLER_PREFIX}sha256:{hex}")
+                }
+            }
+        }
+    }
+
+    /// Refuses a caller's key that is empty or longer than [`MAX_DEDUPE_KEY`] bytes.
+    fn check(&self) -> Result<(), EnqueueError> {
+        let k = self.given();
+        if k.is_empty() || k.len() > MAX_DEDUPE_KEY {
+            return Err(EnqueueError::Invalid(format!(
+                "dedupe key must be 1-{MAX_DEDUPE_KEY} characters"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Display for DedupeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&truncate(self.given()))
+    }
+}
+
 /// What to enqueue.
 #[derive(Debug, Clone, Default)]
 pub struct EnqueueRequest {
@@ -108,7 +213,10 @@ pub struct EnqueueRequest {
     pub args: serde_json::Value,
     /// Family override; defaults to the kind's own.
     pub queue: Option<String>,
-    pub dedupe_key: Option<String>,
+    /// A live job of the same kind and tenant with this key is returned
+    /// instead of a new one; a live job of another kind or tenant with it
+    /// is refused ([`EnqueueError::DedupeTaken`]).
+    pub dedupe_key: Option<DedupeKey>,
     pub max_attempts: Option<u32>,
     pub run_at: Option<DateTime<Utc>>,
 }
@@ -128,6 +236,10 @@ pub enum EnqueueError {
     Invalid(String),
     #[error("a live job with dedupe key {0:?} was written concurrently")]
     DedupeRace(String),
+    /// A live job of another kind or tenant holds the key: never returned
+    /// as "the existing job", and nothing is written.
+    #[error("dedupe key {0:?} is held by a live job of another kind or tenant; use another key")]
+    DedupeTaken(String),
     #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
@@ -154,11 +266,20 @@ pub async fn enqueue(
             tx.commit().await.context("committing job")?;
             Ok(enq)
         }
-        Err(EnqueueError::DedupeRace(key)) => {
+        Err(EnqueueError::DedupeRace(_)) => {
             // Another producer inserted the same live key between our check and insert.
             drop(tx);
             let mut tx = pool.begin().await.context("starting transaction")?;
-            match live_by_dedupe(&mut tx, &key).await? {
+            let (Some(key), Some(spec)) = (&req.dedupe_key, registry.get(&req.kind)) else {
+                return Err(EnqueueError::Invalid(
+                    "a concurrent job took the same dedupe key; enqueue again".into(),
+                ));
+            };
+            let tenant_id = match &req.tenant {
+                Some(slug) => Some(tenants::get_in(&mut tx, slug).await?.id),
+                None => None,
+            };
+            match live_by_dedupe(&mut tx, key, spec.kind, tenant_id).await? {
                 Some(existing) => Ok(Enqueued {
                     id: existing,
                     existing: true,
@@ -202,12 +323,8 @@ pub async fn enqueue_in(
         (None, true) => return Err(EnqueueError::TenantRequired(spec.kind.to_string())),
         (None, false) => None,
     };
-    if let Some(k) = &req.dedupe_key
-        && (k.is_empty() || k.len() > 500)
-    {
-        return Err(EnqueueError::Invalid(
-            "dedupe key must be 1-500 characters".into(),
-        ));
+    if let Some(k) = &req.dedupe_key {
+        k.check()?;
     }
     let max_attempts = req.max_attempts.unwrap_or(spec.max_attempts).clamp(1, 100) as i32;
     let id = Uuid::now_v7();
@@ -223,8 +340,10 @@ pub async fn enqueue_in(
     .check()
     .map_err(|why| EnqueueError::InvalidArgs(format!("the job cannot be sent: {why}")))?;
 
+    let stored_key = req.dedupe_key.as_ref().map(DedupeKey::stored);
     if let Some(key) = &req.dedupe_key
-        && let Some(existing) = live_by_dedupe(tx, key).await?
+        && let Some(existing) =
+            live_by_dedupe(tx, key, spec.kind, tenant.as_ref().map(|t| t.id)).await?
     {
         return Ok(Enqueued {
             id: existing,
@@ -241,7 +360,7 @@ pub async fn enqueue_in(
         tenant.as_ref().map(|t| t.id),
         &args,
         max_attempts,
-        req.dedupe_key.as_deref(),
+        stored_key.as_deref(),
         req.run_at,
         origin.as_str(),
     )
@@ -251,7 +370,7 @@ pub async fn enqueue_in(
         if let (sqlx::Error::Database(d), Some(key)) = (&e, &req.dedupe_key)
             && d.is_unique_violation()
         {
-            return Err(EnqueueError::DedupeRace(key.clone()));
+            return Err(EnqueueError::DedupeRace(key.to_string()));
         }
         return Err(anyhow::Error::new(e).context("inserting job").into());
     }
@@ -278,14 +397,43 @@ pub async fn enqueue_in(
     })
 }
 
-async fn live_by_dedupe(tx: &mut Transaction<'_, Postgres>, key: &str) -> Result<Option<Uuid>> {
-    sqlx::query_scalar!(
-        "SELECT id FROM jobs WHERE dedupe_key = $1 AND status IN ('queued', 'running', 'retrying')",
-        key,
+/// The live job holding `key`, if it is of this kind and tenant: the job
+/// an enqueue returns instead of a new one. A live job of another kind or
+/// tenant with the key is [`EnqueueError::DedupeTaken`], never "the
+/// existing job" (a ping must never stand in for a final backup).
+async fn live_by_dedupe(
+    tx: &mut Transaction<'_, Postgres>,
+    key: &DedupeKey,
+    kind: &str,
+    tenant_id: Option<i64>,
+) -> Result<Option<Uuid>, EnqueueError> {
+    match live_holder(&mut **tx, &key.stored(), kind, tenant_id)
+        .await
+        .context("looking for a duplicate job")?
+    {
+        None => Ok(None),
+        Some((id, true)) => Ok(Some(id)),
+        Some((_, false)) => Err(EnqueueError::DedupeTaken(key.to_string())),
+    }
+}
+
+/// The live job holding the stored key `key` (other than `except`), and
+/// whether it is of `kind` and `tenant_id`.
+async fn live_holder<'e>(
+    db: impl sqlx::PgExecutor<'e>,
+    key: &str,
+    kind: &str,
+    tenant_id: Option<i64>,
+) -> Result<Option<(Uuid, bool)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, (kind = $2 AND tenant_id IS NOT DISTINCT FROM $3) FROM jobs \
+         WHERE dedupe_key = $1 AND status IN ('queued', 'running', 'retrying')",
     )
-    .fetch_optional(&mut **tx)
+    .bind(key)
+    .bind(kind)
+    .bind(tenant_id)
+    .fetch_optional(db)
     .await
-    .context("looking for a duplicate job")
 }
 
 /// Writes the outbox row that (re)publishes a job's message.
@@ -382,16 +530,36 @@ pub enum AdoptError {
     CatalogUnavailable(String),
 }
 
+/// The actor whose namespace the dedupe keys of adopted messages live in.
+pub const FOREIGN_ACTOR: &str = "amqp";
+
 /// Writes the catalog row for a message another program published.
+///
+/// Anything that can publish to the work exchange is a foreign producer, so
+/// only the kinds in `foreign_kinds` (`LANDLORD_FOREIGN_KINDS`) are adopted;
+/// any other kind is [`AdoptError::Refused`] and writes nothing. The
+/// message's dedupe key lives in the [`FOREIGN_ACTOR`] namespace.
 pub async fn adopt(
     pool: &PgPool,
     registry: &Registry,
     msg: &JobMessage,
     family: &str,
+    foreign_kinds: &[String],
 ) -> Result<Adoption, AdoptError> {
     let spec = registry
         .get(&msg.kind)
         .ok_or_else(|| AdoptError::Refused(format!("unknown job kind {:?}", msg.kind)))?;
+    if !foreign_kinds.iter().any(|k| k == spec.kind) {
+        return Err(AdoptError::Refused(format!(
+            "job kind {} is not accepted from foreign producers (LANDLORD_FOREIGN_KINDS allows: {})",
+            spec.kind,
+            if foreign_kinds.is_empty() {
+                "none".to_string()
+            } else {
+                foreign_kinds.join(", ")
+            }
+        )));
+    }
     spec.validate(&msg.args).map_err(AdoptError::Refused)?;
     let tenant_id = match (&msg.tenant, spec.needs_tenant) {
         (Some(slug), _) => Some(
@@ -409,17 +577,29 @@ pub async fn adopt(
         }
         (None, false) => None,
     };
-    if let Some(key) = &msg.dedupe_key {
-        let existing = sqlx::query_scalar!(
-            "SELECT id FROM jobs WHERE dedupe_key = $1 AND status IN ('queued','running','retrying') AND id <> $2",
-            key,
-            msg.job_id,
-        )
-        .fetch_optional(pool)
-        .await
-        .map_err(|e| AdoptError::CatalogUnavailable(e.to_string()))?;
-        if let Some(id) = existing {
-            return Ok(Adoption::Duplicate(id));
+    let key = msg
+        .dedupe_key
+        .as_ref()
+        .map(|k| DedupeKey::caller(FOREIGN_ACTOR, k.as_str()));
+    let stored_key = key.as_ref().map(DedupeKey::stored);
+    // A live twin of the same kind and tenant makes this message a
+    // duplicate; a live job of another kind or tenant with the key is not
+    // its twin, and the message is refused.
+    let holder = |found: Option<(Uuid, bool)>| match found {
+        Some((id, _)) if id == msg.job_id => Ok(None),
+        Some((id, true)) => Ok(Some(Adoption::Duplicate(id))),
+        Some((_, false)) => Err(AdoptError::Refused(format!(
+            "dedupe key {:?} is held by a live job of another kind or tenant",
+            truncate(msg.dedupe_key.as_deref().unwrap_or_default())
+        ))),
+        None => Ok(None),
+    };
+    if let Some(stored) = &stored_key {
+        let found = live_holder(pool, stored, spec.kind, tenant_id)
+            .await
+            .map_err(|e| AdoptError::CatalogUnavailable(e.to_string()))?;
+        if let Some(dup) = holder(found)? {
+            return Ok(dup);
         }
     }
     let max_attempts = spec.max_attempts as i32;
@@ -432,7 +612,7 @@ pub async fn adopt(
         tenant_id,
         &msg.args,
         max_attempts,
-        msg.dedupe_key.as_deref(),
+        stored_key.as_deref(),
     )
     .execute(pool)
     .await;
@@ -440,15 +620,15 @@ pub async fn adopt(
         Ok(_) => Ok(Adoption::Adopted),
         Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
             // A concurrent adopter wrote a live job with the same dedupe key.
-            let key = msg.dedupe_key.clone().unwrap_or_default();
-            let other = sqlx::query_scalar!(
-                "SELECT id FROM jobs WHERE dedupe_key = $1 AND status IN ('queued','running','retrying')",
-                key,
+            let found = live_holder(
+                pool,
+                stored_key.as_deref().unwrap_or_default(),
+                spec.kind,
+                tenant_id,
             )
-            .fetch_optional(pool)
             .await
             .map_err(|e| AdoptError::CatalogUnavailable(e.to_string()))?;
-            Ok(Adoption::Duplicate(other.unwrap_or(msg.job_id)))
+            Ok(holder(found)?.unwrap_or(Adoption::Duplicate(msg.job_id)))
         }
         Err(e) => Err(AdoptError::CatalogUnavailable(e.to_string())),
     }
@@ -1063,6 +1243,8 @@ pub enum JobActionError {
     },
     #[error("another live job ({0}) has the same dedupe key")]
     Duplicate(Uuid),
+    #[error("a live job of another kind or tenant holds this job's dedupe key")]
+    DedupeTaken,
     #[error(
         "job {0} still has its compensation pending (undoing what its attempts left); \
          retry it once `jobs show` says the compensation is done"
@@ -1128,18 +1310,23 @@ pub async fn retry(pool: &PgPool, id: Uuid, actor: &str) -> Result<Option<i64>, 
         Ok(r) => r,
         Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
             drop(tx);
-            let key = sqlx::query_scalar!("SELECT dedupe_key FROM jobs WHERE id = $1", id)
-                .fetch_one(pool)
+            let (key, kind, tenant_id): (Option<String>, String, Option<i64>) =
+                sqlx::query_as("SELECT dedupe_key, kind, tenant_id FROM jobs WHERE id = $1")
+                    .bind(id)
+                    .fetch_one(pool)
+                    .await
+                    .context("loading job")?;
+            let other = live_holder(pool, key.as_deref().unwrap_or_default(), &kind, tenant_id)
                 .await
-                .context("loading job")?;
-            let other = sqlx::query_scalar!(
-                "SELECT id FROM jobs WHERE dedupe_key = $1 AND status IN ('queued','running','retrying')",
-                key,
-            )
-            .fetch_one(pool)
-            .await
-            .context("finding duplicate")?;
-            return Err(JobActionError::Duplicate(other));
+                .context("finding duplicate")?;
+            return Err(match other {
+                Some((other, true)) => JobActionError::Duplicate(other),
+                // Not this job's twin: its id is none of this job's business.
+                Some((_, false)) => JobActionError::DedupeTaken,
+                None => JobActionError::Other(anyhow::anyhow!(
+                    "the live job holding this job's dedupe key ended meanwhile; retry again"
+                )),
+            });
         }
         Err(e) => return Err(anyhow::Error::new(e).context("retrying job").into()),
     };

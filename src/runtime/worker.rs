@@ -226,7 +226,15 @@ impl Worker {
         let pool = &self.exec.catalog;
         let row = match store::get(pool, msg.job_id).await {
             Ok(Some(r)) => r,
-            Ok(None) => match store::adopt(pool, &self.exec.registry, &msg, &d.family).await {
+            Ok(None) => match store::adopt(
+                pool,
+                &self.exec.registry,
+                &msg,
+                &d.family,
+                &self.exec.settings.worker.foreign_kinds,
+            )
+            .await
+            {
                 Ok(Adoption::Adopted) => match store::get(pool, msg.job_id).await {
                     Ok(Some(r)) => {
                         tracing::info!("adopted a job published without a catalog row");
@@ -245,7 +253,14 @@ impl Worker {
                 Err(e @ AdoptError::CatalogUnavailable(_)) => {
                     return self.catalog_down(d, &e.to_string()).await;
                 }
-                Err(AdoptError::Refused(reason)) => return self.dead_letter(d, &reason).await,
+                // Refused (unknown kind, a kind foreign producers may not
+                // ask for, bad arguments…): nothing was written; the
+                // message goes to the dead-letter queue with its reason,
+                // counted in `landlord_messages_dead_lettered_total`.
+                Err(AdoptError::Refused(reason)) => {
+                    tracing::warn!(%reason, "refused a foreign message");
+                    return self.dead_letter(d, &reason).await;
+                }
             },
             Err(e) => return self.catalog_down(d, &format!("{e:#}")).await,
         };

@@ -212,14 +212,19 @@ async fn candidates(
     // (restore drills) is taken from the free tenants, and a resumed sampled
     // fan-out keeps what it already picked. The rest of a sample is a
     // pseudo-random pick that is the same for the same firing.
+    // A key counts only on a job of this tenant (and, for this firing's
+    // job, of this kind): a job of another tenant or kind that holds a
+    // key of the schedule's shape is not the tenant's run (callers' keys
+    // live in their own namespace, so none should exist).
     sqlx::query_as(
         "WITH live AS ( \
-           SELECT DISTINCT split_part(substr(dedupe_key, length($4) + 1), ':', 1) AS slug FROM jobs \
+           SELECT DISTINCT tenant_id, split_part(substr(dedupe_key, length($4) + 1), ':', 1) AS slug FROM jobs \
            WHERE $6 AND status IN ('queued', 'running', 'retrying') AND dedupe_key LIKE $7 \
          ), scope AS ( \
            SELECT t.id, t.slug, \
-                  EXISTS (SELECT 1 FROM jobs j WHERE j.dedupe_key = $4 || t.slug || $5) AS has_job, \
-                  EXISTS (SELECT 1 FROM live l WHERE l.slug = t.slug) AS live \
+                  EXISTS (SELECT 1 FROM jobs j WHERE j.dedupe_key = $4 || t.slug || $5 \
+                          AND j.tenant_id = t.id AND j.kind = $8) AS has_job, \
+                  EXISTS (SELECT 1 FROM live l WHERE l.slug = t.slug AND l.tenant_id = t.id) AS live \
            FROM tenants t \
            WHERE t.status = 'active' AND ($1::text[] IS NULL OR t.slug = ANY($1)) \
          ) \
@@ -235,6 +240,7 @@ async fn candidates(
     .bind(&key_suffix)
     .bind(s.spec.skip_overlap)
     .bind(format!("{}%", like_escape(&key_prefix)))
+    .bind(&s.spec.kind)
     .fetch_all(&mut *conn)
     .await
     .context("listing the schedule's tenants")
@@ -277,7 +283,8 @@ async fn write_chunk(
            INSERT INTO jobs (id, kind, queue, tenant_id, args, status, max_attempts, dedupe_key, run_at, origin) \
            SELECT u.id, $6, $7, u.tenant_id, $8, 'queued', $9, u.key, u.run_at, 'catalog' \
            FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::timestamptz[]) AS u(id, tenant_id, key, run_at) \
-           WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.dedupe_key = u.key) \
+           WHERE NOT EXISTS (SELECT 1 FROM jobs j WHERE j.dedupe_key = u.key \
+                             AND j.tenant_id = u.tenant_id AND j.kind = $6) \
            ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND status IN ('queued', 'running', 'retrying') \
            DO NOTHING \
            RETURNING id \

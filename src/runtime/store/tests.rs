@@ -547,3 +547,107 @@ async fn retry_waits_for_a_pending_compensation(pool: PgPool) {
     retry(&pool, id, "test").await.unwrap();
     assert_eq!(row(&pool, id).await.status, JobStatus::Queued);
 }
+
+#[test]
+fn callers_keys_never_meet_landlords_own() {
+    let internal = DedupeKey::internal("final-backup:victim");
+    let squat = DedupeKey::caller("api:tenant:mallory", "final-backup:victim");
+    assert_eq!(internal.stored(), "final-backup:victim");
+    assert_eq!(
+        squat.stored(),
+        "caller:api:tenant:mallory:final-backup:victim"
+    );
+    assert_ne!(internal.stored(), squat.stored());
+    assert_eq!(squat.given(), "final-backup:victim");
+    // A caller cannot write its way out of its namespace either.
+    let escape = DedupeKey::caller("amqp", ":x");
+    assert!(escape.stored().starts_with("caller:amqp:"));
+    // A long key with its namespace is stored hashed, still a caller's.
+    let long = DedupeKey::caller("api:tenant:mallory", "k".repeat(MAX_DEDUPE_KEY));
+    let stored = long.stored();
+    assert!(stored.starts_with("caller:sha256:"), "{stored}");
+    assert!(stored.len() <= MAX_DEDUPE_KEY);
+    assert_ne!(
+        stored,
+        DedupeKey::caller("api:admin", "k".repeat(MAX_DEDUPE_KEY)).stored()
+    );
+}
+
+#[sqlx::test(migrations = "migrations/catalog")]
+async fn a_live_job_of_another_kind_is_never_the_existing_job(pool: PgPool) {
+    // A live job of another kind holding the key a ping asks for.
+    let other = Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, queue, status, max_attempts, dedupe_key) \
+         VALUES ($1, 'backup', 'backup', 'queued', 1, 'final-backup:acme')",
+    )
+    .bind(other)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let req = EnqueueRequest {
+        kind: "ping".into(),
+        dedupe_key: Some(DedupeKey::internal("final-backup:acme")),
+        ..Default::default()
+    };
+    let err = enqueue(&pool, &registry(), &req, Origin::Catalog)
+        .await
+        .expect_err("not the same job");
+    assert!(matches!(err, EnqueueError::DedupeTaken(_)), "{err:?}");
+    assert!(!err.to_string().contains(&other.to_string()), "{err}");
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 1, "nothing written");
+    // The same key given by a caller is another key.
+    let req = EnqueueRequest {
+        dedupe_key: Some(DedupeKey::caller("cli", "final-backup:acme")),
+        ..req
+    };
+    let first = enqueue(&pool, &registry(), &req, Origin::Catalog)
+        .await
+        .unwrap();
+    assert!(!first.existing);
+    let again = enqueue(&pool, &registry(), &req, Origin::Catalog)
+        .await
+        .unwrap();
+    assert_eq!((again.id, again.existing), (first.id, true));
+    assert_eq!(
+        row(&pool, first.id).await.dedupe_key.as_deref(),
+        Some("caller:cli:final-backup:acme")
+    );
+}
+
+#[sqlx::test(migrations = "migrations/catalog")]
+async fn foreign_messages_get_only_the_allowed_kinds(pool: PgPool) {
+    let allowed = vec!["analyze".to_string()];
+    let msg = JobMessage {
+        dedupe_key: Some("drop:acme".into()),
+        ..JobMessage::new(Uuid::now_v7(), "ping", None, serde_json::json!({}))
+    };
+    let err = adopt(&pool, &registry(), &msg, "maintenance", &allowed)
+        .await
+        .expect_err("ping is not allowed here");
+    assert!(
+        err.to_string()
+            .contains("job kind ping is not accepted from foreign producers"),
+        "{err}"
+    );
+    assert!(matches!(err, AdoptError::Refused(_)));
+    let jobs: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs, 0, "nothing written");
+    // Allowed, its key lives in the foreign producers' namespace.
+    let allowed = vec!["ping".to_string()];
+    let adopted = adopt(&pool, &registry(), &msg, "maintenance", &allowed)
+        .await
+        .unwrap();
+    assert!(matches!(adopted, Adoption::Adopted));
+    assert_eq!(
+        row(&pool, msg.job_id).await.dedupe_key.as_deref(),
+        Some("caller:amqp:drop:acme")
+    );
+}
