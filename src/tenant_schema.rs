@@ -7,6 +7,16 @@
 //! under a temporary name, then renamed and closed to connections
 //! (`ALLOW_CONNECTIONS false`): nobody can be connected to it while
 //! `CREATE DATABASE … TEMPLATE` clones it.
+//!
+//! Least privilege in every tenant database (`confine`): PUBLIC has no
+//! `CREATE` on schema `public` (the default before PostgreSQL 15), so a
+//! tenant role cannot plant functions, operators or tables that a restore
+//! or a migration would run; only the owner (the server's admin) writes
+//! `_sqlx_migrations`. The template is confined before it is closed, a
+//! provisioned database again once its role has its grants, an adopted
+//! one on `tenants register`, a restored one before the swap. A tenant role
+//! that already existed is stripped of what no tenant role may have
+//! (`strip_role`).
 
 use std::{borrow::Cow, path::Path};
 
@@ -120,7 +130,10 @@ pub async fn ensure_template(
         .await
         .context("creating template database")?;
     let pool = pool_on(settings, server, &building).await?;
-    let migrated = m.run(&pool).await;
+    let mut migrated = m.run(&pool).await.map_err(anyhow::Error::new);
+    if migrated.is_ok() {
+        migrated = confine(&pool).await;
+    }
     if migrated.is_ok() {
         sqlx::raw_sql("ANALYZE")
             .execute(&pool)
@@ -130,7 +143,7 @@ pub async fn ensure_template(
     pool.close().await;
     if let Err(e) = migrated {
         drop_database(&admin, &building).await?;
-        return Err(anyhow::Error::new(e).context("applying tenant migrations to the template"));
+        return Err(e.context("applying tenant migrations to the template"));
     }
     // Sessions of the build (the migrator's) may linger a moment after close.
     let mut tries = 0;
@@ -176,4 +189,145 @@ pub async fn ensure_template(
     .context("recording template")?;
     admin.close().await;
     Ok(name)
+}
+
+/// Takes from the database `pool` is connected to (as its owner or a
+/// superuser) what no tenant may have: `CREATE` on schema `public` for
+/// PUBLIC, and every privilege but `SELECT` on `public._sqlx_migrations`
+/// for anyone but its owner. Idempotent.
+pub async fn confine(pool: &PgPool) -> Result<()> {
+    sqlx::raw_sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+        .execute(pool)
+        .await
+        .context("revoking CREATE on schema public from PUBLIC")?;
+    // Every grantee of the migrations table but its owner, PUBLIC included.
+    let grantees: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT DISTINCT r.rolname::text \
+           FROM pg_catalog.pg_class c \
+           CROSS JOIN LATERAL aclexplode(c.relacl) a \
+           LEFT JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
+          WHERE c.oid = to_regclass('public._sqlx_migrations') \
+            AND a.grantee <> c.relowner AND a.privilege_type <> 'SELECT'",
+    )
+    .fetch_all(pool)
+    .await
+    .context("reading the grants on _sqlx_migrations")?;
+    for grantee in grantees {
+        let who = match &grantee {
+            Some(role) => quote_ident(role),
+            None => "PUBLIC".to_string(),
+        };
+        sqlx::raw_sql(&format!(
+            "REVOKE INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER \
+             ON public._sqlx_migrations FROM {who}"
+        ))
+        .execute(pool)
+        .await
+        .with_context(|| format!("revoking writes on _sqlx_migrations from {who}"))?;
+    }
+    Ok(())
+}
+
+/// [`confine`] on database `db` of `server`, as the server's admin.
+pub async fn confine_database(settings: &Settings, server: &str, db: &str) -> Result<()> {
+    let pool = pool_on(settings, server, db).await?;
+    let res = confine(&pool).await;
+    pool.close().await;
+    res.with_context(|| format!("confining database {db}"))
+}
+
+/// What [`strip_role`] took from a role that already existed.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stripped {
+    /// Attributes taken (`SUPERUSER`, `BYPASSRLS`, …).
+    pub attributes: Vec<String>,
+    /// Roles it is no longer a member of.
+    pub memberships: Vec<String>,
+}
+
+impl Stripped {
+    pub fn is_empty(&self) -> bool {
+        self.attributes.is_empty() && self.memberships.is_empty()
+    }
+}
+
+/// Takes from tenant role `role` (on the server `admin` is connected to)
+/// every attribute no tenant role may have (SUPERUSER, CREATEDB,
+/// CREATEROLE, REPLICATION, BYPASSRLS) and every role membership, so a role
+/// of that name that existed before landlord provisioned the tenant reaches
+/// no further than one landlord created. Only the attributes it has are
+/// altered (changing some needs a superuser even to clear them). Fails if a
+/// membership cannot be revoked.
+pub async fn strip_role(admin: &PgPool, role: &str) -> Result<Stripped> {
+    let flags: Option<(bool, bool, bool, bool, bool)> = sqlx::query_as(
+        "SELECT rolsuper, rolcreatedb, rolcreaterole, rolreplication, rolbypassrls \
+           FROM pg_catalog.pg_roles WHERE rolname = $1",
+    )
+    .bind(role)
+    .fetch_optional(admin)
+    .await
+    .context("reading the tenant role's attributes")?;
+    let Some((sup, createdb, createrole, replication, bypassrls)) = flags else {
+        anyhow::bail!("tenant role {role} does not exist");
+    };
+    let mut out = Stripped::default();
+    for (has, name) in [
+        (sup, "SUPERUSER"),
+        (createdb, "CREATEDB"),
+        (createrole, "CREATEROLE"),
+        (replication, "REPLICATION"),
+        (bypassrls, "BYPASSRLS"),
+    ] {
+        if has {
+            out.attributes.push(name.to_string());
+        }
+    }
+    if !out.attributes.is_empty() {
+        let clauses: Vec<String> = out.attributes.iter().map(|a| format!("NO{a}")).collect();
+        sqlx::raw_sql(&format!(
+            "ALTER ROLE {} {}",
+            quote_ident(role),
+            clauses.join(" ")
+        ))
+        .execute(admin)
+        .await
+        .with_context(|| {
+            format!(
+                "taking {} from tenant role {role}",
+                out.attributes.join(", ")
+            )
+        })?;
+    }
+    let member_of = "SELECT DISTINCT g.rolname::text FROM pg_catalog.pg_auth_members m \
+           JOIN pg_catalog.pg_roles g ON g.oid = m.roleid \
+           JOIN pg_catalog.pg_roles r ON r.oid = m.member \
+          WHERE r.rolname = $1 ORDER BY 1";
+    let groups: Vec<String> = sqlx::query_scalar(member_of)
+        .bind(role)
+        .fetch_all(admin)
+        .await
+        .context("reading the tenant role's memberships")?;
+    for g in &groups {
+        sqlx::raw_sql(&format!(
+            "REVOKE {} FROM {}",
+            quote_ident(g),
+            quote_ident(role)
+        ))
+        .execute(admin)
+        .await
+        .with_context(|| format!("revoking membership in {g} from tenant role {role}"))?;
+    }
+    let left: Vec<String> = sqlx::query_scalar(member_of)
+        .bind(role)
+        .fetch_all(admin)
+        .await
+        .context("reading the tenant role's memberships")?;
+    if !left.is_empty() {
+        anyhow::bail!(
+            "tenant role {role} is still a member of {} (granted by another role); revoke it by hand",
+            left.join(", ")
+        );
+    }
+    out.memberships = groups;
+    Ok(out)
 }

@@ -155,6 +155,9 @@ pub async fn register(
             server: r.server.clone(),
         });
     }
+    // Adopted databases get the least privileges of provisioned ones: no
+    // CREATE on schema public for PUBLIC, no writes on _sqlx_migrations.
+    crate::tenant_schema::confine_database(settings, &r.server, &r.database).await?;
 
     let mut tx = pool.begin().await.context("starting transaction")?;
     let tenant: Tenant = sqlx::query_as(&format!(

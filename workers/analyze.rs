@@ -1,6 +1,11 @@
 //! `analyze`: refreshes planner statistics of every table in a tenant's
 //! database (`ANALYZE`), table by table with progress. The seed's
 //! `tenants:maintenance --analyze`.
+//!
+//! Only for a tenant with a database of its own: `ANALYZE` works on whole
+//! tables, so on a shared tenant it would read every tenant's rows (and cost
+//! them all); a shared tenant's `analyze` fails at once with a fatal error
+//! saying so (the operator analyzes the shared database itself).
 
 use std::time::Instant;
 
@@ -9,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     ident::quote_ident,
     runtime::{Job, JobContext, JobError},
+    tenants::Isolation,
 };
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -24,6 +30,14 @@ impl Job for Analyze {
 
     async fn run(&self, ctx: &JobContext) -> Result<serde_json::Value, JobError> {
         let tenant = ctx.tenant()?.clone();
+        if tenant.isolation != Isolation::Database {
+            return Err(JobError::fatal(format!(
+                "analyze refused for tenant {}: it shares database {} with other tenants, and \
+                 ANALYZE reads whole tables, every tenant's rows; analyze the shared database \
+                 as its operator instead",
+                tenant.slug, tenant.db_name
+            )));
+        }
         let started = Instant::now();
         let db = ctx.tenant_db().await?;
         let tables: Vec<(String, String)> = sqlx::query_as(

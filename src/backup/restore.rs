@@ -58,7 +58,9 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::Utc;
+use rand::Rng;
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -114,7 +116,7 @@ pub async fn drop_scratch(settings: &Settings, t: &Tenant, job: Uuid) -> Result<
             "the scratch name {scratch} is the live database's name"
         )));
     }
-    drop_db(settings, &t.db_server, &scratch)
+    drop_scratch_db(settings, &t.db_server, &scratch)
         .await
         .retryable_ctx("dropping the scratch database an earlier attempt left")
 }
@@ -311,20 +313,324 @@ pub async fn check(
     res
 }
 
-async fn create_db(admin: &PgPool, db: &str) -> Result<()> {
-    crate::ident::validate_db_name(db).map_err(|e| anyhow!("database name {db:?}: {e}"))?;
+/// The role restore job scratch database `scratch` is loaded as: a login
+/// role with no attributes, made for that one load (its name follows from
+/// the scratch name, so a retry or the compensation drops what an
+/// interrupted attempt left). A tenant's functions that the load runs (CHECK
+/// constraints, index expressions, defaults, triggers) run as this role,
+/// never as the server's superuser.
+pub fn loader_role(scratch: &str) -> String {
+    let digest = Sha256::digest(scratch.as_bytes());
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("landlord_loader_{hex}")
+}
+
+/// The loader role of a scratch database and the password it logs in with.
+struct LoaderLogin {
+    role: String,
+    password: String,
+}
+
+/// Creates the loader role (dropping one an interrupted attempt left): it
+/// can log in with a one-time password, and nothing else.
+async fn create_loader(admin: &PgPool, role: &str) -> Result<LoaderLogin> {
+    let password: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(32)
+        .map(char::from)
+        .collect();
+    let role_q = quote_ident(role);
     sqlx::raw_sql(&format!(
-        "CREATE DATABASE {} TEMPLATE template0",
-        quote_ident(db)
+        "DROP ROLE IF EXISTS {role_q}; \
+         CREATE ROLE {role_q} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT \
+         NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 4 PASSWORD '{password}'"
+    ))
+    .execute(admin)
+    .await
+    .with_context(|| format!("creating the loader role {role}"))?;
+    // A non-superuser admin must be able to act as the role to give it the
+    // scratch database and take its objects back.
+    let superuser: bool =
+        sqlx::query_scalar("SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user")
+            .fetch_one(admin)
+            .await
+            .context("reading the admin's attributes")?;
+    if !superuser {
+        sqlx::raw_sql(&format!("GRANT {role_q} TO CURRENT_USER"))
+            .execute(admin)
+            .await
+            .with_context(|| format!("granting the loader role {role} to the admin"))?;
+    }
+    Ok(LoaderLogin {
+        role: role.to_string(),
+        password,
+    })
+}
+
+/// Drops a scratch database's loader role if it exists.
+async fn drop_loader(admin: &PgPool, scratch: &str) -> Result<()> {
+    let role = loader_role(scratch);
+    sqlx::raw_sql(&format!("DROP ROLE IF EXISTS {}", quote_ident(&role)))
+        .execute(admin)
+        .await
+        .with_context(|| format!("dropping the loader role {role}"))?;
+    Ok(())
+}
+
+/// Creates scratch database `db` owned by the loader role, closed to
+/// PUBLIC from the start (no CONNECT, no TEMPORARY).
+async fn create_db(admin: &PgPool, db: &str, owner: &str) -> Result<()> {
+    crate::ident::validate_db_name(db).map_err(|e| anyhow!("database name {db:?}: {e}"))?;
+    let db_q = quote_ident(db);
+    sqlx::raw_sql(&format!(
+        "CREATE DATABASE {db_q} OWNER {} TEMPLATE template0",
+        quote_ident(owner)
     ))
     .execute(admin)
     .await
     .with_context(|| format!("creating database {db}"))?;
+    sqlx::raw_sql(&format!("REVOKE ALL ON DATABASE {db_q} FROM PUBLIC"))
+        .execute(admin)
+        .await
+        .with_context(|| format!("closing database {db} to PUBLIC"))?;
     Ok(())
 }
 
+/// Gives the loader role schema `public` of the new scratch database (as
+/// PostgreSQL 15 does for a database's owner) and takes CREATE on it from
+/// PUBLIC (PostgreSQL 13 and 14 grant it).
+async fn prepare_scratch(settings: &Settings, server: &str, db: &str, role: &str) -> Result<()> {
+    let pool = tenant_schema::pool_on(settings, server, db).await?;
+    let res = sqlx::raw_sql(&format!(
+        "ALTER SCHEMA public OWNER TO {}; REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+        quote_ident(role)
+    ))
+    .execute(&pool)
+    .await
+    .context("giving the loader schema public");
+    pool.close().await;
+    res.map(|_| ())
+}
+
+/// Which connection runs an archive entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// `CREATE EXTENSION`, first, as the admin (on an empty database).
+    Extensions,
+    /// Everything that creates or fills objects, as the loader role.
+    Load,
+    /// Privileges (`GRANT`, `ALTER DEFAULT PRIVILEGES … FOR ROLE`) and
+    /// comments on extensions, last, as the admin: they run no tenant code.
+    Privileges,
+}
+
+/// The pass of one `pg_restore --list` line (`ID; OID OID DESC …`), or
+/// `None` for comments and blank lines. The description is written by
+/// pg_dump, never taken from a name.
+fn pass_of(line: &str) -> Option<Pass> {
+    let line = line.trim_end();
+    if line.is_empty() || line.starts_with(';') {
+        return None;
+    }
+    let (_, rest) = line.split_once("; ")?;
+    let mut parts = rest.splitn(3, ' ');
+    let (_, _, desc) = (parts.next()?, parts.next()?, parts.next()?);
+    if desc.starts_with("EXTENSION ") {
+        Some(Pass::Extensions)
+    } else if desc.starts_with("ACL ")
+        || desc.starts_with("DEFAULT ACL ")
+        || desc.starts_with("COMMENT - EXTENSION ")
+    {
+        Some(Pass::Privileges)
+    } else {
+        Some(Pass::Load)
+    }
+}
+
+/// A spool directory removed when dropped.
+struct Spool(std::path::PathBuf);
+
+impl Drop for Spool {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs a client program to its end; its stderr's tail is the error.
+async fn run_tool(mut cmd: std::process::Command, what: &str) -> Result<Vec<u8>> {
+    let what = what.to_string();
+    let out = tokio::task::spawn_blocking(move || cmd.output())
+        .await
+        .context("client program thread")?
+        .with_context(|| format!("starting {what} (is it installed? see LANDLORD_PG_BIN_DIR)"))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(12).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
+        bail!("{what} failed ({}): {}", out.status, tail.join("\n"));
+    }
+    Ok(out.stdout)
+}
+
+/// Loads a custom-format backup into `scratch`: the object is streamed
+/// (checked) into a private spool file, then restored in three passes (see
+/// [`Pass`]): extensions and privileges as the admin, everything else as
+/// the loader role, connected as that role (a `SET ROLE` could be undone by
+/// the code it runs).
+async fn load_archive(
+    settings: &Settings,
+    store: &Store,
+    t: &Tenant,
+    b: &Backup,
+    scratch: &str,
+    login: &LoaderLogin,
+) -> Result<stream::Measured, JobError> {
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+    use tokio::io::AsyncWriteExt;
+    let dir = std::env::temp_dir().join(format!("landlord-restore-{scratch}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .retryable_ctx(format_args!(
+            "creating the spool directory {}",
+            dir.display()
+        ))?;
+    let spool = Spool(dir);
+    let archive = spool.0.join("archive");
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&archive)
+        .retryable_ctx(format_args!(
+            "creating the spool file {}",
+            archive.display()
+        ))?;
+    let mut file = tokio::fs::File::from_std(file);
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(4);
+    let writer = tokio::spawn(async move {
+        while let Some(chunk) = rx.recv().await {
+            file.write_all(&chunk).await?;
+        }
+        file.flush().await
+    });
+    let streamed = stream_into(settings, store, b, Sink::Channel(tx)).await;
+    let written = writer.await.retryable_ctx("spool task")?;
+    written.retryable_ctx(format_args!("writing the spool file {}", archive.display()))?;
+    let measured = streamed?;
+
+    let mut list = pgtool::offline(settings, "pg_restore");
+    list.arg("--list")
+        .arg(&archive)
+        .stdout(std::process::Stdio::piped());
+    let listing = run_tool(list, "pg_restore --list").await.fatal()?;
+    let listing = String::from_utf8_lossy(&listing);
+    for pass in [Pass::Extensions, Pass::Load, Pass::Privileges] {
+        let lines: Vec<&str> = listing
+            .lines()
+            .filter(|l| pass_of(l) == Some(pass))
+            .collect();
+        if lines.is_empty() {
+            continue;
+        }
+        let list_file = spool.0.join(format!("{pass:?}.list"));
+        std::fs::write(&list_file, lines.join("\n") + "\n")
+            .retryable_ctx(format_args!("writing {}", list_file.display()))?;
+        let mut cmd = pgtool::command(settings, &t.db_server, scratch, "pg_restore")
+            .map_err(JobError::fatal)?;
+        cmd.args([
+            "--exit-on-error",
+            "--no-owner",
+            &format!("--dbname={scratch}"),
+        ])
+        .arg(format!("--use-list={}", list_file.display()))
+        .arg(&archive);
+        if pass == Pass::Load {
+            cmd.env("PGUSER", &login.role)
+                .env("PGPASSWORD", &login.password);
+        }
+        let what = match pass {
+            Pass::Extensions => "pg_restore (extensions, as the admin)",
+            Pass::Load => "pg_restore (as the loader role)",
+            Pass::Privileges => "pg_restore (privileges, as the admin)",
+        };
+        run_tool(cmd, what).await.fatal()?;
+    }
+    Ok(measured)
+}
+
+/// After the load: the loader's objects and the database go to the admin,
+/// the loader role is dropped, and whatever the load did to the database's
+/// settings and privileges is undone (PUBLIC and every other role lose
+/// their database privileges; `grant_role` gives the tenant's back), then
+/// the database is confined (`tenant_schema::confine`).
+async fn hand_over(settings: &Settings, server: &str, db: &str, role: &str) -> Result<()> {
+    let pool = tenant_schema::pool_on(settings, server, db).await?;
+    let role_q = quote_ident(role);
+    let res: Result<()> = async {
+        sqlx::raw_sql(&format!(
+            "REASSIGN OWNED BY {role_q} TO CURRENT_USER; DROP OWNED BY {role_q}; \
+             DO $landlord$ BEGIN \
+               IF EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'pg_database_owner') THEN \
+                 ALTER SCHEMA public OWNER TO pg_database_owner; \
+               END IF; \
+             END $landlord$"
+        ))
+        .execute(&pool)
+        .await
+        .context("taking the loaded objects from the loader role")?;
+        tenant_schema::confine(&pool).await
+    }
+    .await;
+    pool.close().await;
+    res?;
+    let admin = tenant_schema::admin(settings, server).await?;
+    let res: Result<()> = async {
+        let db_q = quote_ident(db);
+        let grantees: Vec<String> = sqlx::query_scalar(
+            "SELECT DISTINCT r.rolname::text FROM pg_catalog.pg_database d \
+             CROSS JOIN LATERAL aclexplode(d.datacl) a \
+             JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
+             WHERE d.datname = $1 AND a.grantee <> d.datdba",
+        )
+        .bind(db)
+        .fetch_all(&admin)
+        .await
+        .context("reading the database's grants")?;
+        let mut sql = format!(
+            "ALTER DATABASE {db_q} OWNER TO CURRENT_USER; ALTER DATABASE {db_q} RESET ALL; \
+             REVOKE ALL ON DATABASE {db_q} FROM PUBLIC; "
+        );
+        for g in grantees {
+            sql.push_str(&format!(
+                "REVOKE ALL ON DATABASE {db_q} FROM {}; ",
+                quote_ident(&g)
+            ));
+        }
+        sqlx::raw_sql(&sql)
+            .execute(&admin)
+            .await
+            .context("resetting the database's owner, settings and grants")?;
+        sqlx::raw_sql(&format!("DROP ROLE {role_q}"))
+            .execute(&admin)
+            .await
+            .context("dropping the loader role")?;
+        Ok(())
+    }
+    .await;
+    admin.close().await;
+    res
+}
+
 /// Restores `b` into a new database `scratch` on the tenant's server and
-/// checks it. The caller owns dropping `scratch`.
+/// checks it. The caller owns dropping `scratch` (`drop_scratch_db`, which
+/// drops its loader role too).
+///
+/// The scratch database is closed to PUBLIC from its creation and owned by
+/// a loader role with no attributes ([`loader_role`]) that the load
+/// connects as, so what the backup runs while it loads runs with no more
+/// than that; a plain (seed-format) dump is loaded by `psql` as that role.
 pub async fn restore_into_scratch(
     settings: &Settings,
     store: &Store,
@@ -333,16 +639,47 @@ pub async fn restore_into_scratch(
     scratch: &str,
 ) -> Result<(stream::Measured, Checked), JobError> {
     let manifest = manifest_of(store, b).await?;
+    let role = loader_role(scratch);
     let admin = tenant_schema::admin(settings, &t.db_server).await?;
-    let created = create_db(&admin, scratch).await;
+    let created: Result<LoaderLogin> = async {
+        let login = create_loader(&admin, &role).await?;
+        create_db(&admin, scratch, &role).await?;
+        Ok(login)
+    }
+    .await;
     admin.close().await;
-    created?;
-    let cmd = loader(settings, &t.db_server, scratch, b.format).map_err(JobError::fatal)?;
-    let measured = stream_into(settings, store, b, Sink::Child(cmd)).await?;
+    let login = created?;
+    prepare_scratch(settings, &t.db_server, scratch, &role).await?;
+    let measured = match b.format {
+        BackupFormat::Plain => {
+            let mut cmd =
+                loader(settings, &t.db_server, scratch, b.format).map_err(JobError::fatal)?;
+            cmd.env("PGUSER", &login.role)
+                .env("PGPASSWORD", &login.password);
+            stream_into(settings, store, b, Sink::Child(cmd)).await?
+        }
+        BackupFormat::Custom | BackupFormat::Shared => {
+            load_archive(settings, store, t, b, scratch, &login).await?
+        }
+    };
+    hand_over(settings, &t.db_server, scratch, &role)
+        .await
+        .retryable_ctx("handing the restored database over from the loader role")?;
     let checked = check(settings, &t.db_server, scratch, manifest.as_ref())
         .await
         .fatal_ctx("the restored database failed its check")?;
     Ok((measured, checked))
+}
+
+/// Drops a scratch database and its loader role, if they exist.
+pub async fn drop_scratch_db(settings: &Settings, server: &str, db: &str) -> Result<()> {
+    let admin = tenant_schema::admin(settings, server).await?;
+    let mut res = tenant_schema::drop_database(&admin, db).await;
+    if res.is_ok() {
+        res = drop_loader(&admin, db).await;
+    }
+    admin.close().await;
+    res
 }
 
 /// Drops a database if it exists (best effort is not enough: errors surface).
@@ -465,22 +802,50 @@ pub async fn swap(
     res
 }
 
-/// Gives the tenant's role its database-level access on `db`.
+/// Gives the restored database `db` the database-level access the live one
+/// has, but never to PUBLIC: the tenant's role CONNECT and TEMPORARY, and
+/// every role the live database grants by name (an adopted tenant's
+/// applications) what it has there. PUBLIC has nothing from the creation on
+/// (`create_db`), so an adopted tenant's database is closed to PUBLIC after
+/// a restore even if it was open before.
 async fn grant_role(settings: &Settings, t: &Tenant, db: &str) -> Result<()> {
-    let Some(role) = &t.db_role else {
-        return Ok(());
-    };
     let admin = tenant_schema::admin(settings, &t.db_server).await?;
-    let res = sqlx::raw_sql(&format!(
-        "REVOKE ALL ON DATABASE {db_q} FROM PUBLIC; GRANT CONNECT, TEMPORARY ON DATABASE {db_q} TO {role_q}",
-        db_q = quote_ident(db),
-        role_q = quote_ident(role)
-    ))
-    .execute(&admin)
-    .await
-    .context("granting the tenant role its database");
+    let res: Result<()> = async {
+        let live: Vec<(String, String)> = sqlx::query_as(
+            "SELECT r.rolname::text, a.privilege_type FROM pg_catalog.pg_database d \
+             CROSS JOIN LATERAL aclexplode(d.datacl) a \
+             JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
+             WHERE d.datname = $1 AND a.grantee <> d.datdba \
+               AND a.privilege_type IN ('CONNECT', 'TEMPORARY', 'CREATE') ORDER BY 1, 2",
+        )
+        .bind(&t.db_name)
+        .fetch_all(&admin)
+        .await
+        .context("reading the live database's grants")?;
+        let db_q = quote_ident(db);
+        let mut sql = format!("REVOKE ALL ON DATABASE {db_q} FROM PUBLIC; ");
+        if let Some(role) = &t.db_role {
+            sql.push_str(&format!(
+                "GRANT CONNECT, TEMPORARY ON DATABASE {db_q} TO {}; ",
+                quote_ident(role)
+            ));
+        }
+        for (role, privilege) in &live {
+            // `privilege` is one of the three names the query allows.
+            sql.push_str(&format!(
+                "GRANT {privilege} ON DATABASE {db_q} TO {}; ",
+                quote_ident(role)
+            ));
+        }
+        sqlx::raw_sql(&sql)
+            .execute(&admin)
+            .await
+            .context("granting the tenant role its database")?;
+        Ok(())
+    }
+    .await;
     admin.close().await;
-    res.map(|_| ())
+    res
 }
 
 /// Undoes what earlier, interrupted attempts of this restore job left, so
@@ -542,7 +907,8 @@ async fn put_back(admin: &PgPool, t: &Tenant, scratch: &str, pre: Option<&str>) 
             .await
             .context("reopening the live database")?;
     }
-    tenant_schema::drop_database(admin, scratch).await
+    tenant_schema::drop_database(admin, scratch).await?;
+    drop_loader(admin, scratch).await
 }
 
 /// Drops a failed attempt's scratch database. When that fails too (the
@@ -551,7 +917,7 @@ async fn put_back(admin: &PgPool, t: &Tenant, scratch: &str, pre: Option<&str>) 
 async fn drop_scratch_after_failure(settings: &Settings, t: &Tenant, scratch: &str) {
     let res = match crate::failpoint::fail("restore.drop_scratch") {
         true => Err(anyhow!("failpoint: the server is gone")),
-        false => drop_db(settings, &t.db_server, scratch).await,
+        false => drop_scratch_db(settings, &t.db_server, scratch).await,
     };
     if let Err(e) = res {
         tracing::warn!(error = %format!("{e:#}"), scratch, "could not drop the scratch database; the next attempt or the compensation will");
@@ -717,7 +1083,9 @@ async fn record_complete(
             .enqueue_in(
                 &mut tx,
                 Some(&t.slug),
-                Some(format!("drop-pre:{restore_id}")),
+                Some(crate::runtime::store::DedupeKey::internal(format!(
+                    "drop-pre:{restore_id}"
+                ))),
                 Some(keep_until),
             )
             .await
@@ -938,4 +1306,55 @@ pub async fn restore(ctx: &JobContext, t: &Tenant, b: &Backup) -> Result<Value, 
     });
     ctx.emit("restore.completed", result.clone());
     Ok(result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Pass, loader_role, pass_of};
+
+    #[test]
+    fn archive_entries_go_to_their_pass() {
+        let cases = [
+            (";     dbname: t", None),
+            ("", None),
+            (
+                "2; 3079 58875 EXTENSION - pgcrypto ",
+                Some(Pass::Extensions),
+            ),
+            (
+                "3383; 0 0 COMMENT - EXTENSION pgcrypto ",
+                Some(Pass::Privileges),
+            ),
+            ("215; 1259 58913 TABLE public t postgres", Some(Pass::Load)),
+            (
+                "3384; 0 0 ACL public TABLE t postgres",
+                Some(Pass::Privileges),
+            ),
+            (
+                "3376; 0 58913 TABLE DATA public t postgres",
+                Some(Pass::Load),
+            ),
+            (
+                "2071; 826 58916 DEFAULT ACL public DEFAULT PRIVILEGES FOR TABLES postgres",
+                Some(Pass::Privileges),
+            ),
+            // A name that looks like an ACL entry is still the table's.
+            (
+                "216; 1259 58914 TABLE public ACL postgres",
+                Some(Pass::Load),
+            ),
+            ("217; 0 0 COMMENT public TABLE x postgres", Some(Pass::Load)),
+        ];
+        for (line, pass) in cases {
+            assert_eq!(pass_of(line), pass, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn loader_roles_follow_the_scratch_name() {
+        let a = loader_role("t_acme_rst_0123456789ab");
+        assert_eq!(a, loader_role("t_acme_rst_0123456789ab"));
+        assert_ne!(a, loader_role("t_acme_vfy_0123456789ab"));
+        assert!(a.starts_with("landlord_loader_") && a.len() == 32, "{a}");
+    }
 }

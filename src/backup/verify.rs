@@ -23,7 +23,7 @@ pub fn scratch_name(db: &str, job: Uuid) -> String {
 
 /// Drops `job`'s restore-test scratch database if an attempt left it.
 pub async fn drop_scratch(settings: &Settings, t: &Tenant, job: Uuid) -> Result<(), JobError> {
-    restore::drop_db(settings, &t.db_server, &scratch_name(&t.db_name, job))
+    restore::drop_scratch_db(settings, &t.db_server, &scratch_name(&t.db_name, job))
         .await
         .retryable_ctx("dropping the scratch database an earlier attempt left")
 }
@@ -90,8 +90,10 @@ pub async fn verify(
     let scratch = scratch_name(&t.db_name, job);
     drop_scratch(settings, t, job).await?;
     let res = restore::restore_into_scratch(settings, &store, t, b, &scratch).await;
+    // A test looks at the loaded scratch database here (`verify.scratch_loaded=MILLIS`).
+    crate::failpoint::pause("verify.scratch_loaded").await;
     crate::failpoint::hit("verify.scratch_loaded");
-    let dropped = restore::drop_db(settings, &t.db_server, &scratch).await;
+    let dropped = restore::drop_scratch_db(settings, &t.db_server, &scratch).await;
     let (m, checked) = res?;
     dropped.retryable_ctx("dropping the scratch database")?;
     Ok(json!({

@@ -13,7 +13,7 @@ use crate::{
     message::truncate,
     runtime::{
         Job,
-        store::{self, EnqueueError, Enqueued},
+        store::{self, DedupeKey, EnqueueError, Enqueued},
     },
     tenant_schema,
     tenants::{self, Isolation, Tenant, TenantStatus},
@@ -333,7 +333,7 @@ async fn write(
         .enqueue_in(
             tx,
             Some(&new.slug),
-            Some(format!("provision:{}", new.slug)),
+            Some(DedupeKey::internal(format!("provision:{}", new.slug))),
             None,
         )
         .await

@@ -120,6 +120,9 @@ pub async fn apply(db: &PgPool, plan: &Plan<'_>) -> Result<Vec<Applied>> {
         support::install(&mut tx, plan.mode, plan.secret).await?;
     }
     let mut applied = table::apply_all(&mut tx, plan).await?;
+    if plan.mode != EnforcementMode::Disabled {
+        support::grant_recorders(&mut tx).await?;
+    }
     if plan.mode == EnforcementMode::Disabled {
         // Every table is unprotected by now: nothing of ours uses the
         // functions any more.

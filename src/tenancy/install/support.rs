@@ -226,6 +226,71 @@ pub(super) async fn install(
     Ok(())
 }
 
+/// The signature of the audit function, as GRANT and REVOKE name it.
+const RECORD_BYPASS: &str = "landlord_tenancy.record_bypass(text, text, text, text, text)";
+
+/// Who may call `record_bypass()`: not PUBLIC (anyone who can connect
+/// could write audit rows), but exactly the roles holding a privilege on a
+/// protected table, the application's roles whose bypasses it records (the
+/// owners and superusers need no grant). Run by `apply` after the tables,
+/// so a role granted a protected table later gets it on the next `apply`;
+/// a role that lost its table privileges loses it.
+pub(super) async fn grant_recorders(tx: &mut Transaction<'_, Postgres>) -> Result<()> {
+    let present: bool = sqlx::query_scalar(
+        "SELECT pg_catalog.to_regprocedure('landlord_tenancy.record_bypass(text, text, text, text, text)') IS NOT NULL",
+    )
+    .fetch_one(&mut **tx)
+    .await?;
+    if !present {
+        return Ok(());
+    }
+    let granted: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT r.rolname::text FROM pg_catalog.pg_proc p
+           CROSS JOIN LATERAL pg_catalog.aclexplode(p.proacl) a
+           JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+          WHERE p.oid = pg_catalog.to_regprocedure('landlord_tenancy.record_bypass(text, text, text, text, text)')
+            AND a.grantee <> p.proowner",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let users: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT r.rolname::text FROM landlord_tenancy.managed m
+           JOIN pg_catalog.pg_class c ON c.oid = m.rel
+           CROSS JOIN LATERAL pg_catalog.aclexplode(c.relacl) a
+           JOIN pg_catalog.pg_roles r ON r.oid = a.grantee
+          WHERE a.grantee <> c.relowner AND NOT r.rolsuper ORDER BY 1",
+    )
+    .fetch_all(&mut **tx)
+    .await
+    .context("finding the roles of the protected tables")?;
+    run(
+        tx,
+        &format!("REVOKE ALL ON FUNCTION {RECORD_BYPASS} FROM PUBLIC"),
+    )
+    .await?;
+    for role in granted.iter().filter(|r| !users.contains(r)) {
+        run(
+            tx,
+            &format!(
+                "REVOKE ALL ON FUNCTION {RECORD_BYPASS} FROM {}",
+                quote_ident(role)
+            ),
+        )
+        .await?;
+    }
+    for role in &users {
+        run(
+            tx,
+            &format!(
+                "GRANT EXECUTE ON FUNCTION {RECORD_BYPASS} TO {}",
+                quote_ident(role)
+            ),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// `landlord_tenancy.current_tenant()`, with the mode baked in (`apply`
 /// replaces it on every run, so switching modes takes effect at commit).
 ///

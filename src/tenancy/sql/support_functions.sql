@@ -1,5 +1,7 @@
 -- The audit record the scoped executor (context.rs) writes before a
--- superuser bypass. Callable by everyone, it can only append (capped) rows.
+-- superuser bypass. It can only append (capped) rows; not PUBLIC's: `apply`
+-- grants EXECUTE to the roles that hold privileges on a protected table
+-- (the application's roles), see support::grant_recorders.
 CREATE OR REPLACE FUNCTION landlord_tenancy.record_bypass(
     actor text, channel text, action text, tenant text, why text) RETURNS void
 LANGUAGE plpgsql VOLATILE SECURITY DEFINER
@@ -18,7 +20,6 @@ BEGIN
 END
 $landlord$;
 REVOKE ALL ON FUNCTION landlord_tenancy.record_bypass(text, text, text, text, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION landlord_tenancy.record_bypass(text, text, text, text, text) TO PUBLIC;
 CREATE OR REPLACE FUNCTION landlord_tenancy.fill_tenant() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
