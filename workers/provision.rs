@@ -54,7 +54,10 @@ use crate::{
         credentials,
         teardown::{self, Retirement},
     },
-    runtime::{Job, JobContext, JobError, ResultExt, store},
+    runtime::{
+        Job, JobContext, JobError, ResultExt,
+        store::{self, DedupeKey},
+    },
     tenant_schema,
     tenants::{self, Isolation, ProvisionStep, Tenant, TenantStatus},
     workers::welcome_mail::WelcomeMail,
@@ -157,6 +160,32 @@ async fn migrate(ctx: &JobContext, t: &Tenant, m: &Migrator) -> Result<i64, JobE
     Ok(tenant_schema::version(m))
 }
 
+/// Confines the tenant's role and database once the role has its grants: a
+/// role of that name that existed before is stripped of SUPERUSER,
+/// CREATEDB, CREATEROLE, REPLICATION, BYPASSRLS and its memberships
+/// (`tenant_schema::strip_role`, logged as a warning);
+/// the role keeps only `SELECT` on `_sqlx_migrations`, and PUBLIC has no
+/// `CREATE` on schema `public` (`tenant_schema::confine`).
+async fn adopt_role(ctx: &JobContext, t: &Tenant, role: &str) -> Result<(), JobError> {
+    let admin = tenant_schema::admin(&ctx.settings, &t.db_server)
+        .await
+        .retryable()?;
+    let stripped = tenant_schema::strip_role(&admin, role).await;
+    admin.close().await;
+    let stripped = stripped.retryable_ctx("stripping the tenant role")?;
+    if !stripped.is_empty() {
+        tracing::warn!(
+            role,
+            attributes = ?stripped.attributes,
+            memberships = ?stripped.memberships,
+            "the tenant role already existed with more than a tenant may have; stripped"
+        );
+    }
+    tenant_schema::confine_database(&ctx.settings, &t.db_server, &t.db_name)
+        .await
+        .retryable()
+}
+
 /// `active`, `tenant.provisioned`, and the welcome mail, in one transaction.
 async fn finalize(
     ctx: &JobContext,
@@ -200,7 +229,7 @@ async fn finalize(
         .enqueue_in(
             &mut tx,
             Some(&t.slug),
-            Some(format!("welcome:{}", t.slug)),
+            Some(DedupeKey::internal(format!("welcome:{}", t.slug))),
             None,
         )
         .await
@@ -265,6 +294,7 @@ impl Job for Provision {
                         credentials::ensure_role(&ctx.settings, &t.db_server, &t.db_name)
                             .await
                             .retryable()?;
+                    adopt_role(ctx, &t, &role).await?;
                     let mut tx = ctx.catalog.begin().await?;
                     credentials::store(&mut tx, t.id, &role, &password)
                         .await

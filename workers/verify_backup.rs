@@ -1,14 +1,16 @@
 //! `verify_backup`: reads a backup back and checks it (SHA-256, size,
 //! decryption, decompression, archive listing); with `restore_test`, also
 //! restores it into a scratch database that is checked and dropped. The
-//! tenant's live database is never touched, so it may run beside other jobs.
+//! tenant's live database is never touched, so it may run beside other jobs;
+//! a restore test loads a full copy on the tenant's server, so it first takes
+//! one of that server's heavy slots (`runtime::heavy`), like a backup.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::{
     backup::verify,
-    runtime::{Job, JobContext, JobError},
+    runtime::{Job, JobContext, JobError, heavy},
 };
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -39,6 +41,11 @@ impl Job for VerifyBackup {
     async fn run(&self, ctx: &JobContext) -> Result<Value, JobError> {
         let t = ctx.tenant()?.clone();
         let b = super::restore::resolve(ctx, t.id, &t.slug, self.backup.as_deref()).await?;
+        let _slot = if self.restore_test {
+            Some(heavy::slot_or_postpone(ctx, &t.db_server).await?)
+        } else {
+            None
+        };
         let result = verify::verify(&ctx.settings, &t, &b, self.restore_test, ctx.job_id).await?;
         ctx.emit("backup.verified", result.clone());
         Ok(result)

@@ -9,13 +9,22 @@
 //! its own tenant, update its settings, read its credentials, enqueue its
 //! jobs and read its jobs; creating, listing and changing the status of
 //! tenants need `admin`.
+//!
+//! Then, in this order, for every authenticated request: the token's rate
+//! limit ([`super::limits`], 429 with `Retry-After`), and for a tenant token,
+//! its tenant's status: only an `active` tenant's token works. The token of
+//! a tenant that is provisioning, inactive, suspended, failed or being
+//! deleted may still read its own tenant (`GET /v1/tenants/SLUG`, to see the
+//! status and reason) and gets 403 on everything else; the token of a
+//! deleted or unknown tenant gets 403 everywhere.
 
 use axum::{
     extract::FromRequestParts,
-    http::{header, request::Parts},
+    http::{Method, header, request::Parts},
 };
 
-use super::{AppState, error::ApiError, settings::Scope};
+use super::{AppState, error::ApiError, limits::retry_after_secs, settings::Scope};
+use crate::tenants::{self, TenantStatus};
 
 /// The authenticated caller of a request.
 #[derive(Debug, Clone)]
@@ -46,13 +55,50 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be: Bearer TOKEN")
             })?;
-        let scope = state
+        let (key, scope) = state
             .api
-            .authenticate(token)
-            .cloned()
+            .identify(token)
+            .map(|(key, scope)| (key, scope.clone()))
             .ok_or_else(|| ApiError::unauthorized("invalid token"))?;
         tracing::Span::current().record("scope", tracing::field::display(&scope));
+        if let Err(wait) = state.limiter.check(key) {
+            return Err(ApiError::rate_limited(
+                retry_after_secs(wait),
+                state.api.limits.rate_per_minute,
+            ));
+        }
+        if let Scope::Tenant(own) = &scope {
+            let reads_itself = parts.method == Method::GET
+                && parts.uri.path().strip_prefix("/v1/tenants/") == Some(own.as_str());
+            let status = tenants::find(&state.pool, own)
+                .await
+                .map_err(|e| ApiError::internal(&e))?
+                .map(|t| t.status);
+            refuse_out_of_service(own, status, reads_itself)?;
+        }
         Ok(Caller { scope })
+    }
+}
+
+/// Whether a tenant token may be used now, given its tenant's status
+/// (`None`: no such tenant) and whether the request reads the tenant itself.
+fn refuse_out_of_service(
+    own: &str,
+    status: Option<TenantStatus>,
+    reads_itself: bool,
+) -> Result<(), ApiError> {
+    match status {
+        Some(TenantStatus::Active) => Ok(()),
+        None => Err(ApiError::forbidden(format!(
+            "this token is scoped to tenant {own}, which does not exist; an operator must create it or remove the token"
+        ))),
+        Some(TenantStatus::Deleted) => Err(ApiError::forbidden(format!(
+            "tenant {own} is deleted; its token no longer works"
+        ))),
+        Some(_) if reads_itself => Ok(()),
+        Some(s) => Err(ApiError::forbidden(format!(
+            "tenant {own} is {s}; its token only reads the tenant (GET /v1/tenants/{own}) until an operator makes it active"
+        ))),
     }
 }
 
@@ -84,6 +130,31 @@ impl Caller {
             Scope::Tenant(own) => Err(ApiError::forbidden(format!(
                 "this token is scoped to tenant {own}; it cannot act on another tenant"
             ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_active_tenants_tokens_work() {
+        assert!(refuse_out_of_service("acme", Some(TenantStatus::Active), false).is_ok());
+        for s in [
+            TenantStatus::Provisioning,
+            TenantStatus::Inactive,
+            TenantStatus::Suspended,
+            TenantStatus::Failed,
+            TenantStatus::Deleting,
+        ] {
+            let e = refuse_out_of_service("acme", Some(s), false).unwrap_err();
+            assert_eq!(e.status().as_u16(), 403);
+            assert!(refuse_out_of_service("acme", Some(s), true).is_ok(), "{s}");
+        }
+        for reads in [false, true] {
+            assert!(refuse_out_of_service("acme", Some(TenantStatus::Deleted), reads).is_err());
+            assert!(refuse_out_of_service("acme", None, reads).is_err());
         }
     }
 }

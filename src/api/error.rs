@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Every error code the API answers with, and its HTTP status.
-pub const CODES: [(&str, u16); 12] = [
+pub const CODES: [(&str, u16); 14] = [
     ("bad_request", 400),
     ("unauthorized", 401),
     ("forbidden", 403),
@@ -24,9 +24,11 @@ pub const CODES: [(&str, u16); 12] = [
     ("already_exists", 409),
     ("conflict", 409),
     ("plan_limit_reached", 409),
+    ("live_job_limit_reached", 409),
     ("payload_too_large", 413),
     ("unsupported_media_type", 415),
     ("invalid_input", 422),
+    ("rate_limited", 429),
     ("internal", 500),
 ];
 
@@ -36,6 +38,8 @@ pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -44,7 +48,22 @@ impl ApiError {
             status,
             code,
             message: limit(message.as_ref()),
+            retry_after: None,
         }
+    }
+
+    /// 429: this token's requests per minute are used up; `Retry-After`
+    /// says in how many seconds the next one is allowed.
+    pub fn rate_limited(retry_after_secs: u64, per_minute: u32) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "this token is limited to {per_minute} requests per minute; retry in {retry_after_secs} s (Retry-After)"
+            ),
+        );
+        e.retry_after = Some(retry_after_secs);
+        e
     }
 
     pub fn status(&self) -> StatusCode {
@@ -110,6 +129,10 @@ impl IntoResponse for ApiError {
             },
         };
         let mut res = super::json(self.status, &body);
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             res.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -144,7 +167,7 @@ impl From<EnqueueError> for ApiError {
     fn from(e: EnqueueError) -> Self {
         match e {
             EnqueueError::Tenant(t) => t.into(),
-            EnqueueError::DedupeRace(_) => {
+            EnqueueError::DedupeRace(_) | EnqueueError::DedupeTaken(_) => {
                 Self::new(StatusCode::CONFLICT, "conflict", e.to_string())
             }
             EnqueueError::Other(inner) => Self::internal(&inner),

@@ -1,10 +1,18 @@
 //! Jobs: `POST /v1/tenants/{slug}/jobs` enqueues any registered kind for a
 //! tenant (validated by the runtime exactly like the CLI), and
 //! `GET /v1/jobs/{id}` shows one job row.
+//!
+//! Tenant tokens get less than admin tokens here: no retention arguments on
+//! `backup` and no `restore_test` on `verify_backup` (403; both are an
+//! operator's decisions on shared resources), at most
+//! `LANDLORD_API_MAX_LIVE_JOBS_PER_TENANT` live jobs of their tenant (409
+//! `live_job_limit_reached`), and job rows without what reveals the
+//! installation's internals ([`tenant_view`]).
 
 use axum::{extract::State, http::StatusCode, response::Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use super::{
@@ -15,8 +23,8 @@ use super::{
     json as respond,
 };
 use crate::runtime::{
-    Job,
-    store::{self, EnqueueRequest, Origin},
+    Job, JobStatus,
+    store::{self, EnqueueRequest, JobRow, Origin},
 };
 
 /// Job families driven by the tenant lifecycle itself (provisioning, deletion,
@@ -111,11 +119,19 @@ pub async fn enqueue(
     if !args.is_object() {
         return Err(ApiError::invalid("args must be a JSON object"));
     }
+    if !caller.is_admin() {
+        refuse_operator_args(&body.kind, &args)?;
+    }
+    // Held until the job is written, so concurrent requests cannot pass the cap together.
+    let _live_cap = live_job_cap(&state, &caller, &slug).await?;
     let req = EnqueueRequest {
         kind: body.kind,
         tenant: Some(slug),
         args,
-        dedupe_key: body.dedupe_key,
+        // The caller's own namespace: no token can take a key landlord uses.
+        dedupe_key: body
+            .dedupe_key
+            .map(|k| store::DedupeKey::caller(&caller.actor(), k)),
         ..Default::default()
     };
     let enq = store::enqueue(&state.pool, &state.registry, &req, Origin::Catalog).await?;
@@ -153,7 +169,168 @@ pub async fn show(
         }
     }
     match job {
-        Some(j) => Ok(respond(StatusCode::OK, &j)),
+        Some(j) if caller.is_admin() => Ok(respond(StatusCode::OK, &j)),
+        Some(j) => Ok(respond(StatusCode::OK, &tenant_view(&j)?)),
         None => Err(ApiError::not_found(format!("no job {id}"))),
+    }
+}
+
+/// Arguments a tenant token may not give: they reach beyond the tenant's own
+/// database. Retention (`keep`, `retention`) can prune the tenant's whole
+/// backup history (its last line of defence, and the operator's); a restore
+/// test (`restore_test`) loads a full copy on the shared server.
+fn refuse_operator_args(kind: &str, args: &Value) -> Result<(), ApiError> {
+    let given = |name: &str| args.get(name).is_some_and(|v| !v.is_null());
+    if kind == <crate::backup::jobs::Backup as Job>::KIND && (given("keep") || given("retention")) {
+        return Err(ApiError::forbidden(
+            "backup retention (keep, retention) is chosen by an admin token; a tenant token's backups follow the configured retention",
+        ));
+    }
+    if kind == <crate::workers::verify_backup::VerifyBackup as Job>::KIND
+        && args
+            .get("restore_test")
+            .is_some_and(|v| !v.is_null() && *v != Value::Bool(false))
+    {
+        return Err(ApiError::forbidden(
+            "restore tests (restore_test) are requested by an admin token; a tenant token may verify a backup without one",
+        ));
+    }
+    Ok(())
+}
+
+/// For a tenant token with a cap configured: refuses when its tenant already
+/// has the most live (queued, running, retrying) jobs allowed; otherwise the
+/// transaction holding the tenant's cap lock, to keep until the job is
+/// written. Admin tokens are not capped.
+async fn live_job_cap(
+    state: &AppState,
+    caller: &Caller,
+    slug: &str,
+) -> Result<Option<Transaction<'static, Postgres>>, ApiError> {
+    let cap = state.api.limits.max_live_jobs_per_tenant;
+    if caller.is_admin() || cap == 0 {
+        return Ok(None);
+    }
+    let live: Vec<&str> = JobStatus::ALL
+        .iter()
+        .filter(|s| s.is_live())
+        .map(|s| s.as_str())
+        .collect();
+    let mut tx = state.pool.begin().await.map_err(anyhow::Error::from)?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext('landlord-api-live-jobs'), hashtext($1))")
+        .bind(slug)
+        .execute(&mut *tx)
+        .await
+        .map_err(anyhow::Error::from)?;
+    let n: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs j JOIN tenants t ON t.id = j.tenant_id \
+         WHERE t.slug = $1 AND j.status = ANY($2)",
+    )
+    .bind(slug)
+    .bind(&live)
+    .fetch_one(&mut *tx)
+    .await
+    .map_err(anyhow::Error::from)?;
+    if n >= i64::from(cap) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "live_job_limit_reached",
+            format!(
+                "tenant {slug} already has {n} live (queued, running or retrying) job(s); a tenant token may have at most {cap}; enqueue again when some have finished"
+            ),
+        ));
+    }
+    Ok(Some(tx))
+}
+
+/// Fields of a job row that only admin tokens see: which worker (host and
+/// process) holds the lease, and the undo's error.
+pub const ADMIN_ONLY_FIELDS: [&str; 2] = ["lease_owner", "compensation_error"];
+
+/// A job row as a tenant token sees it: without [`ADMIN_ONLY_FIELDS`];
+/// `last_error` (which carries children's stderr, server, database and role
+/// names) replaced by a summary; every `error` inside `result` and
+/// `progress` replaced the same way. Everything else is the tenant's own.
+pub fn tenant_view(job: &JobRow) -> Result<Value, ApiError> {
+    let mut v = serde_json::to_value(job).map_err(anyhow::Error::from)?;
+    let Some(o) = v.as_object_mut() else {
+        return Ok(v);
+    };
+    for f in ADMIN_ONLY_FIELDS {
+        o.remove(f);
+    }
+    if job.last_error.is_some() {
+        let summary = if job.status == JobStatus::Queued {
+            // Handed back: a shared resource was busy, or its worker stopped.
+            "the job was handed back (a shared resource was busy, or its worker stopped); it runs again soon"
+        } else {
+            "the last attempt failed; the details are in the operator's view of this job"
+        };
+        o.insert("last_error".into(), Value::String(summary.into()));
+    }
+    for f in ["result", "progress"] {
+        if let Some(inner) = o.get_mut(f) {
+            redact_errors(inner);
+        }
+    }
+    Ok(v)
+}
+
+/// Replaces every `error` member at any depth.
+fn redact_errors(v: &mut Value) {
+    match v {
+        Value::Object(o) => {
+            for (k, inner) in o.iter_mut() {
+                if k == "error" && !inner.is_null() {
+                    *inner = Value::String("failed; the details are in the operator's view".into());
+                } else {
+                    redact_errors(inner);
+                }
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(redact_errors),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn operator_arguments_are_refused_for_tenant_tokens() {
+        for (kind, args) in [
+            ("backup", json!({"keep": 1})),
+            ("backup", json!({"retention": "keep:1", "codec": "zstd"})),
+            ("verify_backup", json!({"restore_test": true})),
+            ("verify_backup", json!({"restore_test": "yes"})),
+        ] {
+            let e = refuse_operator_args(kind, &args).unwrap_err();
+            assert_eq!(e.status().as_u16(), 403, "{kind} {args}");
+        }
+        for (kind, args) in [
+            ("backup", json!({})),
+            ("backup", json!({"codec": "gzip", "keep": null})),
+            ("verify_backup", json!({"restore_test": false})),
+            ("verify_backup", json!({"backup": "x"})),
+            ("maintenance", json!({"keep": 1})),
+        ] {
+            assert!(refuse_operator_args(kind, &args).is_ok(), "{kind} {args}");
+        }
+    }
+
+    #[test]
+    fn errors_are_redacted_at_any_depth() {
+        let mut v = json!({"retention": {"policy": "keep:7", "error": "s3: 10.0.0.5 denied"},
+                           "steps": [{"error": "pg_dump: role x"}], "error": null});
+        redact_errors(&mut v);
+        let text = v.to_string();
+        assert!(
+            !text.contains("10.0.0.5") && !text.contains("pg_dump"),
+            "{text}"
+        );
+        assert_eq!(v["retention"]["policy"], "keep:7");
+        assert!(v["error"].is_null());
     }
 }

@@ -3,8 +3,9 @@
 //! show), with bearer tokens scoped to `admin` or one tenant, JSON errors with
 //! stable codes, and the committed OpenAPI document (`openapi.json`).
 //!
-//! Files: `settings` (listen address, tokens), `auth` (who may do what),
-//! `error` (the error shape and codes), `extract` (body and path parsing),
+//! Files: `settings` (listen address, tokens, limits), `auth` (who may do
+//! what), `limits` (the per-token rate limit), `error` (the error shape and
+//! codes), `extract` (body and path parsing),
 //! `tenants` and `jobs` (the handlers). The handlers call the lifecycle
 //! library and the job store, exactly as the CLI does.
 
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod jobs;
+pub mod limits;
 pub mod settings;
 pub mod tenants;
 
@@ -37,7 +39,7 @@ use crate::{
     runtime::{Registry, relay::relay_once},
 };
 pub use error::ApiError;
-pub use settings::{ApiSettings, Scope};
+pub use settings::{ApiLimits, ApiSettings, Scope};
 
 /// Largest request body accepted (bigger ones get 413 `payload_too_large`).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -76,6 +78,8 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub api: Arc<ApiSettings>,
     pub broker: Broker,
+    /// Per-token request buckets.
+    pub limiter: Arc<limits::RateLimiter>,
 }
 
 impl AppState {
@@ -208,7 +212,12 @@ pub async fn run(
 ) -> Result<()> {
     if api.has_tokens() {
         let scopes: Vec<String> = api.scopes().map(ToString::to_string).collect();
-        tracing::info!(scopes = %scopes.join(","), "api tokens loaded");
+        tracing::info!(
+            scopes = %scopes.join(","),
+            rate_per_minute = api.limits.rate_per_minute,
+            max_live_jobs_per_tenant = api.limits.max_live_jobs_per_tenant,
+            "api tokens loaded"
+        );
     } else {
         tracing::warn!(
             "LANDLORD_API_TOKENS is not set: every /v1 request will be refused with 401 until it is"
@@ -225,6 +234,7 @@ pub async fn run(
         pool: pool.clone(),
         settings,
         registry,
+        limiter: Arc::new(limits::RateLimiter::new(api.limits.rate_per_minute)),
         api: Arc::new(api),
         broker: broker.clone(),
     };

@@ -1,5 +1,7 @@
-//! Settings of `landlord api`: the listen address and the bearer tokens it
-//! accepts, each bound to a scope (`admin`, or `tenant:SLUG`).
+//! Settings of `landlord api`: the listen address, the bearer tokens it
+//! accepts, each bound to a scope (`admin`, or `tenant:SLUG`), and the
+//! limits on callers ([`ApiLimits`]: requests per minute per token, live
+//! jobs per tenant for tenant tokens).
 //!
 //! Tokens come from `LANDLORD_API_TOKENS` (`admin=s3cret,tenant:acme=t0k`).
 //! They are held as [`SecretString`]s, never printed (not even by `Debug`),
@@ -20,6 +22,85 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const TOKENS_ENV: &str = "LANDLORD_API_TOKENS";
 /// Environment variable holding the listen address.
 pub const LISTEN_ENV: &str = "LANDLORD_API_LISTEN";
+/// Environment variable holding the requests per minute allowed per token.
+pub const RATE_ENV: &str = "LANDLORD_API_RATE_PER_MINUTE";
+/// Environment variable holding the live jobs a tenant token may have per tenant.
+pub const MAX_LIVE_JOBS_ENV: &str = "LANDLORD_API_MAX_LIVE_JOBS_PER_TENANT";
+/// Requests per minute per token when [`RATE_ENV`] is unset.
+pub const DEFAULT_RATE_PER_MINUTE: u32 = 600;
+/// Live jobs per tenant for tenant tokens when [`MAX_LIVE_JOBS_ENV`] is unset.
+pub const DEFAULT_MAX_LIVE_JOBS_PER_TENANT: u32 = 20;
+/// Upper bound of both limits (a typo's guard, not a policy).
+const LIMIT_MAX: u32 = 1_000_000;
+
+/// Limits on callers; 0 turns a limit off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiLimits {
+    /// Requests per minute per token (a token bucket holding a minute's
+    /// worth); beyond it, 429 with `Retry-After`.
+    pub rate_per_minute: u32,
+    /// Queued, running and retrying jobs a tenant token may have for its
+    /// tenant; beyond it, enqueueing is refused with 409. Admin tokens are
+    /// not capped.
+    pub max_live_jobs_per_tenant: u32,
+}
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        Self {
+            rate_per_minute: DEFAULT_RATE_PER_MINUTE,
+            max_live_jobs_per_tenant: DEFAULT_MAX_LIVE_JOBS_PER_TENANT,
+        }
+    }
+}
+
+impl ApiLimits {
+    /// Builds the limits from raw values (unset or blank: the default).
+    pub fn parse(rate: Option<&str>, max_live: Option<&str>) -> Result<Self> {
+        let one = |name: &str, raw: Option<&str>, default: u32| -> Result<u32> {
+            match raw.map(str::trim).filter(|v| !v.is_empty()) {
+                None => Ok(default),
+                Some(v) => match v.parse::<u32>() {
+                    Ok(n) if n <= LIMIT_MAX => Ok(n),
+                    _ => bail!(
+                        "{name}={:?} is not valid: use a whole number from 0 (off) to {LIMIT_MAX}",
+                        truncate(v)
+                    ),
+                },
+            }
+        };
+        Ok(Self {
+            rate_per_minute: one(RATE_ENV, rate, DEFAULT_RATE_PER_MINUTE)?,
+            max_live_jobs_per_tenant: one(
+                MAX_LIVE_JOBS_ENV,
+                max_live,
+                DEFAULT_MAX_LIVE_JOBS_PER_TENANT,
+            )?,
+        })
+    }
+
+    /// Reads [`RATE_ENV`] and [`MAX_LIVE_JOBS_ENV`].
+    pub fn from_env() -> Result<Self> {
+        let rate = std::env::var(RATE_ENV).ok();
+        let live = std::env::var(MAX_LIVE_JOBS_ENV).ok();
+        Self::parse(rate.as_deref(), live.as_deref())
+    }
+
+    /// `config show` lines (`api.…`, environment only); an invalid value is
+    /// shown as such, since `landlord api` would refuse to start with it.
+    pub fn show_lines() -> Vec<(&'static str, String)> {
+        match Self::from_env() {
+            Ok(l) => vec![
+                ("api.rate_per_minute", l.rate_per_minute.to_string()),
+                (
+                    "api.max_live_jobs_per_tenant",
+                    l.max_live_jobs_per_tenant.to_string(),
+                ),
+            ],
+            Err(e) => vec![("api.limits", format!("{:?}", format!("invalid: {e:#}")))],
+        }
+    }
+}
 
 /// What a token may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,6 +152,8 @@ struct Token {
 pub struct ApiSettings {
     /// Address to bind (`host:port`).
     pub listen: String,
+    /// Limits on callers.
+    pub limits: ApiLimits,
     tokens: Vec<Token>,
 }
 
@@ -78,6 +161,7 @@ impl fmt::Debug for ApiSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ApiSettings")
             .field("listen", &self.listen)
+            .field("limits", &self.limits)
             .field("scopes", &self.scopes().collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
@@ -137,19 +221,22 @@ impl ApiSettings {
         }
         Ok(Self {
             listen: listen.into(),
+            limits: ApiLimits::default(),
             tokens,
         })
     }
 
-    /// Reads `LANDLORD_API_TOKENS` and `LANDLORD_API_LISTEN`; `listen`
-    /// (from `--listen`) wins over the environment.
+    /// Reads `LANDLORD_API_TOKENS`, `LANDLORD_API_LISTEN` and the limits;
+    /// `listen` (from `--listen`) wins over the environment.
     pub fn from_env(listen: Option<String>) -> Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let listen = listen
             .filter(|l| !l.trim().is_empty())
             .or_else(|| var(LISTEN_ENV))
             .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
-        Self::new(listen, &var(TOKENS_ENV).unwrap_or_default())
+        let mut s = Self::new(listen, &var(TOKENS_ENV).unwrap_or_default())?;
+        s.limits = ApiLimits::from_env()?;
+        Ok(s)
     }
 
     /// Whether any token is configured (without one, every request is refused).
@@ -165,11 +252,17 @@ impl ApiSettings {
     /// The scope of a presented token, if it is one of ours. Every
     /// configured token is compared, whichever matches.
     pub fn authenticate(&self, presented: &str) -> Option<&Scope> {
+        self.identify(presented).map(|(_, scope)| scope)
+    }
+
+    /// The index (stable while the process runs; the rate limiter's key) and
+    /// scope of a presented token, if it is one of ours.
+    pub fn identify(&self, presented: &str) -> Option<(usize, &Scope)> {
         let presented = digest(presented);
         let mut found = None;
-        for t in &self.tokens {
+        for (i, t) in self.tokens.iter().enumerate() {
             if same_digest(&digest(t.secret.expose_secret()), &presented) {
-                found = Some(&t.scope);
+                found = Some((i, &t.scope));
             }
         }
         found
@@ -220,6 +313,22 @@ mod tests {
             let err = ApiSettings::new("x", raw).expect_err(raw).to_string();
             assert!(err.contains(why), "{raw}: {err}");
             assert!(!err.contains("hunter2"), "{raw}: token leaked in {err}");
+        }
+    }
+
+    #[test]
+    fn limits_default_parse_and_refuse_nonsense() {
+        assert_eq!(
+            ApiLimits::parse(None, Some(" ")).unwrap(),
+            ApiLimits::default()
+        );
+        let l = ApiLimits::parse(Some(" 0 "), Some("5")).unwrap();
+        assert_eq!((l.rate_per_minute, l.max_live_jobs_per_tenant), (0, 5));
+        for bad in ["-1", "ten", "1.5", "2000000"] {
+            let err = ApiLimits::parse(Some(bad), None).unwrap_err().to_string();
+            assert!(err.contains(RATE_ENV), "{bad}: {err}");
+            let err = ApiLimits::parse(None, Some(bad)).unwrap_err().to_string();
+            assert!(err.contains(MAX_LIVE_JOBS_ENV), "{bad}: {err}");
         }
     }
 

@@ -28,6 +28,10 @@ impl Settings {
         self.show_backup(&mut out);
         self.show_tenancy(&mut out);
         self.show_servers(&mut out);
+        // `landlord api`'s limits (environment only).
+        for (k, v) in crate::api::ApiLimits::show_lines() {
+            out.line(k, v);
+        }
         out.0
     }
 
@@ -161,6 +165,7 @@ fn show_worker(out: &mut Lines, w: &WorkerSettings) {
         "worker.stale_after_seconds",
         w.stale_after.as_secs().to_string(),
     );
+    out.line("worker.foreign_kinds", format!("{:?}", w.foreign_kinds));
 }
 
 fn show_observability(out: &mut Lines, o: &ObservabilitySettings) {
@@ -227,6 +232,7 @@ mod tests {
                 "worker.busy_delay_ms",
                 "worker.poll_max_ms",
                 "worker.stale_after_seconds",
+                "worker.foreign_kinds",
                 "observability.listen",
                 "observability.log_format",
                 "observability.log",
@@ -249,6 +255,8 @@ mod tests {
                 "tenancy.enabled",
                 "tenancy.enforcement_mode",
                 "tenancy.tenant_column",
+                "api.rate_per_minute",
+                "api.max_live_jobs_per_tenant",
             ]
         );
         assert!(shown.contains("servers.default.url = "), "{shown}");
