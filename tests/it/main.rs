@@ -13,12 +13,15 @@
 mod common;
 
 mod api;
+mod api_limits;
 mod backup;
 mod chaos;
 mod disruptive;
 mod faults;
 mod fleet;
+mod hostile;
 mod interop;
+mod least_privilege;
 mod lifecycle;
 mod proxy;
 mod scheduler;
