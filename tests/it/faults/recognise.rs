@@ -229,5 +229,9 @@ async fn a_restore_failed_on_its_last_attempt_drops_its_scratch() {
         &[db.as_str()],
     )
     .await;
-    assert_eq!(live, std::slice::from_ref(&db), "the live database is still there");
+    assert_eq!(
+        live,
+        std::slice::from_ref(&db),
+        "the live database is still there"
+    );
 }
