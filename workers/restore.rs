@@ -54,14 +54,13 @@ impl Job for Restore {
     }
 
     async fn on_dead(&self, ctx: &JobContext, _error: &str) -> Result<(), JobError> {
-        // A swap that finished but was never recorded is recorded, not
-        // undone (the tenant may have written to it since). An attempt
-        // killed mid-swap may have left the live name free: put the
-        // tenant's database back and drop the scratch copy, also one a
-        // failed attempt could not drop.
+        // A dead restore did not happen: whichever step its last attempt
+        // died in (even after a swap it never recorded), the tenant's
+        // database from before the restore is put back and the scratch
+        // copy dropped, also one a failed attempt could not drop. Only a
+        // recorded swap (the job succeeded) is kept.
         let t = ctx.tenant()?.clone();
         if t.isolation == Isolation::Database {
-            restore::completed_earlier(ctx, &t).await?;
             restore::clean_leftovers(ctx, &t).await?;
             restore::drop_scratch(&ctx.settings, &t, ctx.job_id).await?;
         }

@@ -24,7 +24,10 @@
 //!    **Clean up earlier attempts** (`clean_leftovers`): for each `running`
 //!    restore of this job, put the live database back as it was before that
 //!    attempt (whichever rename it was killed between), drop the scratch
-//!    database, mark the row `failed`. `Restore::on_dead` runs the same.
+//!    database, mark the row `failed`. `Restore::on_dead` runs the same,
+//!    then drops the job's scratch database: a restore that ends dead did
+//!    not happen, even if its last attempt finished a swap it never
+//!    recorded.
 //!    Then the job's scratch database is dropped if an attempt that failed
 //!    while the server was away could not drop it (`drop_scratch`).
 //! 4. **Row**: the `restores` row (`running`) with the job's scratch name

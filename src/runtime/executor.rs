@@ -30,7 +30,7 @@ use crate::{
         store::{self, Claimed, FailOutcome},
         tenant_lock::{CHECK_TIMEOUT, TenantLock},
     },
-    tenants::Tenant,
+    tenants::{Isolation, Tenant},
 };
 
 /// Why the heartbeat stopped an attempt: it did not ([`HELD`]); the catalog
@@ -169,7 +169,8 @@ impl Executor {
         let ctx = self.context(job, tenant);
         let heartbeat = Heartbeat::start(self, job, ctx.cancel.clone(), lock.clone());
         let timeout = spec.timeout(&job.args, &self.settings);
-        let stop = run_handler(&spec, job, &ctx, timeout, &hard_stop).await;
+        let fence = self.fence(&spec, job, ctx.tenant.as_ref());
+        let stop = run_handler(&spec, job, &ctx, timeout, &hard_stop, fence).await;
         // The heartbeat keeps the lease until the outcome is recorded.
         let ending = match self.settle(job, stop, heartbeat.lost(), timeout).await {
             Ok(ControlFlow::Continue(result)) => {
@@ -182,6 +183,29 @@ impl Executor {
         };
         heartbeat.stop().await;
         ending
+    }
+
+    /// What the attempt fences out before its handler runs: for
+    /// tenant-exclusive work on a tenant with its own database (the attempt
+    /// holds the tenant's lock), the sessions there of attempts that lost
+    /// the lock (see [`sessions::fence_out`]).
+    fn fence(
+        &self,
+        spec: &KindSpec,
+        job: &Claimed,
+        tenant: Option<&Tenant>,
+    ) -> Option<sessions::Fence> {
+        let t = tenant.filter(|t| spec.tenant_exclusive && t.isolation == Isolation::Database)?;
+        Some(sessions::Fence {
+            server: t.db_server.clone(),
+            database: t.db_name.clone(),
+            own: sessions::label(&job.kind, job.id, job.attempts as u32),
+            exclusive_kinds: self
+                .registry
+                .kinds()
+                .filter(|k| self.registry.get(k).is_some_and(|s| s.tenant_exclusive))
+                .collect(),
+        })
     }
 
     /// A job whose kind this build does not know: no attempt runs. A fleet
@@ -466,12 +490,20 @@ async fn run_handler(
     ctx: &JobContext,
     timeout: Duration,
     hard_stop: &CancellationToken,
+    fence: Option<sessions::Fence>,
 ) -> Stop {
     let scope = sessions::Scope::new(&job.kind, job.id, job.attempts as u32);
     let label = scope.label().to_string();
+    let handler = spec.run(job.args.clone(), ctx.clone());
+    let settings = ctx.settings.clone();
     let mut handle = tokio::spawn(
         scope
-            .run(spec.run(job.args.clone(), ctx.clone()))
+            .run(async move {
+                if let Some(f) = fence {
+                    fence_out(&settings, &f).await?;
+                }
+                handler.await
+            })
             .in_current_span(),
     );
     // Biased, the handler first: a handler that finished is never taken
@@ -500,6 +532,21 @@ async fn run_handler(
         }
     }
     stop
+}
+
+/// [`sessions::fence_out`] before the handler: sessions that could not be
+/// confirmed gone fail the attempt (retryable) rather than run beside them.
+async fn fence_out(settings: &Settings, fence: &sessions::Fence) -> Result<(), JobError> {
+    match sessions::fence_out(settings, fence).await {
+        Ok(ended) if ended.is_empty() => Ok(()),
+        Ok(ended) => {
+            tracing::warn!(sessions = ?ended, "ended sessions of attempts that lost the tenant lock");
+            Ok(())
+        }
+        Err(e) => Err(JobError::retryable(format!(
+            "the tenant's database may still be in use by an attempt that lost the tenant lock: {e:#}"
+        ))),
+    }
 }
 
 /// How long an aborted handler gets to finish dropping before its sessions
@@ -797,7 +844,8 @@ mod run_handler_tests {
             let mut timeouts = 0;
             for _ in 0..40 {
                 let (job, ctx) = attempt(&settings, &catalog);
-                match run_handler(&spec, &job, &ctx, TIMEOUT, &CancellationToken::new()).await {
+                match run_handler(&spec, &job, &ctx, TIMEOUT, &CancellationToken::new(), None).await
+                {
                     Stop::Done(Ok(Ok(_))) => {}
                     Stop::Timeout => timeouts += 1,
                     _ => panic!("the handler neither finished nor timed out"),

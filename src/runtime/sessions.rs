@@ -18,10 +18,19 @@
 //!   name are killed and waited for (Linux, through `/proc`). One query per
 //!   server when nothing is left, which is the success path.
 //!
+//! - **Fencing out** ([`fence_out`]): a tenant lock whose session dies (a
+//!   terminated backend, a catalog restart) is free at once, before its
+//!   holder can notice; so the next holder, before its handler runs, ends
+//!   the sessions on the tenant's own database of attempts of
+//!   tenant-exclusive kinds other than its own. They belong to attempts
+//!   that lost the lock.
+//!
 //! This module must never end a session or process that is not the
 //! attempt's own (it matches the exact name, never a database or a prefix),
-//! and never decides an attempt's outcome: it only says whether the
-//! attempt's leftovers are confirmed gone.
+//! except in [`fence_out`], which ends only sessions named for attempts of
+//! tenant-exclusive kinds on the database of the tenant whose lock the
+//! caller holds; and it never decides an attempt's outcome: it only says
+//! whether leftovers are confirmed gone.
 
 use std::{
     future::Future,
@@ -233,6 +242,104 @@ pub async fn before_release(settings: &Settings, label: &str, bound: Duration) {
     }
 }
 
+/// What [`fence_out`] looks at: the tenant's own database on its server,
+/// the caller's own attempt, and the kinds that hold the tenant lock.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    pub server: String,
+    pub database: String,
+    pub own: String,
+    pub exclusive_kinds: Vec<&'static str>,
+}
+
+/// Whether `name` is the label of an attempt of one of `kinds` (whose kind
+/// part may have been shortened to fit, see [`label`]).
+fn names_exclusive_attempt(name: &str, kinds: &[&str]) -> bool {
+    let Some(rest) = name.strip_prefix("landlord/") else {
+        return false;
+    };
+    let mut parts = rest.split('/');
+    let (Some(kind), Some(job), Some(attempt), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    if Uuid::parse_str(job).is_err() || attempt.parse::<u32>().is_err() {
+        return false;
+    }
+    let shortened = name.len() == MAX_NAME;
+    kinds
+        .iter()
+        .any(|k| *k == kind || (shortened && !kind.is_empty() && k.starts_with(kind)))
+}
+
+/// Run by the holder of a tenant's lock before its handler: ends the
+/// sessions on the tenant's own database of other attempts of
+/// tenant-exclusive kinds (attempts that lost the lock without noticing
+/// yet) and waits, up to [`END_BOUND`], for them to be gone. Returns their
+/// names; an error when they could not be confirmed gone.
+pub async fn fence_out(settings: &Settings, fence: &Fence) -> Result<Vec<String>> {
+    let url = settings
+        .servers
+        .get(&fence.server)
+        .with_context(|| format!("server {:?} is not configured", fence.server))?;
+    let deadline = Instant::now() + END_BOUND;
+    let mut conn =
+        tokio::time::timeout_at(deadline.into(), sweeper_options(url.expose())?.connect())
+            .await
+            .context("connecting to the tenant's server timed out")?
+            .context("connecting to the tenant's server")?;
+    let res = async {
+        let mut ended = Vec::new();
+        loop {
+            let others: Vec<(i32, String)> = sqlx::query_as(
+                "SELECT pid, application_name FROM pg_stat_activity \
+                 WHERE datname = $1 AND application_name LIKE 'landlord/%' \
+                 AND application_name <> $2 AND pid <> pg_backend_pid()",
+            )
+            .bind(&fence.database)
+            .bind(&fence.own)
+            .fetch_all(&mut conn)
+            .await
+            .context("looking for sessions of attempts that lost the tenant lock")?;
+            let stale: Vec<(i32, String)> = others
+                .into_iter()
+                .filter(|(_, n)| names_exclusive_attempt(n, &fence.exclusive_kinds))
+                .collect();
+            if stale.is_empty() {
+                return Ok(ended);
+            }
+            if Instant::now() + POLL > deadline {
+                anyhow::bail!(
+                    "sessions of attempts that lost the tenant lock are still on {}: {:?}",
+                    fence.database,
+                    stale.iter().map(|(_, n)| n).collect::<Vec<_>>()
+                );
+            }
+            for (pid, name) in stale {
+                // Only if the pid still carries that name (pids are reused).
+                sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE pid = $1 AND application_name = $2 AND datname = $3",
+                )
+                .bind(pid)
+                .bind(&name)
+                .bind(&fence.database)
+                .execute(&mut conn)
+                .await
+                .context("ending a session of an attempt that lost the tenant lock")?;
+                if !ended.contains(&name) {
+                    ended.push(name);
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+    .await;
+    let _ = conn.close().await;
+    res
+}
+
 /// A session on a server's `postgres` database under this module's own
 /// name (so it never matches the attempt's).
 fn sweeper_options(url: &str) -> Result<PgConnectOptions> {
@@ -418,6 +525,33 @@ mod children {
 #[cfg(test)]
 mod tests {
     use uuid::Uuid;
+
+    #[test]
+    fn only_attempts_of_exclusive_kinds_are_fenced_out() {
+        let id = Uuid::now_v7();
+        let kinds = ["backup", "drop_pre_restore"];
+        assert!(super::names_exclusive_attempt(
+            &super::label("backup", id, 1),
+            &kinds
+        ));
+        let long = super::label("drop_pre_restore", id, 123);
+        assert!(long.len() == super::MAX_NAME && !long.contains("drop_pre_restore/"));
+        assert!(super::names_exclusive_attempt(&long, &kinds));
+        assert!(!super::names_exclusive_attempt(
+            &super::label("verify_backup", id, 1),
+            &kinds
+        ));
+        assert!(!super::names_exclusive_attempt("landlord", &kinds));
+        assert!(!super::names_exclusive_attempt("landlord/sessions", &kinds));
+        assert!(!super::names_exclusive_attempt(
+            "landlord/backup/x/1",
+            &kinds
+        ));
+        assert!(!super::names_exclusive_attempt(
+            &format!("landlord/backup/{id}/1/x"),
+            &kinds
+        ));
+    }
 
     #[test]
     fn labels_fit_namedatalen() {

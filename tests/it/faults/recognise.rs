@@ -229,5 +229,69 @@ async fn a_restore_failed_on_its_last_attempt_drops_its_scratch() {
         &[db.as_str()],
     )
     .await;
-    assert_eq!(live, std::slice::from_ref(&db), "the live database is still there");
+    assert_eq!(
+        live,
+        std::slice::from_ref(&db),
+        "the live database is still there"
+    );
+}
+
+/// Rows of `users` in `db`, for telling the live data from the backup's.
+async fn user_names(db: &str) -> Vec<String> {
+    scalars_in(db, "SELECT name FROM users ORDER BY id", &[]).await
+}
+
+/// A restore whose last attempt finished the swap but died before recording
+/// it ends `dead`, and dead means it did not happen: its compensation puts
+/// the tenant's database from before the restore back instead of recording
+/// the swap (found by the chaos soak, seed 14713084097546169645: a restore
+/// job ended dead while its restore was recorded complete).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_dead_after_its_swap_leaves_the_database_as_it_was() {
+    let mut env = TestEnv::new().await;
+    let (db, job) = restore_enqueued(&mut env, "rstswapdead").await;
+    exec_in(&db, "UPDATE users SET name = 'written after the backup'").await;
+    let live = user_names(&db).await;
+    sqlx::query("UPDATE jobs SET max_attempts = 1 WHERE id = $1")
+        .bind(job)
+        .execute(&env.catalog)
+        .await
+        .expect("one attempt only");
+    let w = env.spawn_worker(&[], &[("LANDLORD_FAILPOINTS", "restore.after_swap")]);
+    env.wait_exit(&w, secs(120));
+    assert_ne!(user_names(&db).await, live, "the swap happened");
+    env.spawn_worker(&[], &[]);
+    env.wait_status(job, "dead", secs(60)).await;
+    let j = poll(secs(60), ms(100), || async {
+        let j = env.job(job).await;
+        match j["compensation"] == "pending" {
+            true => Err(format!("compensation still pending: {j:#}")),
+            false => Ok(j),
+        }
+    })
+    .await;
+    assert_eq!(j["compensation"], "done", "{j:#}");
+    assert_eq!(
+        user_names(&db).await,
+        live,
+        "the dead restore left the restored data in place"
+    );
+    let complete: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM restores WHERE job_id = $1 AND status = 'complete'",
+    )
+    .bind(job)
+    .fetch_one(&env.catalog)
+    .await
+    .expect("restores");
+    assert_eq!(complete, 0, "a dead restore job has no complete restore");
+    let left: Vec<String> = scalars_in(
+        "postgres",
+        "SELECT datname::text FROM pg_database WHERE datname LIKE $1 AND datname <> $2",
+        &[&format!("{db}_%"), db.as_str()],
+    )
+    .await;
+    assert!(
+        left.is_empty(),
+        "databases left beside the live one: {left:?}"
+    );
 }

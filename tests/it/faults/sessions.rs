@@ -235,3 +235,45 @@ async fn a_restore_whose_success_was_not_recorded_is_not_restored_again() {
 async fn a_restore_killed_after_the_swap_is_recorded_not_redone() {
     restore_interrupted_at("restore.after_swap").await;
 }
+
+/// A tenant lock whose session is terminated is free at once, before its
+/// holder can notice: the next holder ends the sessions the earlier holder's
+/// attempt still has on the tenant's database before its own work starts
+/// (found by the chaos soak: a `maintenance` began 24 ms before the `backup`
+/// whose lock session was terminated had ended its `pg_dump`). The earlier
+/// holder is frozen (SIGSTOP) so it cannot end them itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_next_holder_of_a_lost_tenant_lock_ends_the_last_holders_sessions_first() {
+    let mut env = TestEnv::new().await;
+    let db = env.tenant("lostlock").await;
+    let (lock, me) = lock_tables(&db).await;
+    let a = env.spawn_worker(&[], &[]);
+    let job = env.enqueue(&["jobs", "enqueue", "analyze", "--tenant", "lostlock"]);
+    let label = format!("landlord/analyze/{job}/1");
+    assert_eq!(wait_for_a_session(&db).await, vec![label.clone()]);
+    env.signal(&a, "STOP");
+    let ended: Vec<bool> = sqlx::query_scalar(
+        "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' \
+         AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .fetch_all(&env.catalog)
+    .await
+    .expect("terminate the tenant lock's session");
+    assert!(!ended.is_empty(), "the frozen worker held the tenant lock");
+    env.spawn_worker(&[], &[]);
+    let ping = env.enqueue(&["jobs", "enqueue", "ping", "--tenant", "lostlock"]);
+    let j = env.wait_job(ping, secs(60)).await;
+    let left: Vec<String> = others_on(&db, me)
+        .await
+        .into_iter()
+        .map(|(name, _, _)| name)
+        .filter(|name| *name == label)
+        .collect();
+    env.signal(&a, "CONT");
+    assert_eq!(j["status"], "succeeded", "{j:#}");
+    assert!(
+        left.is_empty(),
+        "the earlier holder's ANALYZE still ran on {db} after the next holder's ping: {left:?}"
+    );
+    drop(lock);
+}
