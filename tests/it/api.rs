@@ -17,8 +17,9 @@ use sqlx::{Connection as _, PgConnection};
 const ADMIN: &str = "admin-token-0123456789abcdef";
 const ACME: &str = "acme-token-0123456789abcdef";
 
-/// A running `landlord api`; killed when dropped.
-struct Api {
+/// A running `landlord api`; killed when dropped. The one API harness of the
+/// test binary (`api_limits` and `hostile` use it too).
+pub(crate) struct Api {
     child: Child,
     base: String,
     log: PathBuf,
@@ -26,14 +27,22 @@ struct Api {
 }
 
 impl Api {
-    async fn start(env: &TestEnv, tokens: &str) -> Api {
+    pub(crate) async fn start(env: &TestEnv, tokens: &str) -> Api {
+        Self::start_with(env, tokens, &[]).await
+    }
+
+    /// `landlord api` with `tokens` and `extra` settings in its environment.
+    pub(crate) async fn start_with(env: &TestEnv, tokens: &str, extra: &[(&str, &str)]) -> Api {
         let port = free_port();
         let log = env.log_dir.join(format!("api-{port}.log"));
         let file = std::fs::File::create(&log).expect("log file");
-        let child = env
-            .command(&["api", "--listen", &format!("127.0.0.1:{port}")])
-            .env("LANDLORD_API_TOKENS", tokens)
-            .env("LANDLORD_LOG", "info")
+        let mut cmd = env.command(&["api", "--listen", &format!("127.0.0.1:{port}")]);
+        cmd.env("LANDLORD_API_TOKENS", tokens)
+            .env("LANDLORD_LOG", "info");
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(file.try_clone().expect("clone"))
             .stderr(file)
@@ -68,12 +77,12 @@ impl Api {
         api
     }
 
-    fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Sends a request; returns status, JSON body (Null if none) and headers.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -138,11 +147,16 @@ impl Api {
         (s, b)
     }
 
-    async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
+    pub(crate) async fn get(&self, path: &str, token: Option<&str>) -> (StatusCode, Value) {
         self.send(Method::GET, path, token, None).await
     }
 
-    async fn post(&self, path: &str, token: Option<&str>, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: Value,
+    ) -> (StatusCode, Value) {
         self.send(Method::POST, path, token, Some(body)).await
     }
 
@@ -151,13 +165,18 @@ impl Api {
     }
 
     /// Asks for a job of `tenant` (`POST /v1/tenants/{tenant}/jobs`).
-    async fn enqueue(&self, tenant: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    pub(crate) async fn enqueue(
+        &self,
+        tenant: &str,
+        token: &str,
+        body: Value,
+    ) -> (StatusCode, Value) {
         self.post(&format!("/v1/tenants/{tenant}/jobs"), Some(token), body)
             .await
     }
 
     /// Asks for a job that must be accepted; returns its id.
-    async fn accepted(&self, tenant: &str, token: &str, body: Value) -> String {
+    pub(crate) async fn accepted(&self, tenant: &str, token: &str, body: Value) -> String {
         let (s, b) = self.enqueue(tenant, token, body).await;
         assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
         b["job_id"].as_str().unwrap().to_string()

@@ -4,13 +4,7 @@
 //! service, or read the internals of its job rows. Also that a restore test
 //! waits for one of its server's heavy slots, like a backup.
 
-use std::{
-    path::PathBuf,
-    process::{Child, Stdio},
-    time::Instant,
-};
-
-use crate::common::{TestEnv, free_port, ms, poll, secs};
+use crate::common::{TestEnv, ms, poll, secs};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::{Connection as _, PgConnection};
@@ -20,65 +14,13 @@ const ADMIN: &str = "admin-token-limits-0123456789";
 const ACME: &str = "acme-token-limits-0123456789";
 const BETA: &str = "beta-token-limits-0123456789";
 
-/// A running `landlord api`; killed when dropped.
-struct Api {
-    child: Child,
-    base: String,
-    log: PathBuf,
-    http: reqwest::Client,
-}
+/// `landlord api` with this module's tokens, through the shared harness.
+struct Api(crate::api::Api);
 
 impl Api {
     async fn start(env: &TestEnv, extra: &[(&str, &str)]) -> Api {
-        let port = free_port();
-        let log = env.log_dir.join(format!("api-{port}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let mut cmd = env.command(&["api", "--listen", &format!("127.0.0.1:{port}")]);
-        cmd.env(
-            "LANDLORD_API_TOKENS",
-            format!("admin={ADMIN},tenant:acme={ACME},tenant:beta={BETA}"),
-        )
-        .env("LANDLORD_LOG", "info");
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("clone"))
-            .stderr(file)
-            .spawn()
-            .expect("spawn landlord api");
-        let mut api = Api {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-            http: reqwest::Client::builder()
-                .timeout(secs(30))
-                .build()
-                .expect("client"),
-        };
-        let deadline = Instant::now() + secs(30);
-        loop {
-            if let Some(st) = api.child.try_wait().expect("try_wait") {
-                panic!("landlord api exited ({st}):\n{}", api.log_text());
-            }
-            if let Ok(r) = api.http.get(format!("{}/healthz", api.base)).send().await
-                && r.status() == StatusCode::OK
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "landlord api never answered /healthz:\n{}",
-                api.log_text()
-            );
-            tokio::time::sleep(ms(100)).await;
-        }
-        api
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        let tokens = format!("admin={ADMIN},tenant:acme={ACME},tenant:beta={BETA}");
+        Api(crate::api::Api::start_with(env, &tokens, extra).await)
     }
 
     async fn call(
@@ -88,56 +30,19 @@ impl Api {
         token: &str,
         body: Option<Value>,
     ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
-        let mut req = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.expect("request");
-        let status = res.status();
-        let headers = res.headers().clone();
-        let text = res.text().await.expect("body");
-        let body = if text.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
-        };
-        (status, body, headers)
+        self.0.call(method, path, Some(token), body).await
     }
 
     async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
-        let (s, b, _) = self.call(Method::GET, path, token, None).await;
-        (s, b)
+        self.0.get(path, Some(token)).await
     }
 
     async fn enqueue(&self, tenant: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        let (s, b, _) = self
-            .call(
-                Method::POST,
-                &format!("/v1/tenants/{tenant}/jobs"),
-                token,
-                Some(body),
-            )
-            .await;
-        (s, b)
+        self.0.enqueue(tenant, token, body).await
     }
 
     async fn accepted(&self, tenant: &str, token: &str, body: Value) -> Uuid {
-        let (s, b) = self.enqueue(tenant, token, body).await;
-        assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
-        Uuid::parse_str(b["job_id"].as_str().unwrap()).unwrap()
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- landlord api log ---\n{}", self.log_text());
-        }
+        Uuid::parse_str(&self.0.accepted(tenant, token, body).await).expect("job id")
     }
 }
 

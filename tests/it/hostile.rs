@@ -5,112 +5,35 @@
 //! real `landlord api` and the real broker, and what it must not reach is
 //! checked in the catalog and the tenant's database.
 
-use std::{
-    path::PathBuf,
-    process::{Child, Stdio},
-    time::Instant,
-};
+use std::time::Instant;
 
-use crate::common::{TestEnv, exec_in, free_port, ms, poll, scalar_in, secs};
+use crate::common::{TestEnv, exec_in, ms, poll, scalar_in, secs};
 use lapin::{
     BasicProperties,
     options::{BasicGetOptions, BasicPublishOptions},
     types::{AMQPValue, ShortString},
 };
-use reqwest::StatusCode;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 const ADMIN: &str = "admin-token-hostile-0123456789";
 const MALLORY: &str = "mallory-token-hostile-0123456789";
 
-/// A running `landlord api` knowing the admin token and tenant `mallory`'s;
-/// killed when dropped.
-struct Api {
-    child: Child,
-    base: String,
-    log: PathBuf,
-    http: reqwest::Client,
-}
+/// `landlord api` knowing the admin token and tenant `mallory`'s, through
+/// the shared harness.
+struct Api(crate::api::Api);
 
 impl Api {
     async fn start(env: &TestEnv) -> Api {
-        let port = free_port();
-        let log = env.log_dir.join(format!("api-{port}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = env
-            .command(&["api", "--listen", &format!("127.0.0.1:{port}")])
-            .env(
-                "LANDLORD_API_TOKENS",
-                format!("admin={ADMIN},tenant:mallory={MALLORY}"),
-            )
-            .env("LANDLORD_LOG", "info")
-            // The squatting below takes more keys than a tenant may have live jobs.
-            .env("LANDLORD_API_MAX_LIVE_JOBS_PER_TENANT", "0")
-            .stdin(Stdio::null())
-            .stdout(file.try_clone().expect("clone"))
-            .stderr(file)
-            .spawn()
-            .expect("spawn landlord api");
-        let mut api = Api {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            log,
-            http: reqwest::Client::builder()
-                .timeout(secs(30))
-                .build()
-                .expect("client"),
-        };
-        let deadline = Instant::now() + secs(30);
-        loop {
-            if let Some(st) = api.child.try_wait().expect("try_wait") {
-                panic!("landlord api exited ({st}):\n{}", api.log_text());
-            }
-            if let Ok(r) = api.http.get(format!("{}/healthz", api.base)).send().await
-                && r.status() == StatusCode::OK
-            {
-                break;
-            }
-            assert!(Instant::now() < deadline, "landlord api never answered");
-            tokio::time::sleep(ms(100)).await;
-        }
-        api
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// `POST /v1/tenants/{tenant}/jobs` with `token`: status and body.
-    async fn enqueue(&self, tenant: &str, token: &str, body: Value) -> (StatusCode, Value) {
-        let res = self
-            .http
-            .post(format!("{}/v1/tenants/{tenant}/jobs", self.base))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .expect("request");
-        let status = res.status();
-        let body = res.json().await.unwrap_or(Value::Null);
-        (status, body)
+        let tokens = format!("admin={ADMIN},tenant:mallory={MALLORY}");
+        // The squatting below takes more keys than a tenant may have live jobs.
+        let extra = [("LANDLORD_API_MAX_LIVE_JOBS_PER_TENANT", "0")];
+        Api(crate::api::Api::start_with(env, &tokens, &extra).await)
     }
 
     /// A job that must be accepted: its id.
     async fn accepted(&self, tenant: &str, token: &str, body: Value) -> Uuid {
-        let (s, b) = self.enqueue(tenant, token, body).await;
-        assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
-        Uuid::parse_str(b["job_id"].as_str().expect("job_id")).expect("uuid")
-    }
-}
-
-impl Drop for Api {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            eprintln!("--- landlord api log ---\n{}", self.log_text());
-        }
+        Uuid::parse_str(&self.0.accepted(tenant, token, body).await).expect("job id")
     }
 }
 
