@@ -7,9 +7,7 @@
 //!
 //! Every query is checked at compile time against the catalog migrations
 //! (`sqlx::query!` and friends, offline data in `.sqlx/`; run `ops/sqlx
-//! prepare` after changing one). None is built at run time. The dedupe-key
-//! lookups (`live_holder`, and `retry`'s) are static `sqlx::query_as` text
-//! with binds, checked by the tests rather than the compiler.
+//! prepare` after changing one). None is built at run time.
 //!
 //! Dedupe keys are typed ([`DedupeKey`]): a key a caller gave lives in that
 //! caller's namespace, and a live job holding a key is "the existing job"
@@ -417,23 +415,24 @@ async fn live_by_dedupe(
     }
 }
 
-/// The live job holding the stored key `key` (other than `except`), and
-/// whether it is of `kind` and `tenant_id`.
+/// The live job holding the stored key `key`, and whether it is of `kind`
+/// and `tenant_id`.
 async fn live_holder<'e>(
     db: impl sqlx::PgExecutor<'e>,
     key: &str,
     kind: &str,
     tenant_id: Option<i64>,
 ) -> Result<Option<(Uuid, bool)>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT id, (kind = $2 AND tenant_id IS NOT DISTINCT FROM $3) FROM jobs \
-         WHERE dedupe_key = $1 AND status IN ('queued', 'running', 'retrying')",
+    let row = sqlx::query!(
+        r#"SELECT id, (kind = $2 AND tenant_id IS NOT DISTINCT FROM $3) AS "same!" FROM jobs
+           WHERE dedupe_key = $1 AND status IN ('queued', 'running', 'retrying')"#,
+        key,
+        kind,
+        tenant_id,
     )
-    .bind(key)
-    .bind(kind)
-    .bind(tenant_id)
     .fetch_optional(db)
-    .await
+    .await?;
+    Ok(row.map(|r| (r.id, r.same)))
 }
 
 /// Writes the outbox row that (re)publishes a job's message.
@@ -1310,13 +1309,15 @@ pub async fn retry(pool: &PgPool, id: Uuid, actor: &str) -> Result<Option<i64>, 
         Ok(r) => r,
         Err(sqlx::Error::Database(d)) if d.is_unique_violation() => {
             drop(tx);
-            let (key, kind, tenant_id): (Option<String>, String, Option<i64>) =
-                sqlx::query_as("SELECT dedupe_key, kind, tenant_id FROM jobs WHERE id = $1")
-                    .bind(id)
-                    .fetch_one(pool)
-                    .await
-                    .context("loading job")?;
-            let other = live_holder(pool, key.as_deref().unwrap_or_default(), &kind, tenant_id)
+            let job = sqlx::query!(
+                "SELECT dedupe_key, kind, tenant_id FROM jobs WHERE id = $1",
+                id
+            )
+            .fetch_one(pool)
+            .await
+            .context("loading job")?;
+            let key = job.dedupe_key.unwrap_or_default();
+            let other = live_holder(pool, &key, &job.kind, job.tenant_id)
                 .await
                 .context("finding duplicate")?;
             return Err(match other {
