@@ -591,16 +591,12 @@ async fn hand_over(settings: &Settings, server: &str, db: &str, role: &str) -> R
     let admin = tenant_schema::admin(settings, server).await?;
     let res: Result<()> = async {
         let db_q = quote_ident(db);
-        let grantees: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT r.rolname::text FROM pg_catalog.pg_database d \
-             CROSS JOIN LATERAL aclexplode(d.datacl) a \
-             JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
-             WHERE d.datname = $1 AND a.grantee <> d.datdba",
-        )
-        .bind(db)
-        .fetch_all(&admin)
-        .await
-        .context("reading the database's grants")?;
+        let mut grantees: Vec<String> = named_grants(&admin, db)
+            .await?
+            .into_iter()
+            .map(|(role, _)| role)
+            .collect();
+        grantees.dedup();
         let mut sql = format!(
             "ALTER DATABASE {db_q} OWNER TO CURRENT_USER; ALTER DATABASE {db_q} RESET ALL; \
              REVOKE ALL ON DATABASE {db_q} FROM PUBLIC; "
@@ -805,6 +801,21 @@ pub async fn swap(
     res
 }
 
+/// The database privileges `db` grants to roles by name (not its owner,
+/// not PUBLIC), as (role, privilege) sorted by role.
+async fn named_grants(admin: &PgPool, db: &str) -> Result<Vec<(String, String)>> {
+    sqlx::query_as(
+        "SELECT r.rolname::text, a.privilege_type FROM pg_catalog.pg_database d \
+         CROSS JOIN LATERAL aclexplode(d.datacl) a \
+         JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
+         WHERE d.datname = $1 AND a.grantee <> d.datdba ORDER BY 1, 2",
+    )
+    .bind(db)
+    .fetch_all(admin)
+    .await
+    .with_context(|| format!("reading the grants of database {db}"))
+}
+
 /// Gives the restored database `db` the database-level access the live one
 /// has, but never to PUBLIC: the tenant's role CONNECT and TEMPORARY, and
 /// every role the live database grants by name (an adopted tenant's
@@ -814,17 +825,7 @@ pub async fn swap(
 async fn grant_role(settings: &Settings, t: &Tenant, db: &str) -> Result<()> {
     let admin = tenant_schema::admin(settings, &t.db_server).await?;
     let res: Result<()> = async {
-        let live: Vec<(String, String)> = sqlx::query_as(
-            "SELECT r.rolname::text, a.privilege_type FROM pg_catalog.pg_database d \
-             CROSS JOIN LATERAL aclexplode(d.datacl) a \
-             JOIN pg_catalog.pg_roles r ON r.oid = a.grantee \
-             WHERE d.datname = $1 AND a.grantee <> d.datdba \
-               AND a.privilege_type IN ('CONNECT', 'TEMPORARY', 'CREATE') ORDER BY 1, 2",
-        )
-        .bind(&t.db_name)
-        .fetch_all(&admin)
-        .await
-        .context("reading the live database's grants")?;
+        let live = named_grants(&admin, &t.db_name).await?;
         let db_q = quote_ident(db);
         let mut sql = format!("REVOKE ALL ON DATABASE {db_q} FROM PUBLIC; ");
         if let Some(role) = &t.db_role {
@@ -834,7 +835,8 @@ async fn grant_role(settings: &Settings, t: &Tenant, db: &str) -> Result<()> {
             ));
         }
         for (role, privilege) in &live {
-            // `privilege` is one of the three names the query allows.
+            // `privilege` is a database privilege's name as PostgreSQL
+            // spells it (CONNECT, TEMPORARY or CREATE), never input.
             sql.push_str(&format!(
                 "GRANT {privilege} ON DATABASE {db_q} TO {}; ",
                 quote_ident(role)
