@@ -1,76 +1,71 @@
-//! The per-token rate limit of `landlord api`: a token bucket per configured
-//! token that holds a minute's worth of requests (`LANDLORD_API_RATE_PER_MINUTE`)
-//! and refills continuously. A request that finds its bucket empty is
+//! The per-token rate limit of `landlord api`: a minute's worth of requests
+//! per configured token (`LANDLORD_API_RATE_PER_MINUTE`) that refills
+//! continuously (`governor`'s keyed limiter). A request over the limit is
 //! answered 429 `rate_limited` with `Retry-After` (whole seconds until one
 //! request is allowed again); other tokens are unaffected.
 //!
-//! Buckets live in this process only (each `landlord api` process limits on
-//! its own) and are keyed by the token's index among the configured tokens,
-//! so there are never more buckets than tokens. Requests without a valid
-//! token are refused before they reach a bucket.
+//! The limits live in this process only (each `landlord api` process limits
+//! on its own) and are keyed by the token's index among the configured
+//! tokens, so there are never more keys than tokens. Requests without a
+//! valid token are refused before they reach the limiter.
 
-use std::{
-    collections::HashMap,
-    sync::Mutex,
-    time::{Duration, Instant},
+use std::{num::NonZeroU32, time::Duration};
+
+use governor::{
+    Quota,
+    clock::{Clock, DefaultClock},
+    middleware::NoOpMiddleware,
+    state::keyed::HashMapStateStore,
 };
 
-/// One token's bucket.
-#[derive(Debug, Clone, Copy)]
-struct Bucket {
-    /// Requests allowed now (fractional while refilling).
-    available: f64,
-    /// When `available` was last brought up to date.
-    at: Instant,
+/// The keyed limiter of every configured token.
+type Keyed<C> = governor::RateLimiter<
+    usize,
+    HashMapStateStore<usize>,
+    C,
+    NoOpMiddleware<<C as Clock>::Instant>,
+>;
+
+/// Per-token rate limits; `None` inside when the limit is off.
+pub struct RateLimiter<C: Clock + Clone = DefaultClock> {
+    limits: Option<(Keyed<C>, C)>,
 }
 
-/// Token buckets for every configured token.
-#[derive(Debug)]
-pub struct RateLimiter {
-    /// Requests per minute per token; 0 = no limit.
-    per_minute: u32,
-    buckets: Mutex<HashMap<usize, Bucket>>,
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("on", &self.limits.is_some())
+            .finish()
+    }
 }
 
 impl RateLimiter {
+    /// `per_minute` requests per minute per token; 0 = no limit.
     pub fn new(per_minute: u32) -> Self {
-        Self {
-            per_minute,
-            buckets: Mutex::new(HashMap::new()),
-        }
+        Self::with_clock(per_minute, DefaultClock::default())
     }
+}
 
-    /// Takes one request from the bucket of token `key`: `Ok` if allowed,
-    /// else how long until the next request would be.
-    pub fn check(&self, key: usize) -> Result<(), Duration> {
-        self.check_at(key, Instant::now())
-    }
-
-    fn check_at(&self, key: usize, now: Instant) -> Result<(), Duration> {
-        if self.per_minute == 0 {
-            return Ok(());
-        }
-        let capacity = f64::from(self.per_minute);
-        let per_second = capacity / 60.0;
-        // A poisoned lock only means another request panicked mid-update;
-        // the buckets are still usable numbers.
-        let mut buckets = self
-            .buckets
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let b = buckets.entry(key).or_insert(Bucket {
-            available: capacity,
-            at: now,
+impl<C: Clock + Clone> RateLimiter<C> {
+    fn with_clock(per_minute: u32, clock: C) -> Self {
+        let limits = NonZeroU32::new(per_minute).map(|n| {
+            (
+                Keyed::hashmap_with_clock(Quota::per_minute(n), clock.clone()),
+                clock,
+            )
         });
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        b.available = (b.available + elapsed * per_second).min(capacity);
-        b.at = now;
-        if b.available >= 1.0 {
-            b.available -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - b.available) / per_second))
-        }
+        Self { limits }
+    }
+
+    /// Takes one request of token `key`: `Ok` if allowed, else how long
+    /// until the next request would be.
+    pub fn check(&self, key: usize) -> Result<(), Duration> {
+        let Some((limiter, clock)) = &self.limits else {
+            return Ok(());
+        };
+        limiter
+            .check_key(&key)
+            .map_err(|not_until| not_until.wait_time_from(clock.now()))
     }
 }
 
@@ -83,46 +78,47 @@ pub fn retry_after_secs(wait: Duration) -> u64 {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use governor::clock::FakeRelativeClock;
+
     use super::*;
 
     #[test]
     fn a_burst_of_a_minutes_worth_then_one_per_refill() {
-        let l = RateLimiter::new(60);
-        let t0 = Instant::now();
+        let clock = FakeRelativeClock::default();
+        let l = RateLimiter::with_clock(60, clock.clone());
         for i in 0..60 {
-            assert!(l.check_at(0, t0).is_ok(), "request {i}");
+            assert!(l.check(0).is_ok(), "request {i}");
         }
-        let wait = l.check_at(0, t0).unwrap_err();
+        let wait = l.check(0).unwrap_err();
         assert!(
             wait <= Duration::from_secs(1) && wait > Duration::ZERO,
             "{wait:?}"
         );
         assert_eq!(retry_after_secs(wait), 1);
         // Another token has its own bucket.
-        assert!(l.check_at(1, t0).is_ok());
+        assert!(l.check(1).is_ok());
         // A second later, one more request.
-        let t1 = t0 + Duration::from_secs(1);
-        assert!(l.check_at(0, t1).is_ok());
-        assert!(l.check_at(0, t1).is_err());
+        clock.advance(Duration::from_secs(1));
+        assert!(l.check(0).is_ok());
+        assert!(l.check(0).is_err());
         // Refilling stops at the capacity.
-        let later = t1 + Duration::from_secs(3600);
+        clock.advance(Duration::from_secs(3600));
         for _ in 0..60 {
-            assert!(l.check_at(0, later).is_ok());
+            assert!(l.check(0).is_ok());
         }
-        assert!(l.check_at(0, later).is_err());
+        assert!(l.check(0).is_err());
     }
 
     #[test]
     fn zero_is_off_and_slow_rates_wait_longer() {
-        let off = RateLimiter::new(0);
-        let t0 = Instant::now();
+        let off = RateLimiter::with_clock(0, FakeRelativeClock::default());
         for _ in 0..10_000 {
-            assert!(off.check_at(0, t0).is_ok());
+            assert!(off.check(0).is_ok());
         }
-        let slow = RateLimiter::new(2);
-        assert!(slow.check_at(0, t0).is_ok());
-        assert!(slow.check_at(0, t0).is_ok());
-        let wait = slow.check_at(0, t0).unwrap_err();
+        let slow = RateLimiter::with_clock(2, FakeRelativeClock::default());
+        assert!(slow.check(0).is_ok());
+        assert!(slow.check(0).is_ok());
+        let wait = slow.check(0).unwrap_err();
         assert_eq!(retry_after_secs(wait), 30);
         assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
         assert_eq!(retry_after_secs(Duration::from_millis(2001)), 3);
