@@ -96,16 +96,6 @@ pub async fn enqueue(
                 spec.kind
             )));
         }
-        // A held backup is never pruned: holds are an operator's decision.
-        Some(spec)
-            if spec.kind == <crate::backup::jobs::Backup as Job>::KIND
-                && body.args.as_ref().is_some_and(|a| a.get("hold").is_some())
-                && !caller.is_admin() =>
-        {
-            return Err(ApiError::forbidden(
-                "backups on legal hold are requested by an admin token",
-            ));
-        }
         Some(spec) if INTERNAL_KINDS.contains(&spec.kind) => {
             return Err(ApiError::invalid(format!(
                 "job kind {} is scheduled by landlord itself; kinds: {}",
@@ -175,13 +165,20 @@ pub async fn show(
     }
 }
 
-/// Arguments a tenant token may not give: they reach beyond the tenant's own
-/// database. Retention (`keep`, `retention`) can prune the tenant's whole
-/// backup history (its last line of defence, and the operator's); a restore
-/// test (`restore_test`) loads a full copy on the shared server.
+/// Arguments a tenant token may not give: they are an operator's decisions.
+/// A held backup is never pruned (`hold`); retention (`keep`, `retention`)
+/// can prune the tenant's whole backup history (its last line of defence,
+/// and the operator's); a restore test (`restore_test`) loads a full copy
+/// on the shared server.
 fn refuse_operator_args(kind: &str, args: &Value) -> Result<(), ApiError> {
     let given = |name: &str| args.get(name).is_some_and(|v| !v.is_null());
-    if kind == <crate::backup::jobs::Backup as Job>::KIND && (given("keep") || given("retention")) {
+    let backup = kind == <crate::backup::jobs::Backup as Job>::KIND;
+    if backup && args.get("hold").is_some() {
+        return Err(ApiError::forbidden(
+            "backups on legal hold are requested by an admin token",
+        ));
+    }
+    if backup && (given("keep") || given("retention")) {
         return Err(ApiError::forbidden(
             "backup retention (keep, retention) is chosen by an admin token; a tenant token's backups follow the configured retention",
         ));
@@ -301,6 +298,7 @@ mod tests {
     #[test]
     fn operator_arguments_are_refused_for_tenant_tokens() {
         for (kind, args) in [
+            ("backup", json!({"hold": "legal"})),
             ("backup", json!({"keep": 1})),
             ("backup", json!({"retention": "keep:1", "codec": "zstd"})),
             ("verify_backup", json!({"restore_test": true})),
