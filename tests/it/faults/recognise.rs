@@ -87,6 +87,28 @@ async fn a_backup_whose_success_was_not_recorded_is_not_taken_again() {
     assert_eq!(j["result"]["backup_id"], id.to_string(), "{j:#}");
 }
 
+/// Makes `job`'s next attempt its last: when it is lost, the job ends dead.
+async fn last_attempt(env: &TestEnv, job: Uuid) {
+    sqlx::query("UPDATE jobs SET max_attempts = 1 WHERE id = $1")
+        .bind(job)
+        .execute(&env.catalog)
+        .await
+        .expect("one attempt only");
+}
+
+/// `job` once its compensation is no longer pending (or, for a kind that
+/// does not compensate, was never pending).
+async fn compensation_settled(env: &TestEnv, job: Uuid) -> serde_json::Value {
+    poll(secs(60), ms(100), || async {
+        let j = env.job(job).await;
+        match j["compensation"] == "pending" {
+            true => Err(format!("compensation still pending: {j:#}")),
+            false => Ok(j),
+        }
+    })
+    .await
+}
+
 /// Scratch databases of `db`'s restore tests on the server.
 async fn scratches_of(db: &str) -> Vec<String> {
     scalars_in(
@@ -131,23 +153,12 @@ async fn a_restore_test_lost_on_its_last_attempt_is_compensated() {
     let mut env = TestEnv::new().await;
     let (db, job) = restore_test_interrupted(&mut env, "vfydead").await;
     // That attempt was the job's last: the next worker's reaper ends it dead.
-    sqlx::query("UPDATE jobs SET max_attempts = 1 WHERE id = $1")
-        .bind(job)
-        .execute(&env.catalog)
-        .await
-        .expect("spend the attempts");
+    last_attempt(&env, job).await;
     env.spawn_worker(&[], &[]);
     env.wait_status(job, "dead", secs(60)).await;
     // The job's compensation settles (or, for a kind that does not
     // compensate, was never pending).
-    let j = poll(secs(60), ms(100), || async {
-        let j = env.job(job).await;
-        match j["compensation"] == "pending" {
-            true => Err(format!("compensation still pending: {j:#}")),
-            false => Ok(j),
-        }
-    })
-    .await;
+    let j = compensation_settled(&env, job).await;
     let left = scratches_of(&db).await;
     assert!(
         left.is_empty(),
@@ -202,21 +213,10 @@ async fn a_retried_restore_drops_the_scratch_a_failed_attempt_could_not() {
 async fn a_restore_failed_on_its_last_attempt_drops_its_scratch() {
     let mut env = TestEnv::new().await;
     let (db, job) = restore_enqueued(&mut env, "rstdead").await;
-    sqlx::query("UPDATE jobs SET max_attempts = 1 WHERE id = $1")
-        .bind(job)
-        .execute(&env.catalog)
-        .await
-        .expect("one attempt only");
+    last_attempt(&env, job).await;
     env.spawn_worker(&[], &[("LANDLORD_FAILPOINTS", SERVER_LOST_AFTER_LOAD)]);
     env.wait_status(job, "dead", secs(60)).await;
-    let j = poll(secs(60), ms(100), || async {
-        let j = env.job(job).await;
-        match j["compensation"] == "pending" {
-            true => Err(format!("compensation still pending: {j:#}")),
-            false => Ok(j),
-        }
-    })
-    .await;
+    let j = compensation_settled(&env, job).await;
     assert_eq!(j["compensation"], "done", "{j:#}");
     let left = restore_scratches_of(&db).await;
     assert!(
@@ -252,24 +252,13 @@ async fn a_restore_dead_after_its_swap_leaves_the_database_as_it_was() {
     let (db, job) = restore_enqueued(&mut env, "rstswapdead").await;
     exec_in(&db, "UPDATE users SET name = 'written after the backup'").await;
     let live = user_names(&db).await;
-    sqlx::query("UPDATE jobs SET max_attempts = 1 WHERE id = $1")
-        .bind(job)
-        .execute(&env.catalog)
-        .await
-        .expect("one attempt only");
+    last_attempt(&env, job).await;
     let w = env.spawn_worker(&[], &[("LANDLORD_FAILPOINTS", "restore.after_swap")]);
     env.wait_exit(&w, secs(120));
     assert_ne!(user_names(&db).await, live, "the swap happened");
     env.spawn_worker(&[], &[]);
     env.wait_status(job, "dead", secs(60)).await;
-    let j = poll(secs(60), ms(100), || async {
-        let j = env.job(job).await;
-        match j["compensation"] == "pending" {
-            true => Err(format!("compensation still pending: {j:#}")),
-            false => Ok(j),
-        }
-    })
-    .await;
+    let j = compensation_settled(&env, job).await;
     assert_eq!(j["compensation"], "done", "{j:#}");
     assert_eq!(
         user_names(&db).await,
