@@ -5,14 +5,8 @@
 //! real `landlord api` and the real broker, and what it must not reach is
 //! checked in the catalog and the tenant's database.
 
-use std::time::Instant;
-
-use crate::common::{TestEnv, exec_in, ms, poll, scalar_in, secs};
-use lapin::{
-    BasicProperties,
-    options::{BasicGetOptions, BasicPublishOptions},
-    types::{AMQPValue, ShortString},
-};
+use crate::common::{TestEnv, database_exists, exec_in, ms, poll, scalar_in, secs};
+use lapin::{BasicProperties, options::BasicPublishOptions, types::ShortString};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -184,42 +178,6 @@ async fn forge(env: &TestEnv, ch: &lapin::Channel, family: &str, body: Value) {
     .expect("confirm");
 }
 
-/// The reasons of the next `n` dead letters of this test.
-async fn dead_letter_reasons(env: &TestEnv, ch: &lapin::Channel, n: usize) -> Vec<String> {
-    let mut reasons = Vec::new();
-    let deadline = Instant::now() + secs(30);
-    while reasons.len() < n {
-        assert!(
-            Instant::now() < deadline,
-            "only {} dead letters: {reasons:?}\n{}",
-            reasons.len(),
-            env.worker_logs()
-        );
-        match ch
-            .basic_get(
-                env.topology.dead_queue().into(),
-                BasicGetOptions { no_ack: true },
-            )
-            .await
-            .unwrap()
-        {
-            Some(m) => {
-                let headers = m.delivery.properties.headers().clone().expect("headers");
-                match headers.inner().get("x-landlord-reason") {
-                    Some(AMQPValue::LongString(s)) => reasons.push(s.to_string()),
-                    other => panic!("no reason header: {other:?}"),
-                }
-            }
-            None => tokio::time::sleep(ms(200)).await,
-        }
-    }
-    reasons
-}
-
-async fn database_exists(db: &str) -> bool {
-    crate::common::database_exists(db).await
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn forged_restore_drop_and_migrate_messages_change_nothing() {
     let mut env = TestEnv::new().await;
@@ -242,40 +200,34 @@ async fn forged_restore_drop_and_migrate_messages_change_nothing() {
         Uuid::new_v4(),
         Uuid::new_v4(),
     );
-    forge(
-        &env,
-        &ch,
-        "backup",
-        json!({"v": 1, "job_id": restore, "kind": "restore", "tenant": "victim", "args": {}}),
-    )
-    .await;
-    forge(
-        &env,
-        &ch,
-        "provision",
-        json!({"v": 1, "job_id": drop, "kind": "drop_tenant", "tenant": "victim", "args": {}}),
-    )
-    .await;
-    forge(
-        &env,
-        &ch,
-        "maintenance",
-        json!({"v": 1, "job_id": migrate, "kind": "migrate", "tenant": "victim", "args": {"concurrency": 256}}),
-    )
-    .await;
-    // An allowed kind still runs.
-    forge(
-        &env,
-        &ch,
-        "maintenance",
-        json!({"v": 1, "job_id": ping, "kind": "ping", "args": {}}),
-    )
-    .await;
+    for (family, message) in [
+        (
+            "backup",
+            json!({"v": 1, "job_id": restore, "kind": "restore", "tenant": "victim", "args": {}}),
+        ),
+        (
+            "provision",
+            json!({"v": 1, "job_id": drop, "kind": "drop_tenant", "tenant": "victim", "args": {}}),
+        ),
+        (
+            "maintenance",
+            json!({"v": 1, "job_id": migrate, "kind": "migrate", "tenant": "victim", "args": {"concurrency": 256}}),
+        ),
+        // An allowed kind still runs.
+        (
+            "maintenance",
+            json!({"v": 1, "job_id": ping, "kind": "ping", "args": {}}),
+        ),
+    ] {
+        forge(&env, &ch, family, message).await;
+    }
     let p = env.wait_job(ping, secs(30)).await;
     assert_eq!(p["status"], "succeeded", "{p:#}");
     assert_eq!(p["origin"], "adopted");
     // The three forged admin kinds are refused, each with its reason, …
-    let reasons = dead_letter_reasons(&env, &ch, 3).await.join("\n");
+    let reasons = crate::interop::dead_letter_reasons(&env, &ch, 3)
+        .await
+        .join("\n");
     for kind in ["restore", "drop_tenant", "migrate"] {
         assert!(
             reasons.contains(&format!(
@@ -359,7 +311,9 @@ async fn the_foreign_kinds_are_configurable() {
         json!({"v": 1, "job_id": ping, "kind": "ping", "args": {}}),
     )
     .await;
-    let reason = dead_letter_reasons(&env, &ch, 1).await.remove(0);
+    let reason = crate::interop::dead_letter_reasons(&env, &ch, 1)
+        .await
+        .remove(0);
     assert!(
         reason.contains("job kind ping is not accepted from foreign producers"),
         "{reason}"

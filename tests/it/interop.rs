@@ -65,8 +65,13 @@ async fn mixed_batch(env: &mut TestEnv) -> (Uuid, Uuid, WorkerProc) {
     (good, good_ping, w)
 }
 
-/// The reasons of the first `n` dead letters of this test.
-async fn dead_letter_reasons(env: &TestEnv, ch: &lapin::Channel, n: usize) -> Vec<String> {
+/// The reasons of the first `n` dead letters of this test (also used by
+/// `hostile`).
+pub(crate) async fn dead_letter_reasons(
+    env: &TestEnv,
+    ch: &lapin::Channel,
+    n: usize,
+) -> Vec<String> {
     let mut reasons = Vec::new();
     let deadline = Instant::now() + secs(30);
     while reasons.len() < n {
