@@ -12,11 +12,6 @@ use sqlx::{Connection as _, PgConnection};
 
 use crate::common::*;
 
-/// Runs `sql` as the superuser on `db`.
-async fn admin_exec(db: &str, sql: &str) {
-    exec_in(db, sql).await
-}
-
 /// Whether a role exists on the local server.
 async fn role_exists(role: &str) -> bool {
     scalar_in::<i64>(
@@ -28,8 +23,8 @@ async fn role_exists(role: &str) -> bool {
         == 1
 }
 
-/// Drops test roles (best effort: the databases that mention them are
-/// dropped by the harness).
+/// Drops test roles outside this test's prefix (best effort; the harness
+/// drops the roles and databases under the prefix).
 async fn drop_roles(roles: &[&str]) {
     let Ok(mut c) = PgConnection::connect(&format!("{PG_SERVER}/postgres")).await else {
         return;
@@ -75,13 +70,13 @@ async fn a_planted_check_function_never_runs_as_the_superuser_during_a_restore()
     let db = env.tenant("planted").await;
     let tenant_role = format!("{}_tenant", env.catalog_db);
     let witness = format!("{}_evil", env.catalog_db);
-    admin_exec(
+    exec_in(
         "postgres",
         &format!("CREATE ROLE {tenant_role} LOGIN NOSUPERUSER"),
     )
     .await;
     // What PostgreSQL 13 and 14 grant by default.
-    admin_exec(
+    exec_in(
         &db,
         &format!(
             "GRANT CREATE ON SCHEMA public TO PUBLIC; GRANT CONNECT ON DATABASE {db} TO {tenant_role}"
@@ -123,7 +118,6 @@ async fn a_planted_check_function_never_runs_as_the_superuser_during_a_restore()
         "restore", "planted", "--latest", "--yes", "--sync", "--json",
     ]);
     let restored = role_exists(&witness).await;
-    drop_roles(&[&witness]).await;
     assert!(
         !verified,
         "the restore test ran the tenant's function as the superuser: {}",
@@ -157,7 +151,6 @@ async fn a_planted_check_function_never_runs_as_the_superuser_during_a_restore()
     )
     .await;
     assert_eq!(loaders, 0, "the live database is not the loader's");
-    drop_roles(&[&tenant_role]).await;
 }
 
 /// `tenants register` takes CREATE on schema public from PUBLIC and writes
@@ -167,9 +160,9 @@ async fn register_confines_an_adopted_database() {
     let env = TestEnv::new().await;
     let db = format!("{}_adopted", env.catalog_db);
     let app = format!("{}_app", env.catalog_db);
-    admin_exec("postgres", &format!("CREATE DATABASE {db}")).await;
-    admin_exec("postgres", &format!("CREATE ROLE {app} LOGIN")).await;
-    admin_exec(
+    exec_in("postgres", &format!("CREATE DATABASE {db}")).await;
+    exec_in("postgres", &format!("CREATE ROLE {app} LOGIN")).await;
+    exec_in(
         &db,
         &format!(
             "GRANT CREATE ON SCHEMA public TO PUBLIC;
@@ -212,8 +205,7 @@ async fn register_confines_an_adopted_database() {
         c.close().await.ok();
         row
     };
-    admin_exec("postgres", &format!("DROP DATABASE {db} WITH (FORCE)")).await;
-    drop_roles(&[&app]).await;
+    exec_in("postgres", &format!("DROP DATABASE {db} WITH (FORCE)")).await;
     assert_eq!(
         privileges,
         (false, false, false, true, true),
@@ -296,7 +288,7 @@ async fn a_pre_existing_tenant_role_is_stripped_on_adoption() {
     let slug = format!("pre-{}", &env.id[..8]);
     let role = format!("t_{}_app", slug.replace('-', "_"));
     let group = format!("{}_group", env.catalog_db);
-    admin_exec(
+    exec_in(
         "postgres",
         &format!(
             "CREATE ROLE {group} NOLOGIN;
@@ -331,7 +323,7 @@ async fn a_pre_existing_tenant_role_is_stripped_on_adoption() {
         "--now",
         "--wait",
     ]);
-    drop_roles(&[&role, &group]).await;
+    drop_roles(&[&role]).await;
     assert_eq!(
         flags,
         (false, false, false, false, false, 0),
@@ -349,7 +341,7 @@ async fn scratch_and_restored_databases_are_closed_to_public() {
     let db = env.tenant("closed").await;
     let other = format!("{}_other", env.catalog_db);
     let friend = format!("{}_friend", env.catalog_db);
-    admin_exec(
+    exec_in(
         "postgres",
         &format!(
             "CREATE ROLE {other} LOGIN; CREATE ROLE {friend} LOGIN; \
@@ -357,7 +349,7 @@ async fn scratch_and_restored_databases_are_closed_to_public() {
         ),
     )
     .await;
-    admin_exec(&db, "INSERT INTO users (email) VALUES ('x@example.com')").await;
+    exec_in(&db, "INSERT INTO users (email) VALUES ('x@example.com')").await;
     assert_succeeded(&env.run(&["backup", "--tenant", "closed", "--sync", "--json"]));
 
     let mut verify = env
@@ -401,7 +393,6 @@ async fn scratch_and_restored_databases_are_closed_to_public() {
                 c.close().await.ok();
                 let _ = verify.kill();
                 let _ = verify.wait();
-                drop_roles(&[&other, &friend]).await;
                 panic!("role {other} connected to the scratch database {scratch}");
             }
             Err(e) if e.contains("does not exist") => break,
@@ -433,7 +424,6 @@ async fn scratch_and_restored_databases_are_closed_to_public() {
         c.close().await.ok();
         row
     };
-    drop_roles(&[&other, &friend]).await;
     assert_eq!(
         access,
         (false, true),
@@ -447,8 +437,8 @@ async fn scratch_and_restored_databases_are_closed_to_public() {
 async fn analyze_of_a_shared_tenant_is_refused() {
     let mut env = TestEnv::new().await;
     let db = format!("{}_shared", env.catalog_db);
-    admin_exec("postgres", &format!("CREATE DATABASE {db}")).await;
-    admin_exec(
+    exec_in("postgres", &format!("CREATE DATABASE {db}")).await;
+    exec_in(
         &db,
         "CREATE TABLE customers (id bigserial PRIMARY KEY, tenant_id bigint NOT NULL, name text);
          INSERT INTO customers (tenant_id, name) SELECT g % 5, 'c' FROM generate_series(1, 100) g;",
@@ -490,7 +480,7 @@ async fn analyze_of_a_shared_tenant_is_refused() {
         &[],
     )
     .await;
-    admin_exec("postgres", &format!("DROP DATABASE {db} WITH (FORCE)")).await;
+    exec_in("postgres", &format!("DROP DATABASE {db} WITH (FORCE)")).await;
     assert_ne!(job["status"], "succeeded", "{job}");
     let err = job["last_error"].as_str().unwrap_or_default();
     assert!(err.contains("shares database"), "{err}");
@@ -507,13 +497,13 @@ async fn record_bypass_is_not_executable_by_public() {
     let db = format!("{}_rb", env.catalog_db);
     let app = format!("{}_app", env.catalog_db);
     let stranger = format!("{}_stranger", env.catalog_db);
-    admin_exec("postgres", &format!("CREATE DATABASE {db}")).await;
-    admin_exec(
+    exec_in("postgres", &format!("CREATE DATABASE {db}")).await;
+    exec_in(
         "postgres",
         &format!("CREATE ROLE {app} LOGIN; CREATE ROLE {stranger} LOGIN"),
     )
     .await;
-    admin_exec(
+    exec_in(
         &db,
         &format!(
             "CREATE TABLE customers (id bigserial PRIMARY KEY, tenant_id bigint NOT NULL, name text);
@@ -540,8 +530,7 @@ async fn record_bypass_is_not_executable_by_public() {
         r
     };
     let audited: i64 = scalar_in(&db, "SELECT count(*) FROM landlord_tenancy.bypasses", &[]).await;
-    admin_exec("postgres", &format!("DROP DATABASE {db} WITH (FORCE)")).await;
-    drop_roles(&[&app, &stranger]).await;
+    exec_in("postgres", &format!("DROP DATABASE {db} WITH (FORCE)")).await;
     let err = as_stranger.expect_err("a stranger wrote the bypass audit");
     assert!(err.to_string().contains("permission denied"), "{err}");
     as_app.expect("the application role records its bypasses");
