@@ -400,19 +400,24 @@ async fn create_db(admin: &PgPool, db: &str, owner: &str) -> Result<()> {
 }
 
 /// Gives the loader role schema `public` of the new scratch database (as
-/// PostgreSQL 15 does for a database's owner) and takes CREATE on it from
-/// PUBLIC (PostgreSQL 13 and 14 grant it).
+/// PostgreSQL 15 does for a database's owner) and confines the database
+/// (`tenant_schema::confine`: no CREATE on it for PUBLIC, which PostgreSQL
+/// 13 and 14 grant).
 async fn prepare_scratch(settings: &Settings, server: &str, db: &str, role: &str) -> Result<()> {
     let pool = tenant_schema::pool_on(settings, server, db).await?;
-    let res = sqlx::raw_sql(&format!(
-        "ALTER SCHEMA public OWNER TO {}; REVOKE CREATE ON SCHEMA public FROM PUBLIC",
-        quote_ident(role)
-    ))
-    .execute(&pool)
-    .await
-    .context("giving the loader schema public");
+    let res: Result<()> = async {
+        sqlx::raw_sql(&format!(
+            "ALTER SCHEMA public OWNER TO {}",
+            quote_ident(role)
+        ))
+        .execute(&pool)
+        .await
+        .context("giving the loader schema public")?;
+        tenant_schema::confine(&pool).await
+    }
+    .await;
     pool.close().await;
-    res.map(|_| ())
+    res
 }
 
 /// Which connection runs an archive entry.
