@@ -319,6 +319,22 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_kinds_are_the_ones_this_route_accepts() {
+        let doc: Value = serde_json::from_str(super::super::OPENAPI).unwrap();
+        let kind = &doc["components"]["schemas"]["EnqueueJobRequest"]["properties"]["kind"];
+        let mut documented: Vec<&str> = kind["enum"]
+            .as_array()
+            .expect("kind is an enum")
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        let mut accepted = enqueueable(&crate::workers::registry());
+        documented.sort_unstable();
+        accepted.sort_unstable();
+        assert_eq!(documented, accepted);
+    }
+
+    #[test]
     fn errors_are_redacted_at_any_depth() {
         let mut v = json!({"retention": {"policy": "keep:7", "error": "s3: 10.0.0.5 denied"},
                            "steps": [{"error": "pg_dump: role x"}], "error": null});
