@@ -151,47 +151,57 @@ impl WorkerSettings {
 /// Whether each kind exists is for the registry to say; a kind no worker
 /// knows is refused as unknown anyway.
 pub fn parse_kinds(raw: &str) -> Result<Vec<String>> {
-    let mut out: Vec<String> = Vec::new();
     if raw.trim() == "none" {
-        return Ok(out);
+        return Ok(Vec::new());
     }
-    for k in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if k.len() > 63
-            || !k
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        {
-            bail!(
-                "LANDLORD_FOREIGN_KINDS: {:?} is not a job kind (lowercase letters, digits and _); use none for no kind",
-                crate::message::truncate(k)
-            );
-        }
-        if !out.iter().any(|x| x == k) {
-            out.push(k.to_string());
-        }
-    }
-    if out.is_empty() {
-        bail!("LANDLORD_FOREIGN_KINDS: no kind given; use none to refuse every foreign message");
-    }
-    Ok(out)
+    parse_list(
+        raw,
+        |k| {
+            if k.len() > 63
+                || !k
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                bail!(
+                    "LANDLORD_FOREIGN_KINDS: {:?} is not a job kind (lowercase letters, digits and _); use none for no kind",
+                    crate::message::truncate(k)
+                );
+            }
+            Ok(())
+        },
+        "LANDLORD_FOREIGN_KINDS: no kind given; use none to refuse every foreign message",
+    )
 }
 
 /// Parses a comma-separated list of job families.
 pub fn parse_queues(raw: &str) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for q in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        if !QUEUES.contains(&q) {
-            bail!(
-                "unknown queue {q:?}; the job families are {}",
-                QUEUES.join(", ")
-            );
-        }
-        if !out.iter().any(|x| x == q) {
-            out.push(q.to_string());
+    parse_list(
+        raw,
+        |q| {
+            if !QUEUES.contains(&q) {
+                bail!(
+                    "unknown queue {q:?}; the job families are {}",
+                    QUEUES.join(", ")
+                );
+            }
+            Ok(())
+        },
+        &format!("no queue given; the job families are {}", QUEUES.join(", ")),
+    )
+}
+
+/// A comma-separated list: items trimmed, blank ones skipped, each one
+/// `check`ed, duplicates dropped; an empty list is the error `empty`.
+fn parse_list(raw: &str, check: impl Fn(&str) -> Result<()>, empty: &str) -> Result<Vec<String>> {
+    let mut out: Vec<String> = Vec::new();
+    for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        check(item)?;
+        if !out.iter().any(|x| x == item) {
+            out.push(item.to_string());
         }
     }
     if out.is_empty() {
-        bail!("no queue given; the job families are {}", QUEUES.join(", "));
+        bail!("{empty}");
     }
     Ok(out)
 }
