@@ -21,20 +21,65 @@ pub struct Check {
     pub name: String,
     pub ok: bool,
     pub detail: String,
+    /// For a connection that was made: what protects it on the wire.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transport: Option<Transport>,
+}
+
+/// Whether a connection doctor made is encrypted, and whether the peer's
+/// certificate was verified (chain and host name) rather than merely accepted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Transport {
+    pub encrypted: bool,
+    pub verified: bool,
+    /// For people: protocol version, the CA trusted, or why it is plain.
+    pub detail: String,
+}
+
+impl Transport {
+    pub fn plain(why: impl Into<String>) -> Self {
+        Self {
+            encrypted: false,
+            verified: false,
+            detail: why.into(),
+        }
+    }
+
+    /// One phrase for the text report: `TLS, verified (…)`.
+    pub fn describe(&self) -> String {
+        match (self.encrypted, self.verified) {
+            (true, true) => format!("TLS, verified ({})", self.detail),
+            (true, false) => format!("TLS, NOT verified ({})", self.detail),
+            _ => format!("not encrypted ({})", self.detail),
+        }
+    }
 }
 
 fn check(name: impl Into<String>, res: Result<String, String>) -> Check {
+    let (ok, detail) = match res {
+        Ok(detail) => (true, detail),
+        Err(detail) => (false, detail),
+    };
+    Check {
+        name: name.into(),
+        ok,
+        detail,
+        transport: None,
+    }
+}
+
+/// [`check`] of a connection, with what protected it when it was made.
+#[allow(dead_code)] // each connection's check moves onto it as it learns TLS
+fn connection_check(
+    name: impl Into<String>,
+    res: Result<(String, Transport), String>,
+) -> Check {
     match res {
-        Ok(detail) => Check {
-            name: name.into(),
-            ok: true,
-            detail,
+        Ok((detail, transport)) => Check {
+            transport: Some(transport),
+            ..check(name, Ok(detail))
         },
-        Err(detail) => Check {
-            name: name.into(),
-            ok: false,
-            detail,
-        },
+        Err(detail) => check(name, Err(detail)),
     }
 }
 

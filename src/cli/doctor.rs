@@ -17,8 +17,13 @@ pub async fn run(settings: &Settings, json: bool) -> Result<ExitCode> {
         );
     } else {
         for c in &checks {
+            let transport = c
+                .transport
+                .as_ref()
+                .map(|t| format!("; {}", t.describe()))
+                .unwrap_or_default();
             println!(
-                "{:4}  {:<16} {}",
+                "{:4}  {:<16} {}{transport}",
                 if c.ok { "ok" } else { "FAIL" },
                 c.name,
                 c.detail
