@@ -193,7 +193,7 @@ impl Landlord {
         &self,
         slug: &str,
     ) -> Result<lifecycle::credentials::Credentials, LifecycleError> {
-        lifecycle::credentials::fetch(&self.pool, slug).await
+        lifecycle::credentials::fetch(&self.pool, &self.settings, slug).await
     }
 
     /// Schedules a deletion.

@@ -180,7 +180,7 @@ pub async fn credentials(
     ApiPath(slug): ApiPath<String>,
 ) -> Result<Response, ApiError> {
     caller.require_tenant(&slug)?;
-    let c = lifecycle::credentials::fetch(&state.pool, &slug).await?;
+    let c = lifecycle::credentials::fetch(&state.pool, &state.settings, &slug).await?;
     tracing::info!(tenant = %slug, "credentials fetched");
     let mut res = respond(StatusCode::OK, &c);
     res.headers_mut()

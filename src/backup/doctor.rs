@@ -70,10 +70,7 @@ fn check(name: impl Into<String>, res: Result<String, String>) -> Check {
 
 /// [`check`] of a connection, with what protected it when it was made.
 #[allow(dead_code)] // each connection's check moves onto it as it learns TLS
-fn connection_check(
-    name: impl Into<String>,
-    res: Result<(String, Transport), String>,
-) -> Check {
+fn connection_check(name: impl Into<String>, res: Result<(String, Transport), String>) -> Check {
     match res {
         Ok((detail, transport)) => Check {
             transport: Some(transport),
@@ -108,6 +105,7 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
     out.push(check("catalog", catalog(settings).await));
     out.push(check("broker", broker(settings).await));
     out.push(check("backup store", store_probe(settings).await));
+    out.push(check("catalog key", catalog_key(settings).await));
     if let Location::Local { root, .. } = &settings.backup.location {
         out.push(check("disk space", disk_space(root)));
     }
@@ -193,6 +191,24 @@ async fn store_probe(settings: &Settings) -> Result<String, String> {
         return Err(format!("wrote 21 bytes, read back {size:?}"));
     }
     Ok(format!("{} is writable", store.describe()))
+}
+
+/// The catalog key opens, and every stored tenant password is sealed to it.
+async fn catalog_key(settings: &Settings) -> Result<String, String> {
+    let sealer =
+        crate::lifecycle::sealing::Sealer::load(&settings.secrets).map_err(|e| format!("{e:#}"))?;
+    let pool = crate::db::connect(settings)
+        .await
+        .map_err(|e| format!("{e:#}"))?;
+    let counted = crate::lifecycle::sealing::status(&pool, Some(&sealer.current())).await;
+    pool.close().await;
+    match counted.map_err(|e| format!("{e:#}"))? {
+        (0, 0) => Ok(format!("tenant passwords sealed to {}", sealer.current())),
+        (clear, other) => Err(format!(
+            "{clear} tenant password(s) stored in clear and {other} sealed to an older key: \
+             run `landlord secrets rekey`"
+        )),
+    }
 }
 
 /// Free space of a local store's root, at least [`MIN_FREE`].

@@ -61,7 +61,6 @@ use std::{sync::Arc, time::Duration};
 
 use anyhow::{Context, Result, anyhow, bail};
 use chrono::Utc;
-use rand::Rng;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use sqlx::PgPool;
@@ -131,22 +130,7 @@ pub fn identities(settings: &Settings) -> Result<Vec<age::x25519::Identity>, Job
             "the backup is encrypted but LANDLORD_BACKUP_AGE_IDENTITY_FILE is not set",
         ));
     };
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        JobError::fatal(format!("reading age identity file {}: {e}", path.display()))
-    })?;
-    let ids: Vec<age::x25519::Identity> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .filter_map(|l| l.parse().ok())
-        .collect();
-    if ids.is_empty() {
-        return Err(JobError::fatal(format!(
-            "age identity file {} holds no AGE-SECRET-KEY-1… line",
-            path.display()
-        )));
-    }
-    Ok(ids)
+    crate::keyfile::read_identities(path).map_err(|e| JobError::fatal(format!("{e:#}")))
 }
 
 /// How to decode a backup's object.
@@ -337,16 +321,14 @@ struct LoaderLogin {
 /// Creates the loader role (dropping one an interrupted attempt left): it
 /// can log in with a one-time password, and nothing else.
 async fn create_loader(admin: &PgPool, role: &str) -> Result<LoaderLogin> {
-    let password: String = rand::rng()
-        .sample_iter(rand::distr::Alphanumeric)
-        .take(32)
-        .map(char::from)
-        .collect();
+    let password = crate::role_password::generate();
     let role_q = quote_ident(role);
+    // Only the verifier reaches the server (and its statement log).
+    let verifier = crate::role_password::verifier(&password);
     sqlx::raw_sql(&format!(
         "DROP ROLE IF EXISTS {role_q}; \
          CREATE ROLE {role_q} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOINHERIT \
-         NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 4 PASSWORD '{password}'"
+         NOREPLICATION NOBYPASSRLS CONNECTION LIMIT 4 PASSWORD '{verifier}'"
     ))
     .execute(admin)
     .await

@@ -17,6 +17,7 @@ mod jobs;
 mod maintenance;
 mod restore;
 mod schedule;
+mod secrets;
 mod targets;
 mod tenancy;
 mod tenants;
@@ -90,6 +91,9 @@ pub enum Command {
     /// Inspect and fire schedules.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
+    /// The catalog key that seals tenant passwords: status, rekey (rotation).
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +226,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Schedule(c) => schedule::run(c, Arc::new(settings), registry).await,
+        Command::Secrets(c) => secrets::run(c, &settings).await,
         Command::Api(a) => {
             let api = crate::api::ApiSettings::from_env(a.listen)
                 .map_err(|e| BadInput(format!("{e:#}")))?;

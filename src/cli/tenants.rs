@@ -433,7 +433,7 @@ async fn tenant_settings(
 
 /// `tenants credentials`.
 async fn credentials(cx: &Cx, slug: &str, json: bool) -> Result<ExitCode> {
-    let c = lifecycle::credentials::fetch(&cx.pool, slug)
+    let c = lifecycle::credentials::fetch(&cx.pool, &cx.settings, slug)
         .await
         .map_err(life_err)?;
     if json {

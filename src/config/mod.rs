@@ -30,6 +30,7 @@ mod provisioning;
 pub mod retention;
 mod schedules;
 mod secret;
+mod secrets;
 mod servers;
 mod show;
 mod source;
@@ -48,6 +49,7 @@ pub use observability::{LogFormat, ObservabilitySettings};
 pub use provisioning::{ProvisioningSettings, TemplateStrategy};
 pub use schedules::{ScheduleSpec, default_schedules};
 pub use secret::SecretUrl;
+pub use secrets::SecretsSettings;
 pub use worker::{QUEUES, WorkerSettings, parse_queues};
 
 use source::FileSettings;
@@ -61,6 +63,8 @@ pub struct Settings {
     pub observability: ObservabilitySettings,
     pub provisioning: ProvisioningSettings,
     pub mail: MailSettings,
+    /// The key that seals tenant passwords in the catalog.
+    pub secrets: SecretsSettings,
     pub maintenance: MaintenanceSettings,
     /// Backups and restores.
     pub backup: BackupSettings,
@@ -100,6 +104,7 @@ impl Settings {
             delete_grace_days,
             smtp_url,
             mail_from,
+            secrets_key_file,
             heavy_per_server,
             cleanup_rules,
             schedules,
@@ -114,6 +119,7 @@ impl Settings {
         let provisioning =
             ProvisioningSettings::load(tenant_migrations, template_strategy, delete_grace_days)?;
         let mail = MailSettings::load(smtp_url, mail_from);
+        let secrets = SecretsSettings::load(secrets_key_file);
         let maintenance = MaintenanceSettings::load(heavy_per_server, cleanup_rules)?;
         let schedules = schedules::load(schedules);
         let backup = BackupSettings::load(backup)?;
@@ -126,6 +132,7 @@ impl Settings {
             observability,
             provisioning,
             mail,
+            secrets,
             maintenance,
             backup,
             tenancy,

@@ -81,6 +81,17 @@ impl Settings {
             ),
         );
         out.line("mail_from", format!("{:?}", self.mail.from));
+        out.line(
+            "secrets_key_file",
+            format!(
+                "{:?}",
+                self.secrets
+                    .key_file
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "(none)".into())
+            ),
+        );
         show_maintenance(out, &self.maintenance);
         out.line(
             "delete_grace_days",
@@ -240,6 +251,7 @@ mod tests {
                 "template_strategy",
                 "smtp_url",
                 "mail_from",
+                "secrets_key_file",
                 "heavy_per_server",
                 "cleanup_rules",
                 "delete_grace_days",

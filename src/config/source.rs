@@ -38,6 +38,7 @@ pub(super) struct FileSettings {
     pub delete_grace_days: Option<u64>,
     pub smtp_url: Option<String>,
     pub mail_from: Option<String>,
+    pub secrets_key_file: Option<PathBuf>,
     pub heavy_per_server: Option<u32>,
     pub cleanup_rules: Option<String>,
     pub schedules: Option<Vec<ScheduleSpec>>,

@@ -1,12 +1,15 @@
 //! Each provisioned tenant's own login role: created with a generated
 //! password, limited to its database, stored for the application to fetch,
-//! rotatable. Passwords never reach logs; role and database names are
-//! validated and quoted, and passwords are alphanumeric by construction.
+//! rotatable. Passwords never reach logs nor the server in clear: the server
+//! gets a SCRAM-SHA-256 verifier (`crate::role_password`), the catalog a
+//! sealed copy (`lifecycle::sealing`). Role and database names are validated
+//! and quoted.
 
 use anyhow::{Context, Result};
-use rand::{Rng, distr::Alphanumeric};
 use serde::Serialize;
 use sqlx::{PgPool, Postgres, Transaction};
+
+pub use crate::lifecycle::sealing::Sealer;
 
 use crate::{
     config::Settings, ident::quote_ident, lifecycle::LifecycleError, tenant_schema, tenants,
@@ -17,12 +20,9 @@ pub fn role_name(db_name: &str) -> String {
     format!("{db_name}_app")
 }
 
-fn new_password() -> String {
-    rand::rng()
-        .sample_iter(Alphanumeric)
-        .take(32)
-        .map(char::from)
-        .collect()
+/// `PASSWORD '…'` of a role statement: the verifier, never the password.
+fn password_clause(password: &str) -> String {
+    format!("PASSWORD '{}'", crate::role_password::verifier(password))
 }
 
 /// Creates (or resets) the tenant's role, limits it to its database and
@@ -30,7 +30,7 @@ fn new_password() -> String {
 pub async fn ensure_role(settings: &Settings, server: &str, db: &str) -> Result<(String, String)> {
     crate::ident::validate_db_name(db).map_err(|e| anyhow::anyhow!("database name {db:?}: {e}"))?;
     let role = role_name(db);
-    let password = new_password();
+    let password = crate::role_password::generate();
     let admin = tenant_schema::admin(settings, server).await?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
@@ -40,8 +40,9 @@ pub async fn ensure_role(settings: &Settings, server: &str, db: &str) -> Result<
             .context("looking up role")?;
     let verb = if exists { "ALTER" } else { "CREATE" };
     sqlx::raw_sql(&format!(
-        "{verb} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{password}'",
-        quote_ident(&role)
+        "{verb} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE {}",
+        quote_ident(&role),
+        password_clause(&password)
     ))
     .execute(&admin)
     .await
@@ -100,20 +101,26 @@ pub async fn drop_role(settings: &Settings, server: &str, db: &str) -> Result<()
     Ok(())
 }
 
-/// Stores a role's credentials in the catalog.
+/// Stores a role's credentials in the catalog, the password sealed to the
+/// catalog key (never in clear).
 pub async fn store(
     tx: &mut Transaction<'_, Postgres>,
+    sealer: &Sealer,
     tenant_id: i64,
     role: &str,
     password: &str,
 ) -> Result<()> {
+    let sealed = sealer.seal(tenant_id, password)?;
     sqlx::query(
-        "INSERT INTO tenant_credentials (tenant_id, role_name, password) VALUES ($1, $2, $3) \
-         ON CONFLICT (tenant_id) DO UPDATE SET role_name = excluded.role_name, password = excluded.password, rotated_at = now()",
+        "INSERT INTO tenant_credentials (tenant_id, role_name, password, sealed, sealed_to) \
+         VALUES ($1, $2, NULL, $3, $4) \
+         ON CONFLICT (tenant_id) DO UPDATE SET role_name = excluded.role_name, password = NULL, \
+             sealed = excluded.sealed, sealed_to = excluded.sealed_to, rotated_at = now()",
     )
     .bind(tenant_id)
     .bind(role)
-    .bind(password)
+    .bind(&sealed.ciphertext)
+    .bind(&sealed.sealed_to)
     .execute(&mut **tx)
     .await
     .context("storing credentials")?;
@@ -126,8 +133,9 @@ pub async fn store(
     Ok(())
 }
 
-/// What the application needs to connect as the tenant.
-#[derive(Debug, Clone, Serialize)]
+/// What the application needs to connect as the tenant. `Debug` prints
+/// `***` for the password.
+#[derive(Clone, Serialize)]
 pub struct Credentials {
     pub tenant: String,
     pub server: String,
@@ -137,21 +145,54 @@ pub struct Credentials {
     pub rotated_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// A tenant's stored credentials.
-pub async fn fetch(pool: &PgPool, slug: &str) -> Result<Credentials, LifecycleError> {
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("tenant", &self.tenant)
+            .field("server", &self.server)
+            .field("database", &self.database)
+            .field("role", &self.role)
+            .field("password", &"***")
+            .field("rotated_at", &self.rotated_at)
+            .finish()
+    }
+}
+
+/// A tenant's stored credentials, the password opened with the catalog key.
+pub async fn fetch(
+    pool: &PgPool,
+    settings: &Settings,
+    slug: &str,
+) -> Result<Credentials, LifecycleError> {
     let t = tenants::get(pool, slug).await?;
-    let row: Option<(String, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
-        "SELECT role_name, password, rotated_at FROM tenant_credentials WHERE tenant_id = $1",
+    type Row = (
+        String,
+        Option<String>,
+        Option<String>,
+        chrono::DateTime<chrono::Utc>,
+    );
+    let row: Option<Row> = sqlx::query_as(
+        "SELECT role_name, password, sealed, rotated_at FROM tenant_credentials WHERE tenant_id = $1",
     )
     .bind(t.id)
     .fetch_optional(pool)
     .await?;
-    let (role, password, rotated_at) = row.ok_or_else(|| {
+    let (role, clear, sealed, rotated_at) = row.ok_or_else(|| {
         LifecycleError::Conflict(format!(
             "tenant {slug} has no landlord-managed role (it is {} or was adopted with tenants register)",
             t.status
         ))
     })?;
+    let password = match (sealed, clear) {
+        (Some(sealed), _) => Sealer::load(&settings.secrets)?.open(t.id, &sealed)?,
+        // Left in clear by a version before sealing; `secrets rekey` seals it.
+        (None, Some(clear)) => clear,
+        (None, None) => {
+            return Err(
+                anyhow::anyhow!("tenant {slug}'s credentials row holds no password").into(),
+            );
+        }
+    };
     Ok(Credentials {
         tenant: t.slug,
         server: t.db_server,
@@ -169,19 +210,21 @@ pub async fn rotate(
     slug: &str,
     actor: &str,
 ) -> Result<Credentials, LifecycleError> {
-    let current = fetch(pool, slug).await?;
-    let password = new_password();
+    let sealer = Sealer::load(&settings.secrets)?;
+    let current = fetch(pool, settings, slug).await?;
+    let password = crate::role_password::generate();
     let mut tx = pool.begin().await?;
     let t = tenants::get_in(&mut tx, slug).await?;
     let admin = tenant_schema::admin(settings, &t.db_server).await?;
     sqlx::raw_sql(&format!(
-        "ALTER ROLE {} PASSWORD '{password}'",
-        quote_ident(&current.role)
+        "ALTER ROLE {} {}",
+        quote_ident(&current.role),
+        password_clause(&password)
     ))
     .execute(&admin)
     .await
     .context("setting the new password")?;
-    store(&mut tx, t.id, &current.role, &password).await?;
+    store(&mut tx, &sealer, t.id, &current.role, &password).await?;
     crate::runtime::store::record(
         &mut tx,
         actor,
@@ -192,5 +235,38 @@ pub async fn rotate(
     )
     .await?;
     tx.commit().await.context("committing rotation")?;
-    fetch(pool, slug).await
+    fetch(pool, settings, slug).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_prints_the_password() {
+        let c = Credentials {
+            tenant: "acme".into(),
+            server: "default".into(),
+            database: "t_acme".into(),
+            role: "t_acme_app".into(),
+            password: "hunter2hunter2".into(),
+            rotated_at: chrono::Utc::now(),
+        };
+        let shown = format!("{c:?} {c:#?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("t_acme_app") && shown.contains("***"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn role_statements_carry_a_verifier_not_the_password() {
+        let clause = password_clause("hunter2hunter2");
+        assert!(
+            clause.starts_with("PASSWORD 'SCRAM-SHA-256$4096:"),
+            "{clause}"
+        );
+        assert!(!clause.contains("hunter2"));
+    }
 }

@@ -30,6 +30,7 @@ mod error;
 pub mod jobs;
 pub mod migrate;
 pub mod plans;
+pub mod sealing;
 pub mod settings;
 mod status;
 pub mod teardown;

@@ -141,6 +141,10 @@ impl TestEnv {
             ("LANDLORD_CONFIG".to_string(), String::new()),
             ("LANDLORD_BACKUP_URL".to_string(), self.backup_url()),
             ("LANDLORD_BACKUP_PART_SIZE_MIB".to_string(), "5".to_string()),
+            (
+                "LANDLORD_SECRETS_KEY_FILE".to_string(),
+                secrets_key_file().display().to_string(),
+            ),
         ];
         for (k, val) in &self.extra_env {
             v.retain(|(kk, _)| kk != k);
@@ -839,10 +843,27 @@ pub async fn database_exists(db: &str) -> bool {
         == 1
 }
 
+/// The catalog key every test's landlord seals tenant passwords with: one
+/// file for all test processes, created by the first (link, not overwrite,
+/// so a process never sees a half-written or replaced key).
+pub fn secrets_key_file() -> PathBuf {
+    use secrecy::ExposeSecret;
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-secrets.key");
+    if !path.exists() {
+        let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+        let key = age::x25519::Identity::generate();
+        std::fs::write(&tmp, format!("{}\n", key.to_string().expose_secret())).expect("key file");
+        let _ = std::fs::hard_link(&tmp, &path);
+        let _ = std::fs::remove_file(&tmp);
+    }
+    path
+}
+
 /// Settings for calling the library in-process: the test process's
 /// environment, with the local server as server `default`.
 pub fn library_settings() -> landlord::config::Settings {
     let mut settings = landlord::config::Settings::load().expect("settings");
+    settings.secrets.key_file = Some(secrets_key_file());
     settings.servers.insert(
         "default".into(),
         SecretUrl::new(format!("{PG_SERVER}/postgres")),

@@ -25,4 +25,5 @@ mod least_privilege;
 mod lifecycle;
 mod proxy;
 mod scheduler;
+mod secrets;
 mod tenancy;
