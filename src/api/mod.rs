@@ -36,6 +36,7 @@ use tracing::Instrument;
 use crate::{
     broker::Broker,
     config::Settings,
+    connections::Connections,
     runtime::{Registry, relay::relay_once},
 };
 pub use error::ApiError;
@@ -210,6 +211,20 @@ pub async fn run(
     api: ApiSettings,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
+    let conns = Connections::for_rows(&settings, &crate::runtime::worker::owner_id("api")).await?;
+    let ran = run_on(settings, registry, api, &conns, shutdown).await;
+    conns.close().await;
+    ran
+}
+
+/// [`run`] on connections it was handed (and leaves open).
+pub async fn run_on(
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+    api: ApiSettings,
+    conns: &Connections,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
     if api.has_tokens() {
         let scopes: Vec<String> = api.scopes().map(ToString::to_string).collect();
         tracing::info!(
@@ -223,9 +238,7 @@ pub async fn run(
             "LANDLORD_API_TOKENS is not set: every /v1 request will be refused with 401 until it is"
         );
     }
-    let pool = crate::db::connect(&settings).await?;
-    crate::db::migrate(&pool).await?;
-    let broker = Broker::new(&settings.broker, &crate::runtime::worker::owner_id("api"));
+    let (pool, broker) = (conns.catalog.clone(), conns.broker.clone());
     let listener = tokio::net::TcpListener::bind(&api.listen)
         .await
         .with_context(|| format!("binding the API listener on {}", api.listen))?;
@@ -257,8 +270,6 @@ pub async fn run(
             }
         }
     }
-    broker.close().await;
-    pool.close().await;
     tracing::info!("api stopped");
     Ok(())
 }

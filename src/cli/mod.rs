@@ -88,6 +88,8 @@ pub enum Command {
     Api(ApiArgs),
     /// Run a scheduler: fire the configured schedules (one leader among replicas).
     Scheduler,
+    /// Run worker, scheduler and API in one process (small installs): one catalog pool, one broker session, one /metrics; SIGTERM drains all three.
+    Serve(ServeArgs),
     /// Inspect and fire schedules.
     #[command(subcommand)]
     Schedule(schedule::ScheduleCommand),
@@ -101,6 +103,55 @@ pub struct ApiArgs {
     /// Address to listen on (default LANDLORD_API_LISTEN or 127.0.0.1:8080).
     #[arg(long)]
     pub listen: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub worker: WorkerArgs,
+    /// Address of the HTTP API (default LANDLORD_API_LISTEN or 127.0.0.1:8080).
+    #[arg(long)]
+    pub api_listen: Option<String>,
+    /// Run no worker (take no jobs).
+    #[arg(long)]
+    pub no_worker: bool,
+    /// Run no scheduler (fire no schedules).
+    #[arg(long)]
+    pub no_scheduler: bool,
+    /// Serve no HTTP API.
+    #[arg(long)]
+    pub no_api: bool,
+}
+
+impl ServeArgs {
+    /// The roles to run, each resolved and checked before anything starts.
+    fn roles(
+        &self,
+        settings: &Settings,
+        registry: &crate::runtime::Registry,
+    ) -> Result<crate::serve::Roles> {
+        let scheduler = if self.no_scheduler {
+            None
+        } else {
+            Some(
+                crate::scheduler::parse_all(&settings.schedules, registry)
+                    .map_err(|e| BadInput(format!("invalid schedules:\n{e}")))?,
+            )
+        };
+        let api = if self.no_api {
+            None
+        } else {
+            Some(
+                crate::api::ApiSettings::from_env(self.api_listen.clone())
+                    .map_err(|e| BadInput(format!("{e:#}")))?,
+            )
+        };
+        Ok(crate::serve::Roles {
+            worker: !self.no_worker,
+            scheduler,
+            api,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -183,7 +234,7 @@ async fn run(cli: Cli) -> Result<ExitCode> {
     let mut settings = Settings::load().map_err(|e| BadInput(format!("{e:#}")))?;
     let is_worker = matches!(
         cli.command,
-        Command::Worker(_) | Command::Api(_) | Command::Scheduler
+        Command::Worker(_) | Command::Api(_) | Command::Scheduler | Command::Serve(_)
     );
     let filter = if is_worker || std::env::var("LANDLORD_LOG").is_ok() {
         settings.observability.log_filter.clone()
@@ -227,6 +278,12 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Schedule(c) => schedule::run(c, Arc::new(settings), registry).await,
         Command::Secrets(c) => secrets::run(c, &settings).await,
+        Command::Serve(a) => {
+            let roles = a.roles(&settings, &registry)?;
+            a.worker.apply(&mut settings)?;
+            crate::serve::run(settings, registry, roles, crate::shutdown::signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Api(a) => {
             let api = crate::api::ApiSettings::from_env(a.listen)
                 .map_err(|e| BadInput(format!("{e:#}")))?;

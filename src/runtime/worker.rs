@@ -22,7 +22,7 @@ use tracing::Instrument;
 use crate::{
     broker::{Broker, Delivery, topology},
     config::Settings,
-    db,
+    connections::Connections,
     message::JobMessage,
     metrics,
     runtime::{
@@ -60,11 +60,24 @@ pub async fn run(
     registry: Arc<Registry>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let registry = Arc::new(registry.as_ref().clone().without_failpoint_kinds());
-    let catalog = db::connect_session(&settings).await?;
-    db::migrate(&catalog).await?;
     let owner = owner_id("worker");
-    let broker = Broker::new(&settings.broker, &owner);
+    let conns = Connections::for_sessions(&settings, &owner).await?;
+    let ran = run_on(settings, registry, &conns, owner, shutdown).await;
+    conns.close().await;
+    ran
+}
+
+/// [`run`] on connections it was handed (and leaves open), its leases held
+/// as `owner`.
+pub async fn run_on(
+    settings: Arc<Settings>,
+    registry: Arc<Registry>,
+    conns: &Connections,
+    owner: String,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let registry = Arc::new(registry.as_ref().clone().without_failpoint_kinds());
+    let (catalog, broker) = (conns.catalog.clone(), conns.broker.clone());
     let exec = Executor {
         catalog: catalog.clone(),
         settings: settings.clone(),
@@ -137,8 +150,6 @@ pub async fn run(
     }
     background.cancel();
     while bg.join_next().await.is_some() {}
-    broker.close().await;
-    catalog.close().await;
     tracing::info!("worker stopped");
     Ok(())
 }

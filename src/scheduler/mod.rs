@@ -47,8 +47,8 @@ pub use schedule::{Schedule, parse_all};
 pub use state::FiringStatus;
 
 use crate::{
-    broker::Broker,
     config::Settings,
+    connections::Connections,
     metrics,
     runtime::{Registry, relay, worker::owner_id},
 };
@@ -188,10 +188,22 @@ pub async fn run(
     schedules: Vec<Schedule>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
-    let pool = crate::db::connect_session(&settings).await?;
-    crate::db::migrate(&pool).await?;
     let me = owner_id("scheduler");
-    let broker = Broker::new(&settings.broker, &me);
+    let conns = Connections::for_sessions(&settings, &me).await?;
+    let ran = run_on(registry, schedules, &conns, me, shutdown).await;
+    conns.close().await;
+    ran
+}
+
+/// [`run`] on connections it was handed (and leaves open), as `me`.
+pub async fn run_on(
+    registry: Arc<Registry>,
+    schedules: Vec<Schedule>,
+    conns: &Connections,
+    me: String,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let (pool, broker) = (&conns.catalog, &conns.broker);
     let since = catalog_now(&pool).await?;
     let mut lock: Option<PoolConnection<Postgres>> = None;
     tokio::pin!(shutdown);
@@ -231,8 +243,6 @@ pub async fn run(
         }
     }
     drop(lock);
-    broker.close().await;
-    pool.close().await;
     tracing::info!("scheduler stopped");
     Ok(())
 }
