@@ -290,13 +290,17 @@ impl Job for Provision {
                     (ProvisionStep::Migrated, "migrate_ms")
                 }
                 ProvisionStep::Migrated => {
+                    // Without the catalog key the password could not be kept:
+                    // say so before a role exists.
+                    let sealer = credentials::Sealer::load(&ctx.settings.secrets)
+                        .fatal_ctx("provisioning needs the catalog key")?;
                     let (role, password) =
                         credentials::ensure_role(&ctx.settings, &t.db_server, &t.db_name)
                             .await
                             .retryable()?;
                     adopt_role(ctx, &t, &role).await?;
                     let mut tx = ctx.catalog.begin().await?;
-                    credentials::store(&mut tx, t.id, &role, &password)
+                    credentials::store(&mut tx, &sealer, t.id, &role, &password)
                         .await
                         .retryable()?;
                     sqlx::query("UPDATE tenants SET provision_step = 'role' WHERE id = $1 AND status = 'provisioning'")
