@@ -15,6 +15,7 @@ pub mod http;
 pub mod ident;
 pub mod keyfile;
 pub mod lifecycle;
+pub mod mail;
 pub mod message;
 pub mod metrics;
 pub mod role_password;
@@ -27,6 +28,7 @@ pub mod tenancy;
 pub mod tenant_schema;
 pub mod tenants;
 mod text_enum;
+pub mod tls;
 #[path = "../workers/mod.rs"]
 pub mod workers;
 

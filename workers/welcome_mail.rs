@@ -1,14 +1,12 @@
 //! `welcome_mail`: the seed's SendTenantWelcomeMail. Renders the welcome
 //! message in the tenant's language (settings.language: en or es) and sends
-//! it to the owner over SMTP (lettre). A receipt in the catalog, keyed per
+//! it to the owner over SMTP (`crate::mail`: TLS and AUTH as
+//! `LANDLORD_SMTP_URL` says). A receipt in the catalog, keyed per
 //! tenant, makes a retry after a successful send a no-op; the Message-ID is
 //! fixed per tenant so a mail server can drop the rare duplicate of a crash
 //! between send and receipt.
 
-use anyhow::Context;
-use lettre::{
-    AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor, message::header::ContentType,
-};
+use lettre::{Message, message::header::ContentType};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -64,10 +62,11 @@ impl Job for WelcomeMail {
         .fetch_optional(&ctx.catalog)
         .await?
         .ok_or_else(|| JobError::fatal(format!("tenant {} has no owner to welcome", t.slug)))?;
-        let smtp =
-            ctx.settings.mail.smtp_url.as_ref().ok_or_else(|| {
-                JobError::retryable("LANDLORD_SMTP_URL is not set; cannot send mail")
-            })?;
+        let smtp = ctx
+            .settings
+            .mail
+            .endpoint()
+            .map_err(|e| JobError::retryable(format!("{e:#}")))?;
         let language = t
             .settings
             .get("language")
@@ -92,17 +91,13 @@ impl Job for WelcomeMail {
             .header(ContentType::TEXT_PLAIN)
             .body(body)
             .fatal_ctx("building the mail")?;
-        let url = url::Url::parse(smtp.expose())
-            .context("LANDLORD_SMTP_URL")
-            .fatal()?;
-        let host = url
-            .host_str()
-            .ok_or_else(|| JobError::fatal("LANDLORD_SMTP_URL has no host"))?;
-        // Plain SMTP (smtp://host:port), as the local maildev sink speaks.
-        let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-            .port(url.port().unwrap_or(25))
-            .build();
-        mailer.send(email).await.retryable_ctx("sending mail")?;
+        // TLS, STARTTLS and AUTH as the URL says (see `crate::mail`).
+        let mut session = crate::mail::Session::open(&smtp)
+            .await
+            .map_err(|e| JobError::retryable(format!("{e:#}")))?;
+        let sent = session.send(&email).await;
+        session.quit().await;
+        sent.map_err(|e| JobError::retryable(format!("{e:#}")))?;
         // The mail is out: failing now would send it again on the retry, so
         // the receipt is retried through short catalog outages (a killed
         // session, a restart) instead (the soak, seeds 101 and 202, saw two

@@ -69,7 +69,6 @@ fn check(name: impl Into<String>, res: Result<String, String>) -> Check {
 }
 
 /// [`check`] of a connection, with what protected it when it was made.
-#[allow(dead_code)] // each connection's check moves onto it as it learns TLS
 fn connection_check(name: impl Into<String>, res: Result<(String, Transport), String>) -> Check {
     match res {
         Ok((detail, transport)) => Check {
@@ -103,7 +102,8 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
         ));
     }
     out.push(check("catalog", catalog(settings).await));
-    out.push(check("broker", broker(settings).await));
+    out.push(connection_check("broker", broker(settings).await));
+    out.push(connection_check("mail", mail(settings).await));
     out.push(check("backup store", store_probe(settings).await));
     out.push(check("catalog key", catalog_key(settings).await));
     if let Location::Local { root, .. } = &settings.backup.location {
@@ -155,7 +155,10 @@ async fn catalog(settings: &Settings) -> Result<String, String> {
     Ok(settings.catalog.url.masked())
 }
 
-async fn broker(settings: &Settings) -> Result<String, String> {
+/// The broker answers; over `amqps://` the handshake verified its certificate
+/// (there is no way to turn that off), so TLS here is always verified.
+async fn broker(settings: &Settings) -> Result<(String, Transport), String> {
+    let tls = settings.broker.tls().map_err(|e| format!("{e:#}"))?;
     let broker = Broker::new(
         &settings.broker,
         &crate::runtime::worker::owner_id("doctor"),
@@ -163,10 +166,63 @@ async fn broker(settings: &Settings) -> Result<String, String> {
     let reached = tokio::time::timeout(Duration::from_secs(10), broker.connect()).await;
     broker.close().await;
     match reached {
-        Ok(Ok(())) => Ok(settings.broker.url.masked()),
+        Ok(Ok(())) => Ok((settings.broker.url.masked(), broker_transport(tls.as_ref()))),
         Ok(Err(e)) => Err(format!("{e:#}")),
         Err(_) => Err("no answer within 10 s".into()),
     }
+}
+
+fn broker_transport(tls: Option<&crate::config::AmqpTls>) -> Transport {
+    let Some(t) = tls else {
+        return Transport::plain("amqp:// URL; use amqps:// for TLS");
+    };
+    let mut detail = match &t.ca_file {
+        Some(ca) => format!(
+            "certificate verified against {} and the system's CAs",
+            ca.display()
+        ),
+        None => "certificate verified against the system's CAs".to_string(),
+    };
+    if let Some(cert) = &t.cert_file {
+        detail.push_str(&format!(", client certificate {}", cert.display()));
+    }
+    Transport {
+        encrypted: true,
+        verified: true,
+        detail,
+    }
+}
+
+/// The SMTP server accepts a session as `LANDLORD_SMTP_URL` asks (TLS,
+/// STARTTLS, AUTH), reporting what protected it; no URL is not a failure
+/// (mail jobs then fail with their own clear error).
+async fn mail(settings: &Settings) -> Result<(String, Transport), String> {
+    if settings.mail.smtp_url.is_none() {
+        return Ok((
+            "LANDLORD_SMTP_URL is not set: welcome mails cannot be sent".into(),
+            Transport::plain("no SMTP server configured"),
+        ));
+    }
+    let endpoint = settings.mail.endpoint().map_err(|e| format!("{e:#}"))?;
+    let session = tokio::time::timeout(
+        Duration::from_secs(15),
+        crate::mail::Session::open(&endpoint),
+    )
+    .await
+    .map_err(|_| format!("SMTP server {} gave no answer within 15 s", endpoint.masked))?
+    .map_err(|e| format!("{e:#}"))?;
+    let p = session.protection.clone();
+    session.quit().await;
+    let transport = if p.encrypted {
+        Transport {
+            encrypted: true,
+            verified: true,
+            detail: p.detail,
+        }
+    } else {
+        Transport::plain(p.detail)
+    };
+    Ok((endpoint.masked, transport))
 }
 
 /// Writes, reads back and deletes a probe object.

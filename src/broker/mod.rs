@@ -11,6 +11,11 @@
 //! declared again anyway. Throwing the session away makes recovery the same
 //! code path as start-up; since workers hold no long-lived consumers
 //! (`basic.get`, see `runtime::worker`), there is nothing else to replay.
+//!
+//! Every AMQP connection landlord makes (and its tests' harness) is opened by
+//! [`connect_url`]: plain for `amqp://`, TLS for `amqps://` with the URL's
+//! `cacertfile`, `certfile` and `keyfile` (see [`crate::config::AmqpTls`]);
+//! a failed handshake is reported as what failed, with the masked URL.
 
 pub mod topology;
 
@@ -32,7 +37,7 @@ use tokio::sync::Mutex;
 
 pub use topology::Topology;
 
-use crate::config::BrokerSettings;
+use crate::config::{AmqpTls, BrokerSettings, SecretUrl};
 
 const OP_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -45,6 +50,98 @@ struct Session {
 impl Session {
     fn healthy(&self) -> bool {
         self.conn.status().connected() && self.publisher.status().connected()
+    }
+}
+
+/// Opens a connection to the broker at `url`, with TLS for `amqps://` (the
+/// server's certificate verified against the system's CAs and the URL's
+/// `cacertfile`; the client certificate of `certfile`/`keyfile` presented).
+pub async fn connect_url(url: &SecretUrl, props: ConnectionProperties) -> Result<Connection> {
+    let masked = url.masked();
+    let tls = AmqpTls::from_url(url)?;
+    let res = match &tls {
+        None => Connection::connect(url.expose(), props).await,
+        Some(t) => {
+            let config = tls_config(t)?;
+            let runtime = lapin::runtime::default_runtime()
+                .context("the tokio runtime for the RabbitMQ connection")?;
+            Connection::connect_with_config(url.expose(), props, config, runtime).await
+        }
+    };
+    res.map_err(|e| connect_failure(&masked, tls.as_ref(), &e))
+}
+
+fn tls_config(t: &AmqpTls) -> Result<lapin::tcp::OwnedTLSConfig> {
+    let cert_chain = match &t.ca_file {
+        Some(ca) => Some(
+            String::from_utf8(crate::tls::read_certificates(ca, "cacertfile")?)
+                .with_context(|| format!("cacertfile: {} is not UTF-8 PEM", ca.display()))?,
+        ),
+        None => None,
+    };
+    let identity = match (&t.cert_file, &t.key_file) {
+        (Some(cert), Some(key)) => Some(lapin::tcp::OwnedIdentity::PKCS8 {
+            pem: crate::tls::read_certificates(cert, "certfile")?,
+            key: crate::tls::read_private_key(key, "keyfile")?,
+        }),
+        _ => None,
+    };
+    Ok(lapin::tcp::OwnedTLSConfig {
+        identity,
+        cert_chain,
+    })
+}
+
+/// What a failed connection means, naming the masked URL.
+fn connect_failure(masked: &str, tls: Option<&AmqpTls>, e: &lapin::Error) -> anyhow::Error {
+    if let Some(why) = crate::tls::explain(e) {
+        let hint = match tls.and_then(|t| t.ca_file.as_ref()) {
+            Some(ca) if why.contains("not signed by a CA") => {
+                format!(" (cacertfile is {})", ca.display())
+            }
+            None if why.contains("not signed by a CA") => {
+                " (add ?cacertfile=/path/to/ca.pem to the URL)".to_string()
+            }
+            _ => String::new(),
+        };
+        return anyhow!("TLS handshake with RabbitMQ at {masked} failed: {why}{hint}");
+    }
+    let text = format!("{e}");
+    match tls {
+        None if handshake_cut_short(e) => {
+            return anyhow!(
+                "RabbitMQ at {masked} did not answer the AMQP handshake ({text}); if that port \
+                 is a TLS listener, use amqps:// (and ?cacertfile=)"
+            );
+        }
+        Some(AmqpTls {
+            cert_file: Some(cert),
+            ..
+        }) if handshake_cut_short(e) => {
+            return anyhow!(
+                "RabbitMQ at {masked} closed the TLS connection before the AMQP handshake \
+                 ({text}); it refuses a client certificate it does not trust: check that \
+                 its CA signed certfile {}",
+                cert.display()
+            );
+        }
+        _ => {}
+    }
+    anyhow!("connecting to RabbitMQ at {masked}: {text}")
+}
+
+/// The server hung up (or answered garbage) before speaking AMQP, as a TLS
+/// listener does to a plain client.
+fn handshake_cut_short(e: &lapin::Error) -> bool {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        lapin::ErrorKind::IOError(io) => matches!(
+            io.kind(),
+            K::UnexpectedEof | K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe
+        ),
+        lapin::ErrorKind::ParsingError(_) | lapin::ErrorKind::InvalidProtocolVersion(_) => true,
+        lapin::ErrorKind::InvalidConnectionState(_) => true,
+        _ => false,
     }
 }
 
@@ -122,14 +219,7 @@ impl Broker {
     async fn open(&self) -> Result<Session> {
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(self.inner.name.clone()));
-        let conn = Connection::connect(self.inner.settings.url.expose(), props)
-            .await
-            .with_context(|| {
-                format!(
-                    "connecting to RabbitMQ at {}",
-                    self.inner.settings.url.masked()
-                )
-            })?;
+        let conn = connect_url(&self.inner.settings.url, props).await?;
         let publisher = conn.create_channel().await.context("opening a channel")?;
         self.inner
             .topology

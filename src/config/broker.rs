@@ -1,8 +1,14 @@
 //! RabbitMQ: its URL (`LANDLORD_AMQP_URL`), the name prefix every exchange
 //! and queue carries (`LANDLORD_PREFIX`) and the work queues' delivery limit.
+//! An `amqps://` URL carries its TLS files as query parameters, named as in
+//! RabbitMQ's URI spec: `cacertfile` (the CA to trust, beside the system's),
+//! `certfile` and `keyfile` (a client certificate, PEM), see [`AmqpTls`].
 //!
 //! This module must never accept a prefix that is not safe in an AMQP name
-//! (the prefix isolates installations and test runs from one another).
+//! (the prefix isolates installations and test runs from one another), nor a
+//! URL that asks for TLS without verification.
+
+use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 
@@ -48,10 +54,107 @@ impl BrokerSettings {
         if !(1..=1000).contains(&delivery_limit) {
             bail!("LANDLORD_DELIVERY_LIMIT must be between 1 and 1000, got {delivery_limit}");
         }
+        let url = SecretUrl::new(url);
+        AmqpTls::from_url(&url)?;
         Ok(Self {
-            url: SecretUrl::new(url),
+            url,
             prefix,
             delivery_limit,
         })
+    }
+
+    /// The TLS options of the URL; `None` for plain `amqp://`.
+    pub fn tls(&self) -> Result<Option<AmqpTls>> {
+        AmqpTls::from_url(&self.url)
+    }
+}
+
+/// The TLS files of an `amqps://` URL:
+/// `amqps://user:pass@host:5671/vhost?cacertfile=/ca.pem&certfile=/c.pem&keyfile=/c.key`.
+/// The server's certificate is always verified (chain and host name).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AmqpTls {
+    /// PEM CA certificate(s) trusted in addition to the system's.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) presented to the broker.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
+}
+
+impl AmqpTls {
+    /// Parses the TLS query parameters of `url`; `None` for `amqp://`, an
+    /// error for TLS options on a plain URL, half a client identity or
+    /// `verify=verify_none`.
+    pub fn from_url(url: &SecretUrl) -> Result<Option<Self>> {
+        let masked = url.masked();
+        let parsed = url::Url::parse(url.expose())
+            .map_err(|e| anyhow::anyhow!("LANDLORD_AMQP_URL {masked} is not a URL: {e}"))?;
+        let mut tls = Self::default();
+        for (k, v) in parsed.query_pairs() {
+            match &*k {
+                "cacertfile" => tls.ca_file = Some(PathBuf::from(&*v)),
+                "certfile" => tls.cert_file = Some(PathBuf::from(&*v)),
+                "keyfile" => tls.key_file = Some(PathBuf::from(&*v)),
+                "verify" if v != "verify_peer" => bail!(
+                    "LANDLORD_AMQP_URL {masked}: verify={v} is not supported; landlord always \
+                     verifies the broker's certificate (give its CA with cacertfile=)"
+                ),
+                _ => {}
+            }
+        }
+        match parsed.scheme() {
+            "amqps" => {}
+            "amqp" if tls == Self::default() => return Ok(None),
+            "amqp" => bail!(
+                "LANDLORD_AMQP_URL {masked}: cacertfile, certfile and keyfile need amqps:// \
+                 (the URL says amqp://, which is not encrypted)"
+            ),
+            other => {
+                bail!("LANDLORD_AMQP_URL {masked}: scheme {other}:// is not amqp:// or amqps://")
+            }
+        }
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            bail!(
+                "LANDLORD_AMQP_URL {masked}: a client certificate needs both certfile= and keyfile="
+            );
+        }
+        Ok(Some(tls))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls(url: &str) -> Result<Option<AmqpTls>> {
+        AmqpTls::from_url(&SecretUrl::new(url))
+    }
+
+    #[test]
+    fn reads_the_tls_files_of_an_amqps_url() {
+        assert_eq!(tls("amqp://guest:guest@h:5672/%2f").unwrap(), None);
+        assert_eq!(tls("amqps://h/%2f").unwrap(), Some(AmqpTls::default()));
+        let t = tls("amqps://u:p@h:5671/%2f?cacertfile=/t/ca.pem&certfile=/t/c.pem&keyfile=/t/c.key&heartbeat=10")
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.ca_file, Some(PathBuf::from("/t/ca.pem")));
+        assert_eq!(t.key_file, Some(PathBuf::from("/t/c.key")));
+    }
+
+    #[test]
+    fn refuses_what_would_not_be_protected() {
+        let e = tls("amqp://u:secret@h/%2f?cacertfile=/ca.pem")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("need amqps://") && !e.contains("secret"), "{e}");
+        let e = tls("amqps://h/%2f?certfile=/c.pem")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("both certfile= and keyfile="), "{e}");
+        let e = tls("amqps://h/%2f?verify=verify_none")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("always verifies"), "{e}");
     }
 }

@@ -41,9 +41,9 @@ use std::{collections::BTreeMap, path::PathBuf};
 use anyhow::Result;
 
 pub use backup::BackupSettings;
-pub use broker::BrokerSettings;
+pub use broker::{AmqpTls, BrokerSettings};
 pub use catalog::{CatalogSettings, TcpLiveness};
-pub use mail::MailSettings;
+pub use mail::{MailSettings, SmtpEndpoint, SmtpSecurity};
 pub use maintenance::{CleanupRule, MaintenanceSettings, parse_cleanup_rules};
 pub use observability::{LogFormat, ObservabilitySettings};
 pub use provisioning::{ProvisioningSettings, TemplateStrategy};

@@ -97,6 +97,17 @@ impl TestEnv {
         }
     }
 
+    /// The broker this test's processes use: its `LANDLORD_AMQP_URL` (see
+    /// [`TestEnv::set_env`]), else the shared one; `amqps://` works too.
+    pub fn amqp(&self) -> SecretUrl {
+        SecretUrl::new(
+            self.extra_env
+                .get("LANDLORD_AMQP_URL")
+                .cloned()
+                .unwrap_or_else(amqp_url),
+        )
+    }
+
     /// This test's own folder in the dev bucket (see `ops/services env`).
     pub fn backup_url(&self) -> String {
         format!("s3://{}/{}", backup_bucket(), self.prefix)
@@ -411,7 +422,7 @@ impl TestEnv {
 
     /// A queue bound to every event of this test's events exchange.
     pub async fn events(&self) -> EventTap {
-        let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        let conn = landlord::broker::connect_url(&self.amqp(), ConnectionProperties::default())
             .await
             .expect("amqp");
         let ch = conn.create_channel().await.expect("channel");
@@ -447,7 +458,7 @@ impl TestEnv {
 
     /// A channel for poking at the broker directly.
     pub async fn channel(&self) -> (Connection, Channel) {
-        let conn = Connection::connect(&amqp_url(), ConnectionProperties::default())
+        let conn = landlord::broker::connect_url(&self.amqp(), ConnectionProperties::default())
             .await
             .expect("amqp");
         let ch = conn.create_channel().await.expect("channel");
@@ -532,7 +543,9 @@ impl TestEnv {
                     .await;
             }
         }
-        if let Ok(conn) = Connection::connect(&amqp_url(), ConnectionProperties::default()).await {
+        if let Ok(conn) =
+            landlord::broker::connect_url(&self.amqp(), ConnectionProperties::default()).await
+        {
             if let Ok(ch) = conn.create_channel().await {
                 let t = &self.topology;
                 let mut queues: Vec<String> = QUEUES.iter().map(|f| t.queue(f)).collect();

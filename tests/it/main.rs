@@ -27,3 +27,5 @@ mod proxy;
 mod scheduler;
 mod secrets;
 mod tenancy;
+mod tls_broker;
+mod tls_mail;
