@@ -104,7 +104,10 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
     out.push(check("catalog", catalog(settings).await));
     out.push(connection_check("broker", broker(settings).await));
     out.push(connection_check("mail", mail(settings).await));
-    out.push(check("backup store", store_probe(settings).await));
+    out.push(connection_check(
+        "backup store",
+        store_probe(settings).await,
+    ));
     out.push(check("catalog key", catalog_key(settings).await));
     if let Location::Local { root, .. } = &settings.backup.location {
         out.push(check("disk space", disk_space(root)));
@@ -225,8 +228,10 @@ async fn mail(settings: &Settings) -> Result<(String, Transport), String> {
     Ok((endpoint.masked, transport))
 }
 
-/// Writes, reads back and deletes a probe object.
-async fn store_probe(settings: &Settings) -> Result<String, String> {
+/// Writes, reads back and deletes a probe object; reports what protected
+/// the requests: HTTPS is always verified (chain and host name) against
+/// `AWS_CA_BUNDLE` or the system's roots, plain for http:// and a directory.
+async fn store_probe(settings: &Settings) -> Result<(String, Transport), String> {
     let store = Store::open(&settings.backup)
         .await
         .map_err(|e| format!("{e:#}"))?;
@@ -246,7 +251,19 @@ async fn store_probe(settings: &Settings) -> Result<String, String> {
     if size != Some(21) {
         return Err(format!("wrote 21 bytes, read back {size:?}"));
     }
-    Ok(format!("{} is writable", store.describe()))
+    let transport = match store.link() {
+        Some(link) if link.https => Transport {
+            encrypted: true,
+            verified: true,
+            detail: format!(
+                "{}, certificate verified against {}",
+                link.endpoint, link.trust
+            ),
+        },
+        Some(link) => Transport::plain(format!("{} is plain http", link.endpoint)),
+        None => Transport::plain("a local directory, no network"),
+    };
+    Ok((format!("{} is writable", store.describe()), transport))
 }
 
 /// The catalog key opens, and every stored tenant password is sealed to it.

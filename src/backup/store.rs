@@ -3,13 +3,19 @@
 //! bounded parts (multipart on S3, a `.partial` file locally) and only
 //! become visible when completed; an aborted upload leaves nothing behind.
 //!
+//! An S3 client trusts `AWS_CA_BUNDLE` (checked at startup by the config)
+//! instead of the system's roots when it is set, and always verifies the
+//! store's certificate and host name: it must never accept an unverified
+//! certificate. A failed TLS handshake is reported as what failed, naming
+//! the endpoint (masked).
+//!
 //! This module moves bytes and never decides what to keep: naming,
 //! retention and the catalog live in the other backup modules.
 
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::{Mutex, OnceLock},
+    sync::{Arc, Mutex, OnceLock},
 };
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -23,7 +29,10 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use tokio::io::AsyncWriteExt;
 
-use crate::config::backup::{BackupSettings, Location};
+use crate::config::{
+    SecretUrl,
+    backup::{BackupSettings, CaBundle, Location},
+};
 
 /// An object in the store.
 #[derive(Debug, Clone)]
@@ -48,14 +57,146 @@ pub enum Store {
         client: Client,
         bucket: String,
         prefix: String,
+        link: Arc<S3Link>,
     },
     Local {
         root: PathBuf,
     },
 }
 
-fn s3_err(what: &str, e: impl std::error::Error) -> anyhow::Error {
-    anyhow!("{what}: {}", DisplayErrorContext(e))
+/// How an S3 client reaches its store, for messages and `doctor`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct S3Link {
+    /// The endpoint as a masked URL, or AWS's own endpoint by region.
+    pub endpoint: String,
+    /// Whether requests go over HTTPS (certificate and host name verified).
+    pub https: bool,
+    /// What the client trusts for HTTPS: the bundle's origin and path, or
+    /// the system's roots.
+    pub trust: String,
+}
+
+impl S3Link {
+    fn new(endpoint: Option<&str>, region: &str, bundle: Option<&CaBundle>) -> Self {
+        let (endpoint, https) = match endpoint {
+            Some(ep) => (
+                SecretUrl::new(ep).masked(),
+                ep.trim().to_ascii_lowercase().starts_with("https://"),
+            ),
+            None => (format!("AWS S3 ({region}, https)"), true),
+        };
+        let trust = match bundle {
+            Some(b) => format!(
+                "{} {} ({} CA certificate{})",
+                b.origin,
+                b.path.display(),
+                b.certificates,
+                if b.certificates == 1 { "" } else { "s" }
+            ),
+            None => "the system's root CAs".to_string(),
+        };
+        Self {
+            endpoint,
+            https,
+            trust,
+        }
+    }
+
+    /// An S3 request's error: a failed TLS handshake says what failed and
+    /// where; anything else keeps the SDK's full context.
+    fn err(&self, what: &str, e: impl std::error::Error + 'static) -> anyhow::Error {
+        match rustls_cause(&e) {
+            Some(tls) => anyhow!("{what}: {}", self.handshake(tls)),
+            None => anyhow!("{what}: {}", DisplayErrorContext(e)),
+        }
+    }
+
+    fn handshake(&self, e: &rustls::Error) -> String {
+        use rustls::{CertificateError as C, Error as E};
+        let why = match e {
+            E::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => format!(
+                "its certificate is not signed by a CA trusted here (trusted: {}); \
+                 set AWS_CA_BUNDLE to a PEM file with the CA that signed it",
+                self.trust
+            ),
+            E::InvalidCertificate(C::NotValidForNameContext {
+                expected,
+                presented,
+            }) => format!(
+                "its certificate is not valid for the host name {:?} of the endpoint \
+                 (it names {}); use one of those names in the endpoint URL",
+                expected.to_str(),
+                presented
+                    .iter()
+                    .map(|n| bare_name(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            E::InvalidCertificate(C::NotValidForName) => {
+                "its certificate is not valid for the host name of the endpoint".to_string()
+            }
+            E::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+                "its certificate has expired".to_string()
+            }
+            E::InvalidCertificate(C::NotValidYet | C::NotValidYetContext { .. }) => {
+                "its certificate is not valid yet (check the clocks)".to_string()
+            }
+            E::InvalidMessage(_) | E::InappropriateMessage { .. } => {
+                "the server did not answer with TLS (does it serve plain http://?)".to_string()
+            }
+            E::AlertReceived(alert) => format!("the server refused the handshake ({alert:?})"),
+            other => other.to_string(),
+        };
+        format!("TLS handshake with {} failed: {why}", self.endpoint)
+    }
+}
+
+/// `DnsName("localhost")` / `IpAddress(127.0.0.1)` (how rustls lists the
+/// names a certificate presents) as `localhost` / `127.0.0.1`.
+fn bare_name(presented: &str) -> &str {
+    presented
+        .split_once('(')
+        .and_then(|(_, rest)| rest.strip_suffix(')'))
+        .map(|inner| inner.trim_matches('"'))
+        .unwrap_or(presented)
+}
+
+/// The rustls error somewhere in `e`'s chain. TLS errors travel inside
+/// `io::Error`s, whose `source()` skips the error they wrap.
+fn rustls_cause<'a>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    let mut next = Some(e);
+    while let Some(e) = next {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(tls);
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && let Some(inner) = io.get_ref()
+        {
+            let inner: &(dyn std::error::Error + 'static) = inner;
+            if let Some(tls) = rustls_cause(inner) {
+                return Some(tls);
+            }
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// An HTTPS client trusting only `bundle` (its PEM was checked when the
+/// settings were read, so the connector's own parsing cannot fail).
+fn https_client(bundle: &CaBundle) -> Result<aws_sdk_s3::config::SharedHttpClient> {
+    use aws_smithy_http_client::tls::{self, TlsContext, TrustStore, rustls_provider::CryptoMode};
+    let trust = TrustStore::empty()
+        .with_native_roots(false)
+        .with_pem_certificate(bundle.pem.clone());
+    let context = TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| anyhow!("{} {}: {e}", bundle.origin, bundle.path.display()))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https())
 }
 
 impl Store {
@@ -85,9 +226,13 @@ impl Store {
     async fn build(settings: &BackupSettings) -> Result<Self> {
         match &settings.location {
             Location::S3 { bucket, prefix } => {
-                let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .load()
-                    .await;
+                let bundle = settings.s3.ca_bundle.as_ref();
+                let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+                if let Some(bundle) = bundle {
+                    // Also used by aws-config's own requests (STS, SSO, IMDS).
+                    loader = loader.http_client(https_client(bundle)?);
+                }
+                let shared = loader.load().await;
                 let mut b = aws_sdk_s3::config::Builder::from(&shared)
                     .force_path_style(settings.s3.path_style);
                 if let Some(ep) = &settings.s3.endpoint {
@@ -105,10 +250,17 @@ impl Store {
                 if shared.region().is_none() {
                     b = b.region(aws_sdk_s3::config::Region::new("us-east-1"));
                 }
+                let conf = b.build();
+                let link = S3Link::new(
+                    settings.s3.endpoint.as_deref().or(shared.endpoint_url()),
+                    conf.region().map(|r| r.as_ref()).unwrap_or("us-east-1"),
+                    bundle,
+                );
                 Ok(Self::S3 {
-                    client: Client::from_conf(b.build()),
+                    client: Client::from_conf(conf),
                     bucket: bucket.clone(),
                     prefix: prefix.clone(),
+                    link: Arc::new(link),
                 })
             }
             Location::Local { root, .. } => {
@@ -117,6 +269,14 @@ impl Store {
                     .with_context(|| format!("creating backup directory {}", root.display()))?;
                 Ok(Self::Local { root: root.clone() })
             }
+        }
+    }
+
+    /// How an S3 store is reached; `None` for a local directory.
+    pub fn link(&self) -> Option<&S3Link> {
+        match self {
+            Self::S3 { link, .. } => Some(link),
+            Self::Local { .. } => None,
         }
     }
 
@@ -170,7 +330,12 @@ impl Store {
     /// Writes a small object in one request.
     pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         match self {
-            Self::S3 { client, bucket, .. } => {
+            Self::S3 {
+                client,
+                bucket,
+                link,
+                ..
+            } => {
                 client
                     .put_object()
                     .bucket(bucket)
@@ -178,7 +343,7 @@ impl Store {
                     .body(ByteStream::from(data))
                     .send()
                     .await
-                    .map_err(|e| s3_err(&format!("writing {key}"), e))?;
+                    .map_err(|e| link.err(&format!("writing {key}"), e))?;
             }
             Self::Local { root } => {
                 let path = Self::local_path(root, key)?;
@@ -210,14 +375,19 @@ impl Store {
     /// Streams an object.
     pub async fn get(&self, key: &str) -> Result<ObjectReader> {
         match self {
-            Self::S3 { client, bucket, .. } => {
+            Self::S3 {
+                client,
+                bucket,
+                link,
+                ..
+            } => {
                 let out = client
                     .get_object()
                     .bucket(bucket)
                     .key(key)
                     .send()
                     .await
-                    .map_err(|e| s3_err(&format!("reading {key}"), e))?;
+                    .map_err(|e| link.err(&format!("reading {key}"), e))?;
                 Ok(ObjectReader::S3(out.body))
             }
             Self::Local { root } => {
@@ -233,18 +403,21 @@ impl Store {
     /// The size of an object, or `None` if it does not exist.
     pub async fn head(&self, key: &str) -> Result<Option<u64>> {
         match self {
-            Self::S3 { client, bucket, .. } => {
-                match client.head_object().bucket(bucket).key(key).send().await {
-                    Ok(o) => Ok(Some(o.content_length().unwrap_or(0).max(0) as u64)),
-                    Err(e) => {
-                        if e.as_service_error().is_some_and(|s| s.is_not_found()) {
-                            Ok(None)
-                        } else {
-                            Err(s3_err(&format!("looking up {key}"), e))
-                        }
+            Self::S3 {
+                client,
+                bucket,
+                link,
+                ..
+            } => match client.head_object().bucket(bucket).key(key).send().await {
+                Ok(o) => Ok(Some(o.content_length().unwrap_or(0).max(0) as u64)),
+                Err(e) => {
+                    if e.as_service_error().is_some_and(|s| s.is_not_found()) {
+                        Ok(None)
+                    } else {
+                        Err(link.err(&format!("looking up {key}"), e))
                     }
                 }
-            }
+            },
             Self::Local { root } => match tokio::fs::metadata(Self::local_path(root, key)?).await {
                 Ok(m) => Ok(Some(m.len())),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -256,14 +429,19 @@ impl Store {
     /// Deletes an object; deleting a missing object is not an error.
     pub async fn delete(&self, key: &str) -> Result<()> {
         match self {
-            Self::S3 { client, bucket, .. } => {
+            Self::S3 {
+                client,
+                bucket,
+                link,
+                ..
+            } => {
                 client
                     .delete_object()
                     .bucket(bucket)
                     .key(key)
                     .send()
                     .await
-                    .map_err(|e| s3_err(&format!("deleting {key}"), e))?;
+                    .map_err(|e| link.err(&format!("deleting {key}"), e))?;
             }
             Self::Local { root } => {
                 match tokio::fs::remove_file(Self::local_path(root, key)?).await {
@@ -279,7 +457,12 @@ impl Store {
     /// Every complete object whose key starts with `prefix`.
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
         match self {
-            Self::S3 { client, bucket, .. } => {
+            Self::S3 {
+                client,
+                bucket,
+                link,
+                ..
+            } => {
                 let mut out = Vec::new();
                 let mut pages = client
                     .list_objects_v2()
@@ -288,7 +471,7 @@ impl Store {
                     .into_paginator()
                     .send();
                 while let Some(page) = pages.next().await {
-                    let page = page.map_err(|e| s3_err("listing objects", e))?;
+                    let page = page.map_err(|e| link.err("listing objects", e))?;
                     for o in page.contents() {
                         out.push(ObjectInfo {
                             key: o.key().unwrap_or_default().to_string(),
@@ -320,7 +503,12 @@ impl Store {
     /// Uploads under `prefix` that were started and never completed or aborted.
     pub async fn pending_uploads(&self, prefix: &str) -> Result<Vec<PendingUpload>> {
         match self {
-            Self::S3 { client, bucket, .. } => {
+            Self::S3 {
+                client,
+                bucket,
+                link,
+                ..
+            } => {
                 let mut out = Vec::new();
                 let mut key_marker: Option<String> = None;
                 let mut id_marker: Option<String> = None;
@@ -333,7 +521,7 @@ impl Store {
                         .set_upload_id_marker(id_marker.clone())
                         .send()
                         .await
-                        .map_err(|e| s3_err("listing multipart uploads", e))?;
+                        .map_err(|e| link.err("listing multipart uploads", e))?;
                     for u in page.uploads() {
                         out.push(PendingUpload {
                             key: u.key().unwrap_or_default().to_string(),
@@ -377,7 +565,12 @@ impl Store {
     /// Aborts a pending upload (its parts are freed). Idempotent.
     pub async fn abort(&self, key: &str, upload_id: &str) -> Result<()> {
         match self {
-            Self::S3 { client, bucket, .. } => {
+            Self::S3 {
+                client,
+                bucket,
+                link,
+                ..
+            } => {
                 match client
                     .abort_multipart_upload()
                     .bucket(bucket)
@@ -393,7 +586,7 @@ impl Store {
                     {
                         Ok(())
                     }
-                    Err(e) => Err(s3_err(&format!("aborting the upload of {key}"), e)),
+                    Err(e) => Err(link.err(&format!("aborting the upload of {key}"), e)),
                 }
             }
             Self::Local { root } => {
@@ -543,7 +736,13 @@ impl Upload {
     }
 
     async fn begin_multipart(&mut self) -> Result<()> {
-        let Store::S3 { client, bucket, .. } = &self.store else {
+        let Store::S3 {
+            client,
+            bucket,
+            link,
+            ..
+        } = &self.store
+        else {
             return Ok(());
         };
         let out = client
@@ -552,7 +751,7 @@ impl Upload {
             .key(&self.key)
             .send()
             .await
-            .map_err(|e| s3_err(&format!("starting the upload of {}", self.key), e))?;
+            .map_err(|e| link.err(&format!("starting the upload of {}", self.key), e))?;
         self.upload_id = Some(
             out.upload_id()
                 .context("the store returned no upload id")?
@@ -562,7 +761,16 @@ impl Upload {
     }
 
     async fn send_part(&mut self, data: Bytes) -> Result<()> {
-        let (Store::S3 { client, bucket, .. }, Some(id)) = (&self.store, &self.upload_id) else {
+        let (
+            Store::S3 {
+                client,
+                bucket,
+                link,
+                ..
+            },
+            Some(id),
+        ) = (&self.store, &self.upload_id)
+        else {
             bail!("no multipart upload in progress");
         };
         let number = self.parts.len() as i32 + 1;
@@ -575,7 +783,7 @@ impl Upload {
             .body(ByteStream::from(data))
             .send()
             .await
-            .map_err(|e| s3_err(&format!("uploading part {number} of {}", self.key), e))?;
+            .map_err(|e| link.err(&format!("uploading part {number} of {}", self.key), e))?;
         // Only the ETag: per-part checksums in the completion are optional and
         // some stores (Garage) reject ones they did not record at upload time.
         // The whole object's SHA-256 is ours, checked on every read.
@@ -607,7 +815,13 @@ impl Upload {
                 .with_context(|| format!("renaming into {}", local.target.display()))?;
             return Ok(());
         }
-        let Store::S3 { client, bucket, .. } = &self.store else {
+        let Store::S3 {
+            client,
+            bucket,
+            link,
+            ..
+        } = &self.store
+        else {
             bail!("store mismatch");
         };
         if self.upload_id.is_none() {
@@ -627,7 +841,7 @@ impl Upload {
             )
             .send()
             .await
-            .map_err(|e| s3_err(&format!("completing the upload of {}", self.key), e))?;
+            .map_err(|e| link.err(&format!("completing the upload of {}", self.key), e))?;
         Ok(())
     }
 

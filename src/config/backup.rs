@@ -1,13 +1,15 @@
 //! Typed settings for backups and restores: where dumps go ([`Location`]),
 //! how they are compressed ([`Codec`]) and encrypted, how many are kept
-//! ([`Policy`]). Read from `LANDLORD_BACKUP_*` (and the standard `AWS_*`
-//! variables for S3) over the `[backup]` table of `landlord.toml`.
+//! ([`Policy`]), which CAs the S3 client trusts ([`CaBundle`]). Read from
+//! `LANDLORD_BACKUP_*` (and the standard `AWS_*` variables for S3) over the
+//! `[backup]` table of `landlord.toml`.
 //!
 //! Part of the configuration layer, which `crate::backup` builds on: this
 //! file must never import from `crate::backup`. It must never hold a private
 //! key: it keeps age public keys (`age1…`) and only the *path* of the
 //! identity file, which restores and verifies read when they need it; it
-//! never opens that file, nor touches storage.
+//! never opens that file, nor touches storage. The one file it reads is the
+//! public CA bundle of `AWS_CA_BUNDLE`, so a bad one stops startup.
 
 use std::{path::PathBuf, time::Duration};
 
@@ -117,6 +119,71 @@ impl Location {
     }
 }
 
+/// A PEM bundle of CA certificates the S3 client trusts *instead of* the
+/// system's roots (as the AWS CLI does with `AWS_CA_BUNDLE`): a private CA
+/// of a self-hosted store. To trust both, concatenate the system bundle and
+/// the private CA into one file.
+#[derive(Clone)]
+pub struct CaBundle {
+    /// Where the bundle was named, for messages (`AWS_CA_BUNDLE`).
+    pub origin: String,
+    pub path: PathBuf,
+    /// The file's PEM text; every certificate in it was checked to be usable.
+    pub pem: Vec<u8>,
+    /// How many certificates it holds.
+    pub certificates: usize,
+}
+
+impl std::fmt::Debug for CaBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "CaBundle({} {}, {} certificates)",
+            self.origin,
+            self.path.display(),
+            self.certificates
+        )
+    }
+}
+
+impl CaBundle {
+    /// Reads and checks the bundle at `path`: it must be readable PEM with at
+    /// least one certificate, every certificate usable as a trust anchor.
+    /// Errors name `origin` and the path.
+    pub fn read(origin: &str, path: impl Into<PathBuf>) -> Result<Self> {
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let path = path.into();
+        let at = format!("{origin} {}", path.display());
+        let pem =
+            std::fs::read(&path).with_context(|| format!("{at}: cannot read the CA bundle"))?;
+        let certs = CertificateDer::pem_slice_iter(&pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| anyhow::anyhow!("{at}: not a valid PEM file: {e}"))?;
+        if certs.is_empty() {
+            bail!(
+                "{at}: holds no certificate (expected PEM blocks \
+                 \"-----BEGIN CERTIFICATE-----\")"
+            );
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        for (i, cert) in certs.iter().enumerate() {
+            roots.add(cert.clone()).map_err(|e| {
+                anyhow::anyhow!(
+                    "{at}: certificate {} of {} is not a usable CA certificate: {e}",
+                    i + 1,
+                    certs.len()
+                )
+            })?;
+        }
+        Ok(Self {
+            origin: origin.to_string(),
+            path,
+            pem,
+            certificates: certs.len(),
+        })
+    }
+}
+
 /// S3 client options beyond the standard `AWS_*` variables.
 #[derive(Debug, Clone)]
 pub struct S3Options {
@@ -127,6 +194,10 @@ pub struct S3Options {
     /// Send request checksums only when an operation requires them, for stores
     /// that reject the SDK's default CRC checksums.
     pub checksum_when_required: bool,
+    /// `AWS_CA_BUNDLE`, read and checked at startup when backups go to S3.
+    /// Unset: the client trusts the system's roots. (A profile's `ca_bundle`
+    /// is not read: aws-config only exposes profiles through internal APIs.)
+    pub ca_bundle: Option<CaBundle>,
 }
 
 /// All backup settings.
@@ -243,12 +314,17 @@ impl BackupSettings {
                 .s3_path_style
                 .unwrap_or(endpoint.is_some() || env("AWS_ENDPOINT_URL").is_some()),
         };
+        let ca_bundle = match (&location, env("AWS_CA_BUNDLE")) {
+            (Location::S3 { .. }, Some(path)) => Some(CaBundle::read("AWS_CA_BUNDLE", path)?),
+            _ => None,
+        };
         Ok(Self {
             location,
             s3: S3Options {
                 endpoint,
                 path_style,
                 checksum_when_required,
+                ca_bundle,
             },
             codec,
             level,

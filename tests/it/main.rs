@@ -29,3 +29,4 @@ mod secrets;
 mod tenancy;
 mod tls_broker;
 mod tls_mail;
+mod tls_s3;
