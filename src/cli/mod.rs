@@ -130,6 +130,13 @@ impl ServeArgs {
         settings: &Settings,
         registry: &crate::runtime::Registry,
     ) -> Result<crate::serve::Roles> {
+        if self.no_worker && self.no_scheduler && self.no_api {
+            return Err(BadInput(
+                "--no-worker, --no-scheduler and --no-api together leave serve nothing to run"
+                    .into(),
+            )
+            .into());
+        }
         let scheduler = if self.no_scheduler {
             None
         } else {

@@ -204,13 +204,13 @@ pub async fn run_on(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let (pool, broker) = (&conns.catalog, &conns.broker);
-    let since = catalog_now(&pool).await?;
+    let since = catalog_now(pool).await?;
     let mut lock: Option<PoolConnection<Postgres>> = None;
     tokio::pin!(shutdown);
     tracing::info!(schedules = schedules.len(), owner = %me, "scheduler started");
     loop {
         if lock.is_none() {
-            match try_lead(&pool).await {
+            match try_lead(pool).await {
                 Ok(Some(c)) => {
                     tracing::info!(owner = %me, "became leader");
                     metrics::get().scheduler_leader.set(1);
@@ -227,10 +227,10 @@ pub async fn run_on(
             lock = None;
         }
         if let Some(c) = lock.as_mut() {
-            match tick(&pool, c, &registry, &schedules, since, &me).await {
+            match tick(pool, c, &registry, &schedules, since, &me).await {
                 Ok(()) => {
                     // Publish what the fan-outs wrote now; workers' relays would too.
-                    relay::drain(&pool, &broker).await;
+                    relay::drain(pool, broker).await;
                 }
                 Err(e) => {
                     tracing::warn!(error = %format!("{e:#}"), "scheduler tick failed; retrying")

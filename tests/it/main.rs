@@ -26,6 +26,7 @@ mod lifecycle;
 mod proxy;
 mod scheduler;
 mod secrets;
+mod serve;
 mod tenancy;
 mod tls_broker;
 mod tls_mail;
