@@ -329,7 +329,7 @@ pub mod doc_support {
             conn.close().await?;
             let mut settings = settings.clone();
             settings.catalog.url = SecretUrl::new(url.to_string());
-            settings.broker.url = SecretUrl::new(NO_BROKER);
+            settings.broker.set_url(SecretUrl::new(NO_BROKER));
             Ok(Self {
                 settings,
                 server,

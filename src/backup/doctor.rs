@@ -169,7 +169,7 @@ async fn broker(settings: &Settings) -> Result<(String, Transport), String> {
     let reached = tokio::time::timeout(Duration::from_secs(10), broker.connect()).await;
     broker.close().await;
     match reached {
-        Ok(Ok(())) => Ok((settings.broker.url.masked(), broker_transport(tls.as_ref()))),
+        Ok(Ok(())) => Ok((broker.describe(), broker_transport(tls.as_ref()))),
         Ok(Err(e)) => Err(format!("{e:#}")),
         Err(_) => Err("no answer within 10 s".into()),
     }

@@ -22,7 +22,7 @@ pub mod topology;
 use std::{
     sync::{
         Arc,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -40,6 +40,9 @@ pub use topology::Topology;
 use crate::config::{AmqpTls, BrokerSettings, SecretUrl};
 
 const OP_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one node of several may take to accept a connection before the
+/// next is tried (a single node gets the whole [`OP_TIMEOUT`]).
+const NODE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 struct Session {
@@ -157,6 +160,9 @@ struct Inner {
     name: String,
     session: Mutex<Option<Session>>,
     connected: AtomicBool,
+    /// Index in `settings.urls` of the node to try first: the one that
+    /// answered last.
+    node: AtomicUsize,
 }
 
 /// One message of a [`Broker::publish_batch`].
@@ -185,6 +191,7 @@ impl Broker {
                 name: name.to_string(),
                 session: Mutex::new(None),
                 connected: AtomicBool::new(false),
+                node: AtomicUsize::new(0),
             }),
         }
     }
@@ -208,18 +215,57 @@ impl Broker {
         }
         *guard = None;
         self.inner.connected.store(false, Ordering::Relaxed);
-        let s = tokio::time::timeout(OP_TIMEOUT, self.open())
-            .await
-            .map_err(|_| anyhow!("timed out connecting to RabbitMQ"))??;
+        let s = self.open().await?;
         *guard = Some(s.clone());
         self.inner.connected.store(true, Ordering::Relaxed);
         Ok(s)
     }
 
+    /// The masked URL of the node this handle reaches (or tries first).
+    pub fn describe(&self) -> String {
+        let urls = &self.inner.settings.urls;
+        urls[self.inner.node.load(Ordering::Relaxed) % urls.len()].masked()
+    }
+
+    /// A session on the first node that answers, starting with the one that
+    /// answered last, so a cluster's live nodes take over from a dead one.
     async fn open(&self) -> Result<Session> {
+        let urls = &self.inner.settings.urls;
+        if urls.len() == 1 {
+            return tokio::time::timeout(OP_TIMEOUT, self.open_on(&urls[0]))
+                .await
+                .map_err(|_| anyhow!("timed out connecting to RabbitMQ"))?;
+        }
+        let start = self.inner.node.load(Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for k in 0..urls.len() {
+            let i = (start + k) % urls.len();
+            match tokio::time::timeout(NODE_TIMEOUT, self.open_on(&urls[i])).await {
+                Ok(Ok(s)) => {
+                    if i != start {
+                        tracing::warn!(node = %urls[i].masked(), "RabbitMQ node switched");
+                    }
+                    self.inner.node.store(i, Ordering::Relaxed);
+                    return Ok(s);
+                }
+                Ok(Err(e)) => failures.push(format!("{}: {e:#}", urls[i].masked())),
+                Err(_) => failures.push(format!(
+                    "{}: no answer within {}s",
+                    urls[i].masked(),
+                    NODE_TIMEOUT.as_secs()
+                )),
+            }
+        }
+        Err(anyhow!(
+            "no RabbitMQ node answered: {}",
+            failures.join("; ")
+        ))
+    }
+
+    async fn open_on(&self, url: &SecretUrl) -> Result<Session> {
         let props = ConnectionProperties::default()
             .with_connection_name(LongString::from(self.inner.name.clone()));
-        let conn = connect_url(&self.inner.settings.url, props).await?;
+        let conn = connect_url(url, props).await?;
         let publisher = conn.create_channel().await.context("opening a channel")?;
         self.inner
             .topology
@@ -230,7 +276,7 @@ impl Broker {
             .confirm_select(ConfirmSelectOptions::default())
             .await
             .context("enabling publisher confirms")?;
-        tracing::info!(prefix = %self.inner.topology.prefix, "connected to RabbitMQ, topology declared");
+        tracing::info!(prefix = %self.inner.topology.prefix, node = %url.masked(), "connected to RabbitMQ, topology declared");
         Ok(Session {
             conn: Arc::new(conn),
             publisher,

@@ -1,5 +1,7 @@
-//! RabbitMQ: its URL (`LANDLORD_AMQP_URL`), the name prefix every exchange
-//! and queue carries (`LANDLORD_PREFIX`) and the work queues' delivery limit.
+//! RabbitMQ: its URL (`LANDLORD_AMQP_URL`; several, comma-separated, for the
+//! nodes of a cluster: connections go to the first that answers, starting
+//! from the node that answered last), the name prefix every exchange and
+//! queue carries (`LANDLORD_PREFIX`) and the work queues' delivery limit.
 //! An `amqps://` URL carries its TLS files as query parameters, named as in
 //! RabbitMQ's URI spec: `cacertfile` (the CA to trust, beside the system's),
 //! `certfile` and `keyfile` (a client certificate, PEM), see [`AmqpTls`].
@@ -20,7 +22,10 @@ use super::{
 /// RabbitMQ and the names landlord declares on it.
 #[derive(Debug, Clone)]
 pub struct BrokerSettings {
+    /// The first node's URL (what one-node tools connect to).
     pub url: SecretUrl,
+    /// Every node's URL, `url` first; at least one.
+    pub urls: Vec<SecretUrl>,
     /// Prefix of every exchange and queue name; isolates installations and test runs.
     pub prefix: String,
     /// `x-delivery-limit` of the work queues: deliveries before a message is dead-lettered.
@@ -54,10 +59,10 @@ impl BrokerSettings {
         if !(1..=1000).contains(&delivery_limit) {
             bail!("LANDLORD_DELIVERY_LIMIT must be between 1 and 1000, got {delivery_limit}");
         }
-        let url = SecretUrl::new(url);
-        AmqpTls::from_url(&url)?;
+        let urls = parse_urls(&url)?;
         Ok(Self {
-            url,
+            url: urls[0].clone(),
+            urls,
             prefix,
             delivery_limit,
         })
@@ -67,6 +72,47 @@ impl BrokerSettings {
     pub fn tls(&self) -> Result<Option<AmqpTls>> {
         AmqpTls::from_url(&self.url)
     }
+
+    /// Points every connection at one URL (a test's, or a no-broker stand-in).
+    pub fn set_url(&mut self, url: SecretUrl) {
+        self.url = url.clone();
+        self.urls = vec![url];
+    }
+
+    /// Every URL, masked, comma-separated.
+    pub fn masked(&self) -> String {
+        let all: Vec<String> = self.urls.iter().map(SecretUrl::masked).collect();
+        all.join(",")
+    }
+}
+
+/// The comma-separated URLs of `LANDLORD_AMQP_URL`, each checked; all plain or
+/// all TLS, so a failover never silently drops encryption.
+fn parse_urls(raw: &str) -> Result<Vec<SecretUrl>> {
+    let urls: Vec<SecretUrl> = raw
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(SecretUrl::new)
+        .collect();
+    if urls.is_empty() {
+        bail!("LANDLORD_AMQP_URL is empty: give one amqp:// URL, or several separated by commas");
+    }
+    let mut encrypted = Vec::new();
+    for u in &urls {
+        encrypted.push(AmqpTls::from_url(u)?.is_some());
+    }
+    if encrypted.iter().any(|e| *e) && !encrypted.iter().all(|e| *e) {
+        bail!(
+            "LANDLORD_AMQP_URL mixes amqp:// and amqps:// nodes ({}): a failover would drop \
+             encryption; make them all amqps://",
+            urls.iter()
+                .map(SecretUrl::masked)
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+    }
+    Ok(urls)
 }
 
 /// The TLS files of an `amqps://` URL:
@@ -140,6 +186,18 @@ mod tests {
             .unwrap();
         assert_eq!(t.ca_file, Some(PathBuf::from("/t/ca.pem")));
         assert_eq!(t.key_file, Some(PathBuf::from("/t/c.key")));
+    }
+
+    #[test]
+    fn several_urls_are_the_nodes_of_a_cluster() {
+        let u = parse_urls("amqp://u:p@a:5681/%2f, amqp://u:p@b:5682/%2f,").unwrap();
+        assert_eq!(u.len(), 2);
+        assert_eq!(u[1].expose(), "amqp://u:p@b:5682/%2f");
+        let e = parse_urls("amqps://a/%2f,amqp://u:secret@b/%2f")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mixes") && !e.contains("secret"), "{e}");
+        assert!(parse_urls(" , ").is_err());
     }
 
     #[test]

@@ -48,7 +48,7 @@ impl Settings {
             ),
         );
         out.line("database_url", format!("{:?}", self.catalog.url.masked()));
-        out.line("amqp_url", format!("{:?}", self.broker.url.masked()));
+        out.line("amqp_url", format!("{:?}", self.broker.masked()));
         out.line("prefix", format!("{:?}", self.broker.prefix));
         out.line("delivery_limit", self.broker.delivery_limit.to_string());
     }

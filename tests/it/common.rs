@@ -79,6 +79,7 @@ impl TestEnv {
         let prefix = format!("llt-{id}");
         let topology = Topology::new(&BrokerSettings {
             url: SecretUrl::new(amqp_url()),
+            urls: vec![SecretUrl::new(amqp_url())],
             prefix: prefix.clone(),
             delivery_limit: 20,
         });

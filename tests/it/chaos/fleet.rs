@@ -352,6 +352,7 @@ impl World {
         use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
         let topology = landlord::broker::Topology::new(&landlord::config::BrokerSettings {
             url: landlord::config::SecretUrl::new(amqp_url()),
+            urls: vec![landlord::config::SecretUrl::new(amqp_url())],
             prefix: self.prefix.clone(),
             delivery_limit: 20,
         });
