@@ -42,12 +42,7 @@ pub async fn connect(settings: &Settings) -> Result<PgPool> {
         })
         .connect(settings.catalog.url.expose())
         .await
-        .with_context(|| {
-            format!(
-                "connecting to the catalog at {}",
-                settings.catalog.url.masked()
-            )
-        })
+        .map_err(|e| crate::pg_tls::connect_error(e, "the catalog", &settings.catalog.url))
 }
 
 /// [`connect`], then [`require_session_pooling`]: for roles that take
@@ -134,7 +129,9 @@ pub async fn ensure_database(settings: &Settings) -> Result<()> {
         .database("postgres")
         .connect()
         .await
-        .context("connecting to the catalog server")?;
+        .map_err(|e| {
+            crate::pg_tls::connect_error(e, "the catalog's server", &settings.catalog.url)
+        })?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(&db)

@@ -67,7 +67,7 @@ pub async fn pool_on(settings: &Settings, server: &str, db: &str) -> Result<PgPo
         .acquire_timeout(std::time::Duration::from_secs(15))
         .connect_with(opts)
         .await
-        .with_context(|| format!("connecting to {db} on server {server}"))
+        .map_err(|e| tenants::server_connect_error(settings, e, server, db))
 }
 
 /// A one-connection pool on the server's maintenance database, for

@@ -303,19 +303,29 @@ pub async fn connect_tenant_db(settings: &Settings, t: &Tenant) -> Result<PgPool
         .acquire_timeout(std::time::Duration::from_secs(15))
         .connect_with(opts)
         .await
-        .with_context(|| {
-            format!(
-                "connecting to database {:?} on server {:?}",
-                t.db_name, t.db_server
-            )
-        })
+        .map_err(|e| server_connect_error(settings, e, &t.db_server, &t.db_name))
+}
+
+/// The error of a failed connection to database `db` on server `server`:
+/// the server by name and masked URL, and what failed (`pg_tls`).
+pub fn server_connect_error(
+    settings: &Settings,
+    err: sqlx::Error,
+    server: &str,
+    db: &str,
+) -> anyhow::Error {
+    let endpoint = format!("database {db:?} on server {server:?}");
+    match settings.servers.get(server) {
+        Some(url) => crate::pg_tls::connect_error(err, &endpoint, url),
+        None => anyhow::Error::new(err).context(format!("connecting to {endpoint}")),
+    }
 }
 
 async fn database_exists(settings: &Settings, server: &str, db: &str) -> Result<bool> {
     let mut conn = server_options(settings, server, "postgres")?
         .connect()
         .await
-        .with_context(|| format!("connecting to database server {server:?}"))?;
+        .map_err(|e| server_connect_error(settings, e, server, "postgres"))?;
     let exists: bool =
         sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
             .bind(db)

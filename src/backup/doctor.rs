@@ -96,12 +96,12 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
         ));
     }
     for (name, url) in &settings.servers {
-        out.push(check(
+        out.push(connection_check(
             format!("server {name}"),
-            server_version(url, &tools).await,
+            server_version(name, url, &tools).await,
         ));
     }
-    out.push(check("catalog", catalog(settings).await));
+    out.push(connection_check("catalog", catalog(settings).await));
     out.push(connection_check("broker", broker(settings).await));
     out.push(connection_check("mail", mail(settings).await));
     out.push(connection_check(
@@ -115,8 +115,13 @@ pub async fn run(settings: &Settings) -> Vec<Check> {
     out
 }
 
-/// The server answers, and no client tool in `tools` is older than it.
-async fn server_version(url: &SecretUrl, tools: &[(&str, u32)]) -> Result<String, String> {
+/// The server answers, and no client tool in `tools` is older than it; with
+/// what protects the session.
+async fn server_version(
+    name: &str,
+    url: &SecretUrl,
+    tools: &[(&str, u32)],
+) -> Result<(String, Transport), String> {
     let opts: sqlx::postgres::PgConnectOptions =
         url.expose().parse().map_err(|e| format!("bad URL: {e}"))?;
     let pool = sqlx::postgres::PgPoolOptions::new()
@@ -124,12 +129,17 @@ async fn server_version(url: &SecretUrl, tools: &[(&str, u32)]) -> Result<String
         .acquire_timeout(Duration::from_secs(5))
         .connect_with(opts)
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|e| {
+            let e = crate::pg_tls::connect_error(e, &format!("database server {name:?}"), url);
+            format!("cannot connect: {e:#}")
+        })?;
+    let transport = pg_transport(&pool, url).await;
     let num: String = sqlx::query_scalar("SHOW server_version_num")
         .fetch_one(&pool)
         .await
         .map_err(|e| e.to_string())?;
     pool.close().await;
+    let transport = transport?;
     let major = num.parse::<u32>().unwrap_or(0) / 10000;
     let old: Vec<String> = tools
         .iter()
@@ -137,7 +147,10 @@ async fn server_version(url: &SecretUrl, tools: &[(&str, u32)]) -> Result<String
         .map(|(t, v)| format!("{t} {v}"))
         .collect();
     if old.is_empty() {
-        Ok(format!("PostgreSQL {major}; client tools are new enough"))
+        Ok((
+            format!("PostgreSQL {major}; client tools are new enough"),
+            transport,
+        ))
     } else {
         Err(format!(
             "PostgreSQL {major} but {} is older: dumps would fail",
@@ -146,16 +159,59 @@ async fn server_version(url: &SecretUrl, tools: &[(&str, u32)]) -> Result<String
     }
 }
 
-async fn catalog(settings: &Settings) -> Result<String, String> {
+async fn catalog(settings: &Settings) -> Result<(String, Transport), String> {
     let pool = crate::db::connect(settings)
         .await
         .map_err(|e| format!("{e:#}"))?;
-    sqlx::query("SELECT 1")
-        .execute(&pool)
-        .await
-        .map_err(|e| e.to_string())?;
+    let transport = pg_transport(&pool, &settings.catalog.url).await;
     pool.close().await;
-    Ok(settings.catalog.url.masked())
+    Ok((settings.catalog.url.masked(), transport?))
+}
+
+/// What protects a session of `pool` (opened from `url`): the server's own
+/// view (`pg_stat_ssl` of the backend) and whether `sslmode` verifies.
+async fn pg_transport(pool: &sqlx::PgPool, url: &SecretUrl) -> Result<Transport, String> {
+    let (ssl, version): (bool, Option<String>) =
+        sqlx::query_as("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+            .fetch_one(pool)
+            .await
+            .map_err(|e| format!("reading pg_stat_ssl of the session: {e}"))?;
+    let tls = crate::pg_tls::check("the URL", url).map_err(|e| format!("{e:#}"))?;
+    let mode = tls.mode;
+    if !ssl {
+        return Ok(Transport::plain(format!(
+            "sslmode={mode}; the server's pg_stat_ssl says the session is plain"
+        )));
+    }
+    let version = version.unwrap_or_else(|| "TLS".into());
+    let root = tls.root_cert.unwrap_or_default();
+    let (verified, how) = match mode {
+        crate::pg_tls::Mode::VerifyFull => (
+            true,
+            format!("sslmode=verify-full: certificate chain checked against {root} and host name"),
+        ),
+        crate::pg_tls::Mode::VerifyCa => (
+            true,
+            format!(
+                "sslmode=verify-ca: certificate chain checked against {root}; host name checked \
+                 by landlord's own connections (sqlx#3793), not by pg_dump/psql"
+            ),
+        ),
+        _ => (
+            false,
+            format!("sslmode={mode}: server certificate not checked"),
+        ),
+    };
+    let client = if tls.client_cert.is_some() {
+        "; client certificate presented"
+    } else {
+        ""
+    };
+    Ok(Transport {
+        encrypted: true,
+        verified,
+        detail: format!("{version}, {how}{client}"),
+    })
 }
 
 /// The broker answers; over `amqps://` the handshake verified its certificate

@@ -1,6 +1,9 @@
 //! Running the PostgreSQL client programs (pg_dump, pg_restore, psql) against
 //! a configured server. Connection details go through `PG*` environment
 //! variables, never the command line, so passwords do not show in `ps`.
+//! TLS parameters (`sslmode`, `sslrootcert`, `sslcert`, `sslkey`) reach them
+//! as `PGSSL*` through `pg_tls::set_child_env`, which refuses a URL whose TLS
+//! settings the programs and landlord's own connections would not both honour.
 //!
 //! A program started during an attempt carries the attempt's name
 //! (`runtime::sessions`) as `PGAPPNAME` and `LANDLORD_ATTEMPT`, so its
@@ -59,15 +62,11 @@ pub fn command(settings: &Settings, server: &str, db: &str, program: &str) -> Re
             "password" => {
                 cmd.env("PGPASSWORD", v.as_ref());
             }
-            "sslmode" => {
-                cmd.env("PGSSLMODE", v.as_ref());
-            }
-            "sslrootcert" => {
-                cmd.env("PGSSLROOTCERT", v.as_ref());
-            }
             _ => {}
         }
     }
+    // sslmode, sslrootcert, sslcert, sslkey; anything else of TLS is refused.
+    crate::pg_tls::set_child_env(&mut cmd, &format!("database server {server:?}"), raw)?;
     cmd.env("PGDATABASE", db)
         .env("PGCONNECT_TIMEOUT", "15")
         .stdin(Stdio::null())

@@ -116,6 +116,10 @@ impl Settings {
         let worker = WorkerSettings::load(worker)?;
         let observability = ObservabilitySettings::load(observability)?;
         let servers = servers::Servers::load(servers, &catalog_url)?;
+        crate::pg_tls::check("LANDLORD_DATABASE_URL", &catalog_url)?;
+        for (name, url) in &servers.urls {
+            crate::pg_tls::check(&format!("database server {name:?}"), url)?;
+        }
         let provisioning =
             ProvisioningSettings::load(tenant_migrations, template_strategy, delete_grace_days)?;
         let mail = MailSettings::load(smtp_url, mail_from);

@@ -50,6 +50,10 @@ pub struct TestEnv {
     workers: Vec<Child>,
     pub log_dir: PathBuf,
     pub extra_env: HashMap<String, String>,
+    /// The catalog's server (`PG_SERVER` unless `on_server`) and the URL
+    /// parameters every connection to it carries (`""` or `?…`).
+    pub server: String,
+    pub params: String,
 }
 
 /// A running worker process.
@@ -62,9 +66,15 @@ pub struct WorkerProc {
 
 impl TestEnv {
     pub async fn new() -> Self {
+        Self::on_server(PG_SERVER, "").await
+    }
+
+    /// An environment whose catalog (and so server `default`) is on `server`
+    /// (`postgres://user@host:port`), every connection with URL `params`.
+    pub async fn on_server(server: &str, params: &str) -> Self {
         let id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let catalog_db = format!("llt_{id}");
-        let mut admin = PgConnection::connect(&format!("{PG_SERVER}/postgres"))
+        let mut admin = PgConnection::connect(&format!("{server}/postgres{params}"))
             .await
             .expect("postgres reachable");
         sqlx::raw_sql(&format!("CREATE DATABASE {catalog_db}"))
@@ -72,7 +82,7 @@ impl TestEnv {
             .await
             .expect("create catalog db");
         admin.close().await.ok();
-        let catalog = PgPool::connect(&format!("{PG_SERVER}/{catalog_db}"))
+        let catalog = PgPool::connect(&format!("{server}/{catalog_db}{params}"))
             .await
             .expect("catalog");
         landlord::db::migrate(&catalog).await.expect("migrate");
@@ -95,6 +105,8 @@ impl TestEnv {
             workers: Vec::new(),
             log_dir,
             extra_env: HashMap::new(),
+            server: server.to_string(),
+            params: params.to_string(),
         }
     }
 
@@ -107,6 +119,11 @@ impl TestEnv {
                 .cloned()
                 .unwrap_or_else(amqp_url),
         )
+    }
+
+    /// The URL of database `db` on this environment's catalog server.
+    pub fn db_url(&self, db: &str) -> String {
+        format!("{}/{db}{}", self.server, self.params)
     }
 
     /// This test's own folder in the dev bucket (see `ops/services env`).
@@ -137,7 +154,7 @@ impl TestEnv {
         let mut v = vec![
             (
                 "LANDLORD_DATABASE_URL".to_string(),
-                format!("{PG_SERVER}/{}", self.catalog_db),
+                self.db_url(&self.catalog_db),
             ),
             ("LANDLORD_AMQP_URL".to_string(), amqp_url()),
             ("LANDLORD_PREFIX".to_string(), self.prefix.clone()),
@@ -489,8 +506,7 @@ impl TestEnv {
         }
         // Databases and roles the test's tenants were given by provisioning.
         let mut provisioned: Vec<(String, Option<String>)> = Vec::new();
-        if let Ok(mut c) = PgConnection::connect(&format!("{PG_SERVER}/{}", self.catalog_db)).await
-        {
+        if let Ok(mut c) = PgConnection::connect(&self.db_url(&self.catalog_db)).await {
             provisioned =
                 sqlx::query_as("SELECT db_name, db_role FROM tenants WHERE db_name NOT LIKE $1")
                     .bind(format!("{}%", self.catalog_db))
@@ -500,7 +516,7 @@ impl TestEnv {
             c.close().await.ok();
         }
         // The pool belongs to the test's runtime; DROP … WITH (FORCE) ends its sessions.
-        if let Ok(mut admin) = PgConnection::connect(&format!("{PG_SERVER}/postgres")).await {
+        if let Ok(mut admin) = PgConnection::connect(&self.db_url("postgres")).await {
             for (db, role) in &provisioned {
                 let _ = sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"))
                     .execute(&mut admin)
@@ -601,6 +617,8 @@ impl Drop for TestEnv {
                 workers: Vec::new(),
                 log_dir: PathBuf::new(),
                 extra_env: HashMap::new(),
+                server: String::new(),
+                params: String::new(),
             },
         );
         if me.catalog_db.is_empty() {

@@ -30,4 +30,5 @@ mod serve;
 mod tenancy;
 mod tls_broker;
 mod tls_mail;
+mod tls_postgres;
 mod tls_s3;
