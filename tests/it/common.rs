@@ -112,13 +112,14 @@ impl TestEnv {
 
     /// The broker this test's processes use: its `LANDLORD_AMQP_URL` (see
     /// [`TestEnv::set_env`]), else the shared one; `amqps://` works too.
+    /// For a cluster's comma-separated URLs, the first node's.
     pub fn amqp(&self) -> SecretUrl {
-        SecretUrl::new(
-            self.extra_env
-                .get("LANDLORD_AMQP_URL")
-                .cloned()
-                .unwrap_or_else(amqp_url),
-        )
+        let url = self
+            .extra_env
+            .get("LANDLORD_AMQP_URL")
+            .cloned()
+            .unwrap_or_else(amqp_url);
+        SecretUrl::new(url.split(',').next().unwrap_or_default().trim())
     }
 
     /// The URL of database `db` on this environment's catalog server.

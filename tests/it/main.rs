@@ -16,6 +16,7 @@ mod api;
 mod api_limits;
 mod backup;
 mod chaos;
+mod cluster;
 mod disruptive;
 mod faults;
 mod fleet;
