@@ -25,7 +25,11 @@ pub async fn serve(
 ) -> Result<std::net::SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .with_context(|| format!("binding the metrics listener on {addr}"))?;
+        .with_context(|| {
+            format!(
+                "binding the metrics listener on {addr} (set LANDLORD_LISTEN or --listen to a free address, or `off`)"
+            )
+        })?;
     let local = listener.local_addr().context("reading bound address")?;
     let app = Router::new()
         .route("/metrics", get(metrics))

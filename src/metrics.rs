@@ -1,15 +1,25 @@
 //! Prometheus metrics, all named `landlord_*` with their unit in the name.
 //! One process-wide registry, exposed on `/metrics` by [`crate::http`].
+//!
+//! The dashboard and the alert rules under `ops/observability/` use these
+//! names; a test (`observability::`) fails when one of them is no longer
+//! exported, so rename a metric there too. This module only defines and
+//! renders metrics; it must never query the catalog or the broker itself.
 
 use std::sync::OnceLock;
 
+use tokio::sync::Notify;
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Registry, TextEncoder, core::Collector,
 };
 
 pub struct Metrics {
     pub registry: Registry,
+    /// Every registered metric's name, sorted (a labelled metric is exported
+    /// only once it has a series; this says what can be).
+    pub names: Vec<String>,
     /// Finished attempts by kind and outcome (succeeded, retrying, dead, failed, lost, handed_back).
     pub jobs: IntCounterVec,
     pub job_duration: HistogramVec,
@@ -31,10 +41,41 @@ pub struct Metrics {
     pub backup_duration: prometheus::Histogram,
     /// From `backups monitor`: tenants by check (stale, oversize, healthy).
     pub backup_monitor: IntGaugeVec,
+    /// Per tenant: completion time of the newest complete backup (0: none).
+    pub backup_newest: IntGaugeVec,
+    /// Per tenant: bytes its complete backups take in the store.
+    pub backup_tenant_bytes: IntGaugeVec,
+    /// When this process last refreshed the backup-monitor gauges.
+    pub backup_monitor_refreshed: IntGauge,
+    /// Per queue: seconds since the longest-waiting due job became due.
+    pub queue_oldest: IntGaugeVec,
+    /// Heavy slots (`runtime::heavy`) this process holds, by database server.
+    pub heavy_in_use: IntGaugeVec,
+    /// The configured heavy slots per database server.
+    pub heavy_limit: IntGauge,
+    /// Times a job found every heavy slot of its server taken.
+    pub heavy_waits: IntCounterVec,
+    /// Outbox rows the broker refused or did not confirm, by exchange.
+    pub outbox_failures: IntCounterVec,
+    /// Relay passes that published nothing because of an error.
+    pub relay_failures: IntCounter,
+    /// Restore tests (`verify_backup` with `restore_test`) by outcome.
+    pub restore_drills: IntCounterVec,
+}
+
+/// Registers `c` and records its name.
+fn add<C: Collector + Clone + 'static>(
+    registry: &Registry,
+    names: &mut Vec<String>,
+    c: &C,
+) -> Result<(), prometheus::Error> {
+    names.extend(c.desc().iter().map(|d| d.fq_name.clone()));
+    registry.register(Box::new(c.clone()))
 }
 
 fn build() -> Result<Metrics, prometheus::Error> {
     let registry = Registry::new();
+    let mut names = Vec::new();
     let jobs = IntCounterVec::new(
         Opts::new(
             "landlord_jobs_total",
@@ -132,24 +173,97 @@ fn build() -> Result<Metrics, prometheus::Error> {
         ),
         &["check"],
     )?;
-    registry.register(Box::new(backup_bytes.clone()))?;
-    registry.register(Box::new(backup_duration.clone()))?;
-    registry.register(Box::new(backup_monitor.clone()))?;
-    registry.register(Box::new(firings.clone()))?;
-    registry.register(Box::new(scheduler_leader.clone()))?;
-    registry.register(Box::new(jobs.clone()))?;
-    registry.register(Box::new(job_duration.clone()))?;
-    registry.register(Box::new(in_flight.clone()))?;
-    registry.register(Box::new(retries.clone()))?;
-    registry.register(Box::new(tenant_busy.clone()))?;
-    registry.register(Box::new(queue_depth.clone()))?;
-    registry.register(Box::new(leases_reaped.clone()))?;
-    registry.register(Box::new(republished.clone()))?;
-    registry.register(Box::new(dead_lettered.clone()))?;
-    registry.register(Box::new(outbox_published.clone()))?;
-    registry.register(Box::new(outbox_backlog.clone()))?;
+    let backup_newest = IntGaugeVec::new(
+        Opts::new(
+            "landlord_backup_newest_timestamp_seconds",
+            "Per tenant: completion time of the newest complete backup, 0 if it has none",
+        ),
+        &["tenant"],
+    )?;
+    let backup_tenant_bytes = IntGaugeVec::new(
+        Opts::new(
+            "landlord_backup_tenant_stored_bytes",
+            "Per tenant: bytes its complete backups take in the store",
+        ),
+        &["tenant"],
+    )?;
+    let backup_monitor_refreshed = IntGauge::new(
+        "landlord_backup_monitor_refreshed_timestamp_seconds",
+        "When this process last refreshed the backup monitor gauges from the catalog",
+    )?;
+    let queue_oldest = IntGaugeVec::new(
+        Opts::new(
+            "landlord_queue_oldest_job_age_seconds",
+            "Per queue: seconds since the longest-waiting due job (queued or retrying) became due, 0 if none",
+        ),
+        &["queue"],
+    )?;
+    let heavy_in_use = IntGaugeVec::new(
+        Opts::new(
+            "landlord_heavy_slots_in_use",
+            "Heavy slots (backups, restore tests, VACUUM, REINDEX) this process holds, by database server",
+        ),
+        &["server"],
+    )?;
+    let heavy_limit = IntGauge::new(
+        "landlord_heavy_slots_per_server",
+        "Heavy slots each database server has (LANDLORD_HEAVY_PER_SERVER)",
+    )?;
+    let heavy_waits = IntCounterVec::new(
+        Opts::new(
+            "landlord_heavy_slot_waits_total",
+            "Times a job found every heavy slot of its database server taken and was postponed",
+        ),
+        &["server"],
+    )?;
+    let outbox_failures = IntCounterVec::new(
+        Opts::new(
+            "landlord_outbox_publish_failures_total",
+            "Outbox rows the broker refused or did not confirm (backed off and retried)",
+        ),
+        &["exchange"],
+    )?;
+    let relay_failures = IntCounter::new(
+        "landlord_relay_failures_total",
+        "Outbox relay passes that failed without publishing anything",
+    )?;
+    let restore_drills = IntCounterVec::new(
+        Opts::new(
+            "landlord_restore_drills_total",
+            "Restore tests (verify_backup with restore_test) by outcome (passed, failed), per attempt",
+        ),
+        &["outcome"],
+    )?;
+    add(&registry, &mut names, &backup_newest)?;
+    add(&registry, &mut names, &backup_tenant_bytes)?;
+    add(&registry, &mut names, &backup_monitor_refreshed)?;
+    add(&registry, &mut names, &queue_oldest)?;
+    add(&registry, &mut names, &heavy_in_use)?;
+    add(&registry, &mut names, &heavy_limit)?;
+    add(&registry, &mut names, &heavy_waits)?;
+    add(&registry, &mut names, &outbox_failures)?;
+    add(&registry, &mut names, &relay_failures)?;
+    add(&registry, &mut names, &restore_drills)?;
+    add(&registry, &mut names, &backup_bytes)?;
+    add(&registry, &mut names, &backup_duration)?;
+    add(&registry, &mut names, &backup_monitor)?;
+    add(&registry, &mut names, &firings)?;
+    add(&registry, &mut names, &scheduler_leader)?;
+    add(&registry, &mut names, &jobs)?;
+    add(&registry, &mut names, &job_duration)?;
+    add(&registry, &mut names, &in_flight)?;
+    add(&registry, &mut names, &retries)?;
+    add(&registry, &mut names, &tenant_busy)?;
+    add(&registry, &mut names, &queue_depth)?;
+    add(&registry, &mut names, &leases_reaped)?;
+    add(&registry, &mut names, &republished)?;
+    add(&registry, &mut names, &dead_lettered)?;
+    add(&registry, &mut names, &outbox_published)?;
+    add(&registry, &mut names, &outbox_backlog)?;
+    names.sort();
     Ok(Metrics {
         registry,
+        names,
         jobs,
         job_duration,
         in_flight,
@@ -166,6 +280,16 @@ fn build() -> Result<Metrics, prometheus::Error> {
         backup_bytes,
         backup_duration,
         backup_monitor,
+        backup_newest,
+        backup_tenant_bytes,
+        backup_monitor_refreshed,
+        queue_oldest,
+        heavy_in_use,
+        heavy_limit,
+        heavy_waits,
+        outbox_failures,
+        relay_failures,
+        restore_drills,
     })
 }
 
@@ -180,11 +304,29 @@ pub fn get() -> &'static Metrics {
     })
 }
 
+/// Woken when this process completed a backup, so its backup-monitor gauges
+/// are refreshed at once rather than at the next interval.
+static BACKUPS_CHANGED: Notify = Notify::const_new();
+
 /// Counts a completed backup.
 pub fn backup_done(stored_bytes: u64, duration_ms: i64) {
     let m = get();
     m.backup_bytes.inc_by(stored_bytes);
     m.backup_duration.observe(duration_ms as f64 / 1000.0);
+    BACKUPS_CHANGED.notify_one();
+}
+
+/// Resolves after this process completed a backup (see [`backup_done`]).
+pub async fn backups_changed() {
+    BACKUPS_CHANGED.notified().await;
+}
+
+/// Counts one restore test's attempt.
+pub fn restore_drill(passed: bool) {
+    get()
+        .restore_drills
+        .with_label_values(&[if passed { "passed" } else { "failed" }])
+        .inc();
 }
 
 /// The text exposition of every metric.

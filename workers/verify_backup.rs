@@ -46,7 +46,11 @@ impl Job for VerifyBackup {
         } else {
             None
         };
-        let result = verify::verify(&ctx.settings, &t, &b, self.restore_test, ctx.job_id).await?;
+        let result = verify::verify(&ctx.settings, &t, &b, self.restore_test, ctx.job_id).await;
+        if self.restore_test {
+            crate::metrics::restore_drill(result.is_ok());
+        }
+        let result = result?;
         ctx.emit("backup.verified", result.clone());
         Ok(result)
     }

@@ -124,7 +124,7 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
     /// Maximum age of a tenant's newest backup, in hours.
-    #[arg(long, default_value_t = 26)]
+    #[arg(long, default_value_t = monitor::DEFAULT_MAX_AGE_HOURS)]
     pub max_age_hours: u64,
     /// Maximum total size of a tenant's stored backups, in MiB (default: no limit).
     #[arg(long)]

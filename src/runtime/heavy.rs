@@ -6,6 +6,10 @@
 //! same job is postponed again (up to a minute) and is jittered, so waiting
 //! jobs neither poll the catalog in lockstep nor hammer it while a long
 //! backup runs.
+//!
+//! The slots a process holds are the `landlord_heavy_slots_in_use{server}`
+//! gauge (summed over the fleet against `landlord_heavy_slots_per_server`,
+//! that is saturation), each wait for one `landlord_heavy_slot_waits_total`.
 
 use std::time::Duration;
 
@@ -21,12 +25,35 @@ const MAX_WAIT: Duration = Duration::from_secs(60);
 /// which is how the next try knows how often the job has waited).
 const POSTPONED: &str = "(postponed ";
 
+/// One heavy slot held: its advisory lock lives on the connection, released
+/// (and the in-use gauge lowered) when this is dropped.
+pub struct Slot {
+    _conn: PoolConnection<Postgres>,
+    in_use: prometheus::IntGauge,
+}
+
+impl Slot {
+    fn held(conn: PoolConnection<Postgres>, server: &str) -> Self {
+        let in_use = crate::metrics::get()
+            .heavy_in_use
+            .with_label_values(&[server]);
+        in_use.inc();
+        Self {
+            _conn: conn,
+            in_use,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.in_use.dec();
+    }
+}
+
 /// Takes one of the server's slots, held on a dedicated catalog connection
 /// until dropped; `None` when all are taken.
-pub async fn slot(
-    ctx: &JobContext,
-    server: &str,
-) -> Result<Option<PoolConnection<Postgres>>, JobError> {
+pub async fn slot(ctx: &JobContext, server: &str) -> Result<Option<Slot>, JobError> {
     let mut conn = ctx.catalog.acquire().await?;
     // Closing (not pooling) the connection is what releases the lock.
     conn.close_on_drop();
@@ -39,7 +66,7 @@ pub async fn slot(
         .fetch_one(&mut *conn)
         .await?;
         if got {
-            return Ok(Some(conn));
+            return Ok(Some(Slot::held(conn, server)));
         }
     }
     Ok(None)
@@ -70,13 +97,14 @@ fn backoff(base: Duration, postponed: u32, rng: &mut impl Rng) -> Duration {
 }
 
 /// A slot, or [`JobError::Postpone`] when the server is at its limit.
-pub async fn slot_or_postpone(
-    ctx: &JobContext,
-    server: &str,
-) -> Result<PoolConnection<Postgres>, JobError> {
-    if let Some(conn) = slot(ctx, server).await? {
-        return Ok(conn);
+pub async fn slot_or_postpone(ctx: &JobContext, server: &str) -> Result<Slot, JobError> {
+    if let Some(held) = slot(ctx, server).await? {
+        return Ok(held);
     }
+    crate::metrics::get()
+        .heavy_waits
+        .with_label_values(&[server])
+        .inc();
     let last_error: Option<String> =
         sqlx::query_scalar("SELECT last_error FROM jobs WHERE id = $1")
             .bind(ctx.job_id)

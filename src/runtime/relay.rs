@@ -80,6 +80,10 @@ pub async fn relay_once(pool: &PgPool, broker: &Broker, only: Option<i64>) -> Re
                 sent += 1;
             }
             Err(e) => {
+                metrics::get()
+                    .outbox_failures
+                    .with_label_values(&[row.exchange.as_str()])
+                    .inc();
                 // Back this row off (1 s doubling to 5 min) so one bad row never
                 // holds up the rows behind it.
                 sqlx::query(

@@ -116,6 +116,13 @@ pub async fn run_on(
         background.clone(),
     ));
     bg.spawn(depth_loop(w.clone(), background.clone()));
+    bg.spawn(crate::backup::monitor::refresh_loop(
+        catalog.clone(),
+        background.clone(),
+    ));
+    metrics::get()
+        .heavy_limit
+        .set(i64::from(settings.maintenance.heavy_per_server));
 
     let mut slots = JoinSet::new();
     for i in 0..settings.worker.concurrency {
@@ -519,6 +526,7 @@ async fn relay_loop(w: Worker, stop: CancellationToken) {
             }
             Err(e) => {
                 failures += 1;
+                metrics::get().relay_failures.inc();
                 if failures == 1 || failures.is_multiple_of(20) {
                     tracing::warn!(error = %format!("{e:#}"), "outbox relay failed; retrying");
                 }
@@ -586,6 +594,9 @@ async fn reaper_loop(w: Worker, stop: CancellationToken) {
     }
 }
 
+/// Every 5 s, per queue this worker serves: the broker's count of ready
+/// messages, and the catalog's age of the longest-waiting due job (what a
+/// queue that does not drain looks like even when its messages went missing).
 async fn depth_loop(w: Worker, stop: CancellationToken) {
     while !stop.is_cancelled() {
         for family in w.queues.iter() {
@@ -595,7 +606,30 @@ async fn depth_loop(w: Worker, stop: CancellationToken) {
                     .with_label_values(&[family.as_str()])
                     .set(i64::from(n));
             }
+            match oldest_due_age(&w.exec.catalog, family).await {
+                Ok(age) => metrics::get()
+                    .queue_oldest
+                    .with_label_values(&[family.as_str()])
+                    .set(age),
+                Err(e) => {
+                    tracing::debug!(error = %format!("{e:#}"), "reading the oldest due job failed")
+                }
+            }
         }
         tokio::select! { _ = tokio::time::sleep(Duration::from_secs(5)) => {}, _ = stop.cancelled() => {} }
     }
+}
+
+/// Seconds since the longest-waiting due job of `queue` (queued or waiting
+/// for its retry) became due; 0 when none is. One index range scan
+/// (`jobs_status_run_at`).
+async fn oldest_due_age(pool: &sqlx::PgPool, queue: &str) -> Result<i64> {
+    let age: Option<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM now() - min(run_at))::float8 FROM jobs \
+         WHERE status IN ('queued', 'retrying') AND run_at <= now() AND queue = $1",
+    )
+    .bind(queue)
+    .fetch_one(pool)
+    .await?;
+    Ok(age.map_or(0, |a| a.max(0.0) as i64))
 }

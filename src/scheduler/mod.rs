@@ -9,7 +9,9 @@
 //! crash in the middle of a fan-out never doubles a job. One process at a time
 //! fans a schedule out (a lock per schedule, see `fanout.rs`): the leader leaves
 //! alone a firing that `schedule run` or a previous leader is still fanning
-//! out. This module never runs jobs itself.
+//! out. This module never runs jobs itself. A standalone scheduler serves
+//! `/metrics` (`landlord_scheduler_leader`: 1 on the leader, 0 elsewhere),
+//! `/healthz` and `/readyz` on `LANDLORD_LISTEN`, like a worker.
 //!
 //! Each tick the leader re-checks its lock, finishes firings left
 //! `fanning_out` by a crashed leader, then per schedule computes the fire
@@ -190,7 +192,22 @@ pub async fn run(
 ) -> Result<()> {
     let me = owner_id("scheduler");
     let conns = Connections::for_sessions(&settings, &me).await?;
+    // `/metrics` (`landlord_scheduler_leader`, firings), `/healthz`, `/readyz`.
+    let health = tokio_util::sync::CancellationToken::new();
+    if let Some(addr) = &settings.observability.listen {
+        crate::http::serve(
+            addr,
+            conns.catalog.clone(),
+            Some(conns.broker.clone()),
+            health.clone(),
+        )
+        .await?;
+    }
+    if let Err(e) = conns.broker.connect().await {
+        tracing::warn!(error = %format!("{e:#}"), "RabbitMQ not reachable yet; fan-outs wait in the outbox");
+    }
     let ran = run_on(registry, schedules, &conns, me, shutdown).await;
+    health.cancel();
     conns.close().await;
     ran
 }
