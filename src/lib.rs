@@ -18,6 +18,7 @@ pub mod lifecycle;
 pub mod mail;
 pub mod message;
 pub mod metrics;
+pub mod notify;
 pub mod pg_tls;
 pub mod role_password;
 pub mod runtime;

@@ -101,6 +101,13 @@ fn describe(e: &rustls::Error) -> String {
     }
 }
 
+/// Makes aws-lc-rs the process's default rustls provider, for clients that
+/// take the default (reqwest, for notification webhooks). Idempotent; the
+/// binary calls it at start, library code before building such a client.
+pub fn install_default_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

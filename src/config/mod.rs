@@ -25,6 +25,7 @@ mod catalog;
 mod env;
 mod mail;
 mod maintenance;
+pub mod notify;
 mod observability;
 mod provisioning;
 pub mod retention;
@@ -45,6 +46,7 @@ pub use broker::{AmqpTls, BrokerSettings};
 pub use catalog::{CatalogSettings, TcpLiveness};
 pub use mail::{MailSettings, SmtpEndpoint, SmtpSecurity};
 pub use maintenance::{CleanupRule, MaintenanceSettings, parse_cleanup_rules};
+pub use notify::NotifySettings;
 pub use observability::{LogFormat, ObservabilitySettings};
 pub use provisioning::{ProvisioningSettings, TemplateStrategy};
 pub use schedules::{ScheduleSpec, default_schedules};
@@ -65,6 +67,8 @@ pub struct Settings {
     pub mail: MailSettings,
     /// The key that seals tenant passwords in the catalog.
     pub secrets: SecretsSettings,
+    /// Operator notifications (mail, webhook) on failures.
+    pub notify: NotifySettings,
     pub maintenance: MaintenanceSettings,
     /// Backups and restores.
     pub backup: BackupSettings,
@@ -124,6 +128,7 @@ impl Settings {
             ProvisioningSettings::load(tenant_migrations, template_strategy, delete_grace_days)?;
         let mail = MailSettings::load(smtp_url, mail_from);
         let secrets = SecretsSettings::load(secrets_key_file);
+        let notify = NotifySettings::load()?;
         let maintenance = MaintenanceSettings::load(heavy_per_server, cleanup_rules)?;
         let schedules = schedules::load(schedules);
         let backup = BackupSettings::load(backup)?;
@@ -137,6 +142,7 @@ impl Settings {
             provisioning,
             mail,
             secrets,
+            notify,
             maintenance,
             backup,
             tenancy,

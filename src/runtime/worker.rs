@@ -116,6 +116,11 @@ pub async fn run_on(
         background.clone(),
     ));
     bg.spawn(depth_loop(w.clone(), background.clone()));
+    bg.spawn(crate::notify::run_loop(
+        catalog.clone(),
+        settings.clone(),
+        background.clone(),
+    ));
     bg.spawn(crate::backup::monitor::refresh_loop(
         catalog.clone(),
         background.clone(),

@@ -72,6 +72,8 @@ impl TestEnv {
     /// An environment whose catalog (and so server `default`) is on `server`
     /// (`postgres://user@host:port`), every connection with URL `params`.
     pub async fn on_server(server: &str, params: &str) -> Self {
+        // reqwest (maildev, metrics, API calls) takes rustls's process default.
+        landlord::tls::install_default_crypto();
         let id = Uuid::new_v4().simple().to_string()[..12].to_string();
         let catalog_db = format!("llt_{id}");
         let mut admin = PgConnection::connect(&format!("{server}/postgres{params}"))

@@ -24,6 +24,7 @@ mod hostile;
 mod interop;
 mod least_privilege;
 mod lifecycle;
+mod notify;
 mod observability;
 mod proxy;
 mod scheduler;
