@@ -80,6 +80,16 @@ impl JobMessage {
         {
             return Err("dedupe_key must be 1-500 characters".to_string());
         }
+        // PostgreSQL text and jsonb cannot hold NUL: such a message could
+        // never be written, and would come back at every delivery.
+        if msg.dedupe_key.as_deref().is_some_and(|k| k.contains('\0')) {
+            return Err("dedupe_key must not contain a NUL character (\\u0000)".to_string());
+        }
+        if let Some(at) = nul_in(&msg.args) {
+            return Err(format!(
+                "args must not contain a NUL character (\\u0000); found in {at}"
+            ));
+        }
         Ok(msg)
     }
 
@@ -94,6 +104,69 @@ impl JobMessage {
     pub fn check(&self) -> Result<(), String> {
         let bytes = serde_json::to_vec(self).map_err(|e| format!("cannot encode: {e}"))?;
         Self::parse(&bytes).map(|_| ())
+    }
+}
+
+/// Where `v` holds a NUL character (in a string or a key), as a JSON
+/// path (`args.backup`), if anywhere.
+pub fn nul_in(v: &serde_json::Value) -> Option<String> {
+    fn walk(v: &serde_json::Value, path: &str) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) if s.contains('\0') => Some(path.to_string()),
+            serde_json::Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .find_map(|(i, x)| walk(x, &format!("{path}[{i}]"))),
+            serde_json::Value::Object(o) => o.iter().find_map(|(k, x)| {
+                let at = format!("{path}.{}", truncate(&k.replace('\0', "\\u0000")));
+                if k.contains('\0') {
+                    Some(at)
+                } else {
+                    walk(x, &at)
+                }
+            }),
+            _ => None,
+        }
+    }
+    walk(v, "args")
+}
+
+/// Arguments that are an operator's decision on shared resources, never a
+/// tenant token's or a foreign producer's: a legal hold and a retention on
+/// `backup` (retention can prune a tenant's whole backup history), a
+/// restore test on `verify_backup` (a full load on the shared server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OperatorArg {
+    Hold,
+    Retention,
+    RestoreTest,
+}
+
+impl OperatorArg {
+    /// The operator-only argument `args` of a job of `kind` give, if any.
+    pub fn find(kind: &str, args: &serde_json::Value) -> Option<Self> {
+        let given = |name: &str| args.get(name).is_some_and(|v| !v.is_null());
+        match kind {
+            "backup" if args.get("hold").is_some() => Some(Self::Hold),
+            "backup" if given("keep") || given("retention") => Some(Self::Retention),
+            "verify_backup"
+                if args
+                    .get("restore_test")
+                    .is_some_and(|v| !v.is_null() && *v != serde_json::Value::Bool(false)) =>
+            {
+                Some(Self::RestoreTest)
+            }
+            _ => None,
+        }
+    }
+
+    /// The argument's names, for messages.
+    pub fn names(self) -> &'static str {
+        match self {
+            Self::Hold => "hold",
+            Self::Retention => "keep, retention",
+            Self::RestoreTest => "restore_test",
+        }
     }
 }
 
@@ -168,6 +241,14 @@ mod tests {
                 r#"{"v":1,"job_id":42,"kind":"ping"}"#.to_string(),
                 "not a v1",
             ),
+            (
+                format!(r#"{{"v":1,"job_id":"{id}","kind":"ping","args":{{"a":["x\u0000"]}}}}"#),
+                "args.a[0]",
+            ),
+            (
+                format!(r#"{{"v":1,"job_id":"{id}","kind":"ping","dedupe_key":"k\u0000"}}"#),
+                "NUL",
+            ),
         ] {
             let err = JobMessage::parse(body.as_bytes()).expect_err(&body);
             assert!(err.contains(why), "{err} should mention {why}");
@@ -178,6 +259,35 @@ mod tests {
                 .expect_err("too big")
                 .contains("bytes")
         );
+    }
+
+    #[test]
+    fn operator_arguments_are_found() {
+        use serde_json::json;
+        for (kind, args, found) in [
+            ("backup", json!({"hold": "legal"}), Some(OperatorArg::Hold)),
+            ("backup", json!({"keep": 1}), Some(OperatorArg::Retention)),
+            (
+                "backup",
+                json!({"retention": "keep:1"}),
+                Some(OperatorArg::Retention),
+            ),
+            ("backup", json!({"codec": "gzip", "keep": null}), None),
+            (
+                "verify_backup",
+                json!({"restore_test": true}),
+                Some(OperatorArg::RestoreTest),
+            ),
+            (
+                "verify_backup",
+                json!({"restore_test": "yes"}),
+                Some(OperatorArg::RestoreTest),
+            ),
+            ("verify_backup", json!({"restore_test": false}), None),
+            ("maintenance", json!({"keep": 1}), None),
+        ] {
+            assert_eq!(OperatorArg::find(kind, &args), found, "{kind} {args}");
+        }
     }
 
     #[test]

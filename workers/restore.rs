@@ -34,7 +34,8 @@ impl Job for Restore {
             Some(b) if b.trim().is_empty() || b.len() > 300 => {
                 Err("backup must be a backup id or file name".into())
             }
-            _ => Ok(()),
+            Some(b) => check_backup_ref(b),
+            None => Ok(()),
         }
     }
 
@@ -65,6 +66,27 @@ impl Job for Restore {
             restore::drop_scratch(&ctx.settings, &t, ctx.job_id).await?;
         }
         Ok(())
+    }
+}
+
+/// Checks a backup reference (`restore`'s and `verify_backup`'s `backup`):
+/// a backup id, a file name as listed, or an object key, so only letters,
+/// digits, `.`, `_`, `-` and `/`, with no empty, `.` or `..` segment and
+/// no leading `/` or `.`. Anything else (a path traversal, an absolute
+/// path, quotes, NUL) names no backup and is refused before a job exists.
+pub fn check_backup_ref(b: &str) -> Result<(), String> {
+    let ok = !b.is_empty()
+        && !b.starts_with(['/', '.'])
+        && b.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))
+        && b.split('/').all(|p| !p.is_empty() && p != "." && p != "..");
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "backup {:?} is not a backup id, file name or object key (letters, digits, '.', '_', '-' and '/', no '..' segment, no leading '/' or '.')",
+            crate::message::truncate(b)
+        ))
     }
 }
 

@@ -34,6 +34,13 @@ impl Job for VerifyBackup {
     /// process killed) leaves its scratch database: `on_dead` drops it.
     const COMPENSATES: bool = true;
 
+    fn validate(&self) -> Result<(), String> {
+        match &self.backup {
+            Some(b) => super::restore::check_backup_ref(b),
+            None => Ok(()),
+        }
+    }
+
     fn timeout(&self, settings: &crate::config::Settings) -> std::time::Duration {
         settings.backup.timeout
     }

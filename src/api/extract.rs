@@ -59,7 +59,8 @@ where
                 ))
             }
         })?;
-        let value: serde_json::Value = serde_json::from_slice(&bytes)
+        let value = serde_json::from_slice::<Strict>(&bytes)
+            .map(|s| s.0)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))?;
         // serde would take an array for a struct (fields by position); only objects are bodies here.
         if !value.is_object() {
@@ -70,6 +71,79 @@ where
         T::deserialize(value)
             .map(ApiJson)
             .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+/// A JSON value whose objects have no key twice. serde_json keeps the last
+/// of duplicate keys silently, so `{"kind": "restore", "kind": "ping"}`
+/// would mean one thing to a proxy that reads the first and another here:
+/// such a body is refused instead.
+struct Strict(serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for Strict {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(serde_json::Value::Array(out))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key {:?}",
+                    crate::message::truncate(&key)
+                )));
+            }
+            let Strict(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(serde_json::Value::Object(out))
     }
 }
 
@@ -124,6 +198,22 @@ mod tests {
         assert!(is_json("application/merge-patch+json"));
         assert!(!is_json("text/plain"));
         assert!(!is_json(""));
+    }
+
+    #[test]
+    fn duplicate_keys_are_refused_at_any_depth() {
+        let parse = |s: &str| serde_json::from_str::<Strict>(s).map(|s| s.0);
+        assert_eq!(
+            parse(r#"{"a": [1, 2.5, "x", null, true], "b": {"c": -1}}"#).ok(),
+            Some(serde_json::json!({"a": [1, 2.5, "x", null, true], "b": {"c": -1}}))
+        );
+        for dup in [
+            r#"{"kind": "restore", "kind": "ping"}"#,
+            r#"{"args": {"a": 1, "a": 2}}"#,
+        ] {
+            let e = parse(dup).expect_err(dup).to_string();
+            assert!(e.contains("duplicate key"), "{e}");
+        }
     }
 
     #[test]

@@ -22,9 +22,12 @@ use super::{
     extract::{ApiJson, ApiPath},
     json as respond,
 };
-use crate::runtime::{
-    Job, JobStatus,
-    store::{self, EnqueueRequest, JobRow, Origin},
+use crate::{
+    message::OperatorArg,
+    runtime::{
+        Job, JobStatus,
+        store::{self, EnqueueRequest, JobRow, Origin},
+    },
 };
 
 /// Job families driven by the tenant lifecycle itself (provisioning, deletion,
@@ -112,6 +115,12 @@ pub async fn enqueue(
     if !caller.is_admin() {
         refuse_operator_args(&body.kind, &args)?;
     }
+    // PostgreSQL text cannot hold NUL: refused here, not failed at the insert.
+    if body.dedupe_key.as_deref().is_some_and(|k| k.contains('\0')) {
+        return Err(ApiError::invalid(
+            "dedupe_key must not contain a NUL character (\\u0000)",
+        ));
+    }
     // Held until the job is written, so concurrent requests cannot pass the cap together.
     let _live_cap = live_job_cap(&state, &caller, &slug).await?;
     let req = EnqueueRequest {
@@ -171,28 +180,18 @@ pub async fn show(
 /// and the operator's); a restore test (`restore_test`) loads a full copy
 /// on the shared server.
 fn refuse_operator_args(kind: &str, args: &Value) -> Result<(), ApiError> {
-    let given = |name: &str| args.get(name).is_some_and(|v| !v.is_null());
-    let backup = kind == <crate::backup::jobs::Backup as Job>::KIND;
-    if backup && args.get("hold").is_some() {
-        return Err(ApiError::forbidden(
+    match OperatorArg::find(kind, args) {
+        None => Ok(()),
+        Some(OperatorArg::Hold) => Err(ApiError::forbidden(
             "backups on legal hold are requested by an admin token",
-        ));
-    }
-    if backup && (given("keep") || given("retention")) {
-        return Err(ApiError::forbidden(
+        )),
+        Some(OperatorArg::Retention) => Err(ApiError::forbidden(
             "backup retention (keep, retention) is chosen by an admin token; a tenant token's backups follow the configured retention",
-        ));
-    }
-    if kind == <crate::workers::verify_backup::VerifyBackup as Job>::KIND
-        && args
-            .get("restore_test")
-            .is_some_and(|v| !v.is_null() && *v != Value::Bool(false))
-    {
-        return Err(ApiError::forbidden(
+        )),
+        Some(OperatorArg::RestoreTest) => Err(ApiError::forbidden(
             "restore tests (restore_test) are requested by an admin token; a tenant token may verify a backup without one",
-        ));
+        )),
     }
-    Ok(())
 }
 
 /// For a tenant token with a cap configured: refuses when its tenant already

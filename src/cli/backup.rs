@@ -24,7 +24,7 @@ pub struct BackupArgs {
     #[arg(long)]
     pub all: bool,
     /// Keep this many newest backups per tenant afterwards (default: LANDLORD_BACKUP_RETENTION, keep:5).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub keep: Option<u32>,
     /// Retention policy for this run instead of --keep: keep:N or gfs:days=D,daily=N,weekly=N,monthly=N,yearly=N.
     #[arg(long, conflicts_with = "keep")]

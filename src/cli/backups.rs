@@ -85,7 +85,7 @@ pub struct PruneArgs {
     #[arg(long)]
     pub all: bool,
     /// Keep this many newest backups per tenant, at least 1 (default: LANDLORD_BACKUP_RETENTION, keep:5).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub keep: Option<u32>,
     /// Retention policy instead of --keep: keep:N or gfs:days=D,daily=N,weekly=N,monthly=N,yearly=N.
     #[arg(long, conflicts_with = "keep")]
@@ -124,10 +124,10 @@ pub struct VerifyArgs {
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
     /// Maximum age of a tenant's newest backup, in hours.
-    #[arg(long, default_value_t = monitor::DEFAULT_MAX_AGE_HOURS)]
+    #[arg(long, default_value_t = monitor::DEFAULT_MAX_AGE_HOURS, allow_negative_numbers = true)]
     pub max_age_hours: u64,
     /// Maximum total size of a tenant's stored backups, in MiB (default: no limit).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_storage_mib: Option<u64>,
     /// Also write the counts in Prometheus text format to this file (node exporter textfile collector).
     #[arg(long)]

@@ -68,7 +68,7 @@ pub struct ListArgs {
     #[arg(long)]
     pub tenant: Option<String>,
     /// At most this many jobs, newest first (clamped to 1-10000).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, default_value_t = 50, allow_negative_numbers = true)]
     pub limit: i64,
     /// Print JSON instead of text.
     #[arg(long)]
@@ -93,7 +93,7 @@ pub struct EnqueueArgs {
     #[arg(long)]
     pub dedupe_key: Option<String>,
     /// Attempts before the job is dead (default: the kind's own).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_attempts: Option<u32>,
     #[command(flatten)]
     pub run: RunOpts,
@@ -101,8 +101,8 @@ pub struct EnqueueArgs {
 
 #[derive(Debug, Args)]
 pub struct PingArgs {
-    /// Keep a worker busy this many seconds before answering.
-    #[arg(long, default_value_t = 0.0)]
+    /// Keep a worker busy this many seconds before answering (0-86400).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
     pub hold: f64,
     /// Tenant slug whose lock the ping holds while running.
     #[arg(long)]
@@ -114,10 +114,10 @@ pub struct PingArgs {
     #[arg(long, value_parser = parse_fail)]
     pub fail: Option<FailMode>,
     /// Fail only the first N attempts.
-    #[arg(long, requires = "fail")]
+    #[arg(long, requires = "fail", allow_negative_numbers = true)]
     pub fail_times: Option<u32>,
     /// Attempts before the job is dead (default: 3).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_attempts: Option<u32>,
     /// Return the live job of the same kind and tenant with this key instead of adding a
     /// duplicate (keys given here live in the command line's own namespace, never landlord's).
@@ -270,6 +270,8 @@ pub async fn run(
                 fail: a.fail,
                 fail_times: a.fail_times,
             };
+            // Before it becomes JSON, where NaN and infinity turn into null.
+            ping.validate().map_err(BadInput)?;
             let req = EnqueueRequest {
                 queue: Some(a.queue),
                 max_attempts: a.max_attempts,

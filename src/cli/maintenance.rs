@@ -45,7 +45,7 @@ pub struct MaintenanceArgs {
     #[arg(long)]
     pub analyze: bool,
     /// Age in days beyond which --cleanup deletes (default: each rule's, else 90).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub days: Option<u32>,
     /// Report what each step would do; change nothing.
     #[arg(long)]

@@ -173,7 +173,7 @@ pub struct WorkerArgs {
     #[arg(long, value_delimiter = ',')]
     pub queues: Option<Vec<String>>,
     /// Jobs run at once by this process, 1-256 (default: LANDLORD_WORKER_CONCURRENCY, else 4).
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub concurrency: Option<usize>,
     /// Address of /metrics, /healthz and /readyz, "off" to disable (default: LANDLORD_LISTEN, else 127.0.0.1:9464).
     #[arg(long)]

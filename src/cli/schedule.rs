@@ -37,7 +37,7 @@ pub enum ScheduleCommand {
         /// The schedule's name, as configured.
         name: String,
         /// At most this many firings, newest first (clamped to 1-10000).
-        #[arg(long, default_value_t = 20)]
+        #[arg(long, default_value_t = 20, allow_negative_numbers = true)]
         limit: i64,
         /// Print JSON instead of text.
         #[arg(long)]

@@ -133,7 +133,7 @@ pub enum TenantsCommand {
         #[arg(long)]
         all: bool,
         /// At most this many tenant migrations at once across the fleet, 1-256.
-        #[arg(long, default_value_t = 4)]
+        #[arg(long, default_value_t = 4, allow_negative_numbers = true)]
         concurrency: u32,
         #[command(flatten)]
         run: RunOpts,
@@ -414,6 +414,14 @@ async fn tenant_settings(
     json: bool,
 ) -> Result<ExitCode> {
     let changes = lifecycle::settings::parse_pairs(set).map_err(BadInput)?;
+    // As the API: one change per key, never both.
+    if let Some(k) = unset.iter().find(|k| changes.contains_key(k.as_str())) {
+        return Err(BadInput(format!(
+            "setting {:?} is both set and unset; give one",
+            crate::message::truncate(k)
+        ))
+        .into());
+    }
     let t = if changes.is_empty() && unset.is_empty() {
         tenants::get(&cx.pool, slug).await.map_err(tenant_err)?
     } else {

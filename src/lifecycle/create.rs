@@ -201,8 +201,9 @@ async fn validate(
             truncate(key)
         )));
     }
-    ident::validate_db_name(&db_name)
-        .map_err(|e| LifecycleError::Invalid(format!("database name {db_name}: {e}")))?;
+    ident::validate_db_name(&db_name).map_err(|e| {
+        LifecycleError::Invalid(format!("database name {:?}: {e}", truncate(&db_name)))
+    })?;
     Ok(Placement { server, db_name })
 }
 

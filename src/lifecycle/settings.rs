@@ -45,7 +45,9 @@ pub async fn validate(pool: &PgPool, settings: &Map<String, Value>) -> Result<()
                 ));
             }
             "timezone" => {
-                let known: bool = if s.len() > 64 {
+                // No zone name has control characters (PostgreSQL text cannot
+                // even hold NUL): refused without asking the server.
+                let known: bool = if s.len() > 64 || s.chars().any(char::is_control) {
                     false
                 } else {
                     sqlx::query_scalar(

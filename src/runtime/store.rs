@@ -560,6 +560,14 @@ pub async fn adopt(
         )));
     }
     spec.validate(&msg.args).map_err(AdoptError::Refused)?;
+    // Held to what a tenant token may ask for: no holds, retention or restore tests.
+    if let Some(arg) = crate::message::OperatorArg::find(spec.kind, &msg.args) {
+        return Err(AdoptError::Refused(format!(
+            "{} on {} is an operator's decision; it is not accepted from foreign producers",
+            arg.names(),
+            spec.kind
+        )));
+    }
     let tenant_id = match (&msg.tenant, spec.needs_tenant) {
         (Some(slug), _) => Some(
             tenants::find(pool, slug)

@@ -21,6 +21,7 @@ mod disruptive;
 mod faults;
 mod fleet;
 mod hostile;
+mod hostile_inputs;
 mod interop;
 mod least_privilege;
 mod lifecycle;
