@@ -910,6 +910,11 @@ pub fn library_settings() -> landlord::config::Settings {
 pub async fn mails_to(address: &str) -> Vec<Value> {
     let url =
         std::env::var("LANDLORD_MAILDEV_URL").unwrap_or_else(|_| "http://127.0.0.1:1080".into());
+    mails_at(&url, address).await
+}
+
+/// Mail the maildev whose web API is at `url` received for one address.
+pub async fn mails_at(url: &str, address: &str) -> Vec<Value> {
     let all: Vec<Value> = reqwest::get(format!("{url}/api/email"))
         .await
         .expect("maildev")

@@ -10,8 +10,9 @@ use serde_json::Value;
 
 use crate::common::{TestEnv, mails_to, ms, poll, secs, wait_mail};
 
-/// A webhook receiver on loopback: every JSON body it was posted.
-async fn webhook_sink() -> (String, Arc<Mutex<Vec<Value>>>) {
+/// A webhook receiver on loopback: every JSON body it was posted; it answers
+/// 500 to the first `failures` calls, then 200.
+async fn webhook_sink(failures: usize) -> (String, Arc<Mutex<Vec<Value>>>) {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let keep = seen.clone();
     let app = Router::new().route(
@@ -20,8 +21,13 @@ async fn webhook_sink() -> (String, Arc<Mutex<Vec<Value>>>) {
             let keep = keep.clone();
             async move {
                 let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-                keep.lock().unwrap().push(body);
-                "ok"
+                let mut k = keep.lock().unwrap();
+                k.push(body);
+                if k.len() <= failures {
+                    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down")
+                } else {
+                    (axum::http::StatusCode::OK, "ok")
+                }
             }
         }),
     );
@@ -52,7 +58,7 @@ fn calls(seen: &Arc<Mutex<Vec<Value>>>, event: &str) -> Vec<Value> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failing_backup_sends_one_mail_and_one_webhook_call_not_one_per_retry() {
     let mut env = TestEnv::new().await;
-    let (hook, seen) = webhook_sink().await;
+    let (hook, seen) = webhook_sink(0).await;
     let ops = format!("ops-{}@example.test", env.id);
     env.tenant("doomed").await;
     env.set_env(&[
@@ -162,27 +168,7 @@ async fn a_webhook_that_fails_is_tried_again_and_bad_settings_are_refused() {
     }
 
     // A sink that answers 500 twice, then 200.
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let keep = seen.clone();
-    let app = Router::new().route(
-        "/hook",
-        post(move |raw: Bytes| {
-            let keep = keep.clone();
-            async move {
-                let body: Value = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-                let mut k = keep.lock().unwrap();
-                k.push(body);
-                if k.len() <= 2 {
-                    (axum::http::StatusCode::INTERNAL_SERVER_ERROR, "down")
-                } else {
-                    (axum::http::StatusCode::OK, "ok")
-                }
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let (hook, seen) = webhook_sink(2).await;
     env.set_env(&[
         ("LANDLORD_NOTIFY_WEBHOOK_URL", &hook),
         ("LANDLORD_NOTIFY_EVENTS", "job_dead"),

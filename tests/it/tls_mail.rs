@@ -53,19 +53,7 @@ fn create_tenant(env: &TestEnv, who: &str) -> String {
 
 /// Mail the smtps maildev received for `address`.
 async fn smtps_mails_to(address: &str) -> Vec<Value> {
-    let all: Vec<Value> = reqwest::get(format!("{}/api/email", var("LANDLORD_TEST_SMTPS_WEB_URL")))
-        .await
-        .expect("the smtps maildev's web API")
-        .json()
-        .await
-        .unwrap_or_default();
-    all.into_iter()
-        .filter(|m| {
-            m["to"]
-                .as_array()
-                .is_some_and(|to| to.iter().any(|t| t["address"] == address))
-        })
-        .collect()
+    crate::common::mails_at(&var("LANDLORD_TEST_SMTPS_WEB_URL"), address).await
 }
 
 /// The `mail` check of `landlord doctor --json` with `vars` set.
