@@ -1681,7 +1681,10 @@ impl Layered {
         let server = tokio::spawn(async move { axum::serve(listener, app).await });
         Layered {
             url: format!("http://{addr}/whoami"),
-            http: reqwest::Client::new(),
+            http: {
+                landlord::tls::install_default_crypto();
+                reqwest::Client::new()
+            },
             server,
         }
     }

@@ -301,6 +301,7 @@ async fn check_effects(run: &Run, all: &[JobRow], out: &mut String) {
 }
 
 async fn check_mail(run: &Run, out: &mut String) {
+    landlord::tls::install_default_crypto();
     let url =
         std::env::var("LANDLORD_MAILDEV_URL").unwrap_or_else(|_| "http://127.0.0.1:1080".into());
     if reqwest::get(format!("{url}/api/email")).await.is_err() {
