@@ -2,7 +2,7 @@
 # Sourced by ops/services. A RabbitMQ cluster on loopback for the scale-out tests and
 # benchmarks (`ops/services up --rabbit-cluster N`, N = 1..5): nodes landlord-c1..cN@localhost,
 # AMQP on 127.0.0.1:5681..568N, distribution on 25681..2568N, state under $STATE/rabbitmq-landlord-cK,
-# started with rabbit_node_up (rabbitmq-tls.sh). They find each other by classic peer discovery
+# launched with rabbit_node_launch (rabbitmq-tls.sh). They find each other by classic peer discovery
 # (node 1 first), and quorum queues spread their leaders (queue_leader_locator = balanced).
 # The machine's node on 5672 is left untouched.
 #
@@ -28,18 +28,62 @@ rabbit_cluster_config() {
 }
 
 # rabbit_cluster_up N: start (or reuse) nodes 1..N and wait until every one sees N nodes running.
+# The nodes are launched together and only then awaited: a node that was not the last of its
+# cluster to stop (every node, after a kill or a machine restart) waits for its peers before it
+# boots, so starting them one by one would wait forever on the first. A cluster whose saved state
+# still cannot boot (nodes missing, another size) is reset: it holds test data only.
 rabbit_cluster_up() {
   local size=$1 n
   [[ $size =~ ^[1-5]$ ]] || die "--rabbit-cluster takes 1 to 5 nodes, got ${size:-nothing}"
+  rabbit_cluster_launch "$size"
+  if ! rabbit_cluster_booted "$size"; then
+    log "rabbitmq-cluster: the nodes did not boot from their saved state in 120 s; resetting the test cluster (its queues hold test data only)"
+    rabbit_cluster_reset
+    rabbit_cluster_launch "$size"
+    rabbit_cluster_booted "$size" ||
+      die "rabbitmq-cluster: the $size nodes did not boot even from a fresh state; see $(rabbit_node_dir "$(rabbit_cluster_name 1)")/log/"
+  fi
   for ((n = 1; n <= size; n++)); do
-    rabbit_node_up "$(rabbit_cluster_name "$n")" $((RABBIT_CLUSTER_BASE_DIST + n)) \
-      "$(rabbit_cluster_config "$n" "$size")"
     wait_for 30 port_open $((RABBIT_CLUSTER_BASE_PORT + n)) ||
       die "rabbitmq-cluster: node $n runs but 127.0.0.1:$((RABBIT_CLUSTER_BASE_PORT + n)) is closed"
   done
   wait_for 60 rabbit_cluster_formed "$size" ||
     die "rabbitmq-cluster: the $size nodes did not form one cluster in 60 s (rabbitmqctl -n $(rabbit_cluster_name 1)@localhost cluster_status)"
   note rabbit-cluster "$size nodes running as one cluster on 127.0.0.1:$((RABBIT_CLUSTER_BASE_PORT + 1))-$((RABBIT_CLUSTER_BASE_PORT + size))"
+}
+
+rabbit_cluster_launch() {
+  local size=$1 n
+  for ((n = 1; n <= size; n++)); do
+    rabbit_node_launch "$(rabbit_cluster_name "$n")" $((RABBIT_CLUSTER_BASE_DIST + n)) \
+      "$(rabbit_cluster_config "$n" "$size")"
+  done
+}
+
+# rabbit_cluster_booted N: every node 1..N has booted, within 120 s of the launch.
+rabbit_cluster_booted() {
+  local size=$1 n end=$((SECONDS + 120))
+  for ((n = 1; n <= size; n++)); do
+    wait_for $((end > SECONDS ? end - SECONDS : 1)) rabbit_node_started "$(rabbit_cluster_name "$n")" ||
+      return 1
+  done
+}
+
+# rabbit_cluster_reset: stop every node of the test cluster (killing one that does not stop)
+# and delete their saved state.
+rabbit_cluster_reset() {
+  local n dir pid
+  for n in 1 2 3 4 5; do
+    dir=$(rabbit_node_dir "$(rabbit_cluster_name "$n")")
+    [[ -d $dir ]] || continue
+    rabbit_ctl "$(rabbit_cluster_name "$n")" -q stop >/dev/null 2>&1 || true
+    if pid_alive "$dir/rabbitmq.pid"; then
+      pid=$(cat "$dir/rabbitmq.pid")
+      kill -9 "$pid" 2>/dev/null || true
+      wait_for 10 bash -c "! kill -0 $pid" || true
+    fi
+    rm -rf "$dir/mnesia"
+  done
 }
 
 # Every node reports all `size` nodes running.

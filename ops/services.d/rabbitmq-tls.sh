@@ -35,6 +35,20 @@ rabbit_node_started() { rabbit_ctl "$1" -q await_startup --timeout 10; }
 # text of its rabbitmq.conf) unless it already runs; waits until it has started (120 s).
 # Its distribution listens on 127.0.0.1:DIST_PORT only. Sets RABBIT_HOW for the summary.
 rabbit_node_up() {
+  rabbit_node_launch "$@"
+  [[ $RABBIT_HOW == reused* ]] || rabbit_node_wait "$1"
+}
+
+# rabbit_node_wait NAME: wait until node NAME has booted (120 s), or die naming its logs.
+rabbit_node_wait() {
+  wait_for 120 rabbit_node_started "$1" ||
+    die "rabbitmq: node $(rabbit_node "$1") not started after 120 s; see $(rabbit_node_dir "$1")/log/"
+}
+
+# rabbit_node_launch NAME DIST_PORT CONFIG: as rabbit_node_up, but returns as soon as the node's
+# VM is launched, without waiting for it to boot: the nodes of a cluster must be launched
+# together, since a node that was not the last of its cluster to stop waits for its peers.
+rabbit_node_launch() {
   local name=$1 dist_port=$2 config=$3 dir
   dir=$(rabbit_node_dir "$name")
   have rabbitmq-server || [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] ||
@@ -63,8 +77,6 @@ rabbit_node_up() {
     RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="-kernel inet_dist_use_interface {127,0,0,1}" \
     "$(rabbit_tool rabbitmq-server)" -detached >>"$dir/log/startup.log" 2>&1 ||
     die "rabbitmq: rabbitmq-server -detached for node $(rabbit_node "$name") failed; see $dir/log/"
-  wait_for 120 rabbit_node_started "$name" ||
-    die "rabbitmq: node $(rabbit_node "$name") not started after 120 s; see $dir/log/"
   RABBIT_HOW="started (node $(rabbit_node "$name"))"
 }
 
