@@ -31,6 +31,7 @@ pub mod tenant_schema;
 pub mod tenants;
 mod text_enum;
 pub mod tls;
+pub mod trace_context;
 #[path = "../workers/mod.rs"]
 pub mod workers;
 

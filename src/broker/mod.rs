@@ -31,7 +31,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use lapin::{
     BasicProperties, Channel, Connection, ConnectionProperties,
     options::{BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions},
-    types::{FieldTable, LongString, ShortString},
+    types::{AMQPValue, FieldTable, LongString, ShortString},
 };
 use tokio::sync::Mutex;
 
@@ -173,12 +173,26 @@ pub struct Outgoing<'a> {
     pub routing_key: &'a str,
     pub payload: &'a [u8],
     pub message_id: &'a str,
+    /// Sent as the `traceparent` header (see `crate::trace_context`).
+    pub traceparent: Option<&'a str>,
 }
 
 /// A message taken from a work queue.
 pub struct Delivery {
     pub family: String,
     pub delivery: lapin::message::Delivery,
+}
+
+impl Delivery {
+    /// The text of header `name`, if the message has it as a string.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let headers = self.delivery.properties.headers().as_ref()?;
+        match headers.inner().get(name)? {
+            AMQPValue::LongString(v) => Some(String::from_utf8_lossy(v.as_bytes()).into_owned()),
+            AMQPValue::ShortString(v) => Some(v.as_str().to_string()),
+            _ => None,
+        }
+    }
 }
 
 impl Broker {
@@ -370,10 +384,18 @@ impl Broker {
         };
         let mut pending = Vec::with_capacity(batch.len());
         for m in batch {
-            let props = BasicProperties::default()
+            let mut props = BasicProperties::default()
                 .with_delivery_mode(2)
                 .with_content_type(ShortString::from("application/json"))
                 .with_message_id(ShortString::from(m.message_id.to_string()));
+            if let Some(tp) = m.traceparent {
+                let mut headers = FieldTable::default();
+                headers.insert(
+                    ShortString::from(crate::trace_context::HEADER),
+                    AMQPValue::LongString(LongString::from(tp.to_string())),
+                );
+                props = props.with_headers(headers);
+            }
             let sent = tokio::time::timeout(
                 OP_TIMEOUT,
                 session.publisher.basic_publish(

@@ -18,6 +18,7 @@ mod maintenance;
 mod restore;
 mod schedule;
 mod secrets;
+mod table;
 mod targets;
 mod tenancy;
 mod tenants;
@@ -219,6 +220,15 @@ pub struct RunOpts {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     crate::tls::install_default_crypto();
+    let settings = match Settings::load() {
+        Ok(s) => s,
+        Err(e) => return fail(BadInput(format!("{e:#}")).into()),
+    };
+    // Before the runtime: the trace exporter has a thread and a blocking client of its own.
+    let telemetry = match start_telemetry(&cli, &settings) {
+        Ok(t) => t,
+        Err(e) => return fail(BadInput(format!("{e:#}")).into()),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -229,27 +239,45 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli, settings)) {
         Ok(code) => code,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            crate::error::exit_code(&e)
-        }
-    }
+        Err(e) => fail(e),
+    };
+    drop(runtime);
+    telemetry.shutdown();
+    code
 }
 
-async fn run(cli: Cli) -> Result<ExitCode> {
-    let mut settings = Settings::load().map_err(|e| BadInput(format!("{e:#}")))?;
-    let is_worker = matches!(
-        cli.command,
-        Command::Worker(_) | Command::Api(_) | Command::Scheduler | Command::Serve(_)
-    );
-    let filter = if is_worker || std::env::var("LANDLORD_LOG").is_ok() {
+fn fail(e: anyhow::Error) -> ExitCode {
+    eprintln!("error: {e:#}");
+    crate::error::exit_code(&e)
+}
+
+/// Long-running roles log at the configured filter; one-shot commands only
+/// warnings unless `LANDLORD_LOG` asks for more. Spans are exported whenever
+/// an OTLP endpoint is configured.
+fn start_telemetry(cli: &Cli, settings: &Settings) -> Result<crate::telemetry::Telemetry> {
+    let role = match &cli.command {
+        Command::Worker(_) => "worker",
+        Command::Api(_) => "api",
+        Command::Scheduler => "scheduler",
+        Command::Serve(_) => "serve",
+        _ => "cli",
+    };
+    let filter = if role != "cli" || std::env::var("LANDLORD_LOG").is_ok() {
         settings.observability.log_filter.clone()
     } else {
         "warn".to_string()
     };
-    crate::telemetry::init(settings.observability.log_format, &filter);
+    crate::telemetry::init(
+        settings.observability.log_format,
+        &filter,
+        settings.observability.traces.as_ref(),
+        role,
+    )
+}
+
+async fn run(cli: Cli, mut settings: Settings) -> Result<ExitCode> {
     let registry = Arc::new(crate::workers::registry());
     match cli.command {
         Command::Migrate => {

@@ -47,7 +47,7 @@ pub use catalog::{CatalogSettings, TcpLiveness};
 pub use mail::{MailSettings, SmtpEndpoint, SmtpSecurity};
 pub use maintenance::{CleanupRule, MaintenanceSettings, parse_cleanup_rules};
 pub use notify::NotifySettings;
-pub use observability::{LogFormat, ObservabilitySettings};
+pub use observability::{LogFormat, ObservabilitySettings, OtlpProtocol, TraceExport};
 pub use provisioning::{ProvisioningSettings, TemplateStrategy};
 pub use schedules::{ScheduleSpec, default_schedules};
 pub use secret::SecretUrl;

@@ -189,6 +189,30 @@ fn show_observability(out: &mut Lines, o: &ObservabilitySettings) {
         format!("{:?}", o.log_format).to_lowercase(),
     );
     out.line("observability.log", format!("{:?}", o.log_filter));
+    match &o.traces {
+        None => out.line("observability.traces", "\"off\"".to_string()),
+        Some(t) => {
+            // Only scheme, host, port and path: a query or user info may hold a key.
+            let shown = url::Url::parse(&t.endpoint)
+                .map(|u| {
+                    format!(
+                        "{}://{}{}{}",
+                        u.scheme(),
+                        u.host_str().unwrap_or(""),
+                        u.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                        u.path()
+                    )
+                })
+                .unwrap_or_default();
+            out.line(
+                "observability.traces",
+                format!(
+                    "{:?}",
+                    format!("{shown} ({:?}, service {})", t.protocol, t.service_name)
+                ),
+            );
+        }
+    }
 }
 
 fn show_maintenance(out: &mut Lines, m: &MaintenanceSettings) {

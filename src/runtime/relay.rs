@@ -25,6 +25,8 @@ struct Row {
     payload: serde_json::Value,
     message_id: String,
     job_id: Option<uuid::Uuid>,
+    /// The trace context of the row's job (its message, or an event it emitted).
+    trace_parent: Option<String>,
 }
 
 /// Publishes due outbox rows: all of them, or only `only` when given.
@@ -32,9 +34,10 @@ struct Row {
 pub async fn relay_once(pool: &PgPool, broker: &Broker, only: Option<i64>) -> Result<usize> {
     let mut tx = pool.begin().await.context("starting transaction")?;
     let rows: Vec<Row> = sqlx::query_as(
-        "SELECT id, exchange, routing_key, payload, message_id, job_id FROM outbox \
-         WHERE published_at IS NULL AND available_at <= now() AND ($1::bigint IS NULL OR id = $1) \
-         ORDER BY available_at, id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        "SELECT o.id, o.exchange, o.routing_key, o.payload, o.message_id, o.job_id, j.trace_parent \
+         FROM outbox o LEFT JOIN jobs j ON j.id = o.job_id \
+         WHERE o.published_at IS NULL AND o.available_at <= now() AND ($1::bigint IS NULL OR o.id = $1) \
+         ORDER BY o.available_at, o.id LIMIT $2 FOR UPDATE OF o SKIP LOCKED",
     )
     .bind(only)
     .bind(BATCH as i64)
@@ -50,14 +53,23 @@ pub async fn relay_once(pool: &PgPool, broker: &Broker, only: Option<i64>) -> Re
         .map(|r| serde_json::to_vec(&r.payload))
         .collect::<Result<_, _>>()
         .context("encoding outbox payload")?;
+    // A `publish` span per row of a traced job, open until its confirm came
+    // back; its context travels as the message's `traceparent`.
+    let spans: Vec<Option<tracing::Span>> = rows.iter().map(publish_span).collect();
+    let traceparents: Vec<Option<String>> = spans
+        .iter()
+        .map(|s| s.as_ref().and_then(crate::trace_context::of))
+        .collect();
     let batch: Vec<Outgoing<'_>> = rows
         .iter()
         .zip(&bodies)
-        .map(|(r, b)| Outgoing {
+        .zip(&traceparents)
+        .map(|((r, b), tp)| Outgoing {
             exchange: &r.exchange,
             routing_key: &r.routing_key,
             payload: b,
             message_id: &r.message_id,
+            traceparent: tp.as_deref(),
         })
         .collect();
     // Pipelined: all sent, then all confirms awaited.
@@ -112,6 +124,7 @@ pub async fn relay_once(pool: &PgPool, broker: &Broker, only: Option<i64>) -> Re
         .context("stamping outbox rows")?;
     }
     tx.commit().await.context("committing outbox")?;
+    drop(spans);
     stamp_jobs(pool, &published_jobs).await;
     match first_error {
         Some(e) if sent == 0 => Err(e),
@@ -121,6 +134,21 @@ pub async fn relay_once(pool: &PgPool, broker: &Broker, only: Option<i64>) -> Re
         }
         None => Ok(sent),
     }
+}
+
+/// The span of publishing `row`, in its job's trace; `None` for rows of
+/// untraced jobs (trace export off when they were enqueued).
+fn publish_span(row: &Row) -> Option<tracing::Span> {
+    let tp = row.trace_parent.as_deref()?;
+    let span = tracing::info_span!(
+        "publish",
+        job_id = %row.job_id.map(|j| j.to_string()).unwrap_or_default(),
+        exchange = %row.exchange,
+        routing_key = %row.routing_key,
+        message_id = %row.message_id,
+    );
+    crate::trace_context::continue_in(&span, Some(tp));
+    Some(span)
 }
 
 /// Publishes every due row now, batch after batch, until a batch comes back

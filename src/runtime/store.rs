@@ -349,9 +349,18 @@ pub async fn enqueue_in(
             outbox_id: None,
         });
     }
+    // A span of its own, so the job's trace starts here (or continues the
+    // caller's: a job enqueued by a job joins that job's trace).
+    let span = tracing::info_span!(
+        "enqueue",
+        job_id = %id,
+        kind = spec.kind,
+        tenant = tenant.as_ref().map(|t| t.slug.as_str()).unwrap_or("-"),
+    );
+    let trace_parent = crate::trace_context::of(&span);
     let inserted = sqlx::query!(
-        "INSERT INTO jobs (id, kind, queue, tenant_id, args, status, max_attempts, dedupe_key, run_at, origin) \
-         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, coalesce($8, now()), $9)",
+        "INSERT INTO jobs (id, kind, queue, tenant_id, args, status, max_attempts, dedupe_key, run_at, origin, trace_parent) \
+         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, coalesce($8, now()), $9, $10)",
         id,
         spec.kind,
         &queue,
@@ -361,6 +370,7 @@ pub async fn enqueue_in(
         stored_key.as_deref(),
         req.run_at,
         origin.as_str(),
+        trace_parent.as_deref(),
     )
     .execute(&mut **tx)
     .await;
@@ -544,6 +554,7 @@ pub async fn adopt(
     msg: &JobMessage,
     family: &str,
     foreign_kinds: &[String],
+    trace_parent: Option<&str>,
 ) -> Result<Adoption, AdoptError> {
     let spec = registry
         .get(&msg.kind)
@@ -611,8 +622,8 @@ pub async fn adopt(
     }
     let max_attempts = spec.max_attempts as i32;
     let res = sqlx::query!(
-        "INSERT INTO jobs (id, kind, queue, tenant_id, args, status, max_attempts, dedupe_key, origin, last_published_at) \
-         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, 'adopted', now()) ON CONFLICT (id) DO NOTHING",
+        "INSERT INTO jobs (id, kind, queue, tenant_id, args, status, max_attempts, dedupe_key, origin, last_published_at, trace_parent) \
+         VALUES ($1, $2, $3, $4, $5, 'queued', $6, $7, 'adopted', now(), $8) ON CONFLICT (id) DO NOTHING",
         msg.job_id,
         spec.kind,
         family,
@@ -620,6 +631,7 @@ pub async fn adopt(
         &msg.args,
         max_attempts,
         stored_key.as_deref(),
+        trace_parent,
     )
     .execute(pool)
     .await;

@@ -242,10 +242,23 @@ impl Worker {
             tenant = msg.tenant.as_deref().unwrap_or("-"),
             queue = %d.family,
         );
-        self.handle_message(d, msg, hard).instrument(span).await
+        // The message's trace (its enqueue, or a foreign publisher's span).
+        let traceparent = d
+            .header(crate::trace_context::HEADER)
+            .and_then(|tp| crate::trace_context::normalise(&tp));
+        crate::trace_context::continue_in(&span, traceparent.as_deref());
+        self.handle_message(d, msg, traceparent, hard)
+            .instrument(span)
+            .await
     }
 
-    async fn handle_message(&self, d: Delivery, msg: JobMessage, hard: &CancellationToken) {
+    async fn handle_message(
+        &self,
+        d: Delivery,
+        msg: JobMessage,
+        traceparent: Option<String>,
+        hard: &CancellationToken,
+    ) {
         let pool = &self.exec.catalog;
         let row = match store::get(pool, msg.job_id).await {
             Ok(Some(r)) => r,
@@ -255,6 +268,7 @@ impl Worker {
                 &msg,
                 &d.family,
                 &self.exec.settings.worker.foreign_kinds,
+                traceparent.as_deref(),
             )
             .await
             {

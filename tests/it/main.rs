@@ -36,3 +36,4 @@ mod tls_broker;
 mod tls_mail;
 mod tls_postgres;
 mod tls_s3;
+mod traces;

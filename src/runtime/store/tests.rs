@@ -626,7 +626,7 @@ async fn foreign_messages_get_only_the_allowed_kinds(pool: PgPool) {
         dedupe_key: Some("drop:acme".into()),
         ..JobMessage::new(Uuid::now_v7(), "ping", None, serde_json::json!({}))
     };
-    let err = adopt(&pool, &registry(), &msg, "maintenance", &allowed)
+    let err = adopt(&pool, &registry(), &msg, "maintenance", &allowed, None)
         .await
         .expect_err("ping is not allowed here");
     assert!(
@@ -642,7 +642,7 @@ async fn foreign_messages_get_only_the_allowed_kinds(pool: PgPool) {
     assert_eq!(jobs, 0, "nothing written");
     // Allowed, its key lives in the foreign producers' namespace.
     let allowed = vec!["ping".to_string()];
-    let adopted = adopt(&pool, &registry(), &msg, "maintenance", &allowed)
+    let adopted = adopt(&pool, &registry(), &msg, "maintenance", &allowed, None)
         .await
         .unwrap();
     assert!(matches!(adopted, Adoption::Adopted));
