@@ -389,24 +389,24 @@ pub async fn print_list(pool: &PgPool, t: &Tenant, json: bool) -> Result<ExitCod
         println!("tenant {} has no backups", t.slug);
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
-        "{:<36}  {:<25}  {:>10}  {:>10}  {:<5}  {:<4}  NAME",
-        "ID", "TAKEN", "STORED", "RAW", "CODEC", "HOLD"
-    );
+    let mut t =
+        super::table::TextTable::new(&["ID", "TAKEN", "STORED", "RAW", "CODEC", "HOLD", "NAME"])
+            .right(2)
+            .right(3);
     for b in &rows {
-        println!(
-            "{:<36}  {:<25}  {:>10}  {:>10}  {:<5}  {:<4}  {}",
-            b.id,
+        t.row([
+            b.id.to_string(),
             b.completed_at
                 .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
                 .unwrap_or_default(),
             human(b.stored_bytes.unwrap_or(0)),
             b.raw_bytes.map(human).unwrap_or_else(|| "-".into()),
             format!("{}{}", b.codec, if b.encrypted { "+age" } else { "" }),
-            if b.held { "yes" } else { "" },
-            b.name()
-        );
+            if b.held { "yes" } else { "" }.to_string(),
+            b.name().to_string(),
+        ]);
     }
+    t.print();
     Ok(ExitCode::SUCCESS)
 }
 

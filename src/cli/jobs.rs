@@ -184,28 +184,28 @@ pub async fn run(
             if a.json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!(
-                    "{:<36}  {:<10} {:<12} {:<20} {:<9} {:>8}  created",
-                    "id", "kind", "queue", "tenant", "status", "attempts"
-                );
+                let mut t = super::table::TextTable::new(&[
+                    "id", "kind", "queue", "tenant", "status", "attempts", "created", "",
+                ])
+                .right(5);
                 for r in rows {
                     // A job's leftovers still to undo are worth a glance.
                     let compensation = match r.compensation {
-                        Some(Compensation::Pending) => "  compensation pending",
+                        Some(Compensation::Pending) => "compensation pending",
                         Some(Compensation::Done) | None => "",
                     };
-                    println!(
-                        "{:<36}  {:<10} {:<12} {:<20} {:<9} {:>4}/{:<3}  {}{compensation}",
-                        r.id,
+                    t.row([
+                        r.id.to_string(),
                         r.kind,
                         r.queue,
-                        r.tenant.as_deref().unwrap_or("-"),
-                        r.status,
-                        r.attempts,
-                        r.max_attempts,
-                        r.created_at.format("%Y-%m-%d %H:%M:%S")
-                    );
+                        r.tenant.unwrap_or_else(|| "-".into()),
+                        r.status.to_string(),
+                        format!("{}/{}", r.attempts, r.max_attempts),
+                        r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                        compensation.to_string(),
+                    ]);
                 }
+                t.print();
             }
             Ok(ExitCode::SUCCESS)
         }

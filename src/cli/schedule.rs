@@ -113,10 +113,9 @@ pub async fn run(
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!(
-                    "{:<22} {:<16} {:<16} {:<12} {:<27} last",
-                    "name", "cron", "timezone", "kind", "next"
-                );
+                let mut t = super::table::TextTable::new(&[
+                    "name", "cron", "timezone", "kind", "next", "last",
+                ]);
                 for r in &rows {
                     let last = match r["last"].as_object() {
                         Some(l) => format!(
@@ -128,15 +127,16 @@ pub async fn run(
                         ),
                         None => "never".into(),
                     };
-                    println!(
-                        "{:<22} {:<16} {:<16} {:<12} {:<27} {last}",
+                    t.row([
                         r["name"].as_str().unwrap_or(""),
                         r["cron"].as_str().unwrap_or(""),
                         r["timezone"].as_str().unwrap_or(""),
                         r["kind"].as_str().unwrap_or(""),
                         r["next"].as_str().unwrap_or("-"),
-                    );
+                        &last,
+                    ]);
                 }
+                t.print();
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -37,12 +37,14 @@ pub enum TenancyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// The resolved configuration and where each value came from; --detailed adds every table of --database.
+    /// The resolved configuration and where each value came from; --detailed adds every table of
+    /// --database, or of every shared database the catalog knows.
     Status {
         /// Per table: tenant column, index, RLS enabled/forced, policy current, exempt; plus warnings.
         #[arg(long)]
         detailed: bool,
-        /// The shared database to inspect (with --detailed).
+        /// The shared database to inspect (with --detailed; default: every shared database
+        /// of the catalog's shared tenants, each on its server).
         #[arg(long)]
         database: Option<String>,
         /// Its server (a configured name).
@@ -80,26 +82,27 @@ pub async fn run(c: TenancyCommand, settings: &Settings) -> Result<ExitCode> {
             app_role,
             json,
         } => {
-            let database = match (detailed, database) {
-                (false, _) => None,
-                (true, Some(db)) => Some(db),
-                (true, None) => {
-                    return Err(BadInput(
-                        "--detailed needs --database (the shared database)".into(),
-                    )
-                    .into());
-                }
+            let targets = match (detailed, database) {
+                (false, _) => Vec::new(),
+                (true, Some(db)) => vec![(server, db)],
+                (true, None) => shared_databases(settings).await?,
             };
-            status(
-                settings,
-                &server,
-                database.as_deref(),
-                app_role.as_deref(),
-                json,
-            )
-            .await
+            status(settings, &targets, detailed, app_role.as_deref(), json).await
         }
     }
+}
+
+/// Every (server, database) holding shared tenants in the catalog, once each.
+async fn shared_databases(settings: &Settings) -> Result<Vec<(String, String)>> {
+    let pool = crate::cli::catalog(settings).await?;
+    let tenants = crate::tenants::list(&pool, None).await?;
+    pool.close().await;
+    let found: std::collections::BTreeSet<(String, String)> = tenants
+        .into_iter()
+        .filter(|t| t.isolation == crate::tenants::Isolation::Shared)
+        .map(|t| (t.db_server, t.db_name))
+        .collect();
+    Ok(found.into_iter().collect())
 }
 
 /// `tenancy apply`: checks the inputs and the secret, refuses a removal that
@@ -190,25 +193,43 @@ async fn refuse_guessed_removal(pool: &PgPool, cfg: &TenancyConfig, database: &s
     .into())
 }
 
-/// `tenancy status`: the configuration, with `database` (given with
-/// --detailed) inspected table by table; exits 1 when there is a warning.
+/// One inspected shared database.
+#[derive(serde::Serialize)]
+struct Inspected {
+    server: String,
+    database: String,
+    #[serde(flatten)]
+    status: inspect::DatabaseStatus,
+}
+
+/// `tenancy status`: the configuration, with each of `targets` (the
+/// --detailed databases) inspected table by table; exits 1 when there is a warning.
 async fn status(
     settings: &Settings,
-    server: &str,
-    database: Option<&str>,
+    targets: &[(String, String)],
+    detailed: bool,
     app_role: Option<&str>,
     json: bool,
 ) -> Result<ExitCode> {
     let cfg = &settings.tenancy;
     let mut warnings = config_warnings(cfg);
-    let mut db_status = None;
-    if let Some(db) = database {
+    let mut inspected = Vec::new();
+    for (server, db) in targets {
         let st = inspect_database(settings, server, db, app_role).await?;
-        warnings.extend(st.warnings.iter().cloned());
+        let prefix = if targets.len() > 1 {
+            format!("{db} (server {server}): ")
+        } else {
+            String::new()
+        };
+        warnings.extend(st.warnings.iter().map(|w| format!("{prefix}{w}")));
         if let Some(w) = violation_warning(cfg, &st) {
-            warnings.push(w);
+            warnings.push(format!("{prefix}{w}"));
         }
-        db_status = Some(st);
+        inspected.push(Inspected {
+            server: server.clone(),
+            database: db.clone(),
+            status: st,
+        });
     }
     if json {
         println!(
@@ -221,14 +242,24 @@ async fn status(
                     "jwt_secret": cfg.jwt_secret.is_some(),
                     "bypass_url": cfg.bypass_url.is_some(),
                 },
-                "database": db_status,
+                // The one database of --database (as before), else null.
+                "database": if targets.len() == 1 { inspected.first().map(|i| &i.status) } else { None },
+                "databases": inspected,
                 "warnings": warnings,
             }))?
         );
     } else {
         print_config(cfg);
-        if let Some(st) = &db_status {
-            print_tables(st);
+        if detailed && inspected.is_empty() {
+            println!();
+            println!("no shared tenant in the catalog: nothing to inspect (--database names one)");
+        }
+        for i in &inspected {
+            if targets.len() > 1 {
+                println!();
+                println!("database {} (server {})", i.database, i.server);
+            }
+            print_tables(&i.status);
         }
         for w in &warnings {
             println!("warning: {w}");
@@ -263,29 +294,29 @@ async fn inspect_database(
 
 fn print_tables(st: &inspect::DatabaseStatus) {
     println!();
-    println!(
-        "{:<32} {:<8} {:<12} {:<7} {:<4} {:<6} {:<7} EXEMPT",
-        "TABLE", "COLUMN", "TYPE", "INDEX", "RLS", "FORCED", "POLICY"
-    );
+    let mut table = super::table::TextTable::new(&[
+        "TABLE", "COLUMN", "TYPE", "INDEX", "RLS", "FORCED", "POLICY", "EXEMPT",
+    ]);
     for t in &st.tables {
-        println!(
-            "{:<32} {:<8} {:<12} {:<7} {:<4} {:<6} {:<7} {}",
+        table.row([
             format!("{}.{}", t.schema, t.table),
-            yes(t.has_column),
-            t.column_type.as_deref().unwrap_or("-"),
-            yes(t.indexed),
-            yes(t.rls_enabled),
-            yes(t.rls_forced),
+            yes(t.has_column).to_string(),
+            t.column_type.clone().unwrap_or_else(|| "-".into()),
+            yes(t.indexed).to_string(),
+            yes(t.rls_enabled).to_string(),
+            yes(t.rls_forced).to_string(),
             if t.policy_current {
                 "current"
             } else if t.policy.is_some() {
                 "old"
             } else {
                 "-"
-            },
-            yes(t.exempt)
-        );
+            }
+            .to_string(),
+            yes(t.exempt).to_string(),
+        ]);
     }
+    table.print();
     println!("violations recorded (soft mode): {}", st.violations);
 }
 

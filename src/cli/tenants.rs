@@ -570,16 +570,12 @@ async fn list(cx: &Cx, status: Option<TenantStatus>, json: bool) -> Result<ExitC
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        println!(
-            "{:<24} {:<12} {:<11} {:<10} database",
-            "slug", "plan", "status", "server"
-        );
+        let mut table =
+            super::table::TextTable::new(&["slug", "plan", "status", "server", "database"]);
         for t in rows {
-            println!(
-                "{:<24} {:<12} {:<11} {:<10} {}",
-                t.slug, t.plan, t.status, t.db_server, t.db_name
-            );
+            table.row([t.slug, t.plan, t.status.to_string(), t.db_server, t.db_name]);
         }
+        table.print();
     }
     Ok(ExitCode::SUCCESS)
 }

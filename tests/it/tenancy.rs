@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use crate::common::{
     PG_SERVER, TestEnv, database_exists, exec_in as admin_exec, json_line as sync_result, rows_in,
-    scalar_in, stderr,
+    scalar_in, stderr, stdout,
 };
 use landlord::tenancy::{
     EnforcementMode,
@@ -1965,4 +1965,59 @@ async fn shared_transfers_run_under_a_bypassrls_role() {
     assert!(after.0.iter().all(|r| r.0 != 2));
     assert_eq!(after.0[0], before.0[0]);
     assert_eq!(after.0[1], before.0[2]);
+}
+
+/// The seed's command as written: `tenancy status --detailed` with no
+/// `--database` inspects every shared database the catalog knows (it used to
+/// fail with "--detailed needs --database"), and its table keeps its columns
+/// aligned whatever the length of a table's name.
+#[tokio::test(flavor = "multi_thread")]
+async fn tenancy_status_detailed_inspects_every_shared_database_of_the_catalog() {
+    let mut env = TestEnv::new().await;
+    let three = three_shared_tenants(&mut env).await;
+    let long = "a_table_whose_name_is_longer_than_thirty_two_characters";
+    admin_exec(
+        &three.s.db,
+        &format!("CREATE TABLE {long} (id bigserial PRIMARY KEY, tenant_id bigint)"),
+    )
+    .await;
+    let out = env.run(&["tenancy", "status", "--detailed", "--json"]);
+    let v: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+    let dbs = v["databases"].as_array().expect("databases");
+    assert_eq!(dbs.len(), 1, "one shared database, once: {v:#}");
+    assert_eq!(dbs[0]["database"], three.s.db.as_str());
+    assert_eq!(dbs[0]["server"], "default");
+    let tables: Vec<&str> = dbs[0]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["table"].as_str().unwrap())
+        .collect();
+    assert!(
+        tables.contains(&"customers") && tables.contains(&long),
+        "{tables:?}"
+    );
+    // The new table has no policy: a warning, so exit 1, naming it.
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        v["warnings"].to_string().contains(long),
+        "{}",
+        v["warnings"]
+    );
+
+    let text = stdout(&env.run(&["tenancy", "status", "--detailed"]));
+    let header = text
+        .lines()
+        .find(|l| l.starts_with("TABLE"))
+        .unwrap_or_else(|| panic!("no table in: {text}"));
+    let col = header.find("COLUMN").unwrap();
+    for line in text.lines().filter(|l| l.starts_with("public.")) {
+        assert_eq!(
+            line.char_indices().nth(col).map(|(_, c)| c == ' '),
+            Some(false),
+            "the COLUMN column starts at the same offset on every row:\n{text}"
+        );
+        assert_eq!(&line[col - 2..col], "  ", "{text}");
+    }
 }
