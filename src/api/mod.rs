@@ -66,8 +66,9 @@ pub const ROUTES: [(&str, &str); 10] = [
 /// Routes answered without a token.
 pub const PUBLIC_ROUTES: [&str; 2] = ["/healthz", "/openapi.json"];
 
-/// How long in-flight requests may run after the shutdown signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long in-flight requests may run after the shutdown signal (deployments
+/// give the process longer than this to stop: `tests/it/deploy.rs`).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 /// How long a best-effort publish of a just-written job may take.
 const PUBLISH_TIMEOUT: Duration = Duration::from_secs(10);
 

@@ -17,6 +17,7 @@ mod api_limits;
 mod backup;
 mod chaos;
 mod cluster;
+mod deploy;
 mod disruptive;
 mod faults;
 mod fleet;
