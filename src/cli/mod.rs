@@ -9,6 +9,7 @@
 
 mod backup;
 mod backups;
+mod docs;
 mod doctor;
 mod enqueue;
 #[cfg(test)]
@@ -97,6 +98,13 @@ pub enum Command {
     /// The catalog key that seals tenant passwords: status, rekey (rotation).
     #[command(subcommand)]
     Secrets(secrets::SecretsCommand),
+    /// Print a shell completion script: `source <(landlord completions bash)`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), made from these definitions: `landlord man > landlord.1`.
+    Man(docs::ManArgs),
 }
 
 #[derive(Debug, Args)]
@@ -219,6 +227,10 @@ pub struct RunOpts {
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Documents of the command line need no configuration.
+    if let Some(code) = docs::run(&cli.command) {
+        return code;
+    }
     crate::tls::install_default_crypto();
     let settings = match Settings::load() {
         Ok(s) => s,
@@ -280,6 +292,9 @@ fn start_telemetry(cli: &Cli, settings: &Settings) -> Result<crate::telemetry::T
 async fn run(cli: Cli, mut settings: Settings) -> Result<ExitCode> {
     let registry = Arc::new(crate::workers::registry());
     match cli.command {
+        c @ (Command::Completions { .. } | Command::Man(_)) => {
+            Ok(docs::run(&c).unwrap_or(ExitCode::SUCCESS))
+        }
         Command::Migrate => {
             crate::db::ensure_database(&settings).await?;
             let pool = crate::db::connect(&settings).await?;

@@ -16,6 +16,7 @@ mod api;
 mod api_limits;
 mod backup;
 mod chaos;
+mod cli_docs;
 mod cluster;
 mod deploy;
 mod disruptive;
