@@ -95,7 +95,10 @@ pub async fn set_hold(
         serde_json::json!({"backup_id": id, "reason": reason}),
     )
     .await?;
-    Ok(b)
+    // The row as it is now (the one read above predates the change).
+    catalog::get(pool, id)
+        .await?
+        .ok_or(BackupChangeError::NotFound(id))
 }
 
 /// One audit entry in its own transaction.

@@ -42,6 +42,9 @@ pub enum BackupsCommand {
     Delete {
         /// Backup id (a UUID).
         id: Uuid,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Put a backup on legal hold (never pruned or deleted), or release it.
     Hold {
@@ -53,6 +56,9 @@ pub enum BackupsCommand {
         /// Why (recorded in the catalog and the audit log).
         #[arg(long)]
         reason: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Apply retention now; --dry-run shows what would be deleted and why the rest is kept.
     Prune(PruneArgs),
@@ -149,12 +155,13 @@ pub async fn run(
             print_list(&pool, &t, json).await
         }
         BackupsCommand::Stats { tenant, json } => stats(&pool, &tenant, json).await,
-        BackupsCommand::Delete { id } => delete(&pool, &settings, id).await,
+        BackupsCommand::Delete { id, json } => delete(&pool, &settings, id, json).await,
         BackupsCommand::Hold {
             id,
             release,
             reason,
-        } => hold(&pool, id, release, reason.as_deref()).await,
+            json,
+        } => hold(&pool, id, release, reason.as_deref(), json).await,
         BackupsCommand::Prune(a) => prune_cmd(&pool, &settings, a).await,
         BackupsCommand::Verify(a) => verify(&pool, settings, registry, a).await,
         BackupsCommand::Monitor(a) => monitor_cmd(&pool, a).await,
@@ -209,24 +216,38 @@ fn change_err(e: BackupChangeError) -> anyhow::Error {
 }
 
 /// `backups delete`.
-async fn delete(pool: &PgPool, settings: &Settings, id: Uuid) -> Result<ExitCode> {
+async fn delete(pool: &PgPool, settings: &Settings, id: Uuid, json: bool) -> Result<ExitCode> {
     let b = manage::delete(pool, &settings.backup, id, &actor())
         .await
         .map_err(change_err)?;
-    println!("deleted {} ({})", b.id, b.name());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&b)?);
+    } else {
+        println!("deleted {} ({})", b.id, b.name());
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// `backups hold [--release]`.
-async fn hold(pool: &PgPool, id: Uuid, release: bool, reason: Option<&str>) -> Result<ExitCode> {
+async fn hold(
+    pool: &PgPool,
+    id: Uuid,
+    release: bool,
+    reason: Option<&str>,
+    json: bool,
+) -> Result<ExitCode> {
     let b = manage::set_hold(pool, id, !release, reason, &actor())
         .await
         .map_err(change_err)?;
-    println!(
-        "{} {id} ({})",
-        if release { "released" } else { "held" },
-        b.name()
-    );
+    if json {
+        println!("{}", serde_json::to_string_pretty(&b)?);
+    } else {
+        println!(
+            "{} {id} ({})",
+            if release { "released" } else { "held" },
+            b.name()
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

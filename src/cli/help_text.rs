@@ -47,3 +47,45 @@ fn every_argument_and_subcommand_has_help_text() {
 fn the_command_tree_is_consistent() {
     Cli::command().debug_assert();
 }
+
+/// Commands that print no result a script reads: the long-running roles,
+/// documents of the command line, and `config show` (a masked listing).
+const WITHOUT_JSON: &[&str] = &[
+    "landlord api",
+    "landlord completions",
+    "landlord config show",
+    "landlord man",
+    "landlord migrate",
+    "landlord scheduler",
+    "landlord serve",
+    "landlord worker",
+];
+
+fn leaves_without_json(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+    let subs: Vec<&clap::Command> = cmd
+        .get_subcommands()
+        .filter(|s| s.get_name() != "help")
+        .collect();
+    if subs.is_empty() {
+        let has_json = cmd.get_arguments().any(|a| a.get_long() == Some("json"));
+        if !has_json && !WITHOUT_JSON.contains(&path) {
+            missing.push(path.to_string());
+        }
+    }
+    for sub in subs {
+        leaves_without_json(sub, &format!("{path} {}", sub.get_name()), missing);
+    }
+}
+
+#[test]
+fn every_command_that_reports_a_result_has_json() {
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut missing = Vec::new();
+    leaves_without_json(&cmd, "landlord", &mut missing);
+    assert!(
+        missing.is_empty(),
+        "without --json:\n  {}",
+        missing.join("\n  ")
+    );
+}

@@ -39,6 +39,9 @@ pub enum JobsCommand {
     Cancel {
         /// Job id (a UUID).
         id: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Enqueue any job kind with JSON arguments (operators and scripts).
     Enqueue(EnqueueArgs),
@@ -239,12 +242,19 @@ pub async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
-        JobsCommand::Cancel { id } => {
+        JobsCommand::Cancel { id, json } => {
             let id = parse_id(&id)?;
             store::cancel(&pool, id, &actor())
                 .await
                 .map_err(action_err)?;
-            println!("{id}\tcancelled");
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"job_id": id, "status": "cancelled"})
+                );
+            } else {
+                println!("{id}\tcancelled");
+            }
             Ok(ExitCode::SUCCESS)
         }
         JobsCommand::Enqueue(a) => {

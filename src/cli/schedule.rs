@@ -31,6 +31,9 @@ pub enum ScheduleCommand {
     Run {
         /// The schedule's name, as configured.
         name: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Past firings of a schedule, newest first.
     History {
@@ -140,7 +143,7 @@ pub async fn run(
             }
             Ok(ExitCode::SUCCESS)
         }
-        ScheduleCommand::Run { name } => {
+        ScheduleCommand::Run { name, json } => {
             let s = find(&schedules, &name)?;
             // The catalog's now, to the second (fire times in dedupe keys are).
             let now = scheduler::catalog_now(&pool).await?;
@@ -153,12 +156,19 @@ pub async fn run(
             let broker = Broker::new(&settings.broker, &me);
             relay::drain(&pool, &broker).await;
             broker.close().await;
-            println!(
-                "{name}\t{}\tjobs={}\tskipped={}",
-                fire_at.to_rfc3339(),
-                f.jobs,
-                f.skipped
-            );
+            if json {
+                let v = serde_json::json!({
+                    "schedule": name, "fire_at": fire_at, "jobs": f.jobs, "skipped": f.skipped,
+                });
+                println!("{v}");
+            } else {
+                println!(
+                    "{name}\t{}\tjobs={}\tskipped={}",
+                    fire_at.to_rfc3339(),
+                    f.jobs,
+                    f.skipped
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         ScheduleCommand::History { name, limit, json } => {

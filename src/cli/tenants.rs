@@ -59,6 +59,9 @@ pub enum TenantsCommand {
     Activate {
         /// The tenant's slug.
         slug: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Deactivate a tenant: its role may not log in; its sessions end.
     Deactivate {
@@ -67,6 +70,9 @@ pub enum TenantsCommand {
         /// Why (recorded as the tenant's status reason; at most 1000 characters).
         #[arg(long)]
         reason: Option<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Suspend a tenant (a reason is required): its role may not log in.
     Suspend {
@@ -75,6 +81,9 @@ pub enum TenantsCommand {
         /// Why (recorded as the tenant's status reason; at most 1000 characters).
         #[arg(long)]
         reason: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Show or change a tenant's settings.
     Settings {
@@ -102,6 +111,9 @@ pub enum TenantsCommand {
     RotateCredentials {
         /// The tenant's slug.
         slug: String,
+        /// Print JSON (tenant and role, never the password) instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Delete a tenant: it stops at once; a final backup (held, never pruned)
     /// is taken, and its database is dropped after the grace period
@@ -248,14 +260,14 @@ pub async fn run(
         TenantsCommand::CanProvision { owner, plan, json } => {
             can_provision(&cx, &owner, &plan, json).await
         }
-        TenantsCommand::Activate { slug } => {
-            set_status(&cx, &slug, TargetStatus::Active, None).await
+        TenantsCommand::Activate { slug, json } => {
+            set_status(&cx, &slug, TargetStatus::Active, None, json).await
         }
-        TenantsCommand::Deactivate { slug, reason } => {
-            set_status(&cx, &slug, TargetStatus::Inactive, reason.as_deref()).await
+        TenantsCommand::Deactivate { slug, reason, json } => {
+            set_status(&cx, &slug, TargetStatus::Inactive, reason.as_deref(), json).await
         }
-        TenantsCommand::Suspend { slug, reason } => {
-            set_status(&cx, &slug, TargetStatus::Suspended, Some(&reason)).await
+        TenantsCommand::Suspend { slug, reason, json } => {
+            set_status(&cx, &slug, TargetStatus::Suspended, Some(&reason), json).await
         }
         TenantsCommand::Settings {
             slug,
@@ -283,7 +295,9 @@ pub async fn run(
             };
             migrate(&cx, targets, concurrency, &run).await
         }
-        TenantsCommand::RotateCredentials { slug } => rotate_credentials(&cx, &slug).await,
+        TenantsCommand::RotateCredentials { slug, json } => {
+            rotate_credentials(&cx, &slug, json).await
+        }
         TenantsCommand::Register {
             slug,
             database,
@@ -397,11 +411,16 @@ async fn set_status(
     slug: &str,
     to: TargetStatus,
     reason: Option<&str>,
+    json: bool,
 ) -> Result<ExitCode> {
     let t = lifecycle::change_status(&cx.pool, &cx.settings, slug, to, reason, &actor())
         .await
         .map_err(life_err)?;
-    println!("tenant {} is {}", t.slug, t.status);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+    } else {
+        println!("tenant {} is {}", t.slug, t.status);
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -537,14 +556,19 @@ async fn migrate(
 }
 
 /// `tenants rotate-credentials`.
-async fn rotate_credentials(cx: &Cx, slug: &str) -> Result<ExitCode> {
+async fn rotate_credentials(cx: &Cx, slug: &str, json: bool) -> Result<ExitCode> {
     let c = lifecycle::credentials::rotate(&cx.pool, &cx.settings, slug, &actor())
         .await
         .map_err(life_err)?;
-    println!(
-        "rotated the password of role {} (tenant {})",
-        c.role, c.tenant
-    );
+    if json {
+        let v = serde_json::json!({"tenant": c.tenant, "role": c.role, "rotated": true});
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "rotated the password of role {} (tenant {})",
+            c.role, c.tenant
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

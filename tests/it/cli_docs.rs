@@ -1,6 +1,7 @@
-//! Shell completions and manual pages made from the clap definitions
-//! (issue 15): bash really completes with the script, `man` renders the pages,
-//! and neither needs a working configuration.
+//! The command line a person and a script read (issue 15): shell completions
+//! and manual pages made from the clap definitions (bash really completes
+//! with the script, `man` renders the pages, neither needs a configuration),
+//! and `--json` on the commands that change something.
 
 use std::process::Command;
 
@@ -131,4 +132,49 @@ async fn man_renders_the_pages_of_every_command() {
         stderr(&out)
     );
     std::fs::remove_dir_all(&dir).ok();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn state_changing_commands_answer_in_json() {
+    let mut env = TestEnv::new().await;
+    env.tenant("acme").await;
+    let v = env.ok_json(&["tenants", "suspend", "acme", "--reason", "unpaid", "--json"]);
+    assert_eq!(v["status"], "suspended", "{v:#}");
+    assert_eq!(v["status_reason"], "unpaid", "{v:#}");
+    let v = env.ok_json(&["tenants", "activate", "acme", "--json"]);
+    assert_eq!(v["status"], "active", "{v:#}");
+    let v = env.ok_json(&["tenants", "deactivate", "acme", "--json"]);
+    assert_eq!(v["status"], "inactive", "{v:#}");
+    env.ok(&["tenants", "activate", "acme"]);
+    // A tenant landlord provisioned has a role of its own to rotate.
+    let own = format!("rot-{}", &env.id[..8]);
+    let owner = format!("ana-{}@example.test", env.id);
+    let create = [
+        "tenants", "create", &own, "--name", "Rot", "--plan", "pro", "--owner", &owner, "--sync",
+    ];
+    env.ok(&create);
+    let v = env.ok_json(&["tenants", "rotate-credentials", &own, "--json"]);
+    assert_eq!(v["tenant"], own.as_str(), "{v:#}");
+    assert_eq!(v["rotated"], true, "{v:#}");
+    assert!(v.get("password").is_none(), "never the password: {v:#}");
+
+    let out = env.ok(&["backup", "--tenant", "acme", "--sync", "--json"]);
+    assert!(out.contains("succeeded"), "{out}");
+    let list = env.ok_json(&["backups", "list", "acme", "--json"]);
+    let id = list[0]["id"].as_str().expect("a backup id").to_string();
+    let v = env.ok_json(&["backups", "hold", &id, "--reason", "audit", "--json"]);
+    assert_eq!(v["held"], true, "{v:#}");
+    let v = env.ok_json(&["backups", "hold", &id, "--release", "--json"]);
+    assert_eq!(v["held"], false, "{v:#}");
+    let v = env.ok_json(&["backups", "delete", &id, "--json"]);
+    assert_eq!(v["id"], id.as_str(), "{v:#}");
+
+    let job = env.enqueue(&["jobs", "ping"]);
+    let v = env.ok_json(&["jobs", "cancel", &job.to_string(), "--json"]);
+    assert_eq!(v["status"], "cancelled", "{v:#}");
+    assert_eq!(v["job_id"], job.to_string());
+
+    let v = env.ok_json(&["schedule", "run", "daily-backup", "--json"]);
+    assert_eq!(v["schedule"], "daily-backup", "{v:#}");
+    assert_eq!(v["jobs"], 2, "acme and the provisioned one: {v:#}");
 }
