@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod job_actions;
 pub mod jobs;
 pub mod limits;
 pub mod settings;
@@ -50,7 +51,7 @@ pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// Every route of [`router`], as `(method, path)` in OpenAPI path syntax.
 /// Keep in step with `router` and `openapi.json`; `tests/api.rs` checks both.
-pub const ROUTES: [(&str, &str); 10] = [
+pub const ROUTES: [(&str, &str); 13] = [
     ("GET", "/healthz"),
     ("GET", "/openapi.json"),
     ("POST", "/v1/tenants"),
@@ -60,7 +61,10 @@ pub const ROUTES: [(&str, &str); 10] = [
     ("PATCH", "/v1/tenants/{slug}/settings"),
     ("GET", "/v1/tenants/{slug}/credentials"),
     ("POST", "/v1/tenants/{slug}/jobs"),
+    ("GET", "/v1/jobs"),
     ("GET", "/v1/jobs/{id}"),
+    ("POST", "/v1/jobs/{id}/cancel"),
+    ("POST", "/v1/jobs/{id}/retry"),
 ];
 
 /// Routes answered without a token.
@@ -147,7 +151,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/tenants/{slug}/credentials", get(tenants::credentials))
         .route("/v1/tenants/{slug}/jobs", post(jobs::enqueue))
+        .route("/v1/jobs", get(job_actions::list))
         .route("/v1/jobs/{id}", get(jobs::show))
+        .route("/v1/jobs/{id}/cancel", post(job_actions::cancel))
+        .route("/v1/jobs/{id}/retry", post(job_actions::retry))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

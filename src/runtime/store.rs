@@ -670,6 +670,24 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
+/// One page of jobs, newest first by id (ids are UUIDv7: creation order),
+/// those before `before` when given (keyset pagination on the primary key).
+pub async fn page(pool: &PgPool, f: &ListFilter, before: Option<Uuid>) -> Result<Vec<JobRow>> {
+    select_jobs!(
+        "WHERE ($1::text IS NULL OR j.status = $1) AND ($2::text IS NULL OR j.kind = $2) \
+         AND ($3::text IS NULL OR t.slug = $3) AND ($4::uuid IS NULL OR j.id < $4) \
+         ORDER BY j.id DESC LIMIT $5",
+        f.status.map(JobStatus::as_str),
+        f.kind.as_deref(),
+        f.tenant.as_deref(),
+        before,
+        f.limit.clamp(1, 10_000),
+    )
+    .fetch_all(pool)
+    .await
+    .context("listing jobs")
+}
+
 /// Recent jobs, newest first.
 pub async fn list(pool: &PgPool, f: &ListFilter) -> Result<Vec<JobRow>> {
     // Optional filters as NULL-able parameters keep the query static (and checked).

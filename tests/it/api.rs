@@ -1168,3 +1168,141 @@ async fn openapi_document_matches_the_router() {
     assert_documented("Job", &job);
     assert_documented("EnqueueJobResponse", &enq);
 }
+
+/// `GET /v1/jobs` pages through every job once, newest first, with filters;
+/// a tenant token lists only its own; cancel and retry work over HTTP, a
+/// tenant token cancels only its own jobs and never retries.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_are_listed_by_pages_and_cancelled_and_retried_over_http() {
+    let mut env = TestEnv::new().await;
+    env.tenant("acme").await;
+    env.tenant("globex").await;
+    let api = Api::start(
+        &env,
+        &format!("{},tenant:globex=globex-token-0123456789abcdef", tokens()),
+    )
+    .await;
+    // No worker: every job stays queued.
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let tenant = if i % 2 == 0 { "acme" } else { "globex" };
+        ids.push(api.accepted(tenant, ADMIN, json!({"kind": "ping"})).await);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/jobs?kind=ping&limit=3&cursor={c}"),
+            None => "/v1/jobs?kind=ping&limit=3".to_string(),
+        };
+        let (s, b) = api.get(&path, Some(ADMIN)).await;
+        assert_eq!(s, StatusCode::OK, "{b:#}");
+        let page = b["jobs"].as_array().unwrap();
+        assert!(page.len() <= 3);
+        seen.extend(page.iter().map(|j| j["id"].as_str().unwrap().to_string()));
+        match b["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => break,
+        }
+    }
+    let mut newest_first = ids.clone();
+    newest_first.reverse();
+    assert_eq!(seen, newest_first, "every job once, newest first");
+
+    // A tenant token: its tenant's jobs only, in the tenant's view.
+    let (s, b) = api.get("/v1/jobs", Some(ACME)).await;
+    assert_eq!(s, StatusCode::OK, "{b:#}");
+    let mine = b["jobs"].as_array().unwrap();
+    assert_eq!(mine.len(), 4, "{b:#}");
+    assert!(
+        mine.iter()
+            .all(|j| j["tenant"] == "acme" && j.get("lease_owner").is_none())
+    );
+    assert_error(
+        api.get("/v1/jobs?tenant=globex", Some(ACME)).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        api.get("/v1/jobs?status=bogus", Some(ADMIN)).await,
+        422,
+        "invalid_input",
+    );
+    assert_error(
+        api.get("/v1/jobs?limit=0", Some(ADMIN)).await,
+        422,
+        "invalid_input",
+    );
+    assert_error(
+        api.get("/v1/jobs?cursor=nope", Some(ADMIN)).await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        api.get("/v1/jobs?sort=x", Some(ADMIN)).await,
+        400,
+        "bad_request",
+    );
+
+    // Cancel: the tenant's own job; another tenant's answers 404 and stays queued.
+    let globex_job = &ids[1];
+    assert_error(
+        api.post(
+            &format!("/v1/jobs/{globex_job}/cancel"),
+            Some(ACME),
+            json!({}),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    assert_eq!(
+        env.job(globex_job.parse().unwrap()).await["status"],
+        "queued"
+    );
+    let acme_job = &ids[0];
+    let (s, b) = api
+        .post(
+            &format!("/v1/jobs/{acme_job}/cancel"),
+            Some(ACME),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b:#}");
+    assert_eq!(b["status"], "cancelled");
+    assert_error(
+        api.post(
+            &format!("/v1/jobs/{acme_job}/cancel"),
+            Some(ACME),
+            json!({}),
+        )
+        .await,
+        409,
+        "wrong_status",
+    );
+    // Retry is an admin's: the tenant token is refused, the admin's runs it again.
+    assert_error(
+        api.post(&format!("/v1/jobs/{acme_job}/retry"), Some(ACME), json!({}))
+            .await,
+        403,
+        "forbidden",
+    );
+    let (s, b) = api
+        .post(
+            &format!("/v1/jobs/{acme_job}/retry"),
+            Some(ADMIN),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b:#}");
+    assert_eq!(b["status"], "queued");
+    assert_eq!(b["attempts"], 0);
+    env.assert_count(
+        "SELECT count(*) FROM audit_log WHERE actor = 'api:tenant:acme' AND action = 'job.cancelled'",
+        1,
+    )
+    .await;
+    env.spawn_worker(&[], &[]);
+    let j = env.wait_job(acme_job.parse().unwrap(), secs(30)).await;
+    assert_eq!(j["status"], "succeeded", "the retried job ran: {j:#}");
+}
