@@ -51,12 +51,13 @@ pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// Every route of [`router`], as `(method, path)` in OpenAPI path syntax.
 /// Keep in step with `router` and `openapi.json`; `tests/api.rs` checks both.
-pub const ROUTES: [(&str, &str); 13] = [
+pub const ROUTES: [(&str, &str); 14] = [
     ("GET", "/healthz"),
     ("GET", "/openapi.json"),
     ("POST", "/v1/tenants"),
     ("GET", "/v1/tenants"),
     ("GET", "/v1/tenants/{slug}"),
+    ("DELETE", "/v1/tenants/{slug}"),
     ("POST", "/v1/tenants/{slug}/status"),
     ("PATCH", "/v1/tenants/{slug}/settings"),
     ("GET", "/v1/tenants/{slug}/credentials"),
@@ -143,7 +144,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
         .route("/v1/tenants", post(tenants::create).get(tenants::list))
-        .route("/v1/tenants/{slug}", get(tenants::show))
+        .route(
+            "/v1/tenants/{slug}",
+            get(tenants::show).delete(tenants::delete),
+        )
         .route("/v1/tenants/{slug}/status", post(tenants::change_status))
         .route(
             "/v1/tenants/{slug}/settings",

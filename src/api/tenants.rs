@@ -1,5 +1,6 @@
 //! `/v1/tenants…`: create (enqueues the provisioning saga), list, show,
-//! change status, update settings, fetch credentials. Each handler checks
+//! delete (schedules the drop after a final backup), change status, update
+//! settings, fetch credentials. Each handler checks
 //! the caller's scope, then calls the lifecycle library; it never writes SQL.
 
 use axum::{
@@ -106,6 +107,61 @@ pub async fn show(
     caller.require_tenant(&slug)?;
     let t = tenants::get(&state.pool, &slug).await?;
     Ok(respond(StatusCode::OK, &t))
+}
+
+/// Longest grace a deletion may be given over the API, in days (as the library's bound).
+const MAX_GRACE_DAYS: u64 = 36_500;
+
+/// `DELETE /v1/tenants/{slug}[?grace_days=N&final_backup=false]` (admin):
+/// as `tenants delete`. The tenant stops at once; a final backup (held) is
+/// taken unless `final_backup=false`; the database is dropped after the
+/// grace (`LANDLORD_DELETE_GRACE_DAYS` by default, `0` for as soon as the
+/// final backup succeeded). 202 with the tenant and the `drop_tenant` job.
+pub async fn delete(
+    caller: Caller,
+    State(state): State<AppState>,
+    ApiPath(slug): ApiPath<String>,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    caller.require_admin()?;
+    let mut grace_days = state.settings.provisioning.delete_grace_days;
+    let mut no_final_backup = false;
+    for (k, v) in query_pairs(uri.query(), &["grace_days", "final_backup"])? {
+        if k == "grace_days" {
+            grace_days = match v.parse::<u64>() {
+                Ok(d) if d <= MAX_GRACE_DAYS => d,
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "grace_days must be a whole number of days from 0 to {MAX_GRACE_DAYS}, got {:?}",
+                        crate::message::truncate(&v)
+                    )));
+                }
+            };
+        } else {
+            no_final_backup = match v.as_str() {
+                "true" => false,
+                "false" => true,
+                _ => {
+                    return Err(ApiError::invalid(format!(
+                        "final_backup must be true or false, got {:?}",
+                        crate::message::truncate(&v)
+                    )));
+                }
+            };
+        }
+    }
+    let opts = lifecycle::DeleteOptions {
+        no_final_backup,
+        grace: std::time::Duration::from_secs(grace_days * 86_400),
+    };
+    let job =
+        lifecycle::delete(&state.pool, &state.settings, &slug, &opts, &caller.actor()).await?;
+    state.publish_soon(job.outbox_id);
+    let t = tenants::get(&state.pool, &slug).await?;
+    Ok(respond(
+        StatusCode::ACCEPTED,
+        &json!({"tenant": t, "job_id": job.id}),
+    ))
 }
 
 /// Body of `POST /v1/tenants/{slug}/status`.

@@ -9,7 +9,7 @@ use std::{
     time::Instant,
 };
 
-use crate::common::{TestEnv, free_port, ms, poll, secs, wait_mail};
+use crate::common::{TestEnv, database_exists, free_port, ms, poll, secs, wait_mail};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sqlx::{Connection as _, PgConnection};
@@ -1305,4 +1305,57 @@ async fn jobs_are_listed_by_pages_and_cancelled_and_retried_over_http() {
     env.spawn_worker(&[], &[]);
     let j = env.wait_job(acme_job.parse().unwrap(), secs(30)).await;
     assert_eq!(j["status"], "succeeded", "the retried job ran: {j:#}");
+}
+
+/// `DELETE /v1/tenants/{slug}`: admin only, options checked before anything
+/// changes; the tenant stops at once and a worker drops its database.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_deletes_a_tenant_over_http() {
+    let mut env = TestEnv::new().await;
+    let db = env.tenant("acme").await;
+    let api = Api::start(&env, &tokens()).await;
+    let delete = |q: &'static str, token: &'static str| {
+        let api = &api;
+        async move {
+            let (s, b, _) = api
+                .call(
+                    Method::DELETE,
+                    &format!("/v1/tenants/acme{q}"),
+                    Some(token),
+                    None,
+                )
+                .await;
+            (s, b)
+        }
+    };
+    assert_error(delete("", ACME).await, 403, "forbidden");
+    assert_error(delete("?grace_days=-1", ADMIN).await, 422, "invalid_input");
+    assert_error(
+        delete("?final_backup=maybe", ADMIN).await,
+        422,
+        "invalid_input",
+    );
+    assert_error(delete("?now=1", ADMIN).await, 400, "bad_request");
+    assert_eq!(
+        landlord::tenants::get(&env.catalog, "acme")
+            .await
+            .unwrap()
+            .status,
+        landlord::tenants::TenantStatus::Active,
+        "refused requests changed nothing"
+    );
+    let (s, b) = delete("?grace_days=0&final_backup=false", ADMIN).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{b:#}");
+    assert_eq!(b["tenant"]["status"], "deleting", "{b:#}");
+    let drop: uuid::Uuid = b["job_id"].as_str().unwrap().parse().unwrap();
+    assert_error(delete("", ADMIN).await, 409, "conflict");
+    env.spawn_worker(&[], &[]);
+    let j = env.wait_job(drop, secs(60)).await;
+    assert_eq!(j["status"], "succeeded", "{j:#}");
+    assert!(!database_exists(&db).await, "the database was dropped");
+    env.assert_count(
+        "SELECT count(*) FROM audit_log WHERE actor = 'api:admin' AND action LIKE 'tenant.delet%'",
+        1,
+    )
+    .await;
 }
