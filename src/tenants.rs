@@ -268,6 +268,39 @@ pub async fn list(pool: &PgPool, status: Option<TenantStatus>) -> Result<Vec<Ten
     .context("listing tenants")
 }
 
+/// Filters of a page of tenants (`GET /v1/tenants`).
+#[derive(Debug, Clone, Default)]
+pub struct TenantFilter {
+    pub status: Option<TenantStatus>,
+    pub plan: Option<String>,
+    pub server: Option<String>,
+    /// Part of the slug or name, any case (a plain substring, no wildcards).
+    pub search: Option<String>,
+    /// Only slugs after this one (the cursor of the previous page).
+    pub after: Option<String>,
+    pub limit: i64,
+}
+
+/// One page of tenants by slug (keyset on the unique slug).
+pub async fn page(pool: &PgPool, f: &TenantFilter) -> Result<Vec<Tenant>> {
+    sqlx::query_as(&format!(
+        "SELECT {TENANT_COLUMNS} FROM tenants \
+         WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR plan = $2) \
+         AND ($3::text IS NULL OR db_server = $3) \
+         AND ($4::text IS NULL OR strpos(lower(slug), lower($4)) > 0 OR strpos(lower(name), lower($4)) > 0) \
+         AND ($5::text IS NULL OR slug > $5) ORDER BY slug LIMIT $6"
+    ))
+    .bind(f.status)
+    .bind(&f.plan)
+    .bind(&f.server)
+    .bind(&f.search)
+    .bind(&f.after)
+    .bind(f.limit.clamp(1, 10_000))
+    .fetch_all(pool)
+    .await
+    .context("listing tenants")
+}
+
 impl Tenant {
     /// A shared tenant's value in the tenant column.
     pub fn key(&self) -> String {

@@ -76,26 +76,64 @@ pub async fn create(
     ))
 }
 
-/// `GET /v1/tenants[?status=S]` (admin).
+/// Default and largest page of `GET /v1/tenants`.
+pub const PAGE: i64 = 100;
+pub const MAX_PAGE: i64 = 1000;
+
+/// `GET /v1/tenants[?status=&plan=&server=&q=&limit=&cursor=]` (admin): by
+/// slug; `next_cursor` (a slug) continues after the page's last tenant.
 pub async fn list(
     caller: Caller,
     State(state): State<AppState>,
     uri: Uri,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let mut status = None;
-    for (_, v) in query_pairs(uri.query(), &["status"])? {
-        let parsed = v.parse::<TenantStatus>().map_err(|e| {
-            ApiError::invalid(format!(
-                "unknown status {:?}; statuses: {}",
-                crate::message::truncate(&e.value),
-                e.valid.join(", ")
-            ))
-        })?;
-        status = Some(parsed);
+    let mut f = tenants::TenantFilter {
+        limit: PAGE,
+        ..Default::default()
+    };
+    let allowed = ["status", "plan", "server", "q", "limit", "cursor"];
+    for (k, v) in query_pairs(uri.query(), &allowed)? {
+        if v.len() > 200 || v.contains('\0') {
+            return Err(ApiError::invalid(format!(
+                "{k} must be at most 200 characters, without NUL"
+            )));
+        }
+        match k.as_str() {
+            "status" => {
+                f.status = Some(v.parse::<TenantStatus>().map_err(|e| {
+                    ApiError::invalid(format!(
+                        "unknown status {:?}; statuses: {}",
+                        crate::message::truncate(&e.value),
+                        e.valid.join(", ")
+                    ))
+                })?)
+            }
+            "plan" => f.plan = Some(v),
+            "server" => f.server = Some(v),
+            "q" => f.search = Some(v),
+            "limit" => {
+                f.limit = match v.parse::<i64>() {
+                    Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+                    _ => {
+                        return Err(ApiError::invalid(format!(
+                            "limit must be a whole number from 1 to {MAX_PAGE}, got {:?}",
+                            crate::message::truncate(&v)
+                        )));
+                    }
+                }
+            }
+            _ => f.after = Some(v),
+        }
     }
-    let all = tenants::list(&state.pool, status).await?;
-    Ok(respond(StatusCode::OK, &json!({"tenants": all})))
+    let page = tenants::page(&state.pool, &f).await?;
+    let next = (page.len() as i64 == f.limit)
+        .then(|| page.last().map(|t| t.slug.clone()))
+        .flatten();
+    Ok(respond(
+        StatusCode::OK,
+        &json!({"tenants": page, "next_cursor": next}),
+    ))
 }
 
 /// `GET /v1/tenants/{slug}` (admin or that tenant).

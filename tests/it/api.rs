@@ -1359,3 +1359,52 @@ async fn an_admin_deletes_a_tenant_over_http() {
     )
     .await;
 }
+
+/// `GET /v1/tenants` pages by slug with filters; every tenant once.
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_are_listed_by_pages_with_filters() {
+    let mut env = TestEnv::new().await;
+    for slug in ["alpha", "bravo", "charlie", "delta", "echo"] {
+        env.tenant(slug).await;
+    }
+    let api = Api::start(&env, &tokens()).await;
+    let mut seen = Vec::new();
+    let mut path = "/v1/tenants?limit=2".to_string();
+    loop {
+        let (s, b) = api.get(&path, Some(ADMIN)).await;
+        assert_eq!(s, StatusCode::OK, "{b:#}");
+        seen.extend(
+            b["tenants"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t["slug"].as_str().unwrap().to_string()),
+        );
+        match b["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/tenants?limit=2&cursor={c}"),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["alpha", "bravo", "charlie", "delta", "echo"]);
+    let (_, b) = api.get("/v1/tenants?q=HAR", Some(ADMIN)).await;
+    assert_eq!(b["tenants"][0]["slug"], "charlie", "{b:#}");
+    assert_eq!(b["tenants"].as_array().unwrap().len(), 1);
+    // A wildcard is a plain character here.
+    let (_, b) = api.get("/v1/tenants?q=%25", Some(ADMIN)).await;
+    assert_eq!(b["tenants"], json!([]), "{b:#}");
+    let (_, b) = api
+        .get(
+            "/v1/tenants?plan=pro&server=default&status=active",
+            Some(ADMIN),
+        )
+        .await;
+    assert_eq!(b["tenants"].as_array().unwrap().len(), 5, "{b:#}");
+    let (_, b) = api.get("/v1/tenants?plan=enterprise", Some(ADMIN)).await;
+    assert_eq!(b["tenants"], json!([]));
+    assert_error(
+        api.get("/v1/tenants?limit=5000", Some(ADMIN)).await,
+        422,
+        "invalid_input",
+    );
+    assert_error(api.get("/v1/tenants", Some(ACME)).await, 403, "forbidden");
+}
