@@ -271,6 +271,7 @@ mod tests {
                 "observability.listen",
                 "observability.log_format",
                 "observability.log",
+                "observability.traces",
                 "tenant_migrations",
                 "template_strategy",
                 "smtp_url",
