@@ -108,7 +108,8 @@ async fn jobs_survive_a_killed_node_and_a_stopped_node_exactly_once() {
             &store::EnqueueRequest {
                 kind: "ping".into(),
                 tenant: None,
-                args: serde_json::json!({"hold_seconds": 1.0}),
+                // Long enough that a node's restart (10-20 s here) leaves jobs for the stop.
+                args: serde_json::json!({"hold_seconds": 2.0}),
                 queue: None,
                 dedupe_key: None,
                 max_attempts: None,

@@ -85,8 +85,9 @@ async fn the_same_worker_finishes_every_job_across_a_broker_restart() {
     let mut env = TestEnv::new().await;
     let w = env.spawn_worker(&["--concurrency", "2"], &[]);
     let mut ids = Vec::new();
+    // Held long enough to still run once the six CLI calls (~0.25 s each) returned.
     for _ in 0..6 {
-        ids.push(env.enqueue(&["jobs", "ping", "--hold", "1"]));
+        ids.push(env.enqueue(&["jobs", "ping", "--hold", "4"]));
     }
     // Wait until work is in flight, then take the broker away.
     env.wait_status(ids[0], "running", secs(30)).await;
