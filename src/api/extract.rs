@@ -187,6 +187,17 @@ pub fn query_pairs(
     Ok(pairs)
 }
 
+/// A page size from a query string: a whole number from 1 to `max`.
+pub fn parse_limit(v: &str, max: i64) -> Result<i64, ApiError> {
+    match v.parse::<i64>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(ApiError::invalid(format!(
+            "limit must be a whole number from 1 to {max}, got {:?}",
+            crate::message::truncate(v)
+        ))),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

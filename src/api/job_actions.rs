@@ -19,7 +19,7 @@ use super::{
     AppState,
     auth::Caller,
     error::ApiError,
-    extract::{ApiPath, query_pairs},
+    extract::{ApiPath, parse_limit, query_pairs},
     jobs::tenant_view,
     json as respond,
     settings::Scope,
@@ -51,7 +51,7 @@ pub async fn list(
             "status" => filter.status = Some(parse_status(&v)?),
             "kind" => filter.kind = Some(v),
             "tenant" => filter.tenant = Some(v),
-            "limit" => filter.limit = parse_limit(&v)?,
+            "limit" => filter.limit = parse_limit(&v, MAX_PAGE)?,
             _ => cursor = Some(parse_id(&v, "cursor")?),
         }
     }
@@ -165,14 +165,4 @@ fn parse_status(v: &str) -> Result<JobStatus, ApiError> {
             e.valid.join(", ")
         ))
     })
-}
-
-fn parse_limit(v: &str) -> Result<i64, ApiError> {
-    match v.parse::<i64>() {
-        Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        _ => Err(ApiError::invalid(format!(
-            "limit must be a whole number from 1 to {MAX_PAGE}, got {:?}",
-            crate::message::truncate(v)
-        ))),
-    }
 }

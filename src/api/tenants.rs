@@ -15,7 +15,7 @@ use super::{
     AppState,
     auth::Caller,
     error::ApiError,
-    extract::{ApiJson, ApiPath, query_pairs},
+    extract::{ApiJson, ApiPath, parse_limit, query_pairs},
     json as respond,
 };
 use crate::{
@@ -112,17 +112,7 @@ pub async fn list(
             "plan" => f.plan = Some(v),
             "server" => f.server = Some(v),
             "q" => f.search = Some(v),
-            "limit" => {
-                f.limit = match v.parse::<i64>() {
-                    Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-                    _ => {
-                        return Err(ApiError::invalid(format!(
-                            "limit must be a whole number from 1 to {MAX_PAGE}, got {:?}",
-                            crate::message::truncate(&v)
-                        )));
-                    }
-                }
-            }
+            "limit" => f.limit = parse_limit(&v, MAX_PAGE)?,
             _ => f.after = Some(v),
         }
     }
