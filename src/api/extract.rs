@@ -187,6 +187,20 @@ pub fn query_pairs(
     Ok(pairs)
 }
 
+/// A status filter from a query string (any catalog state enum).
+pub fn parse_status<T>(v: &str) -> Result<T, ApiError>
+where
+    T: std::str::FromStr<Err = crate::text_enum::UnknownValue>,
+{
+    v.parse::<T>().map_err(|e| {
+        ApiError::invalid(format!(
+            "unknown status {:?}; statuses: {}",
+            crate::message::truncate(&e.value),
+            e.valid.join(", ")
+        ))
+    })
+}
+
 /// A page size from a query string: a whole number from 1 to `max`.
 pub fn parse_limit(v: &str, max: i64) -> Result<i64, ApiError> {
     match v.parse::<i64>() {

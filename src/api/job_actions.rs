@@ -19,7 +19,7 @@ use super::{
     AppState,
     auth::Caller,
     error::ApiError,
-    extract::{ApiPath, parse_limit, query_pairs},
+    extract::{ApiPath, parse_limit, parse_status, query_pairs},
     jobs::tenant_view,
     json as respond,
     settings::Scope,
@@ -48,7 +48,7 @@ pub async fn list(
     let allowed = ["status", "kind", "tenant", "limit", "cursor"];
     for (k, v) in query_pairs(uri.query(), &allowed)? {
         match k.as_str() {
-            "status" => filter.status = Some(parse_status(&v)?),
+            "status" => filter.status = Some(parse_status::<JobStatus>(&v)?),
             "kind" => filter.kind = Some(v),
             "tenant" => filter.tenant = Some(v),
             "limit" => filter.limit = parse_limit(&v, MAX_PAGE)?,
@@ -153,16 +153,6 @@ fn parse_id(v: &str, what: &str) -> Result<Uuid, ApiError> {
         ApiError::bad_request(format!(
             "{what} {:?} is not a UUID",
             crate::message::truncate(v)
-        ))
-    })
-}
-
-fn parse_status(v: &str) -> Result<JobStatus, ApiError> {
-    v.parse::<JobStatus>().map_err(|e| {
-        ApiError::invalid(format!(
-            "unknown status {:?}; statuses: {}",
-            crate::message::truncate(&e.value),
-            e.valid.join(", ")
         ))
     })
 }

@@ -15,7 +15,7 @@ use super::{
     AppState,
     auth::Caller,
     error::ApiError,
-    extract::{ApiJson, ApiPath, parse_limit, query_pairs},
+    extract::{ApiJson, ApiPath, parse_limit, parse_status, query_pairs},
     json as respond,
 };
 use crate::{
@@ -100,15 +100,7 @@ pub async fn list(
             )));
         }
         match k.as_str() {
-            "status" => {
-                f.status = Some(v.parse::<TenantStatus>().map_err(|e| {
-                    ApiError::invalid(format!(
-                        "unknown status {:?}; statuses: {}",
-                        crate::message::truncate(&e.value),
-                        e.valid.join(", ")
-                    ))
-                })?)
-            }
+            "status" => f.status = Some(parse_status::<TenantStatus>(&v)?),
             "plan" => f.plan = Some(v),
             "server" => f.server = Some(v),
             "q" => f.search = Some(v),
