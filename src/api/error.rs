@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Every error code the API answers with, and its HTTP status.
-pub const CODES: [(&str, u16); 14] = [
+pub const CODES: [(&str, u16); 15] = [
     ("bad_request", 400),
     ("unauthorized", 401),
     ("forbidden", 403),
@@ -25,6 +25,7 @@ pub const CODES: [(&str, u16); 14] = [
     ("conflict", 409),
     ("plan_limit_reached", 409),
     ("live_job_limit_reached", 409),
+    ("wrong_status", 409),
     ("payload_too_large", 413),
     ("unsupported_media_type", 415),
     ("invalid_input", 422),
