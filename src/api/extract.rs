@@ -165,7 +165,8 @@ where
     }
 }
 
-/// The query string as `(name, value)` pairs, only the `allowed` names.
+/// The query string as `(name, value)` pairs, only the `allowed` names,
+/// each value at most 200 characters and without NUL.
 pub fn query_pairs(
     query: Option<&str>,
     allowed: &[&str],
@@ -182,6 +183,16 @@ pub fn query_pairs(
             } else {
                 allowed.join(", ")
             }
+        )));
+    }
+    // PostgreSQL text cannot hold NUL, and no filter needs a long value.
+    if let Some((k, _)) = pairs
+        .iter()
+        .find(|(_, v)| v.len() > 200 || v.contains('\0'))
+    {
+        return Err(ApiError::invalid(format!(
+            "{} must be at most 200 characters, without NUL",
+            crate::message::truncate(k)
         )));
     }
     Ok(pairs)
