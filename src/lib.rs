@@ -2,6 +2,7 @@
 //! queue-driven worker fleet. See `ARCHITECTURE.md` for the map.
 
 pub mod api;
+pub mod audit;
 pub mod backup;
 pub mod broker;
 pub mod cli;
@@ -10,6 +11,7 @@ pub mod config;
 pub mod connections;
 pub mod db;
 pub mod error;
+pub mod event_feed;
 pub mod failpoint;
 pub mod http;
 pub mod ident;

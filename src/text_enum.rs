@@ -58,7 +58,7 @@ macro_rules! text_enum {
     ) => {
         $(#[$meta])*
         #[derive(
-            Debug, Clone, Copy, PartialEq, Eq, Hash,
+            Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord,
             ::serde::Serialize, ::serde::Deserialize, ::sqlx::Type,
         )]
         #[sqlx(type_name = "text")]

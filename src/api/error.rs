@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Every error code the API answers with, and its HTTP status.
-pub const CODES: [(&str, u16); 15] = [
+pub const CODES: [(&str, u16); 17] = [
     ("bad_request", 400),
     ("unauthorized", 401),
     ("forbidden", 403),
@@ -26,9 +26,11 @@ pub const CODES: [(&str, u16); 15] = [
     ("plan_limit_reached", 409),
     ("live_job_limit_reached", 409),
     ("wrong_status", 409),
+    ("idempotency_in_progress", 409),
     ("payload_too_large", 413),
     ("unsupported_media_type", 415),
     ("invalid_input", 422),
+    ("idempotency_key_reused", 422),
     ("rate_limited", 429),
     ("internal", 500),
 ];
@@ -65,6 +67,12 @@ impl ApiError {
         );
         e.retry_after = Some(retry_after_secs);
         e
+    }
+
+    /// The same error under another code of the same status.
+    pub fn with_code(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
     }
 
     pub fn status(&self) -> StatusCode {

@@ -74,6 +74,40 @@ where
     }
 }
 
+/// An optional JSON body (`Option<ApiJson<T>>`): a request without a body
+/// and without a content type is `None`; anything else is parsed as
+/// [`ApiJson`] (so a body that is not JSON is still 415).
+impl<T, S> axum::extract::OptionalFromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, ApiError> {
+        if req.headers().contains_key(header::CONTENT_TYPE) {
+            return <Self as FromRequest<S>>::from_request(req, state)
+                .await
+                .map(Some);
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|r| {
+            ApiError::bad_request(format!(
+                "could not read the request body: {}",
+                r.body_text()
+            ))
+        })?;
+        if bytes.is_empty() {
+            Ok(None)
+        } else {
+            Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the request body must be JSON (Content-Type: application/json)",
+            ))
+        }
+    }
+}
+
 /// A JSON value whose objects have no key twice. serde_json keeps the last
 /// of duplicate keys silently, so `{"kind": "restore", "kind": "ping"}`
 /// would mean one thing to a proxy that reads the first and another here:

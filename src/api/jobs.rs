@@ -66,6 +66,19 @@ pub struct EnqueueJob {
     pub dedupe_key: Option<String>,
 }
 
+impl EnqueueJob {
+    /// The body of a typed job (`J::KIND` with its arguments serialised).
+    pub fn of<J: Job>(job: &J) -> Result<Self, ApiError> {
+        let args = serde_json::to_value(job)
+            .map_err(|e| ApiError::invalid(format!("invalid arguments for {}: {e}", J::KIND)))?;
+        Ok(Self {
+            kind: J::KIND.to_string(),
+            args: Some(args),
+            dedupe_key: None,
+        })
+    }
+}
+
 /// `POST /v1/tenants/{slug}/jobs` (admin or that tenant): 202 with the job id;
 /// `existing` is true when a live job with the same dedupe key was returned.
 pub async fn enqueue(
@@ -74,6 +87,33 @@ pub async fn enqueue(
     ApiPath(slug): ApiPath<String>,
     ApiJson(body): ApiJson<EnqueueJob>,
 ) -> Result<Response, ApiError> {
+    submit(&state, &caller, slug, body).await
+}
+
+/// Enqueues one job for `slug` with every check of the generic route (the
+/// caller's scope, kinds and arguments a tenant token may not give, the live
+/// job cap): the typed routes (backup now, verify, restore, migrate,
+/// maintenance) build their body and come through here. 202 with the job id.
+pub(super) async fn submit(
+    state: &AppState,
+    caller: &Caller,
+    slug: String,
+    body: EnqueueJob,
+) -> Result<Response, ApiError> {
+    let enq = submit_job(state, caller, slug, body).await?;
+    Ok(respond(
+        StatusCode::ACCEPTED,
+        &json!({"job_id": enq.id, "existing": enq.existing}),
+    ))
+}
+
+/// [`submit`], answering with what was enqueued instead of a response.
+pub(super) async fn submit_job(
+    state: &AppState,
+    caller: &Caller,
+    slug: String,
+    body: EnqueueJob,
+) -> Result<store::Enqueued, ApiError> {
     caller.require_tenant(&slug)?;
     match state.registry.get(&body.kind) {
         None => {
@@ -122,7 +162,7 @@ pub async fn enqueue(
         ));
     }
     // Held until the job is written, so concurrent requests cannot pass the cap together.
-    let _live_cap = live_job_cap(&state, &caller, &slug).await?;
+    let _live_cap = live_job_cap(state, caller, &slug).await?;
     let req = EnqueueRequest {
         kind: body.kind,
         tenant: Some(slug),
@@ -136,10 +176,7 @@ pub async fn enqueue(
     let enq = store::enqueue(&state.pool, &state.registry, &req, Origin::Catalog).await?;
     state.publish_soon(enq.outbox_id);
     tracing::info!(job_id = %enq.id, kind = %req.kind, tenant = ?req.tenant, existing = enq.existing, "job enqueued");
-    Ok(respond(
-        StatusCode::ACCEPTED,
-        &json!({"job_id": enq.id, "existing": enq.existing}),
-    ))
+    Ok(enq)
 }
 
 /// `GET /v1/jobs/{id}` (admin, or the token of the job's tenant).

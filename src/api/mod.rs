@@ -1,21 +1,31 @@
-//! The HTTP API (`landlord api`) for producers that are not Rust: tenants
-//! (create, list, show, status, settings, credentials) and jobs (enqueue,
-//! show), with bearer tokens scoped to `admin` or one tenant, JSON errors with
-//! stable codes, and the committed OpenAPI document (`openapi.json`).
+//! The HTTP API (`landlord api`) for programs that are not Rust: everything
+//! the CLI does, with bearer tokens scoped to `admin` or one tenant, JSON
+//! errors with stable codes, `Idempotency-Key` on every POST, and the
+//! committed OpenAPI document (`openapi.json`).
 //!
 //! Files: `settings` (listen address, tokens, limits), `auth` (who may do
 //! what), `limits` (the per-token rate limit), `error` (the error shape and
-//! codes), `extract` (body and path parsing),
-//! `tenants` and `jobs` (the handlers). The handlers call the lifecycle
-//! library and the job store, exactly as the CLI does.
+//! codes), `extract` (body and path parsing), `idempotency` (replayed POSTs);
+//! the handlers: `tenants` and `tenant_actions`, `jobs` and `job_actions`,
+//! `backups`, `schedules`, `operations` (maintenance, doctor), `audit`,
+//! `events` (the feed and its Server-Sent Events stream). The handlers call
+//! the lifecycle library, the job store, `backup` and `scheduler`, exactly
+//! as the CLI does; they never write SQL.
 
+pub mod audit;
 pub mod auth;
+pub mod backups;
 pub mod error;
+pub mod events;
 pub mod extract;
+pub mod idempotency;
 pub mod job_actions;
 pub mod jobs;
 pub mod limits;
+pub mod operations;
+pub mod schedules;
 pub mod settings;
+pub mod tenant_actions;
 pub mod tenants;
 
 use std::{future::Future, sync::Arc, time::Duration, time::Instant};
@@ -27,7 +37,7 @@ use axum::{
     http::{HeaderValue, StatusCode, header},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, patch, post},
+    routing::{delete, get, patch, post},
 };
 use serde::Serialize;
 use sqlx::PgPool;
@@ -51,7 +61,7 @@ pub const OPENAPI: &str = include_str!("../../openapi.json");
 
 /// Every route of [`router`], as `(method, path)` in OpenAPI path syntax.
 /// Keep in step with `router` and `openapi.json`; `tests/api.rs` checks both.
-pub const ROUTES: [(&str, &str); 14] = [
+pub const ROUTES: [(&str, &str); 40] = [
     ("GET", "/healthz"),
     ("GET", "/openapi.json"),
     ("POST", "/v1/tenants"),
@@ -66,6 +76,32 @@ pub const ROUTES: [(&str, &str); 14] = [
     ("GET", "/v1/jobs/{id}"),
     ("POST", "/v1/jobs/{id}/cancel"),
     ("POST", "/v1/jobs/{id}/retry"),
+    ("POST", "/v1/tenants/{slug}/activate"),
+    ("POST", "/v1/tenants/{slug}/deactivate"),
+    ("POST", "/v1/tenants/{slug}/suspend"),
+    ("POST", "/v1/tenants/{slug}/rotate-credentials"),
+    ("POST", "/v1/tenants/{slug}/migrate"),
+    ("POST", "/v1/tenants/{slug}/register"),
+    ("POST", "/v1/migrations"),
+    ("GET", "/v1/can-provision"),
+    ("GET", "/v1/tenants/{slug}/backups"),
+    ("POST", "/v1/tenants/{slug}/backups"),
+    ("GET", "/v1/tenants/{slug}/backups/stats"),
+    ("POST", "/v1/tenants/{slug}/backups/verify"),
+    ("POST", "/v1/tenants/{slug}/restore"),
+    ("POST", "/v1/backups/{id}/hold"),
+    ("POST", "/v1/backups/{id}/release"),
+    ("DELETE", "/v1/backups/{id}"),
+    ("POST", "/v1/backups/prune"),
+    ("GET", "/v1/backups/monitor"),
+    ("POST", "/v1/maintenance"),
+    ("GET", "/v1/doctor"),
+    ("GET", "/v1/audit"),
+    ("GET", "/v1/events"),
+    ("GET", "/v1/events/stream"),
+    ("GET", "/v1/schedules"),
+    ("GET", "/v1/schedules/{name}/history"),
+    ("POST", "/v1/schedules/{name}/run"),
 ];
 
 /// Routes answered without a token.
@@ -87,6 +123,8 @@ pub struct AppState {
     pub broker: Broker,
     /// Per-token request buckets.
     pub limiter: Arc<limits::RateLimiter>,
+    /// Cancelled at shutdown: long-lived answers (event streams) end.
+    pub shutdown: CancellationToken,
 }
 
 impl AppState {
@@ -159,8 +197,55 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/cancel", post(job_actions::cancel))
         .route("/v1/jobs/{id}/retry", post(job_actions::retry))
+        .route(
+            "/v1/tenants/{slug}/activate",
+            post(tenant_actions::activate),
+        )
+        .route(
+            "/v1/tenants/{slug}/deactivate",
+            post(tenant_actions::deactivate),
+        )
+        .route("/v1/tenants/{slug}/suspend", post(tenant_actions::suspend))
+        .route(
+            "/v1/tenants/{slug}/rotate-credentials",
+            post(tenant_actions::rotate_credentials),
+        )
+        .route(
+            "/v1/tenants/{slug}/migrate",
+            post(tenant_actions::migrate_one),
+        )
+        .route(
+            "/v1/tenants/{slug}/register",
+            post(tenant_actions::register),
+        )
+        .route("/v1/migrations", post(tenant_actions::migrate_fleet))
+        .route("/v1/can-provision", get(tenant_actions::can_provision))
+        .route(
+            "/v1/tenants/{slug}/backups",
+            get(backups::list).post(backups::backup_now),
+        )
+        .route("/v1/tenants/{slug}/backups/stats", get(backups::stats))
+        .route("/v1/tenants/{slug}/backups/verify", post(backups::verify))
+        .route("/v1/tenants/{slug}/restore", post(backups::restore))
+        .route("/v1/backups/{id}/hold", post(backups::hold))
+        .route("/v1/backups/{id}/release", post(backups::release))
+        .route("/v1/backups/{id}", delete(backups::delete))
+        .route("/v1/backups/prune", post(backups::prune))
+        .route("/v1/backups/monitor", get(backups::monitor))
+        .route("/v1/maintenance", post(operations::maintenance))
+        .route("/v1/doctor", get(operations::doctor))
+        .route("/v1/audit", get(audit::list))
+        .route("/v1/events", get(events::list))
+        .route("/v1/events/stream", get(events::stream))
+        .route("/v1/schedules", get(schedules::list))
+        .route("/v1/schedules/{name}/history", get(schedules::history))
+        .route("/v1/schedules/{name}/run", post(schedules::run))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::layer,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(log_request))
         .with_state(state)
@@ -255,6 +340,7 @@ pub async fn run_on(
         .await
         .with_context(|| format!("binding the API listener on {}", api.listen))?;
     let local = listener.local_addr().context("reading the bound address")?;
+    let stop = CancellationToken::new();
     let state = AppState {
         pool: pool.clone(),
         settings,
@@ -262,10 +348,10 @@ pub async fn run_on(
         limiter: Arc::new(limits::RateLimiter::new(api.limits.rate_per_minute)),
         api: Arc::new(api),
         broker: broker.clone(),
+        shutdown: stop.clone(),
     };
     tracing::info!("api listening on {local}");
 
-    let stop = CancellationToken::new();
     let graceful = stop.clone();
     let server = axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { graceful.cancelled().await })

@@ -8,7 +8,6 @@
 use std::{process::ExitCode, sync::Arc};
 
 use anyhow::Result;
-use chrono::{DateTime, Utc};
 use clap::Subcommand;
 
 use crate::{
@@ -16,7 +15,7 @@ use crate::{
     cli::{BadInput, catalog},
     config::Settings,
     runtime::{Registry, relay, worker::owner_id},
-    scheduler::{self, FiringStatus, IfBusy, Schedule},
+    scheduler::{self, Schedule, report},
 };
 
 #[derive(Debug, Subcommand)]
@@ -49,28 +48,7 @@ pub enum ScheduleCommand {
 }
 
 fn find<'a>(schedules: &'a [Schedule], name: &str) -> Result<&'a Schedule> {
-    schedules.iter().find(|s| s.name() == name).ok_or_else(|| {
-        BadInput(format!(
-            "unknown schedule {:?}; schedules: {}",
-            crate::message::truncate(name),
-            schedules
-                .iter()
-                .map(|s| s.name().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))
-        .into()
-    })
-}
-
-#[derive(sqlx::FromRow, serde::Serialize)]
-struct Firing {
-    fire_at: DateTime<Utc>,
-    status: FiringStatus,
-    jobs: i32,
-    skipped: i32,
-    leader: Option<String>,
-    finished_at: Option<DateTime<Utc>>,
+    report::find(schedules, name).map_err(|e| BadInput(e).into())
 }
 
 pub async fn run(
@@ -83,36 +61,7 @@ pub async fn run(
     let pool = catalog(&settings).await?;
     match cmd {
         ScheduleCommand::List { json } => {
-            let now = scheduler::catalog_now(&pool).await?;
-            let mut rows = Vec::new();
-            for s in &schedules {
-                let last: Option<Firing> = sqlx::query_as(
-                    "SELECT fire_at, status, jobs, skipped, leader, finished_at FROM schedule_firings \
-                     WHERE schedule = $1 ORDER BY fire_at DESC LIMIT 1",
-                )
-                .bind(s.name())
-                .fetch_optional(&pool)
-                .await?;
-                let outcomes: Vec<(String, i64)> = match &last {
-                    Some(f) => sqlx::query_as(
-                        "SELECT status, count(*) FROM jobs WHERE dedupe_key LIKE $1 GROUP BY status ORDER BY status",
-                    )
-                    .bind(scheduler::firing_pattern(s.name(), f.fire_at))
-                    .fetch_all(&pool)
-                    .await?,
-                    None => Vec::new(),
-                };
-                rows.push(serde_json::json!({
-                    "name": s.name(),
-                    "cron": s.spec.cron,
-                    "timezone": s.spec.timezone,
-                    "kind": s.spec.kind,
-                    "args": s.spec.args,
-                    "next": s.next_local(now),
-                    "last": last,
-                    "last_outcomes": outcomes.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-                }));
-            }
+            let rows = report::list(&pool, &schedules).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -120,22 +69,23 @@ pub async fn run(
                     "name", "cron", "timezone", "kind", "next", "last",
                 ]);
                 for r in &rows {
-                    let last = match r["last"].as_object() {
+                    let last = match &r.last {
                         Some(l) => format!(
                             "{} {} jobs={} {}",
-                            l["fire_at"].as_str().unwrap_or(""),
-                            l["status"].as_str().unwrap_or(""),
-                            l["jobs"],
-                            r["last_outcomes"]
+                            l.fire_at
+                                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                            l.status,
+                            l.jobs,
+                            serde_json::to_string(&r.last_outcomes)?
                         ),
                         None => "never".into(),
                     };
                     t.row([
-                        r["name"].as_str().unwrap_or(""),
-                        r["cron"].as_str().unwrap_or(""),
-                        r["timezone"].as_str().unwrap_or(""),
-                        r["kind"].as_str().unwrap_or(""),
-                        r["next"].as_str().unwrap_or("-"),
+                        r.name.as_str(),
+                        &r.cron,
+                        &r.timezone,
+                        &r.kind,
+                        r.next.as_deref().unwrap_or("-"),
                         &last,
                     ]);
                 }
@@ -145,20 +95,15 @@ pub async fn run(
         }
         ScheduleCommand::Run { name, json } => {
             let s = find(&schedules, &name)?;
-            // The catalog's now, to the second (fire times in dedupe keys are).
-            let now = scheduler::catalog_now(&pool).await?;
-            let fire_at = DateTime::from_timestamp(now.timestamp(), 0).unwrap_or(now);
             let me = owner_id("cli");
-            // Waits while another process (the scheduler) fans this schedule out.
-            let f = scheduler::fan_out(&pool, &registry, s, fire_at, &me, IfBusy::Wait)
-                .await?
-                .unwrap_or_default();
+            let f = report::run_now(&pool, &registry, s, &me).await?;
             let broker = Broker::new(&settings.broker, &me);
             relay::drain(&pool, &broker).await;
             broker.close().await;
+            let fire_at = f.fire_at;
             if json {
                 let v = serde_json::json!({
-                    "schedule": name, "fire_at": fire_at, "jobs": f.jobs, "skipped": f.skipped,
+                    "schedule": f.schedule, "fire_at": fire_at, "jobs": f.jobs, "skipped": f.skipped,
                 });
                 println!("{v}");
             } else {
@@ -173,14 +118,7 @@ pub async fn run(
         }
         ScheduleCommand::History { name, limit, json } => {
             find(&schedules, &name)?;
-            let rows: Vec<Firing> = sqlx::query_as(
-                "SELECT fire_at, status, jobs, skipped, leader, finished_at FROM schedule_firings \
-                 WHERE schedule = $1 ORDER BY fire_at DESC LIMIT $2",
-            )
-            .bind(&name)
-            .bind(limit.clamp(1, 10_000))
-            .fetch_all(&pool)
-            .await?;
+            let rows = report::history(&pool, &name, limit).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {

@@ -32,9 +32,11 @@
 //!
 //! Files: `schedule` (parsing and checking `[[schedules]]`: cron, time zone,
 //! kind, arguments; any error stops the start naming the schedule), `fanout`
-//! (one firing into one job per tenant), `state` (a firing's status).
+//! (one firing into one job per tenant), `state` (a firing's status),
+//! `report` (what the schedules did and will do; firing one now).
 
 mod fanout;
+pub mod report;
 mod schedule;
 mod state;
 
