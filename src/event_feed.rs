@@ -1,6 +1,6 @@
 //! The events as a feed, for programs that follow their jobs without AMQP
 //! (`GET /v1/events` and its Server-Sent Events stream): the event rows of
-//! the outbox (`{prefix}.events`, the JSON of `schemas/event.v1.json`) in id
+//! the outbox (those for the events exchange, the JSON of `schemas/event.v1.json`) in id
 //! order, for all tenants or one, continuing after an id.
 //!
 //! Ids are taken when a transaction inserts its event, not when it commits,
@@ -14,6 +14,8 @@ use anyhow::{Context, Result};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::PgPool;
+
+use crate::broker::topology;
 
 /// Largest page.
 pub const MAX_PAGE: i64 = 1000;
@@ -33,8 +35,6 @@ pub struct FeedEvent {
 /// Which events.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    /// The events exchange (`Topology::events_exchange`).
-    pub exchange: String,
     pub tenant: Option<String>,
     /// Events with a larger id than this.
     pub after: Option<i64>,
@@ -53,7 +53,7 @@ pub async fn page(pool: &PgPool, f: &Filter) -> Result<Vec<FeedEvent>> {
               AND age(o.xmin) > age(((pg_snapshot_xmin(pg_current_snapshot())::text::numeric
                                       % 4294967296)::text)::xid)
             ORDER BY o.id LIMIT $4"#,
-        f.exchange,
+        topology::EVENTS,
         f.tenant.as_deref(),
         f.after,
         f.limit.clamp(1, MAX_PAGE),
@@ -65,10 +65,10 @@ pub async fn page(pool: &PgPool, f: &Filter) -> Result<Vec<FeedEvent>> {
 
 /// The id of the newest event row (0 when there is none): where a stream
 /// that asked for no cursor starts.
-pub async fn newest_id(pool: &PgPool, exchange: &str) -> Result<i64> {
+pub async fn newest_id(pool: &PgPool) -> Result<i64> {
     let id = sqlx::query_scalar!(
         r#"SELECT coalesce(max(id), 0) AS "id!" FROM outbox WHERE exchange = $1"#,
-        exchange
+        topology::EVENTS
     )
     .fetch_one(pool)
     .await

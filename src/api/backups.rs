@@ -332,7 +332,7 @@ pub async fn monitor(
             .ok()
             .filter(|n| (1..=1_000_000).contains(n))
             .ok_or_else(|| {
-                ApiError::bad_request(format!("{k} must be a whole number from 1 to 1000000"))
+                ApiError::invalid(format!("{k} must be a whole number from 1 to 1000000"))
             })?;
         if k == "max_age_hours" {
             max_age = n;

@@ -55,6 +55,9 @@ impl From<crate::tenants::TenantError> for LifecycleError {
         use crate::tenants::TenantError as T;
         match e {
             T::NotFound(s) => Self::NotFound(format!("unknown tenant {s:?}")),
+            // Taken is a conflict with what exists, not bad input (409, not 422).
+            e @ T::Exists(_) => Self::Exists(e.to_string()),
+            e @ T::DatabaseTaken { .. } => Self::Conflict(e.to_string()),
             T::Other(e) => Self::Other(e),
             other => Self::Invalid(other.to_string()),
         }

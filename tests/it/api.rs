@@ -21,9 +21,9 @@ const ACME: &str = "acme-token-0123456789abcdef";
 /// test binary (`api_limits` and `hostile` use it too).
 pub(crate) struct Api {
     child: Child,
-    base: String,
+    pub(crate) base: String,
     log: PathBuf,
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
 }
 
 impl Api {
@@ -119,7 +119,7 @@ impl Api {
         self.finish(req).await
     }
 
-    async fn finish(
+    pub(crate) async fn finish(
         &self,
         req: reqwest::RequestBuilder,
     ) -> (StatusCode, Value, reqwest::header::HeaderMap) {
@@ -136,7 +136,7 @@ impl Api {
     }
 
     /// Sends a request; returns status and JSON body (Null if none).
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -195,7 +195,7 @@ impl Drop for Api {
 
 /// Asserts an error answer: status and stable code.
 #[track_caller]
-fn assert_error(got: (StatusCode, Value), status: u16, code: &str) -> String {
+pub(crate) fn assert_error(got: (StatusCode, Value), status: u16, code: &str) -> String {
     let (s, body) = got;
     assert_eq!(
         s.as_u16(),

@@ -14,6 +14,7 @@ mod common;
 
 mod api;
 mod api_limits;
+mod api_routes;
 mod backup;
 mod chaos;
 mod cli_docs;
