@@ -30,7 +30,7 @@ use super::{
     json as respond,
     settings::Scope,
 };
-use crate::{broker::Topology, event_feed};
+use crate::{broker::topology, event_feed};
 
 /// Default page of `GET /v1/events`.
 pub const PAGE: i64 = 100;
@@ -54,13 +54,12 @@ fn parse_after(v: &str) -> Result<i64, ApiError> {
 /// The filter a request asks for, narrowed to what its token may read.
 fn filter(
     caller: &Caller,
-    state: &AppState,
     uri: &Uri,
     headers: &HeaderMap,
     paged: bool,
 ) -> Result<event_feed::Filter, ApiError> {
     let mut f = event_feed::Filter {
-        exchange: Topology::new(&state.settings.broker).events_exchange(),
+        exchange: topology::EVENTS.to_string(),
         limit: PAGE,
         ..Default::default()
     };
@@ -100,7 +99,7 @@ pub async fn list(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let f = filter(&caller, &state, &uri, &headers, true)?;
+    let f = filter(&caller, &uri, &headers, true)?;
     let events = event_feed::page(&state.pool, &f).await?;
     let next = events.last().map(|e| e.id).or(f.after);
     Ok(respond(
@@ -117,7 +116,7 @@ pub async fn stream(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut f = filter(&caller, &state, &uri, &headers, false)?;
+    let mut f = filter(&caller, &uri, &headers, false)?;
     f.limit = event_feed::MAX_PAGE;
     if f.after.is_none() {
         f.after = Some(event_feed::newest_id(&state.pool, &f.exchange).await?);
