@@ -225,8 +225,13 @@ pub async fn hold(
     caller.require_admin()?;
     let id = parse_id(&id)?;
     let reason = body.and_then(|ApiJson(b)| b.reason);
-    if reason.as_deref().is_some_and(|r| r.len() > 500) {
-        return Err(ApiError::invalid("reason must be at most 500 characters"));
+    if reason
+        .as_deref()
+        .is_some_and(|r| r.len() > 500 || r.contains('\0'))
+    {
+        return Err(ApiError::invalid(
+            "reason must be at most 500 characters, without NUL",
+        ));
     }
     let b = manage::set_hold(&state.pool, id, true, reason.as_deref(), &caller.actor()).await?;
     Ok(respond(StatusCode::OK, &view(&caller, &b)))

@@ -13,6 +13,7 @@
 mod common;
 
 mod api;
+mod api_contract;
 mod api_limits;
 mod api_routes;
 mod backup;
