@@ -42,10 +42,16 @@ pub async fn delete(
     id: Uuid,
     actor: &str,
 ) -> Result<Backup, BackupChangeError> {
-    let b = catalog::get(pool, id)
-        .await?
-        .filter(|b| b.status.is_complete())
-        .ok_or(BackupChangeError::NotComplete(id))?;
+    // Never written, or already deleted: nothing to delete (not found);
+    // running or failed: not a backup to delete yet (wrong status).
+    let b = match catalog::get(pool, id).await? {
+        None => return Err(BackupChangeError::NotFound(id)),
+        Some(b) if b.status == BackupStatus::Deleted => {
+            return Err(BackupChangeError::NotFound(id));
+        }
+        Some(b) if !b.status.is_complete() => return Err(BackupChangeError::NotComplete(id)),
+        Some(b) => b,
+    };
     let store = Store::open(settings).await?;
     match prune::delete(pool, &store, id).await? {
         prune::Deleted::Yes => {}

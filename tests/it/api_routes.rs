@@ -202,6 +202,20 @@ async fn backups_are_taken_held_restored_verified_pruned_and_deleted_over_http()
     assert_eq!(gone["id"], id.as_str());
     let (_, list) = api.get("/v1/tenants/acme/backups", Some(ADMIN)).await;
     assert_eq!(list["backups"].as_array().unwrap().len(), 1, "{list:#}");
+    // The deleted one, or one that never was, is not found.
+    for missing in [id.clone(), Uuid::now_v7().to_string()] {
+        assert_error(
+            api.send(
+                Method::DELETE,
+                &format!("/v1/backups/{missing}"),
+                Some(ADMIN),
+                None,
+            )
+            .await,
+            404,
+            "not_found",
+        );
+    }
     assert_error(
         api.send(Method::DELETE, "/v1/backups/not-a-uuid", Some(ADMIN), None)
             .await,
