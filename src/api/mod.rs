@@ -159,6 +159,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/jobs/{id}", get(jobs::show))
         .route("/v1/jobs/{id}/cancel", post(job_actions::cancel))
         .route("/v1/jobs/{id}/retry", post(job_actions::retry))
+        // The operator console (`/ui`, HTML): not part of ROUTES or openapi.json.
+        .merge(crate::ui::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
