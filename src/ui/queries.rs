@@ -323,9 +323,9 @@ pub struct TenantQuery {
     pub offset: i64,
 }
 
-/// A page of the tenants table and the number of matching tenants. By slug
-/// the page walks the slug index; the other orders sort the matching
-/// tenants (the tenants table, not the jobs).
+/// A page of the tenants table and the number of matching tenants. The
+/// matching tenants are sorted (bounded by the tenants table, never the
+/// jobs); each one's last backup is one probe of `backups_tenant_idx`.
 pub async fn tenant_lines(pool: &PgPool, q: &TenantQuery) -> Result<(i64, Vec<TenantLine>)> {
     let total = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM tenants

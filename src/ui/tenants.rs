@@ -54,7 +54,7 @@ fn nonempty(v: &Option<String>) -> Option<String> {
     v.as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| crate::message::truncate(s))
+        .map(crate::message::truncate)
 }
 
 /// `GET /ui/tenants`.
