@@ -261,7 +261,7 @@ fn chart(rows: &[MinuteCount], now: DateTime<Utc>) -> Markup {
             }
             text x="0" y=(h + 14.0) class="tick" { "-60 min" }
             text x=(w - 30.0) y=(h + 14.0) class="tick" { "now" }
-            text x=(w - 4.0) y="10" class="tick" text-anchor="end" { "peak " (peak) "/min" }
+            text x="2" y="10" class="tick" { "peak " (peak) "/min" }
         }
         ul.legend {
             @for o in OUTCOMES {

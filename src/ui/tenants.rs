@@ -251,8 +251,10 @@ pub async fn show(
     Ok(layout::page(&session, Nav::Tenants, &title, done.done.as_deref(), body).into_response())
 }
 
+/// The last 8 characters of a job id: its random part (the first ones are
+/// the time of a UUIDv7, the same for jobs of one moment).
 pub fn short(id: &str) -> &str {
-    id.get(..8).unwrap_or(id)
+    id.get(id.len().saturating_sub(8)..).unwrap_or(id)
 }
 
 fn change_summary(d: &Value) -> String {

@@ -159,6 +159,25 @@ impl Browser {
         el.send_keys(text).await.unwrap();
     }
 
+    /// Waits for the page a click leads to: its path is `want`, or starts
+    /// with it when `want` ends with `/`; `query` must be in the query string.
+    async fn wait_path(&self, want: &str, query: &str) {
+        let deadline = Instant::now() + secs(15);
+        loop {
+            let url = self.c.current_url().await.unwrap();
+            let path = url.path();
+            let ok = path == want || (want.ends_with('/') && path.starts_with(want));
+            if ok && url.query().unwrap_or("").contains(query) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "still on {url}, waiting for {want}?{query}"
+            );
+            tokio::time::sleep(ms(100)).await;
+        }
+    }
+
     async fn body(&self) -> String {
         self.text("body").await
     }
@@ -249,7 +268,7 @@ async fn an_admin_finds_suspends_backs_up_and_restores_a_tenant_in_the_browser()
     let b = Browser::start(&base, &env).await;
 
     b.login(ADMIN).await;
-    assert_eq!(b.path().await, "/ui");
+    b.wait_path("/ui", "").await;
     let body = b.body().await;
     for part in [
         "Tenants",
@@ -268,22 +287,31 @@ async fn an_admin_finds_suspends_backs_up_and_restores_a_tenant_in_the_browser()
     b.click("nav a[href='/ui/tenants']").await;
     b.fill("#q", "acm").await;
     b.click("form.filters button[type=submit]").await;
+    b.wait_path("/ui/tenants", "q=acm").await;
     let table = b.text("#tenants").await;
     assert!(
         table.contains("acme") && !table.contains("globex"),
         "{table}"
     );
     b.click("#tenants a[href='/ui/tenants/acme']").await;
-    assert_eq!(b.path().await, "/ui/tenants/acme");
+    b.wait_path("/ui/tenants/acme", "").await;
 
     // Suspend and reactivate.
     b.fill("#reason", "unpaid invoice").await;
     b.click("#suspend").await;
-    assert!(b.text("main").await.contains("status was changed"));
+    b.wait_text("main", "status was changed", secs(15)).await;
     assert_eq!(tenant_status(&env, "acme").await, "suspended");
     assert!(b.text("#h-status + p").await.contains("suspended"));
     b.click("#reactivate").await;
-    assert_eq!(tenant_status(&env, "acme").await, "active");
+    poll(secs(15), ms(100), || async {
+        match tenant_status(&env, "acme").await.as_str() {
+            "active" => Ok(()),
+            s => Err(s.to_string()),
+        }
+    })
+    .await;
+    b.wait_text("#history", "suspended → active", secs(15))
+        .await;
     assert!(
         b.text("#history").await.contains("suspended → active"),
         "status history"
@@ -296,10 +324,7 @@ async fn an_admin_finds_suspends_backs_up_and_restores_a_tenant_in_the_browser()
 
     // Take a backup and watch its job finish on the page, without a reload.
     b.click("#backup-now").await;
-    assert!(
-        b.path().await.starts_with("/ui/jobs/"),
-        "the job's page follows it"
-    );
+    b.wait_path("/ui/jobs/", "done=backup").await; // the job's page follows it
     b.mark().await;
     b.wait_text("#job-status", "succeeded", secs(90)).await;
     assert!(
@@ -315,11 +340,7 @@ async fn an_admin_finds_suspends_backs_up_and_restores_a_tenant_in_the_browser()
         .await;
     b.click("#backups details.restore button[type=submit]")
         .await;
-    assert!(
-        b.body().await.contains("not confirmed"),
-        "{}",
-        b.body().await
-    );
+    b.wait_text("body", "not confirmed", secs(15)).await;
     env.assert_count("SELECT count(*) FROM jobs WHERE kind = 'restore'", 0)
         .await;
     b.go("/ui/tenants/acme").await;
@@ -328,7 +349,7 @@ async fn an_admin_finds_suspends_backs_up_and_restores_a_tenant_in_the_browser()
         .await;
     b.click("#backups details.restore button[type=submit]")
         .await;
-    assert!(b.path().await.starts_with("/ui/jobs/"));
+    b.wait_path("/ui/jobs/", "done=restore").await;
     b.mark().await;
     b.wait_text("#job-status", "succeeded", secs(120)).await;
     assert!(b.still_marked().await);
@@ -352,7 +373,7 @@ async fn an_admin_finds_suspends_backs_up_and_restores_a_tenant_in_the_browser()
 
     // Log out: the session is gone from the catalog and the console asks again.
     b.click(".who button").await;
-    assert_eq!(b.path().await, "/ui/login");
+    b.wait_path("/ui/login", "").await;
     env.assert_count("SELECT count(*) FROM ui_sessions", 0)
         .await;
     b.go("/ui/tenants").await;
@@ -376,7 +397,7 @@ async fn an_admin_retries_a_dead_job_and_runs_a_schedule_now() {
     b.click(&format!("input[name=ids][value='{dead}']")).await;
     b.shot("dead-jobs").await;
     b.click("#bulk-retry").await;
-    assert!(b.body().await.contains("queued again"));
+    b.wait_text("body", "queued again", secs(15)).await;
     poll(secs(60), ms(200), || async {
         let j = env.job(dead).await;
         // It ran again (and, failing on purpose, died again).
@@ -395,7 +416,7 @@ async fn an_admin_retries_a_dead_job_and_runs_a_schedule_now() {
     // The job's own page retries it too.
     b.go(&format!("/ui/jobs/{dead}")).await;
     b.click("#retry").await;
-    assert!(b.body().await.contains("queued again"));
+    b.wait_text("body", "queued again", secs(15)).await;
     env.assert_count(
         &format!(
             "SELECT count(*) FROM audit_log WHERE action = 'job.retried' AND job_id = '{dead}'"
@@ -411,7 +432,7 @@ async fn an_admin_retries_a_dead_job_and_runs_a_schedule_now() {
             || b.text("#schedules").await.contains("0 0 1 1 *")
     );
     b.click("tr[data-schedule='ui-ping'] form button").await;
-    assert_eq!(b.path().await, "/ui/schedules/ui-ping");
+    b.wait_path("/ui/schedules/ui-ping", "done=fired").await;
     assert!(b.body().await.contains("The schedule fired"));
     poll(secs(60), ms(300), || async {
         let n = env.count("SELECT count(*) FROM jobs WHERE kind = 'ping' AND status = 'succeeded' AND dedupe_key LIKE 'sched:ui-ping:acme:%'").await;
@@ -442,11 +463,7 @@ async fn a_tenant_login_sees_only_its_tenant() {
     wait_up(&base).await;
     let b = Browser::start(&base, &env).await;
     b.login(TENANT).await;
-    assert_eq!(
-        b.path().await,
-        "/ui/tenants/acme",
-        "a tenant lands on its tenant"
-    );
+    b.wait_path("/ui/tenants/acme", "").await; // a tenant lands on its tenant
     let nav = b.text("nav").await;
     assert!(
         nav.contains("My tenant") && !nav.contains("Overview") && !nav.contains("Schedules"),
