@@ -15,3 +15,8 @@ CREATE INDEX ui_sessions_expires ON ui_sessions (expires_at);
 
 -- The console's overview counts finished jobs per minute over the last hour.
 CREATE INDEX jobs_finished_at ON jobs (finished_at) WHERE finished_at IS NOT NULL;
+-- Its backlog per job family: due jobs in run order (counts are capped, the oldest is the first entry).
+CREATE INDEX jobs_waiting_queue ON jobs (queue, run_at) WHERE status IN ('queued', 'retrying');
+CREATE INDEX jobs_running_queue ON jobs (queue) WHERE status = 'running';
+-- Its backup freshness: the complete backups of the last hours, whatever the tenant.
+CREATE INDEX backups_completed_at ON backups (completed_at) WHERE status = 'complete';

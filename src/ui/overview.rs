@@ -26,6 +26,8 @@ use crate::{api::AppState, scheduler};
 
 /// Hours after which an active tenant's last backup counts as stale.
 pub const FRESH_HOURS: i64 = 26;
+/// Counts of live jobs stop here ("10000+").
+const COUNT_CAP: i64 = 10_000;
 /// Outcomes drawn in the chart, with their CSS class.
 const OUTCOMES: [&str; 4] = ["succeeded", "failed", "dead", "cancelled"];
 
@@ -50,10 +52,14 @@ async fn load(state: &AppState) -> UiResult<Overview> {
         scheduler::parse_all(&state.settings.schedules, &state.registry).unwrap_or_default();
     let names: Vec<String> = schedules.iter().map(|s| s.name().to_string()).collect();
     let servers: Vec<String> = state.settings.servers.keys().cloned().collect();
+    let families: Vec<String> = crate::config::QUEUES
+        .iter()
+        .map(|q| q.to_string())
+        .collect();
     let (by_status, per_minute, queues, dead, leader, last, stale, heavy) = tokio::try_join!(
         queries::tenants_by_status(pool),
         queries::jobs_per_minute(pool, now),
-        queries::queue_depths(pool),
+        queries::queue_depths(pool, &families, COUNT_CAP),
         queries::dead_last_day(pool, now, 8),
         queries::scheduler_leader(pool),
         queries::last_firings(pool, &names),
@@ -106,6 +112,14 @@ pub async fn fragment(session: Session, State(state): State<AppState>) -> UiResu
     Ok(content(&o).into_response())
 }
 
+fn capped(n: i64) -> String {
+    if n >= COUNT_CAP {
+        format!("{COUNT_CAP}+")
+    } else {
+        n.to_string()
+    }
+}
+
 fn content(o: &Overview) -> Markup {
     let total: i64 = o.by_status.iter().map(|c| c.n).sum();
     html! {
@@ -149,7 +163,7 @@ fn content(o: &Overview) -> Markup {
         div.grid {
             section.card aria-labelledby="h-queues" {
                 h2 #h-queues { "Job families" }
-                @if o.queues.is_empty() {
+                @if o.queues.iter().all(|q| q.waiting == 0 && q.running == 0) {
                     p.muted { "No job is queued or running." }
                 } @else {
                     table {
@@ -158,7 +172,7 @@ fn content(o: &Overview) -> Markup {
                             @for q in &o.queues {
                                 tr {
                                     td { a href={ "/ui/jobs?status=queued" } { (q.queue) } }
-                                    td { (q.waiting) } td { (q.running) }
+                                    td { (capped(q.waiting)) } td { (capped(q.running)) }
                                     td { (q.oldest_due.map(|t| ago(t, o.now)).unwrap_or_else(|| "-".into())) }
                                 }
                             }

@@ -116,16 +116,22 @@ pub struct QueueDepth {
     pub oldest_due: Option<DateTime<Utc>>,
 }
 
-/// Live jobs per family (index `jobs_status_run_at`).
-pub async fn queue_depths(pool: &PgPool) -> Result<Vec<QueueDepth>> {
+/// Live jobs per family, each count capped at `cap` (a backlog of a
+/// million costs what one of `cap` does), the oldest due job first in index
+/// `jobs_waiting_queue`.
+pub async fn queue_depths(pool: &PgPool, queues: &[String], cap: i64) -> Result<Vec<QueueDepth>> {
     sqlx::query_as!(
         QueueDepth,
-        r#"SELECT queue AS "queue!",
-                  count(*) FILTER (WHERE status IN ('queued', 'retrying')) AS "waiting!",
-                  count(*) FILTER (WHERE status = 'running') AS "running!",
-                  min(run_at) FILTER (WHERE status IN ('queued', 'retrying') AND run_at <= now()) AS oldest_due
-           FROM jobs WHERE status IN ('queued', 'retrying', 'running')
-           GROUP BY queue ORDER BY queue"#
+        r#"SELECT q.name AS "queue!",
+                  (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue = q.name
+                       AND status IN ('queued', 'retrying') LIMIT $2) w) AS "waiting!",
+                  (SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue = q.name
+                       AND status = 'running' LIMIT $2) r) AS "running!",
+                  (SELECT min(run_at) FROM jobs WHERE queue = q.name
+                       AND status IN ('queued', 'retrying') AND run_at <= now()) AS oldest_due
+           FROM unnest($1::text[]) AS q(name) ORDER BY q.name"#,
+        queues,
+        cap
     )
     .fetch_all(pool)
     .await
@@ -251,7 +257,8 @@ pub async fn firing_outcomes(pool: &PgPool, pattern: &str) -> Result<Vec<Count>>
 }
 
 /// Active tenants without a complete backup since `since`: how many, and
-/// the first by slug.
+/// the first by slug. The recent backups are a range of index
+/// `backups_completed_at`, hashed once; the tenants table is read once.
 pub async fn stale_backups(
     pool: &PgPool,
     since: DateTime<Utc>,
@@ -259,8 +266,8 @@ pub async fn stale_backups(
 ) -> Result<(i64, Vec<String>)> {
     let n = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM tenants t WHERE t.status = 'active'
-           AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.tenant_id = t.id
-                           AND b.status = 'complete' AND b.completed_at > $1)"#,
+           AND t.id NOT IN (SELECT b.tenant_id FROM backups b
+                            WHERE b.status = 'complete' AND b.completed_at > $1)"#,
         since
     )
     .fetch_one(pool)
@@ -268,8 +275,8 @@ pub async fn stale_backups(
     .context("counting tenants without a recent backup")?;
     let slugs = sqlx::query_scalar!(
         r#"SELECT t.slug FROM tenants t WHERE t.status = 'active'
-           AND NOT EXISTS (SELECT 1 FROM backups b WHERE b.tenant_id = t.id
-                           AND b.status = 'complete' AND b.completed_at > $1)
+           AND t.id NOT IN (SELECT b.tenant_id FROM backups b
+                            WHERE b.status = 'complete' AND b.completed_at > $1)
            ORDER BY t.slug LIMIT $2"#,
         since,
         limit
