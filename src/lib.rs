@@ -34,6 +34,7 @@ pub mod tenants;
 mod text_enum;
 pub mod tls;
 pub mod trace_context;
+pub mod ui;
 #[path = "../workers/mod.rs"]
 pub mod workers;
 

@@ -240,6 +240,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/schedules", get(schedules::list))
         .route("/v1/schedules/{name}/history", get(schedules::history))
         .route("/v1/schedules/{name}/run", post(schedules::run))
+        // The operator console (`/ui`, HTML): not part of ROUTES or openapi.json.
+        // The operator console (`/ui`, HTML): not part of ROUTES or openapi.json.
+        .merge(crate::ui::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(

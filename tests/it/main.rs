@@ -41,3 +41,4 @@ mod tls_mail;
 mod tls_postgres;
 mod tls_s3;
 mod traces;
+mod ui;
