@@ -1,11 +1,14 @@
 //! `backup`: one backup of a tenant database into the configured store,
 //! then retention (the seed's tenants:backup for one tenant). Never runs at
-//! the same time as a restore or maintenance of the same tenant.
+//! the same time as a restore or maintenance of the same tenant. The job's
+//! status is the backup's story: it succeeds once its backup is complete
+//! (whatever stops the attempt afterwards), and a job that ends dead leaves
+//! no complete backup (its compensation withdraws one it never recorded).
 
 use serde_json::Value;
 
 use crate::{
-    backup::create,
+    backup::{create, withdraw},
     config::Settings,
     runtime::{Job, JobContext, JobError, heavy},
 };
@@ -39,6 +42,9 @@ impl Job for Backup {
         // An attempt killed or timed out leaves an upload; remove it now.
         let store = crate::backup::Store::open(&ctx.settings.backup).await?;
         create::clean_leftovers(ctx, &store).await?;
+        // A dead backup job took no backup: one its last attempt completed
+        // but could not record (it died first) is withdrawn.
+        withdraw::withdraw(ctx, &store).await?;
         Ok(())
     }
 }

@@ -190,6 +190,36 @@ pub async fn completed_by_job(pool: &PgPool, job_id: Uuid) -> Result<Option<Back
     .context("looking up what earlier attempts completed")
 }
 
+/// The complete backups of `job_id`, their rows locked until `tx` ends (a
+/// dead job's, for [`super::withdraw`]).
+pub async fn lock_completed_by_job(
+    tx: &mut Transaction<'_, Postgres>,
+    job_id: Uuid,
+) -> Result<Vec<Backup>> {
+    select_backups!(
+        "WHERE job_id = $1 AND status = 'complete' ORDER BY completed_at FOR UPDATE",
+        job_id,
+    )
+    .fetch_all(&mut **tx)
+    .await
+    .context("locking the backups of the job")
+}
+
+/// Marks a complete backup `failed` with `error` once its objects are gone
+/// (a dead job's backup, withdrawn): no longer listed, restored or held.
+pub async fn withdraw_in(tx: &mut Transaction<'_, Postgres>, id: Uuid, error: &str) -> Result<()> {
+    sqlx::query!(
+        "UPDATE backups SET status = 'failed', error = $2, held = false, held_reason = NULL \
+         WHERE id = $1 AND status = 'complete'",
+        id,
+        error,
+    )
+    .execute(&mut **tx)
+    .await
+    .context("withdrawing the backup")?;
+    Ok(())
+}
+
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Backup>> {
     select_backups!("WHERE id = $1", id)
         .fetch_optional(pool)

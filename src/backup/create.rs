@@ -26,9 +26,13 @@
 //! 6. **Complete the object**, only once `pg_dump` exited 0 and the job still
 //!    owns its claim. Failpoint `backup.after_object`.
 //! 7. **Manifest last**: `{object key}.manifest.json`.
-//! 8. **Row `complete`** (only from `running`; a hold in the same
-//!    transaction). From here the backup is listed and restorable;
-//!    `backup.completed` goes out with the job's success.
+//! 8. **Row `complete`** (only from `running`, fenced on the attempt's
+//!    claim; a hold in the same transaction). From here the backup is listed
+//!    and restorable; `backup.completed` goes out with the job's success.
+//!    For a `backup` job ([`Options::whole_job`]) the attempt has succeeded
+//!    from here (`JobContext::effect_committed`): losing the tenant lock, a
+//!    timeout or an error afterwards does not fail it. Failpoint
+//!    `backup.after_complete` (pause).
 //! 9. **Retention** (`prune::apply`): a failure is logged, reported in the
 //!    result and retried after the next backup.
 //!
@@ -36,7 +40,10 @@
 //! marks the row `failed`, commits `backup.failed` at once and returns a
 //! retryable error. A worker killed in steps 5–8 leaves a `running` row that
 //! nothing lists, removed by the next attempt, by `Backup::on_dead` or by
-//! `backups reconcile --fix`.
+//! `backups reconcile --fix`. A job that ends `dead` after step 8 (its last
+//! attempt died before recording its success) has that backup withdrawn by
+//! `Backup::on_dead` ([`super::withdraw`]): a dead backup job leaves no
+//! backup, as it announced none.
 
 use std::{collections::BTreeMap, time::Instant};
 
@@ -70,6 +77,11 @@ pub struct Options {
     pub codec: Option<Codec>,
     /// Put the backup on legal hold with this reason (final backups).
     pub hold: Option<String>,
+    /// The backup is its job's whole effect (a `backup` job; not
+    /// `maintenance --backup`, which has steps after it): once its row is
+    /// complete the attempt has succeeded (`JobContext::effect_committed`),
+    /// even if it is stopped during retention or loses its tenant lock.
+    pub whole_job: bool,
 }
 
 /// Databases from this size (bytes) are compressed on two zstd worker
@@ -126,8 +138,9 @@ async fn server_facts(ctx: &JobContext) -> Result<(String, i32, Option<i64>, i64
     Ok((version, major, schema, size))
 }
 
-/// Records `backup.failed` right away (the job itself has not ended yet).
-async fn record_failure(ctx: &JobContext, t: &Tenant, backup_id: Uuid, error: &str) {
+/// Records `backup.failed` right away (the job itself has not ended yet,
+/// or ended without announcing it).
+pub(super) async fn record_failure(ctx: &JobContext, t: &Tenant, backup_id: Uuid, error: &str) {
     let res: Result<()> = async {
         let mut tx = ctx.catalog.begin().await?;
         jobs::insert_event(
@@ -525,7 +538,7 @@ async fn finish(
         catalog::hold_in(&mut tx, id, reason).await?;
     }
     tx.commit().await?;
-    let summary = json!({
+    let mut summary = json!({
         "tenant": t.slug,
         "backup_id": id,
         "key": key,
@@ -540,7 +553,12 @@ async fn finish(
         "held": opts.hold.is_some(),
     });
     ctx.emit("backup.completed", summary.clone());
+    summary["cleaned_interrupted_attempts"] = json!(pre.cleaned);
+    if opts.whole_job {
+        ctx.effect_committed(summary.clone());
+    }
     crate::metrics::backup_done(measured.stored_bytes, manifest.duration_ms);
+    crate::failpoint::pause("backup.after_complete").await;
 
     let policy = opts
         .retention
@@ -556,6 +574,5 @@ async fn finish(
     };
     let mut result = summary;
     result["retention"] = retention;
-    result["cleaned_interrupted_attempts"] = json!(pre.cleaned);
     Ok(result)
 }

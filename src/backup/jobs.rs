@@ -55,6 +55,7 @@ impl Backup {
             retention,
             codec,
             hold: self.hold.clone(),
+            whole_job: true,
         })
     }
 }

@@ -15,7 +15,8 @@
 //! `monitor` (freshness and size checks), `doctor` (requirements),
 //! `import` (the seed's dumps), `shared` (shared tenants' rows), `state`
 //! (the rows' states as enums), `jobs` (the typed arguments of the backup
-//! jobs library code enqueues). Step by step: `create` and `restore`.
+//! jobs library code enqueues), `withdraw` (the backup a dead backup job
+//! completed but never announced). Step by step: `create` and `restore`.
 //!
 //! This module never imports `workers` (the handlers call in, not out), and
 //! only `complete` rows are ever listed, restored or counted as backups.
@@ -38,6 +39,7 @@ pub mod state;
 pub mod store;
 pub mod stream;
 pub mod verify;
+pub mod withdraw;
 
 pub use crate::config::backup::{BackupSettings, Codec};
 pub use state::{BackupFormat, BackupStatus, RestoreStatus};

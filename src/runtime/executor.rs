@@ -5,8 +5,10 @@
 //! `Executor::attempt` goes phase by phase: start (the kind's handler and
 //! context), heartbeat (`Heartbeat`), run (`run_handler`), settle (what the
 //! stop means) and record. It never writes an outcome for an attempt that
-//! lost its lease or its tenant lock: every write goes through `store`,
-//! fenced on lease owner and claim token.
+//! lost its lease, nor one that lost its tenant lock before its handler
+//! committed the job's effect (`JobContext::effect_committed`; after that
+//! the attempt has succeeded, whatever stops it): every write goes through
+//! `store`, fenced on lease owner and claim token.
 
 use std::{
     ops::ControlFlow,
@@ -284,7 +286,10 @@ impl Executor {
 
     /// Records the attempt's result, fenced: nothing is written unless the
     /// tenant lock is still ours (the writes themselves are fenced by the
-    /// claim token).
+    /// claim token). An attempt whose handler committed the job's effect
+    /// ([`JobContext::effect_committed`]) has succeeded, lock or not, and
+    /// whatever error stopped it afterwards: recording it dead would leave
+    /// the effect beside a job that says it never happened.
     async fn record(
         &self,
         job: &Claimed,
@@ -299,10 +304,19 @@ impl Executor {
             Some(l) => l.still_held().await,
             None => true,
         };
-        let result = if held {
-            result
-        } else {
-            Err(JobError::retryable("tenant lock lost during the attempt"))
+        let result = match ctx.committed_result() {
+            Some(done) => {
+                if let Err(err) = &result {
+                    tracing::warn!(error = %err, "the attempt stopped after the job's effect was committed; recording its success");
+                } else if !held {
+                    tracing::warn!(
+                        "tenant lock lost after the job's effect was committed; recording its success"
+                    );
+                }
+                Ok(result.unwrap_or(done))
+            }
+            None if held => result,
+            None => Err(JobError::retryable("tenant lock lost during the attempt")),
         };
         match result {
             Ok(value) => {
@@ -392,6 +406,7 @@ impl Executor {
             lease_owner: self.owner.clone(),
             claim_token: job.claim_token,
             events: Arc::new(std::sync::Mutex::new(Vec::new())),
+            committed: Arc::default(),
         }
     }
 
@@ -822,6 +837,7 @@ mod run_handler_tests {
             lease_owner: "test".into(),
             claim_token: job.claim_token,
             events: Arc::default(),
+            committed: Arc::default(),
         };
         (job, ctx)
     }

@@ -138,6 +138,8 @@ pub struct JobContext {
     pub(crate) lease_owner: String,
     pub(crate) claim_token: Option<uuid::Uuid>,
     pub(crate) events: Arc<std::sync::Mutex<Vec<PendingEvent>>>,
+    /// The result of an effect committed by [`JobContext::effect_committed`].
+    pub(crate) committed: Arc<std::sync::Mutex<Option<serde_json::Value>>>,
 }
 
 impl JobContext {
@@ -167,6 +169,27 @@ impl JobContext {
                 data,
             });
         }
+    }
+
+    /// Says the job's whole effect is durable: `result` is what the attempt
+    /// succeeded with. Called right after the transaction that recorded the
+    /// effect, fenced by [`JobContext::fence_in`], committed (a backup's row
+    /// `complete`). From then on the attempt is recorded as a success with
+    /// `result` (or the handler's own result, if it returns one) whatever
+    /// stops it before it ends: its tenant lock lost, a timeout, a panic, an
+    /// error in a later best-effort step. The lease still decides: an attempt
+    /// that lost its job records nothing, and the job's compensation, if it
+    /// ends dead, undoes the effect. Only for an effect that is the job's
+    /// whole work: a handler with steps after it must not call this.
+    pub fn effect_committed(&self, result: serde_json::Value) {
+        if let Ok(mut c) = self.committed.lock() {
+            *c = Some(result);
+        }
+    }
+
+    /// The result given to [`JobContext::effect_committed`], if any.
+    pub(crate) fn committed_result(&self) -> Option<serde_json::Value> {
+        self.committed.lock().ok().and_then(|c| c.clone())
     }
 
     /// Whether the catalog still gives this attempt its job with at least

@@ -6,6 +6,7 @@
 //! own sessions), never on the shared services.
 
 mod compensation;
+mod effect_committed;
 mod fencing;
 mod jobs;
 mod recognise;

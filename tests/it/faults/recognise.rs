@@ -18,7 +18,7 @@ use uuid::Uuid;
 use crate::common::*;
 
 /// A tenant with some rows.
-async fn tenant_with_rows(env: &mut TestEnv, slug: &str) -> String {
+pub(super) async fn tenant_with_rows(env: &mut TestEnv, slug: &str) -> String {
     let db = env.tenant(slug).await;
     exec_in(
         &db,
@@ -30,7 +30,7 @@ async fn tenant_with_rows(env: &mut TestEnv, slug: &str) -> String {
 }
 
 /// Complete backups the catalog holds for job `job`.
-async fn complete_backups_of(env: &TestEnv, job: Uuid) -> i64 {
+pub(super) async fn complete_backups_of(env: &TestEnv, job: Uuid) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM backups WHERE job_id = $1 AND status = 'complete'")
         .bind(job)
         .fetch_one(&env.catalog)
@@ -39,7 +39,7 @@ async fn complete_backups_of(env: &TestEnv, job: Uuid) -> i64 {
 }
 
 /// Keys under tenant `slug`'s folder of this test's store prefix.
-async fn keys_under(env: &TestEnv, slug: &str) -> Vec<String> {
+pub(super) async fn keys_under(env: &TestEnv, slug: &str) -> Vec<String> {
     let store = env.store().await;
     let prefix = store.key(&format!("tenants/{slug}/"));
     let mut keys: Vec<String> = store
@@ -88,7 +88,7 @@ async fn a_backup_whose_success_was_not_recorded_is_not_taken_again() {
 }
 
 /// Makes `job`'s next attempt its last: when it is lost, the job ends dead.
-async fn last_attempt(env: &TestEnv, job: Uuid) {
+pub(super) async fn last_attempt(env: &TestEnv, job: Uuid) {
     sqlx::query("UPDATE jobs SET max_attempts = 1 WHERE id = $1")
         .bind(job)
         .execute(&env.catalog)
@@ -98,7 +98,7 @@ async fn last_attempt(env: &TestEnv, job: Uuid) {
 
 /// `job` once its compensation is no longer pending (or, for a kind that
 /// does not compensate, was never pending).
-async fn compensation_settled(env: &TestEnv, job: Uuid) -> serde_json::Value {
+pub(super) async fn compensation_settled(env: &TestEnv, job: Uuid) -> serde_json::Value {
     poll(secs(60), ms(100), || async {
         let j = env.job(job).await;
         match j["compensation"] == "pending" {
