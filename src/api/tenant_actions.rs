@@ -45,15 +45,16 @@ pub struct Reason {
     pub reason: Option<String>,
 }
 
-async fn set_status(
-    caller: Caller,
-    state: AppState,
-    slug: String,
+/// Sets the status (admin); the reason is checked here, the rest by the lifecycle.
+pub(super) async fn set_status(
+    caller: &Caller,
+    state: &AppState,
+    slug: &str,
     to: TargetStatus,
-    body: Option<ApiJson<Reason>>,
+    reason: Option<String>,
 ) -> Result<Response, ApiError> {
     caller.require_admin()?;
-    let reason = body.and_then(|ApiJson(b)| b.reason);
+    // PostgreSQL text cannot hold NUL: refused here, not failed at the update.
     if reason.as_deref().is_some_and(|r| r.contains('\0')) {
         return Err(ApiError::invalid(
             "the reason must not contain a NUL character (\\u0000)",
@@ -62,7 +63,7 @@ async fn set_status(
     let t = lifecycle::change_status(
         &state.pool,
         &state.settings,
-        &slug,
+        slug,
         to,
         reason.as_deref(),
         &caller.actor(),
@@ -78,7 +79,8 @@ pub async fn activate(
     ApiPath(slug): ApiPath<String>,
     body: Option<ApiJson<Reason>>,
 ) -> Result<Response, ApiError> {
-    set_status(caller, state, slug, TargetStatus::Active, body).await
+    let reason = body.and_then(|ApiJson(b)| b.reason);
+    set_status(&caller, &state, &slug, TargetStatus::Active, reason).await
 }
 
 /// `POST /v1/tenants/{slug}/deactivate` (admin).
@@ -88,7 +90,8 @@ pub async fn deactivate(
     ApiPath(slug): ApiPath<String>,
     body: Option<ApiJson<Reason>>,
 ) -> Result<Response, ApiError> {
-    set_status(caller, state, slug, TargetStatus::Inactive, body).await
+    let reason = body.and_then(|ApiJson(b)| b.reason);
+    set_status(&caller, &state, &slug, TargetStatus::Inactive, reason).await
 }
 
 /// `POST /v1/tenants/{slug}/suspend` (admin).
@@ -98,7 +101,8 @@ pub async fn suspend(
     ApiPath(slug): ApiPath<String>,
     body: Option<ApiJson<Reason>>,
 ) -> Result<Response, ApiError> {
-    set_status(caller, state, slug, TargetStatus::Suspended, body).await
+    let reason = body.and_then(|ApiJson(b)| b.reason);
+    set_status(&caller, &state, &slug, TargetStatus::Suspended, reason).await
 }
 
 /// `POST /v1/tenants/{slug}/rotate-credentials` (admin): a new password for

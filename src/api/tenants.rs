@@ -202,22 +202,7 @@ pub async fn change_status(
             crate::message::truncate(&e.value)
         ))
     })?;
-    // PostgreSQL text cannot hold NUL: refused here, not failed at the update.
-    if body.reason.as_deref().is_some_and(|r| r.contains('\0')) {
-        return Err(ApiError::invalid(
-            "the reason must not contain a NUL character (\\u0000)",
-        ));
-    }
-    let t = lifecycle::change_status(
-        &state.pool,
-        &state.settings,
-        &slug,
-        to,
-        body.reason.as_deref(),
-        &caller.actor(),
-    )
-    .await?;
-    Ok(respond(StatusCode::OK, &t))
+    super::tenant_actions::set_status(&caller, &state, &slug, to, body.reason).await
 }
 
 /// Body of `PATCH /v1/tenants/{slug}/settings`.
