@@ -105,7 +105,9 @@ async fn run_roles(
     if let Some(api) = roles.api {
         let (s, r, c, stop) = (settings.clone(), registry, conns.clone(), stop.clone());
         running.spawn(async move {
-            let ran = crate::api::run_on(s, r, api, &c, stop.cancelled_owned()).await;
+            let ran =
+                crate::api::run_on(s, r, api, crate::ui::router(), &c, stop.cancelled_owned())
+                    .await;
             ("api", ran)
         });
     }

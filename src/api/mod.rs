@@ -176,8 +176,10 @@ pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
     }
 }
 
-/// The router with every route of [`ROUTES`].
-pub fn router(state: AppState) -> Router {
+/// The router with every route of [`ROUTES`], and `console` (the `/ui`
+/// pages, handed in by the role that serves them: this module never imports
+/// the console, which is built on it).
+pub fn router(state: AppState, console: Router<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi))
@@ -242,7 +244,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/schedules/{name}/run", post(schedules::run))
         // The operator console (`/ui`, HTML): not part of ROUTES or openapi.json.
         // The operator console (`/ui`, HTML): not part of ROUTES or openapi.json.
-        .merge(crate::ui::router())
+        .merge(console)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
@@ -309,10 +311,11 @@ pub async fn run(
     settings: Arc<Settings>,
     registry: Arc<Registry>,
     api: ApiSettings,
+    console: Router<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let conns = Connections::for_rows(&settings, &crate::runtime::worker::owner_id("api")).await?;
-    let ran = run_on(settings, registry, api, &conns, shutdown).await;
+    let ran = run_on(settings, registry, api, console, &conns, shutdown).await;
     conns.close().await;
     ran
 }
@@ -322,6 +325,7 @@ pub async fn run_on(
     settings: Arc<Settings>,
     registry: Arc<Registry>,
     api: ApiSettings,
+    console: Router<AppState>,
     conns: &Connections,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
@@ -356,7 +360,7 @@ pub async fn run_on(
     tracing::info!("api listening on {local}");
 
     let graceful = stop.clone();
-    let server = axum::serve(listener, router(state))
+    let server = axum::serve(listener, router(state, console))
         .with_graceful_shutdown(async move { graceful.cancelled().await })
         .into_future();
     tokio::pin!(server);

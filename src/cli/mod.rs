@@ -338,7 +338,14 @@ async fn run(cli: Cli, mut settings: Settings) -> Result<ExitCode> {
         Command::Api(a) => {
             let api = crate::api::ApiSettings::from_env(a.listen)
                 .map_err(|e| BadInput(format!("{e:#}")))?;
-            crate::api::run(Arc::new(settings), registry, api, crate::shutdown::signal()).await?;
+            crate::api::run(
+                Arc::new(settings),
+                registry,
+                api,
+                crate::ui::router(),
+                crate::shutdown::signal(),
+            )
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
     }
