@@ -500,7 +500,7 @@ async fn bad_input_changes_nothing() {
         ),
         (
             vec!["backups", "delete", "00000000-0000-0000-0000-000000000000"],
-            "no complete backup",
+            "no backup 00000000-0000-0000-0000-000000000000",
         ),
     ] {
         env.refused(&args, expect);
