@@ -5,7 +5,10 @@
 //! and a token outside its scope is answered 403 before the tenant or job is
 //! looked up (a tenant token learns nothing about other tenants).
 //!
-//! Rules: an `admin` token may do everything. A `tenant:SLUG` token may read
+//! Rules: an `admin` token may do everything. A `viewer` token may make
+//! every GET an admin may, except credentials, and nothing else (any other
+//! method is 403 before a handler runs); it sees what a tenant token sees
+//! of jobs and backups, not the internals. A `tenant:SLUG` token may read
 //! its own tenant, update its settings, read its credentials, enqueue its
 //! jobs and read its jobs; creating, listing and changing the status of
 //! tenants need `admin`.
@@ -67,6 +70,11 @@ impl FromRequestParts<AppState> for Caller {
                 state.api.limits.rate_per_minute,
             ));
         }
+        if scope == Scope::Viewer && !matches!(parts.method, Method::GET | Method::HEAD) {
+            return Err(ApiError::forbidden(
+                "a viewer token only reads (GET); changes need an admin or tenant token",
+            ));
+        }
         if let Scope::Tenant(own) = &scope {
             let reads_itself = parts.method == Method::GET
                 && parts.uri.path().strip_prefix("/v1/tenants/") == Some(own.as_str());
@@ -112,25 +120,39 @@ impl Caller {
         self.scope == Scope::Admin
     }
 
-    /// Admin-only routes.
+    /// Admin-only routes (a viewer token reaches only their GETs: the
+    /// extractor refused every other method).
     pub fn require_admin(&self) -> Result<(), ApiError> {
         match &self.scope {
-            Scope::Admin => Ok(()),
+            Scope::Admin | Scope::Viewer => Ok(()),
             Scope::Tenant(own) => Err(ApiError::forbidden(format!(
                 "this operation needs an admin token; this token is scoped to tenant {own}"
             ))),
         }
     }
 
-    /// Routes about one tenant: admin, or that tenant's own token.
+    /// Routes about one tenant: admin (or a viewer, reading), or that tenant's own token.
     pub fn require_tenant(&self, slug: &str) -> Result<(), ApiError> {
         match &self.scope {
-            Scope::Admin => Ok(()),
+            Scope::Admin | Scope::Viewer => Ok(()),
             Scope::Tenant(own) if own == slug => Ok(()),
             Scope::Tenant(own) => Err(ApiError::forbidden(format!(
                 "this token is scoped to tenant {own}; it cannot act on another tenant"
             ))),
         }
+    }
+}
+
+impl Caller {
+    /// A tenant's secrets (its credentials): admin, or that tenant's own
+    /// token; never a viewer, which reads everything else.
+    pub fn require_secrets_of(&self, slug: &str) -> Result<(), ApiError> {
+        if self.scope == Scope::Viewer {
+            return Err(ApiError::forbidden(
+                "a viewer token does not read credentials; use an admin or the tenant's token",
+            ));
+        }
+        self.require_tenant(slug)
     }
 }
 

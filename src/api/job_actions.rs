@@ -121,7 +121,7 @@ async fn visible(state: &AppState, caller: &Caller, id: Uuid) -> Result<(), ApiE
     let job = store::get(&state.pool, id).await?;
     match (&caller.scope, job) {
         (_, None) => Err(ApiError::not_found(format!("no job {id}"))),
-        (Scope::Admin, Some(_)) => Ok(()),
+        (Scope::Admin | Scope::Viewer, Some(_)) => Ok(()),
         (Scope::Tenant(own), Some(j)) if j.tenant.as_deref() == Some(own.as_str()) => Ok(()),
         (Scope::Tenant(_), Some(_)) => Err(ApiError::not_found(format!("no job {id}"))),
     }

@@ -107,22 +107,26 @@ impl ApiLimits {
 pub enum Scope {
     /// Every route, every tenant.
     Admin,
+    /// Reads what an admin reads (GET only, never credentials); changes nothing.
+    Viewer,
     /// Only its own tenant, and only the tenant-level routes.
     Tenant(String),
 }
 
 impl Scope {
-    /// Parses `admin` or `tenant:SLUG`.
+    /// Parses `admin`, `viewer` or `tenant:SLUG`.
     pub fn parse(s: &str) -> Result<Self, String> {
-        if s == "admin" {
-            return Ok(Self::Admin);
+        match s {
+            "admin" => return Ok(Self::Admin),
+            "viewer" => return Ok(Self::Viewer),
+            _ => {}
         }
         match s.strip_prefix("tenant:") {
             Some(slug) => crate::ident::validate_slug(slug)
                 .map(|()| Self::Tenant(slug.to_string()))
                 .map_err(|e| format!("invalid tenant slug {:?} in scope: {e}", truncate(slug))),
             None => Err(format!(
-                "unknown scope {:?} (use admin or tenant:SLUG)",
+                "unknown scope {:?} (use admin, viewer or tenant:SLUG)",
                 truncate(s)
             )),
         }
@@ -138,6 +142,7 @@ impl fmt::Display for Scope {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Admin => f.write_str("admin"),
+            Self::Viewer => f.write_str("viewer"),
             Self::Tenant(slug) => write!(f, "tenant:{slug}"),
         }
     }

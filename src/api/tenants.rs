@@ -241,7 +241,7 @@ pub async fn credentials(
     State(state): State<AppState>,
     ApiPath(slug): ApiPath<String>,
 ) -> Result<Response, ApiError> {
-    caller.require_tenant(&slug)?;
+    caller.require_secrets_of(&slug)?;
     let c = lifecycle::credentials::fetch(&state.pool, &state.settings, &slug).await?;
     tracing::info!(tenant = %slug, "credentials fetched");
     let mut res = respond(StatusCode::OK, &c);

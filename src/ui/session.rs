@@ -59,14 +59,15 @@ impl Session {
     /// The tenant of a tenant session.
     pub fn own_tenant(&self) -> Option<&str> {
         match &self.scope {
-            Scope::Admin => None,
+            Scope::Admin | Scope::Viewer => None,
             Scope::Tenant(slug) => Some(slug),
         }
     }
 
+    /// Admin pages; a viewer session sees them too (its actions are refused by [`Action`]).
     pub fn require_admin(&self) -> UiResult<()> {
         match &self.scope {
-            Scope::Admin => Ok(()),
+            Scope::Admin | Scope::Viewer => Ok(()),
             Scope::Tenant(own) => Err(UiError::Forbidden(format!(
                 "this page needs an admin login; you are logged in for tenant {own}"
             ))),
@@ -76,7 +77,7 @@ impl Session {
     /// Pages about one tenant: admin, or that tenant's own session.
     pub fn require_tenant(&self, slug: &str) -> UiResult<()> {
         match &self.scope {
-            Scope::Admin => Ok(()),
+            Scope::Admin | Scope::Viewer => Ok(()),
             Scope::Tenant(own) if own == slug => Ok(()),
             Scope::Tenant(own) => Err(UiError::Forbidden(format!(
                 "you are logged in for tenant {own}; other tenants are not yours to see"
@@ -232,6 +233,13 @@ impl FromRequest<AppState> for Action {
             .await
             .map_err(|_| UiError::Invalid("the form is too large".into()))?;
         let form = FormData::parse(&bytes);
+        // A viewer reads; its one action is logging out.
+        if session.scope == Scope::Viewer && parts.uri.path() != "/ui/logout" {
+            return Err(UiError::Forbidden(
+                "a viewer login only reads; nothing was changed. Log in with an admin or tenant token to act."
+                    .into(),
+            ));
+        }
         match form.get("csrf") {
             Some(sent) if same(sent, &session.csrf) => Ok(Self { session, form }),
             _ => {
@@ -314,7 +322,7 @@ pub async fn login(State(state): State<AppState>, headers: HeaderMap, body: Byte
     .await?;
     tracing::info!(%actor, "console login");
     let to = match &scope {
-        Scope::Admin => "/ui".to_string(),
+        Scope::Admin | Scope::Viewer => "/ui".to_string(),
         Scope::Tenant(slug) => format!("/ui/tenants/{slug}"),
     };
     let mut res = see_other(&to);

@@ -673,3 +673,70 @@ async fn doctor_reports_every_check_to_an_admin() {
     );
     assert_error(api.get("/v1/doctor", Some(ACME)).await, 403, "forbidden");
 }
+
+const VIEWER: &str = "viewer-token-0123456789abcdef";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_viewer_token_reads_everything_but_credentials_and_changes_nothing() {
+    let mut env = TestEnv::new().await;
+    env.tenant("acme").await;
+    let api = Api::start(&env, &format!("{},viewer={VIEWER}", tokens())).await;
+    let job = api
+        .accepted("acme", ADMIN, json!({"kind": "analyze"}))
+        .await;
+    for path in [
+        "/v1/tenants".to_string(),
+        "/v1/tenants/acme".into(),
+        "/v1/jobs".into(),
+        format!("/v1/jobs/{job}"),
+        "/v1/tenants/acme/backups".into(),
+        "/v1/audit".into(),
+        "/v1/events".into(),
+        "/v1/doctor".into(),
+    ] {
+        let (s, b) = api.get(&path, Some(VIEWER)).await;
+        assert_eq!(s, StatusCode::OK, "GET {path}: {b:#}");
+    }
+    // It sees jobs as a tenant token does, without the internals.
+    let (_, j) = api.get(&format!("/v1/jobs/{job}"), Some(VIEWER)).await;
+    assert!(j.get("lease_owner").is_none(), "{j:#}");
+    assert_error(
+        api.get("/v1/tenants/acme/credentials", Some(VIEWER)).await,
+        403,
+        "forbidden",
+    );
+    let jobs = env.count("SELECT count(*) FROM jobs").await;
+    let audits = env.count("SELECT count(*) FROM audit_log").await;
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/v1/tenants/acme/suspend",
+            Some(json!({"reason": "x"})),
+        ),
+        (
+            Method::POST,
+            "/v1/tenants/acme/jobs",
+            Some(json!({"kind": "analyze"})),
+        ),
+        (Method::POST, &format!("/v1/jobs/{job}/cancel"), None),
+        (
+            Method::PATCH,
+            "/v1/tenants/acme/settings",
+            Some(json!({"unset": ["language"]})),
+        ),
+        (Method::DELETE, "/v1/tenants/acme", None),
+        (
+            Method::POST,
+            "/v1/tenants",
+            Some(json!({"slug": "x", "name": "X", "plan": "pro", "owner": "x@example.com"})),
+        ),
+    ] {
+        let got = api.send(method.clone(), path, Some(VIEWER), body).await;
+        assert_eq!(got.0, StatusCode::FORBIDDEN, "{method} {path}: {:#}", got.1);
+        assert_error(got, 403, "forbidden");
+    }
+    assert_eq!(env.count("SELECT count(*) FROM jobs").await, jobs);
+    assert_eq!(env.count("SELECT count(*) FROM audit_log").await, audits);
+    let (_, t) = api.get("/v1/tenants/acme", Some(VIEWER)).await;
+    assert_eq!(t["status"], "active");
+}
