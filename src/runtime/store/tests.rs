@@ -697,7 +697,11 @@ async fn jobs_page_by_creation_time(pool: PgPool) {
     } else {
         [ids[2], ids[1]]
     };
-    assert_eq!(seen, vec![ids[0], tied[0], tied[1]], "the 30 h old job is outside");
+    assert_eq!(
+        seen,
+        vec![ids[0], tied[0], tied[1]],
+        "the 30 h old job is outside"
+    );
     let until = CreatedWindow {
         until: Some(base - chrono::Duration::hours(24)),
         ..Default::default()
