@@ -263,7 +263,7 @@ pub async fn page(session: Session, State(state): State<AppState>) -> UiResult {
                                 @if let Some(r) = &l.reason { (r) }
                                 @if let Some(q) = &l.from_queue { br; span.muted { "from " (q) } }
                                 @for (reason, count, q) in &l.deaths {
-                                    br; span.death { "x-death: " (reason) " ×" (count) @if !q.is_empty() { " (" (q) ")" } }
+                                    span.death { "x-death: " (reason) " ×" (count) @if !q.is_empty() { " (" (q) ")" } }
                                 }
                             }
                             td { pre.body { (l.preview) @if l.bytes > PREVIEW { "…" } } span.muted { (l.bytes) " bytes" } }
