@@ -75,3 +75,22 @@ pub async fn newest_id(pool: &PgPool) -> Result<i64> {
     .context("reading the newest event id")?;
     Ok(id)
 }
+
+/// A tenant's newest events, newest first (a backward scan of index
+/// `outbox_exchange_tenant_id`): what the console shows on a tenant's page.
+/// Unlike [`page`] it is no cursor to continue from.
+pub async fn latest(pool: &PgPool, tenant: &str, limit: i64) -> Result<Vec<FeedEvent>> {
+    sqlx::query_as!(
+        FeedEvent,
+        r#"SELECT o.id, o.routing_key AS event, o.created_at, o.published_at, o.payload
+             FROM outbox o
+            WHERE o.exchange = $1 AND o.payload->>'tenant' = $2
+            ORDER BY o.id DESC LIMIT $3"#,
+        topology::EVENTS,
+        tenant,
+        limit.clamp(1, MAX_PAGE),
+    )
+    .fetch_all(pool)
+    .await
+    .context("reading a tenant's latest events")
+}

@@ -670,6 +670,49 @@ pub struct ListFilter {
     pub limit: i64,
 }
 
+/// A window of creation times and where a page of it continues.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CreatedWindow {
+    /// Jobs created at or after this.
+    pub since: Option<DateTime<Utc>>,
+    /// Jobs created before this.
+    pub until: Option<DateTime<Utc>>,
+    /// The last job of the previous page (its creation time and id): the
+    /// page continues with the jobs older than it.
+    pub after_row: Option<(DateTime<Utc>, Uuid)>,
+}
+
+/// One page of the jobs created in a window, newest first by creation time
+/// (then id). Whatever the other filters, it is a backward range scan of
+/// index `jobs_created`, the keyset `(created_at, id)` continuing a page.
+/// Creation time, not the id, decides: a job adopted from a foreign
+/// producer may carry a UUID of any version.
+pub async fn page_created(pool: &PgPool, f: &ListFilter, w: &CreatedWindow) -> Result<Vec<JobRow>> {
+    let (upper_at, upper_id) = match (w.after_row, w.until) {
+        (Some((at, _)), Some(until)) if until <= at => (Some(until), None),
+        (Some((at, id)), _) => (Some(at), Some(id)),
+        (None, until) => (until, None),
+    };
+    select_jobs!(
+        "WHERE ($1::text IS NULL OR j.status = $1) AND ($2::text IS NULL OR j.kind = $2) \
+         AND ($3::text IS NULL OR t.slug = $3) \
+         AND j.created_at >= coalesce($4::timestamptz, '-infinity') \
+         AND (j.created_at, j.id) < (coalesce($5::timestamptz, 'infinity'), \
+                                     coalesce($6::uuid, '00000000-0000-0000-0000-000000000000')) \
+         ORDER BY j.created_at DESC, j.id DESC LIMIT $7",
+        f.status.map(JobStatus::as_str),
+        f.kind.as_deref(),
+        f.tenant.as_deref(),
+        w.since,
+        upper_at,
+        upper_id,
+        f.limit.clamp(1, 10_000),
+    )
+    .fetch_all(pool)
+    .await
+    .context("listing jobs by creation time")
+}
+
 /// One page of jobs, newest first by id (ids are UUIDv7: creation order),
 /// those before `before` when given (keyset pagination on the primary key).
 pub async fn page(pool: &PgPool, f: &ListFilter, before: Option<Uuid>) -> Result<Vec<JobRow>> {

@@ -1,5 +1,6 @@
-//! Jobs: the filtered, paginated list (`/ui/jobs`: status, kind, tenant;
-//! newest first, keyset on the id), a job's page with its arguments,
+//! Jobs: the filtered, paginated list (`/ui/jobs`: status, kind, tenant,
+//! creation time; newest first, keyset on the id, or on the creation time
+//! and id inside a time window), a job's page with its arguments,
 //! attempts, progress, result and errors, followed live through
 //! `/ui/fragments/jobs/{id}` until it ends, and the actions: retry (admin,
 //! one or the selected dead jobs in bulk) and cancel.
@@ -29,7 +30,7 @@ use crate::{
     api::{AppState, jobs::tenant_view},
     runtime::{
         JobStatus,
-        store::{self, JobRow, ListFilter},
+        store::{self, CreatedWindow, JobRow, ListFilter},
     },
     scheduler,
 };
@@ -79,15 +80,51 @@ pub struct ListParams {
     status: Option<String>,
     kind: Option<String>,
     tenant: Option<String>,
+    /// `1h`, `24h` or `7d`: created in the last hour, day or week.
+    within: Option<String>,
+    /// Created at or after (RFC 3339, or `YYYY-MM-DDTHH:MM` in UTC).
+    since: Option<String>,
+    /// Created before.
+    until: Option<String>,
     before: Option<String>,
+    /// With `before`, in a time window: that job's creation time (the keyset).
+    before_at: Option<String>,
     done: Option<String>,
 }
+
+/// The choices of the "Created" filter.
+pub const WITHIN: [(&str, &str, i64); 3] = [
+    ("1h", "last 1 h", 3600),
+    ("24h", "last 24 h", 86_400),
+    ("7d", "last 7 d", 7 * 86_400),
+];
 
 fn opt(v: &Option<String>) -> Option<String> {
     v.as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_string)
+}
+
+/// A time of the filter: RFC 3339, or what `<input type=datetime-local>` sends (read as UTC).
+fn parse_time(name: &str, v: &Option<String>) -> UiResult<Option<DateTime<Utc>>> {
+    let Some(s) = opt(v) else { return Ok(None) };
+    if let Ok(t) = DateTime::parse_from_rfc3339(&s) {
+        return Ok(Some(t.with_timezone(&Utc)));
+    }
+    for f in ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M"] {
+        if let Ok(t) = chrono::NaiveDateTime::parse_from_str(&s, f) {
+            return Ok(Some(t.and_utc()));
+        }
+    }
+    Err(UiError::Invalid(format!(
+        "{name} must be a time like 2025-01-31T14:00 (UTC) or RFC 3339, not {:?}",
+        crate::message::truncate(&s)
+    )))
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// `GET /ui/jobs`.
@@ -126,11 +163,33 @@ pub async fn list(
         filter.tenant = Some(own.to_string());
     }
     let now = scheduler::catalog_now(&state.pool).await?;
-    let jobs = store::page(&state.pool, &filter, before).await?;
-    let next = (jobs.len() as i64 == PAGE)
-        .then(|| jobs.last().map(|j| j.id))
-        .flatten();
-    let next_link = next.map(|id| {
+    let within = opt(&p.within);
+    let mut window = CreatedWindow {
+        since: parse_time("since", &p.since)?,
+        until: parse_time("until", &p.until)?,
+        after_row: None,
+    };
+    if let Some(w) = &within {
+        let (_, _, secs) = WITHIN
+            .iter()
+            .find(|(k, _, _)| k == w)
+            .ok_or_else(|| UiError::Invalid("created within 1h, 24h or 7d".into()))?;
+        window.since = Some(now - chrono::Duration::seconds(*secs));
+    }
+    let timed = window.since.is_some() || window.until.is_some();
+    let jobs = if timed {
+        if let Some(id) = before {
+            let at = parse_time("before_at", &p.before_at)?.ok_or_else(|| {
+                UiError::Invalid("a page of a time window continues after a time".into())
+            })?;
+            window.after_row = Some((at, id));
+        }
+        store::page_created(&state.pool, &filter, &window).await?
+    } else {
+        store::page(&state.pool, &filter, before).await?
+    };
+    let next = (jobs.len() as i64 == PAGE).then(|| jobs.last()).flatten();
+    let next_link = next.map(|last| {
         let mut u = url::form_urlencoded::Serializer::new(String::new());
         if let Some(s) = filter.status {
             u.append_pair("status", s.as_str());
@@ -141,11 +200,27 @@ pub async fn list(
         if let Some(t) = &filter.tenant {
             u.append_pair("tenant", t);
         }
-        u.append_pair("before", &id.to_string());
+        // A window "in the last hour" stays the window of the first page.
+        if let Some(t) = window.since {
+            u.append_pair("since", &rfc3339(t));
+        }
+        if let Some(t) = window.until {
+            u.append_pair("until", &rfc3339(t));
+        }
+        u.append_pair("before", &last.id.to_string());
+        if timed {
+            u.append_pair("before_at", &rfc3339(last.created_at));
+        }
         format!("/ui/jobs?{}", u.finish())
     });
     let admin = session.is_admin();
     let kinds: Vec<&str> = state.registry.kinds().collect();
+    let local = |t: Option<DateTime<Utc>>| {
+        t.map(|t| t.format("%Y-%m-%dT%H:%M:%S").to_string())
+            .unwrap_or_default()
+    };
+    let since_shown = local(window.since.filter(|_| within.is_none()));
+    let until_shown = local(window.until);
     let body = html! {
         form.filters method="get" action="/ui/jobs" role="search" {
             div { label for="f-status" { "Status" }
@@ -163,7 +238,21 @@ pub async fn list(
             @if admin {
                 div { label for="f-tenant" { "Tenant" } input #f-tenant type="text" name="tenant" value=(filter.tenant.as_deref().unwrap_or("")) size="16"; }
             }
+            div { label for="f-within" { "Created" }
+                select #f-within name="within" {
+                    option value="" { "any time" }
+                    @for (k, label, _) in WITHIN { option value=(k) selected[within.as_deref() == Some(k)] { (label) } }
+                }
+            }
+            div { label for="f-since" { "From (UTC)" } input #f-since type="datetime-local" name="since" step="1" value=(since_shown); }
+            div { label for="f-until" { "Until (UTC)" } input #f-until type="datetime-local" name="until" step="1" value=(until_shown); }
             button type="submit" { "Apply" }
+        }
+        @if timed {
+            p.muted #window { "Created "
+                @if let Some(t) = window.since { "from " (when(Some(t), now)) " " }
+                @if let Some(t) = window.until { "until " (when(Some(t), now)) " " }
+                "· newest first" }
         }
         @if admin {
             form #bulk method="post" action="/ui/jobs/retry" {

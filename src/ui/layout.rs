@@ -17,6 +17,7 @@ pub enum Nav {
     Overview,
     Tenants,
     Jobs,
+    DeadLetters,
     Schedules,
 }
 
@@ -75,6 +76,7 @@ pub fn page(
             links.push((Nav::Overview, "/ui".into(), "Overview"));
             links.push((Nav::Tenants, "/ui/tenants".into(), "Tenants"));
             links.push((Nav::Jobs, "/ui/jobs".into(), "Jobs"));
+            links.push((Nav::DeadLetters, "/ui/dead-letters".into(), "Dead letters"));
             links.push((Nav::Schedules, "/ui/schedules".into(), "Schedules"));
         }
         Some(slug) => {

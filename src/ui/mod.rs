@@ -1,20 +1,24 @@
 //! The operator console at `/ui` (on `landlord api` and `landlord serve`):
-//! server-rendered HTML pages for the fleet — overview, tenants, jobs,
-//! schedules — with a session login by API token, CSRF on every action, and
-//! live updates by polling HTML fragments (`static/app.js`, plain JavaScript,
-//! no build step). Static assets are compiled into the binary.
+//! server-rendered HTML pages for the fleet — overview, tenants, jobs, dead
+//! letters, schedules — with a session login by API token, CSRF on every
+//! action, and live updates by polling HTML fragments (`static/app.js`,
+//! plain JavaScript, no build step). Static assets are compiled into the
+//! binary.
 //!
 //! The console is another face of the library, like the CLI and the API: its
-//! handlers call `lifecycle`, `runtime::store`, `backup` and `scheduler`
-//! with the session's actor (audited), and never write SQL beyond the
-//! read-only views in `queries` and the session rows.
+//! handlers call `lifecycle`, `runtime::store`, `backup`, `scheduler` and
+//! `event_feed` with the session's actor (audited), and never write SQL
+//! beyond the read-only views in `queries` and the session rows; the broker
+//! they only read (`dead_letters`), never ack, publish or purge.
 //!
 //! Files: `session` (login, cookie, [`session::Action`] = session + CSRF),
 //! `layout` (page frame, helpers), `error` (error pages), `queries` (read-only
 //! catalog views and sessions), and one file per page: `overview`, `tenants`,
-//! `backups`, `jobs`, `schedules`.
+//! `backups`, `jobs`, `dead_letters` (also the broker's queue counts),
+//! `schedules`.
 
 mod backups;
+mod dead_letters;
 mod error;
 mod jobs;
 mod layout;
@@ -71,6 +75,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/jobs/{id}/retry", post(jobs::retry))
         .route("/ui/jobs/{id}/cancel", post(jobs::cancel))
         .route("/ui/fragments/jobs/{id}", get(jobs::fragment))
+        .route("/ui/dead-letters", get(dead_letters::page))
         .route("/ui/schedules", get(schedules::list))
         .route("/ui/schedules/{name}", get(schedules::show))
         .route("/ui/schedules/{name}/run", post(schedules::run_now))

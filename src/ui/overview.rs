@@ -1,11 +1,14 @@
 //! The overview (`/ui`, admin): tenants by status, finished jobs per minute
 //! by outcome over the last hour (an inline SVG chart), the backlog of each
-//! job family, dead jobs of the last 24 h, the scheduler's leader and next
+//! job family (queued and running job rows in the catalog, and the messages
+//! ready in its RabbitMQ queue beside them; the dead-letter queue's count), dead jobs of the last 24 h, the scheduler's leader and next
 //! firings, backup freshness (active tenants without a backup in 26 h) and
 //! heavy slots in use per server. `/ui/fragments/overview` is the same
 //! content without the frame, which `app.js` polls every few seconds.
 //!
-//! Every number is one bounded query (`queries`); they run concurrently.
+//! Every catalog number is one bounded query (`queries`); they run
+//! concurrently with the broker's passive declares (`dead_letters::counts`),
+//! whose failure only marks the broker's numbers unknown.
 
 use std::collections::BTreeMap;
 
@@ -43,6 +46,9 @@ struct Overview {
     stale: (i64, Vec<String>),
     heavy: Vec<Count>,
     heavy_per_server: u32,
+    /// Messages ready in each family's queue, then in the dead-letter queue
+    /// (or why the broker could not say).
+    broker: Result<Vec<u32>, String>,
 }
 
 async fn load(state: &AppState) -> UiResult<Overview> {
@@ -56,16 +62,16 @@ async fn load(state: &AppState) -> UiResult<Overview> {
         .iter()
         .map(|q| q.to_string())
         .collect();
-    let (by_status, per_minute, queues, dead, leader, last, stale, heavy) = tokio::try_join!(
-        queries::tenants_by_status(pool),
-        queries::jobs_per_minute(pool, now),
-        queries::queue_depths(pool, &families, COUNT_CAP),
-        queries::dead_last_day(pool, now, 8),
-        queries::scheduler_leader(pool),
-        queries::last_firings(pool, &names),
-        queries::stale_backups(pool, now - Duration::hours(FRESH_HOURS), 10),
-        queries::heavy_in_use(pool, &servers),
-    )?;
+    let mut names_in_broker: Vec<String> = families
+        .iter()
+        .map(|f| state.broker.topology().queue(f))
+        .collect();
+    names_in_broker.push(state.broker.topology().dead_queue());
+    let (catalog, broker) = tokio::join!(
+        catalog_counts(state, now, &names, &servers, &families),
+        super::dead_letters::counts(&state.broker, &names_in_broker)
+    );
+    let (by_status, per_minute, queues, dead, leader, last, stale, heavy) = catalog?;
     let next = schedules
         .iter()
         .map(|s| {
@@ -88,7 +94,39 @@ async fn load(state: &AppState) -> UiResult<Overview> {
         stale,
         heavy,
         heavy_per_server: state.settings.maintenance.heavy_per_server,
+        broker: broker.map_err(|e| format!("{e:#}")),
     })
+}
+
+type CatalogCounts = (
+    Vec<Count>,
+    Vec<MinuteCount>,
+    Vec<QueueDepth>,
+    (i64, Vec<DeadJob>),
+    Option<Leader>,
+    Vec<Firing>,
+    (i64, Vec<String>),
+    Vec<Count>,
+);
+
+async fn catalog_counts(
+    state: &AppState,
+    now: DateTime<Utc>,
+    names: &[String],
+    servers: &[String],
+    families: &[String],
+) -> anyhow::Result<CatalogCounts> {
+    let pool = &state.pool;
+    tokio::try_join!(
+        queries::tenants_by_status(pool),
+        queries::jobs_per_minute(pool, now),
+        queries::queue_depths(pool, families, COUNT_CAP),
+        queries::dead_last_day(pool, now, 8),
+        queries::scheduler_leader(pool),
+        queries::last_firings(pool, names),
+        queries::stale_backups(pool, now - Duration::hours(FRESH_HOURS), 10),
+        queries::heavy_in_use(pool, servers),
+    )
 }
 
 /// `GET /ui`.
@@ -163,23 +201,31 @@ fn content(o: &Overview) -> Markup {
         div.grid {
             section.card aria-labelledby="h-queues" {
                 h2 #h-queues { "Job families" }
-                @if o.queues.iter().all(|q| q.waiting == 0 && q.running == 0) {
-                    p.muted { "No job is queued or running." }
-                } @else {
-                    table {
-                        thead { tr { th scope="col" { "Family" } th scope="col" { "Waiting" } th scope="col" { "Running" } th scope="col" { "Oldest due" } } }
-                        tbody {
-                            @for q in &o.queues {
-                                tr {
-                                    td { a href={ "/ui/jobs?status=queued" } { (q.queue) } }
-                                    td { (capped(q.waiting)) } td { (capped(q.running)) }
-                                    td { (q.oldest_due.map(|t| ago(t, o.now)).unwrap_or_else(|| "-".into())) }
-                                }
+                table #families {
+                    thead { tr {
+                        th scope="col" { "Family" }
+                        th scope="col" { abbr title="Queued or retrying job rows in the catalog" { "Queued jobs" } }
+                        th scope="col" { abbr title="Running job rows in the catalog" { "Running" } }
+                        th scope="col" { abbr title="The run time of the oldest due job row that is not running" { "Oldest due" } }
+                        th scope="col" { abbr title="Messages ready in the family's RabbitMQ queue (not those a worker holds unacked)" { "In broker" } }
+                    } }
+                    tbody {
+                        @for (i, q) in o.queues.iter().enumerate() {
+                            tr data-family=(q.queue) {
+                                td { a href={ "/ui/jobs?status=queued" } { (q.queue) } }
+                                td { (capped(q.waiting)) } td { (capped(q.running)) }
+                                td { (q.oldest_due.map(|t| ago(t, o.now)).unwrap_or_else(|| "-".into())) }
+                                td.broker { @match &o.broker { Ok(n) => (n.get(i).map(u32::to_string).unwrap_or_else(|| "-".into())), Err(_) => "?" } }
                             }
                         }
                     }
                 }
-                p.hint { "From the catalog's job rows (the broker holds only copies)." }
+                p.hint { "Queued jobs, running and oldest due: the catalog's job rows (the source of truth). "
+                    "In broker: messages ready in RabbitMQ (copies; a worker's unacked ones are not counted)." }
+                @match &o.broker {
+                    Ok(n) => p #dead-letters { a href="/ui/dead-letters" { (n.last().copied().unwrap_or(0)) " message(s) in the dead-letter queue" } },
+                    Err(e) => p.warn #broker-error { "RabbitMQ could not be read: " (e) },
+                }
             }
             section.card aria-labelledby="h-dead" {
                 h2 #h-dead { "Dead jobs, last 24 h" }

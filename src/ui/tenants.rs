@@ -1,7 +1,8 @@
 //! Tenants: the searchable, sortable, paginated table (`/ui/tenants`,
 //! admin) and one tenant's page (`/ui/tenants/{slug}`, admin or that
 //! tenant's session): status and its history, the status actions, settings,
-//! backups with their actions (`backups`), recent jobs and audit entries.
+//! backups with their actions (`backups`), recent jobs, its newest events
+//! (`event_feed::latest`) and audit entries.
 //!
 //! Status changes and settings go through `lifecycle` with the session's
 //! actor, exactly as `POST /v1/tenants/{slug}/status` and `PATCH …/settings` do.
@@ -23,12 +24,15 @@ use super::{
 use crate::{
     api::AppState,
     backup::catalog as backups,
+    event_feed::{self, FeedEvent},
     lifecycle::{self, TargetStatus},
     runtime::store::{self, ListFilter},
     scheduler,
     tenants::{self, TenantStatus},
 };
 
+/// Events on a tenant's page.
+pub const EVENTS: i64 = 20;
 /// Tenants per page of the table.
 pub const PAGE: i64 = 50;
 const SORTS: [(&str, &str); 6] = [
@@ -178,6 +182,7 @@ pub async fn show(
     )
     .await?;
     let history = queries::tenant_audit(&state.pool, t.id, "tenant.", 20).await?;
+    let events = event_feed::latest(&state.pool, &t.slug, EVENTS).await?;
     let audit = if session.is_admin() {
         queries::tenant_audit(&state.pool, t.id, "", 30).await?
     } else {
@@ -223,6 +228,11 @@ pub async fn show(
             (super::jobs::table(&jobs, now, false))
             p { a href={ "/ui/jobs?tenant=" (t.slug) } { "All jobs of " (t.slug) } }
         }
+        section.card aria-labelledby="h-events" {
+            h2 #h-events { "Events" }
+            (events_table(&events, now))
+            p.hint { "The newest " (EVENTS) " events announced for " (t.slug) "; the API's feed has them all: " code { "GET /v1/events?tenant=" (t.slug) } }
+        }
         section.card aria-labelledby="h-settings" {
             h2 #h-settings { "Settings" }
             (layout::json(&t.settings))
@@ -249,6 +259,28 @@ pub async fn show(
     };
     let title = format!("Tenant {}", t.slug);
     Ok(layout::page(&session, Nav::Tenants, &title, done.done.as_deref(), body).into_response())
+}
+
+/// A tenant's events, newest first: name, time, its job.
+fn events_table(events: &[FeedEvent], now: chrono::DateTime<chrono::Utc>) -> Markup {
+    html! {
+        @if events.is_empty() {
+            p.muted { "No event yet." }
+        } @else {
+            table.list #events {
+                thead { tr { th scope="col" { "Event" } th scope="col" { "When" } th scope="col" { "Job" } th scope="col" { "Published" } } }
+                tbody { @for e in events {
+                    @let job = e.payload.get("job_id").and_then(Value::as_str).filter(|j| uuid::Uuid::parse_str(j).is_ok());
+                    tr data-event=(e.id) {
+                        td { code { (e.event) } }
+                        td { (when(Some(e.created_at), now)) }
+                        td { @if let Some(j) = job { a href={ "/ui/jobs/" (j) } { code { (short(j)) } } } }
+                        td { @if e.published_at.is_some() { "yes" } @else { span.muted { "not yet" } } }
+                    }
+                } }
+            }
+        }
+    }
 }
 
 /// The last 8 characters of a job id: its random part (the first ones are

@@ -14,7 +14,13 @@ use std::{
 };
 
 use fantoccini::{Client, ClientBuilder, Locator};
+use lapin::{
+    BasicProperties,
+    options::{BasicPublishOptions, QueueDeclareOptions},
+    types::{AMQPValue, FieldArray, FieldTable, LongString, ShortString},
+};
 use serde_json::json;
+use uuid::Uuid;
 
 use crate::common::{TestEnv, WorkerProc, free_port, ms, poll, secs};
 
@@ -24,15 +30,10 @@ const TENANT: &str = "ui-tenant-token-0123456789abcdef";
 const SCHEDULE: &str = "[[schedules]]\nname = \"ui-ping\"\ncron = \"0 0 1 1 *\"\nkind = \"ping\"\nspread_seconds = 0\n";
 
 /// `landlord serve` with an admin token and a tenant token for `acme`.
-/// Backups go to a directory of the test's own (the store is not what this tests).
+/// Backups go to the real S3 store (Garage), under the test's own prefix
+/// (TestEnv's default `LANDLORD_BACKUP_URL`, emptied when the test ends).
 fn serve(env: &mut TestEnv) -> (WorkerProc, String) {
     std::fs::write(env.log_dir.join("landlord.toml"), SCHEDULE).unwrap();
-    let store = env.log_dir.join("backups");
-    std::fs::create_dir_all(&store).unwrap();
-    env.set_env(&[(
-        "LANDLORD_BACKUP_URL",
-        &format!("file://{}", store.display()),
-    )]);
     let api = format!("127.0.0.1:{}", free_port());
     let w = env.spawn(
         &["serve", "--api-listen", &api],
@@ -600,4 +601,198 @@ async fn an_action_without_the_csrf_token_is_refused() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+/// Messages ready in the test's dead-letter queue (a passive declare).
+async fn dead_ready(env: &TestEnv, ch: &lapin::Channel) -> u32 {
+    ch.queue_declare(
+        env.topology.dead_queue().into(),
+        QueueDeclareOptions {
+            passive: true,
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap()
+    .message_count()
+}
+
+fn short(id: Uuid) -> String {
+    let s = id.to_string();
+    s[s.len() - 8..].to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_admin_filters_jobs_by_time_reads_a_tenants_events_and_peeks_at_dead_letters() {
+    let mut env = TestEnv::new().await;
+    env.tenant("acme").await;
+    let (_w, base) = serve(&mut env);
+    wait_up(&base).await;
+    let (_conn, ch) = env.channel().await;
+    // Two finished jobs of acme; one of them, by the catalog, created two days ago.
+    let old = env.enqueue(&["jobs", "ping", "--tenant", "acme"]);
+    assert_eq!(env.wait_job(old, secs(60)).await["status"], "succeeded");
+    let new = env.enqueue(&["jobs", "ping", "--tenant", "acme"]);
+    assert_eq!(env.wait_job(new, secs(60)).await["status"], "succeeded");
+    sqlx::query("UPDATE jobs SET created_at = now() - interval '2 days' WHERE id = $1")
+        .bind(old)
+        .execute(&env.catalog)
+        .await
+        .unwrap();
+    // A forged message a worker dead-letters (a kind foreign producers may not
+    // ask for, markup in its body), and one the broker dead-lettered (x-death).
+    let forged = Uuid::new_v4();
+    let body = json!({"v": 1, "job_id": forged, "kind": "restore", "tenant": "acme",
+                      "args": {"note": "<b id=injected>bold</b>"}});
+    ch.basic_publish(
+        env.topology.work_exchange().into(),
+        "backup".into(),
+        BasicPublishOptions::default(),
+        body.to_string().as_bytes(),
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(forged.to_string().into()),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    let mut death = FieldTable::default();
+    death.insert(
+        "reason".into(),
+        AMQPValue::LongString(LongString::from("delivery_limit")),
+    );
+    death.insert("count".into(), AMQPValue::LongLongInt(3));
+    death.insert(
+        "queue".into(),
+        AMQPValue::LongString(LongString::from(env.topology.queue("mail"))),
+    );
+    let mut headers = FieldTable::default();
+    headers.insert(
+        ShortString::from("x-death"),
+        AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::FieldTable(death)])),
+    );
+    ch.basic_publish(
+        env.topology.dead_exchange().into(),
+        "".into(),
+        BasicPublishOptions::default(),
+        b"not json \x00\xff at all",
+        BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id("ui-broker-dead".into())
+            .with_headers(headers),
+    )
+    .await
+    .unwrap()
+    .await
+    .unwrap();
+    poll(secs(30), ms(200), || async {
+        match dead_ready(&env, &ch).await {
+            2 => Ok(()),
+            n => Err(format!("{n} dead letters\n{}", env.worker_logs())),
+        }
+    })
+    .await;
+
+    let b = Browser::start(&base, &env).await;
+    b.login(ADMIN).await;
+    b.wait_path("/ui", "").await;
+
+    // Jobs by creation time: the last 24 h hold the new job only, 7 days both,
+    // and "until a day ago" the old one only.
+    b.go("/ui/jobs").await;
+    b.click("#f-within option[value='24h']").await;
+    b.click("form.filters button[type=submit]").await;
+    b.wait_path("/ui/jobs", "within=24h").await;
+    let t = b.text("main").await;
+    assert!(t.contains(&short(new)) && !t.contains(&short(old)), "{t}");
+    assert!(
+        b.text("#window").await.contains("from"),
+        "the window is shown"
+    );
+    b.shot("jobs-last-24h").await;
+    b.go("/ui/jobs?within=7d").await;
+    let t = b.text("table.jobs").await;
+    assert!(t.contains(&short(new)) && t.contains(&short(old)), "{t}");
+    let day_ago = (chrono::Utc::now() - chrono::Duration::days(1)).format("%Y-%m-%dT%H:%M:%S");
+    b.go(&format!("/ui/jobs?until={day_ago}")).await;
+    let t = b.text("table.jobs").await;
+    assert!(!t.contains(&short(new)) && t.contains(&short(old)), "{t}");
+    b.go("/ui/jobs?since=yesterday").await;
+    assert!(
+        b.body().await.contains("must be a time"),
+        "a bad time is refused"
+    );
+
+    // The tenant's events, newest first, each linked to its job.
+    b.go("/ui/tenants/acme").await;
+    let events = b.text("#events").await;
+    assert!(events.contains("job.succeeded"), "{events}");
+    let newest = b.text("#events tbody tr:first-child").await;
+    assert!(newest.contains(&short(new)), "newest first: {events}");
+    b.click(&format!("#events a[href='/ui/jobs/{old}']")).await;
+    b.wait_path(&format!("/ui/jobs/{old}"), "").await;
+
+    // The dead letters, read twice: looking loses none of them.
+    for _ in 0..2 {
+        b.go("/ui/dead-letters").await;
+        let letters = b.text("#letters").await;
+        for part in [
+            forged.to_string().as_str(),
+            "restore",
+            "acme",
+            "not accepted from foreign producers",
+            "from backup",
+            "ui-broker-dead",
+            "x-death: delivery_limit ×3",
+            "<b id=injected>bold</b>",
+        ] {
+            assert!(letters.contains(part), "{part} missing: {letters}");
+        }
+        assert!(b.text("#dead-count").await.starts_with("2 "));
+        assert!(b.text("#peek-note").await.contains("requeue"));
+        assert!(
+            b.c.find(Locator::Css("#injected")).await.is_err(),
+            "the body is text, not markup"
+        );
+    }
+    b.shot("dead-letters").await;
+    assert_eq!(
+        dead_ready(&env, &ch).await,
+        2,
+        "peeking requeued every message"
+    );
+
+    // The overview counts them too, and the broker's queues beside the catalog's jobs.
+    b.go("/ui").await;
+    assert!(
+        b.text("#dead-letters").await.contains("2 message(s)"),
+        "{}",
+        b.text("#overview").await
+    );
+    let families = b.text("#families").await;
+    assert!(
+        families.contains("Queued jobs") && families.contains("In broker"),
+        "{families}"
+    );
+    for td in
+        b.c.find_all(Locator::Css("#families td.broker"))
+            .await
+            .unwrap()
+    {
+        let n = td.text().await.unwrap();
+        assert!(n.parse::<u32>().is_ok(), "a broker count, not {n:?}");
+    }
+
+    // A tenant session sees its events but may not peek.
+    b.click(".who button").await;
+    b.wait_path("/ui/login", "").await;
+    b.login(TENANT).await;
+    b.wait_path("/ui/tenants/acme", "").await;
+    assert!(b.text("#events").await.contains("job.succeeded"));
+    b.go("/ui/dead-letters").await;
+    assert!(b.body().await.contains("Not allowed"));
+    b.close().await;
 }

@@ -651,3 +651,66 @@ async fn foreign_messages_get_only_the_allowed_kinds(pool: PgPool) {
         Some("caller:amqp:drop:acme")
     );
 }
+
+/// `page_created` keeps to the window, newest first by creation time (not
+/// by id: the oldest job here has the newest id), and a page continues after
+/// the last row of the previous one without skipping or repeating a job.
+#[sqlx::test(migrations = "migrations/catalog")]
+async fn jobs_page_by_creation_time(pool: PgPool) {
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(enqueue_ping(&pool).await);
+    }
+    // Hours ago: ids[0] 1 h, ids[1] 2 h, ids[2] 2 h (the same instant), ids[3] 30 h.
+    let base = Utc::now();
+    for (id, hours) in ids.iter().zip([1, 2, 2, 30]) {
+        sqlx::query("UPDATE jobs SET created_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(base - chrono::Duration::hours(hours))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    let f = ListFilter {
+        limit: 2,
+        ..Default::default()
+    };
+    let day = CreatedWindow {
+        since: Some(base - chrono::Duration::hours(24)),
+        ..Default::default()
+    };
+    let first = page_created(&pool, &f, &day).await.unwrap();
+    let last = first.last().unwrap();
+    let second = page_created(
+        &pool,
+        &f,
+        &CreatedWindow {
+            after_row: Some((last.created_at, last.id)),
+            ..day
+        },
+    )
+    .await
+    .unwrap();
+    let seen: Vec<Uuid> = first.iter().chain(&second).map(|j| j.id).collect();
+    let tied = if ids[1] > ids[2] {
+        [ids[1], ids[2]]
+    } else {
+        [ids[2], ids[1]]
+    };
+    assert_eq!(
+        seen,
+        vec![ids[0], tied[0], tied[1]],
+        "the 30 h old job is outside"
+    );
+    let until = CreatedWindow {
+        until: Some(base - chrono::Duration::hours(24)),
+        ..Default::default()
+    };
+    let old: Vec<Uuid> = page_created(&pool, &f, &until)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(old, vec![ids[3]]);
+}
