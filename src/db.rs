@@ -45,6 +45,22 @@ pub async fn connect(settings: &Settings) -> Result<PgPool> {
         .map_err(|e| crate::pg_tls::connect_error(e, "the catalog", &settings.catalog.url))
 }
 
+/// A read transaction whose statements are planned for their parameters
+/// every time (`plan_cache_mode = force_custom_plan`, this transaction only).
+///
+/// For list queries whose optional filters are NULL-able parameters
+/// (`$1 IS NULL OR col = $1`): after a few executions PostgreSQL may switch
+/// a prepared statement to one generic plan, which cannot use an index for a
+/// filter it does not know is set, and a page that took a millisecond scans
+/// the table (ops/bench/console measured seconds for one tenant's jobs).
+pub async fn custom_plans(pool: &PgPool) -> Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+    let mut tx = pool.begin().await.context("starting a read transaction")?;
+    tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+        .await
+        .context("setting plan_cache_mode")?;
+    Ok(tx)
+}
+
 /// [`connect`], then [`require_session_pooling`]: for roles that take
 /// session advisory locks on the catalog (workers, schedulers).
 pub async fn connect_session(settings: &Settings) -> Result<PgPool> {

@@ -283,7 +283,9 @@ pub struct TenantFilter {
 
 /// One page of tenants by slug (keyset on the unique slug).
 pub async fn page(pool: &PgPool, f: &TenantFilter) -> Result<Vec<Tenant>> {
-    sqlx::query_as(&format!(
+    // Optional filters as NULL-able parameters: planned for them each time.
+    let mut tx = crate::db::custom_plans(pool).await?;
+    let rows = sqlx::query_as(&format!(
         "SELECT {TENANT_COLUMNS} FROM tenants \
          WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR plan = $2) \
          AND ($3::text IS NULL OR db_server = $3) \
@@ -296,9 +298,11 @@ pub async fn page(pool: &PgPool, f: &TenantFilter) -> Result<Vec<Tenant>> {
     .bind(&f.search)
     .bind(&f.after)
     .bind(f.limit.clamp(1, 10_000))
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await
-    .context("listing tenants")
+    .context("listing tenants")?;
+    tx.commit().await.context("ending the read transaction")?;
+    Ok(rows)
 }
 
 impl Tenant {

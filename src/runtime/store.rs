@@ -693,7 +693,8 @@ pub async fn page_created(pool: &PgPool, f: &ListFilter, w: &CreatedWindow) -> R
         (Some((at, id)), _) => (Some(at), Some(id)),
         (None, until) => (until, None),
     };
-    select_jobs!(
+    let mut tx = crate::db::custom_plans(pool).await?;
+    let rows = select_jobs!(
         "WHERE ($1::text IS NULL OR j.status = $1) AND ($2::text IS NULL OR j.kind = $2) \
          AND ($3::text IS NULL OR t.slug = $3) \
          AND j.created_at >= coalesce($4::timestamptz, '-infinity') \
@@ -708,15 +709,18 @@ pub async fn page_created(pool: &PgPool, f: &ListFilter, w: &CreatedWindow) -> R
         upper_id,
         f.limit.clamp(1, 10_000),
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await
-    .context("listing jobs by creation time")
+    .context("listing jobs by creation time")?;
+    tx.commit().await.context("ending the read transaction")?;
+    Ok(rows)
 }
 
 /// One page of jobs, newest first by id (ids are UUIDv7: creation order),
 /// those before `before` when given (keyset pagination on the primary key).
 pub async fn page(pool: &PgPool, f: &ListFilter, before: Option<Uuid>) -> Result<Vec<JobRow>> {
-    select_jobs!(
+    let mut tx = crate::db::custom_plans(pool).await?;
+    let rows = select_jobs!(
         "WHERE ($1::text IS NULL OR j.status = $1) AND ($2::text IS NULL OR j.kind = $2) \
          AND ($3::text IS NULL OR t.slug = $3) AND ($4::uuid IS NULL OR j.id < $4) \
          ORDER BY j.id DESC LIMIT $5",
@@ -726,9 +730,11 @@ pub async fn page(pool: &PgPool, f: &ListFilter, before: Option<Uuid>) -> Result
         before,
         f.limit.clamp(1, 10_000),
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await
-    .context("listing jobs")
+    .context("listing jobs")?;
+    tx.commit().await.context("ending the read transaction")?;
+    Ok(rows)
 }
 
 /// Recent jobs, newest first.

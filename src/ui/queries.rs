@@ -334,6 +334,8 @@ pub struct TenantQuery {
 /// matching tenants are sorted (bounded by the tenants table, never the
 /// jobs); each one's last backup is one probe of `backups_tenant_idx`.
 pub async fn tenant_lines(pool: &PgPool, q: &TenantQuery) -> Result<(i64, Vec<TenantLine>)> {
+    // One statement for every filter and order: planned for its parameters each time.
+    let mut tx = crate::db::custom_plans(pool).await?;
     let total = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM tenants
            WHERE ($1::text IS NULL OR strpos(lower(slug), lower($1)) > 0 OR strpos(lower(name), lower($1)) > 0)
@@ -344,7 +346,7 @@ pub async fn tenant_lines(pool: &PgPool, q: &TenantQuery) -> Result<(i64, Vec<Te
         q.plan,
         q.server
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await
     .context("counting tenants")?;
     let rows = sqlx::query_as!(
@@ -372,9 +374,10 @@ pub async fn tenant_lines(pool: &PgPool, q: &TenantQuery) -> Result<(i64, Vec<Te
         q.limit,
         q.offset
     )
-    .fetch_all(pool)
+    .fetch_all(&mut *tx)
     .await
     .context("listing tenants")?;
+    tx.commit().await.context("ending the read transaction")?;
     Ok((total, rows))
 }
 
