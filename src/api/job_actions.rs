@@ -12,6 +12,7 @@ use axum::{
     http::{StatusCode, Uri},
     response::Response,
 };
+use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -26,15 +27,17 @@ use super::{
 };
 use crate::runtime::{
     JobStatus,
-    store::{self, JobActionError, JobRow, ListFilter},
+    store::{self, CreatedWindow, JobActionError, JobRow, ListFilter},
 };
 
 /// Default and largest page of `GET /v1/jobs`.
 pub const PAGE: i64 = 50;
 pub const MAX_PAGE: i64 = 500;
 
-/// `GET /v1/jobs[?status=&kind=&tenant=&limit=&cursor=]`: newest first;
-/// `next_cursor` (a job id) continues after the last job of the page.
+/// `GET /v1/jobs[?status=&kind=&tenant=&since=&until=&limit=&cursor=]`:
+/// newest first; `next_cursor` (a job id) continues after the last job of
+/// the page. With `since` or `until` (RFC 3339) the jobs created in that
+/// window, newest first by creation time (index `jobs_created`).
 pub async fn list(
     caller: Caller,
     State(state): State<AppState>,
@@ -45,12 +48,17 @@ pub async fn list(
         ..Default::default()
     };
     let mut cursor = None;
-    let allowed = ["status", "kind", "tenant", "limit", "cursor"];
+    let (mut since, mut until) = (None, None);
+    let allowed = [
+        "status", "kind", "tenant", "since", "until", "limit", "cursor",
+    ];
     for (k, v) in query_pairs(uri.query(), &allowed)? {
         match k.as_str() {
             "status" => filter.status = Some(parse_status::<JobStatus>(&v)?),
             "kind" => filter.kind = Some(v),
             "tenant" => filter.tenant = Some(v),
+            "since" => since = Some(parse_time(&v, "since")?),
+            "until" => until = Some(parse_time(&v, "until")?),
             "limit" => filter.limit = parse_limit(&v, MAX_PAGE)?,
             _ => cursor = Some(parse_id(&v, "cursor")?),
         }
@@ -64,7 +72,26 @@ pub async fn list(
         }
         filter.tenant = Some(own.clone());
     }
-    let rows = store::page(&state.pool, &filter, cursor).await?;
+    let rows = if since.is_some() || until.is_some() {
+        // The cursor job's creation time continues the window's keyset.
+        let after_row = match cursor {
+            None => None,
+            Some(id) => Some(
+                store::get(&state.pool, id)
+                    .await?
+                    .map(|j| (j.created_at, j.id))
+                    .ok_or_else(|| ApiError::bad_request(format!("cursor {id} is no job")))?,
+            ),
+        };
+        let window = CreatedWindow {
+            since,
+            until,
+            after_row,
+        };
+        store::page_created(&state.pool, &filter, &window).await?
+    } else {
+        store::page(&state.pool, &filter, cursor).await?
+    };
     let next = (rows.len() as i64 == filter.limit)
         .then(|| rows.last().map(|r| r.id.to_string()))
         .flatten();
@@ -146,6 +173,17 @@ fn action_error(e: JobActionError) -> ApiError {
         }
         JobActionError::Other(inner) => ApiError::internal(&inner),
     }
+}
+
+fn parse_time(v: &str, what: &str) -> Result<DateTime<Utc>, ApiError> {
+    DateTime::parse_from_rfc3339(v)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| {
+            ApiError::bad_request(format!(
+                "{what} {:?} is not an RFC 3339 time (2026-12-04T18:00:00Z)",
+                crate::message::truncate(v)
+            ))
+        })
 }
 
 fn parse_id(v: &str, what: &str) -> Result<Uuid, ApiError> {

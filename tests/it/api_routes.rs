@@ -740,3 +740,72 @@ async fn a_viewer_token_reads_everything_but_credentials_and_changes_nothing() {
     let (_, t) = api.get("/v1/tenants/acme", Some(VIEWER)).await;
     assert_eq!(t["status"], "active");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_are_listed_by_creation_time_window() {
+    let (env, api) = two_tenants(None).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            api.accepted("acme", ADMIN, json!({"kind": "analyze"}))
+                .await,
+        );
+    }
+    // One of them was created two days ago.
+    sqlx::query("UPDATE jobs SET created_at = now() - interval '2 days' WHERE id = $1::uuid")
+        .bind(&ids[0])
+        .execute(&env.catalog)
+        .await
+        .unwrap();
+    let day_ago = (chrono::Utc::now() - chrono::Duration::days(1))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let listed = |b: &Value| -> Vec<String> {
+        b["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let (s, recent) = api
+        .get(&format!("/v1/jobs?since={day_ago}"), Some(ADMIN))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{recent:#}");
+    assert_eq!(
+        listed(&recent),
+        [ids[2].clone(), ids[1].clone()],
+        "{recent:#}"
+    );
+    let (_, old) = api
+        .get(&format!("/v1/jobs?until={day_ago}"), Some(ADMIN))
+        .await;
+    assert_eq!(listed(&old), [ids[0].clone()], "{old:#}");
+    // Paged inside the window: the cursor continues it, nothing repeated or skipped.
+    let (_, p1) = api
+        .get(&format!("/v1/jobs?since={day_ago}&limit=1"), Some(ACME))
+        .await;
+    assert_eq!(listed(&p1), [ids[2].clone()], "{p1:#}");
+    let cursor = p1["next_cursor"].as_str().unwrap();
+    let (_, p2) = api
+        .get(
+            &format!("/v1/jobs?since={day_ago}&limit=1&cursor={cursor}"),
+            Some(ACME),
+        )
+        .await;
+    assert_eq!(listed(&p2), [ids[1].clone()], "{p2:#}");
+    assert_error(
+        api.get("/v1/jobs?since=yesterday", Some(ADMIN)).await,
+        400,
+        "bad_request",
+    );
+    let nojob = Uuid::now_v7();
+    assert_error(
+        api.get(
+            &format!("/v1/jobs?since={day_ago}&cursor={nojob}"),
+            Some(ADMIN),
+        )
+        .await,
+        400,
+        "bad_request",
+    );
+}
