@@ -40,9 +40,25 @@ fn rabbitmqctl(node: u32, args: &[&str]) -> std::process::Output {
         .expect("rabbitmqctl")
 }
 
-fn kill_9(node: u32) {
+/// The OS pid of a running node, asked of the node itself (a node that
+/// `ops/services` restarted after a test stopped it may have no pid file).
+fn node_pid(node: u32) -> String {
+    let out = rabbitmqctl(node, &["eval", "os:getpid()."]);
+    let pid = stdout(&out).trim().trim_matches('"').to_string();
+    if out.status.success() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) {
+        return pid;
+    }
     let pidfile = state_dir().join(format!("rabbitmq-landlord-c{node}/rabbitmq.pid"));
-    let pid = std::fs::read_to_string(&pidfile).expect("the node's pid file");
+    std::fs::read_to_string(&pidfile).unwrap_or_else(|e| {
+        panic!(
+            "node {node}: no pid from rabbitmqctl ({}) nor its pid file: {e}",
+            stderr(&out)
+        )
+    })
+}
+
+fn kill_9(node: u32) {
+    let pid = node_pid(node);
     let st = Command::new("kill")
         .args(["-9", pid.trim()])
         .status()
@@ -108,8 +124,9 @@ async fn jobs_survive_a_killed_node_and_a_stopped_node_exactly_once() {
             &store::EnqueueRequest {
                 kind: "ping".into(),
                 tenant: None,
-                // Long enough that a node's restart (10-20 s here) leaves jobs for the stop.
-                args: serde_json::json!({"hold_seconds": 2.0}),
+                // Long enough that a node's restart (10-20 s here) leaves jobs for the stop
+                // on a quiet machine too (16 slots: 4 jobs/s, 500 jobs take 125 s).
+                args: serde_json::json!({"hold_seconds": 4.0}),
                 queue: None,
                 dedupe_key: None,
                 max_attempts: None,
