@@ -62,6 +62,12 @@ rabbit_node_launch() {
     RABBIT_HOW="reused (node $(rabbit_node "$name") already running)"
     return 0
   fi
+  # A node still booting (or too busy to answer status) holds its distribution port: starting
+  # a second one would fail in prelaunch and, exiting, delete the first one's pid file.
+  if port_open "$dist_port"; then
+    RABBIT_HOW="found (node $(rabbit_node "$name") holds port $dist_port; still starting)"
+    return 0
+  fi
   log "rabbitmq: starting node $(rabbit_node "$name") (state in $dir)"
   # RABBITMQ_NODE_PORT is left unset: it would add a plain listener the config turns off.
   env HOME="$HOME" \

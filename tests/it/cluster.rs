@@ -34,6 +34,8 @@ fn state_dir() -> std::path::PathBuf {
 
 fn rabbitmqctl(node: u32, args: &[&str]) -> std::process::Output {
     Command::new("/usr/lib/rabbitmq/bin/rabbitmqctl")
+        // Not the checkout: an Erlang VM that fails writes erl_crash.dump where it runs.
+        .current_dir(std::env::temp_dir())
         .args(["-n", &format!("landlord-c{node}@localhost")])
         .args(args)
         .output()
