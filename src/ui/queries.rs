@@ -202,15 +202,13 @@ pub async fn scheduler_leader(pool: &PgPool) -> Result<Option<Leader>> {
     .context("finding the scheduler leader")
 }
 
-/// One firing of a schedule.
+/// The last firing of a schedule, as the overview and the schedules list
+/// show it (a schedule's history is `scheduler::report::history`).
 pub struct Firing {
     pub schedule: String,
     pub fire_at: DateTime<Utc>,
     pub status: String,
     pub jobs: i32,
-    pub skipped: i32,
-    pub leader: Option<String>,
-    pub finished_at: Option<DateTime<Utc>>,
 }
 
 /// The latest firing of each named schedule (primary key order).
@@ -218,7 +216,7 @@ pub async fn last_firings(pool: &PgPool, names: &[String]) -> Result<Vec<Firing>
     sqlx::query_as!(
         Firing,
         r#"SELECT f.schedule AS "schedule!", f.fire_at AS "fire_at!", f.status AS "status!",
-                  f.jobs AS "jobs!", f.skipped AS "skipped!", f.leader, f.finished_at
+                  f.jobs AS "jobs!"
            FROM unnest($1::text[]) AS s(name)
            JOIN LATERAL (SELECT * FROM schedule_firings WHERE schedule = s.name
                          ORDER BY fire_at DESC LIMIT 1) f ON true"#,
@@ -227,33 +225,6 @@ pub async fn last_firings(pool: &PgPool, names: &[String]) -> Result<Vec<Firing>
     .fetch_all(pool)
     .await
     .context("reading the last firings")
-}
-
-/// Past firings of one schedule, newest first.
-pub async fn firings(pool: &PgPool, schedule: &str, limit: i64) -> Result<Vec<Firing>> {
-    sqlx::query_as!(
-        Firing,
-        "SELECT schedule, fire_at, status, jobs, skipped, leader, finished_at FROM schedule_firings \
-         WHERE schedule = $1 ORDER BY fire_at DESC LIMIT $2",
-        schedule,
-        limit
-    )
-    .fetch_all(pool)
-    .await
-    .context("reading firings")
-}
-
-/// The outcomes of one firing's jobs (index `jobs_dedupe_key_pattern`).
-pub async fn firing_outcomes(pool: &PgPool, pattern: &str) -> Result<Vec<Count>> {
-    sqlx::query_as!(
-        Count,
-        r#"SELECT status AS "label!", count(*) AS "n!" FROM jobs WHERE dedupe_key LIKE $1
-           GROUP BY status ORDER BY status"#,
-        pattern
-    )
-    .fetch_all(pool)
-    .await
-    .context("counting a firing's outcomes")
 }
 
 /// Active tenants without a complete backup since `since`: how many, and

@@ -7,6 +7,8 @@
 //! catalog's now (waiting while another process fans the schedule out), an
 //! audit entry with the session's actor, then the outbox is relayed.
 
+use std::collections::BTreeMap;
+
 use axum::{
     extract::{Path, Query, State},
     response::{IntoResponse, Redirect, Response},
@@ -23,8 +25,9 @@ use super::{
 };
 use crate::{
     api::AppState,
+    runtime::JobStatus,
     runtime::{relay, store},
-    scheduler::{self, IfBusy, Schedule},
+    scheduler::{self, IfBusy, Schedule, report},
 };
 
 /// Firings shown on a schedule's page.
@@ -123,9 +126,9 @@ fn next_times(s: &Schedule, now: DateTime<chrono::Utc>, n: usize) -> Vec<String>
     out
 }
 
-fn outcomes(counts: &[queries::Count]) -> Markup {
+fn outcomes(counts: &BTreeMap<JobStatus, i64>) -> Markup {
     html! {
-        @for c in counts { (badge(&c.label)) " " (c.n) " " }
+        @for (status, n) in counts { (badge(status.as_str())) " " (n) " " }
     }
 }
 
@@ -144,14 +147,8 @@ pub async fn list(
     for s in &all {
         let l = last.iter().find(|f| f.schedule == s.name());
         let counts = match l {
-            Some(f) => {
-                queries::firing_outcomes(
-                    &state.pool,
-                    &scheduler::firing_pattern(s.name(), f.fire_at),
-                )
-                .await?
-            }
-            None => Vec::new(),
+            Some(f) => report::outcomes(&state.pool, s.name(), f.fire_at).await?,
+            None => BTreeMap::new(),
         };
         rows.push((s, l, counts));
     }
@@ -207,12 +204,10 @@ pub async fn show(
     session.require_admin()?;
     let s = find(schedules(&state)?, &name)?;
     let now = scheduler::catalog_now(&state.pool).await?;
-    let history = queries::firings(&state.pool, s.name(), HISTORY).await?;
+    let history = report::history(&state.pool, s.name(), HISTORY).await?;
     let mut rows = Vec::new();
     for f in &history {
-        let counts =
-            queries::firing_outcomes(&state.pool, &scheduler::firing_pattern(s.name(), f.fire_at))
-                .await?;
+        let counts = report::outcomes(&state.pool, s.name(), f.fire_at).await?;
         rows.push((f, counts));
     }
     let body = html! {
@@ -231,7 +226,7 @@ pub async fn show(
             tbody {
                 @for (f, counts) in &rows {
                     tr {
-                        td { (when(Some(f.fire_at), now)) } td { (badge(&f.status)) } td { (f.jobs) } td { (f.skipped) }
+                        td { (when(Some(f.fire_at), now)) } td { (badge(f.status.as_str())) } td { (f.jobs) } td { (f.skipped) }
                         td { (outcomes(counts)) } td { (when(f.finished_at, now)) } td { (f.leader.as_deref().unwrap_or("")) }
                     }
                 }
